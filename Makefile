@@ -12,7 +12,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 PREFIX  ?= /usr/local
 LUAVER  := 5.4
 
-EXAMPLES := examples/wire examples/vhost-user-net
+EXAMPLES := $(patsubst %.c,%,$(wildcard examples/*.c))
 CTESTS   := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/*.c))
 
 .PHONY: all deps test demo bench fuzz install clean

@@ -1,0 +1,654 @@
+/*
+** netbe_lua.c: the `netbe` Lua 5.4 module.
+**
+** One libevent event_base per Lua state drives every backend opened from it.
+** Library errors become Lua errors carrying netbe's message. Lua callbacks
+** run under lua_pcall from libevent callbacks; an error there stops the loop
+** and is raised by netbe.run, so no Lua error ever longjmps through libevent
+** or the netbe C API.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "netbe.h"
+
+#define LB_BACKEND "netbe.backend"
+#define LB_WIRE    "netbe.wire"
+
+/* ====================================================================
+** Loop state: one per Lua state, kept in the registry
+** ==================================================================== */
+
+typedef struct lb_loop {
+    struct event_base *base;
+    lua_State *L;                /* the main thread, for callbacks */
+    int error_ref;               /* a callback's error, raised by run */
+} lb_loop;
+
+static int lb_loop_gc(lua_State *L)
+{
+    lb_loop *lp = lua_touserdata(L, 1);
+    if (lp->base)
+        event_base_free(lp->base);
+    lp->base = NULL;
+    return 0;
+}
+
+static lb_loop *lb_getloop(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "netbe.loop");
+    lb_loop *lp = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return lp;
+}
+
+static void lb_newloop(lua_State *L)
+{
+    lb_loop *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    lp->error_ref = LUA_NOREF;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    lp->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lp->base = event_base_new();
+    if (!lp->base)
+        luaL_error(L, "netbe: cannot create an event base");
+    lua_newtable(L);
+    lua_pushcfunction(L, lb_loop_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "netbe.loop");
+}
+
+/* Call the function on top of LP->L's stack with NARGS arguments below it;
+** an error is kept and the loop stopped. */
+static void lb_protected_call(lb_loop *lp, int nargs)
+{
+    lua_State *L = lp->L;
+    if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
+        if (lp->error_ref == LUA_NOREF)
+            lp->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+        event_base_loopbreak(lp->base);
+    }
+}
+
+/* ====================================================================
+** Configs: strings or tables
+** ==================================================================== */
+
+/* A config from a legacy string or a {key = value} table at IDX. */
+static netbe_config *lb_toconfig(lua_State *L, int idx)
+{
+    char err[NETBE_ERRMAX];
+    netbe_config *cfg = netbe_config_new();
+    if (!cfg)
+        luaL_error(L, "netbe: out of memory");
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        if (netbe_config_parse(cfg, lua_tostring(L, idx), err, sizeof err) < 0) {
+            netbe_config_free(cfg);
+            luaL_error(L, "%s", err);
+        }
+        return cfg;
+    }
+    if (!lua_istable(L, idx)) {
+        netbe_config_free(cfg);
+        luaL_typeerror(L, idx, "backend config string or table");
+    }
+    /* Positional [1] is the backend name, as in the legacy string. */
+    lua_geti(L, idx, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        netbe_config_set(cfg, "backend", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            const char *v = lua_type(L, -1) == LUA_TBOOLEAN ?
+                (lua_toboolean(L, -1) ? "true" : "false") : lua_tostring(L, -1);
+            if (!v) {
+                const char *k = lua_tostring(L, -2);
+                netbe_config_free(cfg);
+                luaL_error(L, "config key '%s': expected a string, number or boolean", k);
+            }
+            netbe_config_set(cfg, lua_tostring(L, -2), v);
+        }
+        lua_pop(L, 1);
+    }
+    return cfg;
+}
+
+/* netbe.check(spec) -> normalized {key = value}, ordered key list
+** or nil, message */
+static int lb_check(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    netbe_config *cfg = lb_toconfig(L, 1);
+    if (netbe_config_check(cfg, err, sizeof err) < 0) {
+        netbe_config_free(cfg);
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    int n = netbe_config_count(cfg);
+    lua_createtable(L, 0, n);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, netbe_config_value(cfg, i));
+        lua_setfield(L, -3, netbe_config_key(cfg, i));
+        lua_pushstring(L, netbe_config_key(cfg, i));
+        lua_rawseti(L, -2, i + 1);
+    }
+    netbe_config_free(cfg);
+    return 2;
+}
+
+/* ====================================================================
+** Backends
+** ==================================================================== */
+
+typedef struct lb_backend {
+    netbe *be;
+    lb_loop *loop;
+    int cb_ref;                  /* Lua function(events) or LUA_NOREF */
+    struct lb_wire *wire;        /* the wire using this backend, if any */
+} lb_backend;
+
+typedef struct lb_wire {
+    netbe_wire *w;
+    lb_backend *ends[2];
+} lb_wire;
+
+static void lb_wire_release(lb_wire *lw)
+{
+    if (!lw->w)
+        return;
+    netbe_wire_free(lw->w);
+    lw->w = NULL;
+    for (int i = 0; i < 2; i++)
+        lw->ends[i]->wire = NULL;
+}
+
+static lb_backend *lb_checkbe(lua_State *L, int idx)
+{
+    lb_backend *b = luaL_checkudata(L, idx, LB_BACKEND);
+    if (!b->be)
+        luaL_error(L, "netbe: backend is closed");
+    return b;
+}
+
+static void lb_on_event(netbe *be, int events, void *arg)
+{
+    lb_backend *b = arg;
+    lua_State *L = b->loop->L;
+    if (b->cb_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
+    lua_pushstring(L, events & NETBE_EV_RX ? (events & NETBE_EV_TX ? "rxtx" : "rx") : "tx");
+    lb_protected_call(b->loop, 1);
+}
+
+/* netbe.open(spec) -> backend */
+static int lb_open(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    lb_loop *lp = lb_getloop(L);
+    netbe_config *cfg = lb_toconfig(L, 1);
+    lb_backend *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    b->loop = lp;
+    b->cb_ref = LUA_NOREF;
+    luaL_setmetatable(L, LB_BACKEND);
+    int rc = netbe_open(&b->be, cfg, lp->base, lb_on_event, b, err, sizeof err);
+    netbe_config_free(cfg);
+    if (rc < 0)
+        luaL_error(L, "%s", err);
+    return 1;
+}
+
+static int lb_close(lua_State *L)
+{
+    lb_backend *b = luaL_checkudata(L, 1, LB_BACKEND);
+    if (b->wire)
+        lb_wire_release(b->wire);
+    if (b->be)
+        netbe_close(b->be);
+    b->be = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
+    b->cb_ref = LUA_NOREF;
+    return 0;
+}
+
+/* Push nil, message, errno name for a failed call. */
+static int lb_fail(lua_State *L, ssize_t rc)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, rc == -EAGAIN ? "again" : strerror((int)-rc));
+    lua_pushinteger(L, -rc);
+    return 3;
+}
+
+/* be:send(frame) -> bytes | nil, message, errno */
+static int lb_send(lua_State *L)
+{
+    lb_backend *b = lb_checkbe(L, 1);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    struct iovec v = {(void *)s, len};
+    ssize_t n = netbe_send(b->be, &v, 1);
+    if (n < 0)
+        return lb_fail(L, n);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* be:recv() -> frame | nil when nothing waits | nil, message, errno */
+static int lb_recv(lua_State *L)
+{
+    lb_backend *b = lb_checkbe(L, 1);
+    luaL_Buffer buf;
+    char *p = luaL_buffinitsize(L, &buf, NETBE_MAX_FRAME + 12);
+    struct iovec v = {p, NETBE_MAX_FRAME + 12};
+    ssize_t n = netbe_recv(b->be, &v, 1);
+    if (n < 0)
+        return lb_fail(L, n);
+    if (n == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_pushresultsize(&buf, (size_t)n);
+    return 1;
+}
+
+static int lb_peek(lua_State *L)
+{
+    ssize_t n = netbe_peek_recvlen(lb_checkbe(L, 1)->be);
+    if (n < 0)
+        return lb_fail(L, n);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int lb_discard(lua_State *L)
+{
+    lua_pushinteger(L, netbe_rx_discard(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
+/* be:on(function(events) ... end | nil): receive notifications. A function
+** enables receive; nil disables it. */
+static int lb_on(lua_State *L)
+{
+    lb_backend *b = lb_checkbe(L, 1);
+    if (b->wire)
+        return luaL_error(L, "netbe: backend %s is wired; unwire it first",
+                          netbe_name(b->be));
+    luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
+    b->cb_ref = LUA_NOREF;
+    if (lua_isnoneornil(L, 2)) {
+        netbe_rx_disable(b->be);
+        return 0;
+    }
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    netbe_rx_enable(b->be);
+    return 0;
+}
+
+static int lb_stats(lua_State *L)
+{
+    struct netbe_stats st;
+    netbe_get_stats(lb_checkbe(L, 1)->be, &st);
+    lua_createtable(L, 0, 8);
+#define F(name) (lua_pushinteger(L, (lua_Integer)st.name), lua_setfield(L, -2, #name))
+    F(tx_frames); F(tx_bytes); F(tx_drops); F(tx_errors);
+    F(rx_frames); F(rx_bytes); F(rx_drops); F(rx_errors);
+#undef F
+    return 1;
+}
+
+static int lb_name(lua_State *L)
+{
+    lua_pushstring(L, netbe_name(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
+static int lb_type(lua_State *L)
+{
+    lua_pushstring(L, netbe_type(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
+static int lb_mtu(lua_State *L)
+{
+    lua_pushinteger(L, netbe_get_mtu(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
+static void lb_pushmac(lua_State *L, const uint8_t m[6])
+{
+    lua_pushfstring(L, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+static int lb_mac(lua_State *L)
+{
+    uint8_t m[6];
+    if (netbe_get_mac(lb_checkbe(L, 1)->be, m) < 0)
+        lua_pushnil(L);
+    else
+        lb_pushmac(L, m);
+    return 1;
+}
+
+static int lb_get_cap(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)netbe_get_cap(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
+/* be:set_cap(features, hdr_len) -> true | nil, message */
+static int lb_set_cap(lua_State *L)
+{
+    lb_backend *b = lb_checkbe(L, 1);
+    int rc = netbe_set_cap(b->be, (uint64_t)luaL_checkinteger(L, 2),
+                           (unsigned)luaL_optinteger(L, 3, 0));
+    if (rc < 0)
+        return lb_fail(L, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lb_hdr_len(lua_State *L)
+{
+    lua_pushinteger(L, netbe_get_vnet_hdr_len(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
+static int lb_tostring(lua_State *L)
+{
+    lb_backend *b = luaL_checkudata(L, 1, LB_BACKEND);
+    if (b->be)
+        lua_pushfstring(L, "netbe.backend(%s: %s)", netbe_type(b->be), netbe_name(b->be));
+    else
+        lua_pushstring(L, "netbe.backend(closed)");
+    return 1;
+}
+
+/* ====================================================================
+** Wires
+** ==================================================================== */
+
+/* netbe.wire(a, b) -> wire. The wire keeps both backends alive. */
+static int lb_wire_new(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    lb_backend *a = lb_checkbe(L, 1), *b = lb_checkbe(L, 2);
+    if (a->wire || b->wire)
+        return luaL_error(L, "netbe: backend %s is already wired",
+                          netbe_name((a->wire ? a : b)->be));
+    lb_wire *lw = lua_newuserdatauv(L, sizeof *lw, 2);
+    memset(lw, 0, sizeof *lw);
+    luaL_setmetatable(L, LB_WIRE);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 2);
+    if (netbe_wire_new(&lw->w, a->be, b->be, err, sizeof err) < 0)
+        return luaL_error(L, "%s", err);
+    lw->ends[0] = a;
+    lw->ends[1] = b;
+    a->wire = b->wire = lw;
+    return 1;
+}
+
+static int lb_wire_close(lua_State *L)
+{
+    lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
+    lb_wire_release(lw);
+    return 0;
+}
+
+static int lb_wire_drops(lua_State *L)
+{
+    lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
+    lua_pushinteger(L, lw->w ? (lua_Integer)netbe_wire_drops(lw->w) : 0);
+    return 1;
+}
+
+/* ====================================================================
+** The loop
+** ==================================================================== */
+
+typedef struct lb_run {
+    lb_loop *lp;
+    int tick_ref, signal_ref;
+    const char *reason;
+} lb_run;
+
+static void lb_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    lb_run *r = arg;
+    r->reason = "timeout";
+    event_base_loopbreak(r->lp->base);
+}
+
+static void lb_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    lb_run *r = arg;
+    lua_rawgeti(r->lp->L, LUA_REGISTRYINDEX, r->tick_ref);
+    lb_protected_call(r->lp, 0);
+}
+
+/* SIGINT and SIGTERM stop the loop; other signals go to on_signal. */
+static void lb_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    lb_run *r = arg;
+    if ((sig == SIGINT || sig == SIGTERM) || r->signal_ref == LUA_NOREF) {
+        r->reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+        event_base_loopbreak(r->lp->base);
+        return;
+    }
+    lua_rawgeti(r->lp->L, LUA_REGISTRYINDEX, r->signal_ref);
+    lua_pushstring(r->lp->L, sig == SIGHUP ? "SIGHUP" : "signal");
+    lb_protected_call(r->lp, 1);
+}
+
+static int lb_optref(lua_State *L, int t, const char *field)
+{
+    lua_getfield(L, t, field);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static double lb_optnumber(lua_State *L, int t, const char *field, double def)
+{
+    lua_getfield(L, t, field);
+    double v = luaL_optnumber(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+static struct timeval lb_tv(double s)
+{
+    struct timeval tv = {(time_t)s, (suseconds_t)((s - (time_t)s) * 1e6)};
+    return tv;
+}
+
+/* netbe.run{timeout=S, signals=true, every=S, tick=f, on_signal=f} -> reason
+** Runs until the timeout, SIGINT/SIGTERM (with signals), or a callback
+** error, which is raised. */
+static int lb_run_loop(lua_State *L)
+{
+    lb_loop *lp = lb_getloop(L);
+    if (lua_isnoneornil(L, 1))
+        lua_newtable(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lb_run r = {lp, lb_optref(L, 1, "tick"), lb_optref(L, 1, "on_signal"), "done"};
+    double timeout = lb_optnumber(L, 1, "timeout", -1), every = lb_optnumber(L, 1, "every", 0);
+    lua_getfield(L, 1, "signals");
+    int signals = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    struct event *evs[6] = {0};
+    int nev = 0;
+    if (timeout >= 0) {
+        struct timeval tv = lb_tv(timeout);
+        evs[nev] = evtimer_new(lp->base, lb_on_timeout, &r);
+        evtimer_add(evs[nev++], &tv);
+    }
+    if (every > 0 && r.tick_ref != LUA_NOREF) {
+        struct timeval tv = lb_tv(every);
+        evs[nev] = event_new(lp->base, -1, EV_PERSIST, lb_on_tick, &r);
+        event_add(evs[nev++], &tv);
+    }
+    if (signals) {
+        int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+        for (int i = 0; i < 3; i++) {
+            evs[nev] = evsignal_new(lp->base, sigs[i], lb_on_signal, &r);
+            event_add(evs[nev++], NULL);
+        }
+    }
+    event_base_loop(lp->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    for (int i = 0; i < nev; i++)
+        event_free(evs[i]);
+    luaL_unref(L, LUA_REGISTRYINDEX, r.tick_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, r.signal_ref);
+    if (lp->error_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->error_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, lp->error_ref);
+        lp->error_ref = LUA_NOREF;
+        return lua_error(L);
+    }
+    lua_pushstring(L, r.reason);
+    return 1;
+}
+
+/* netbe.step(seconds): run the loop for at most SECONDS (default 0: only
+** what is ready now). */
+static int lb_step(lua_State *L)
+{
+    lua_settop(L, 1);
+    double s = luaL_optnumber(L, 1, 0);
+    lua_newtable(L);
+    lua_pushnumber(L, s);
+    lua_setfield(L, -2, "timeout");
+    lua_replace(L, 1);
+    return lb_run_loop(L);
+}
+
+/* ====================================================================
+** Helpers: MACs and MTUs
+** ==================================================================== */
+
+static int lb_mac_generate(lua_State *L)
+{
+    uint8_t m[6];
+    netbe_mac_generate((int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2),
+                       luaL_checkstring(L, 3), m);
+    lb_pushmac(L, m);
+    return 1;
+}
+
+static int lb_parse_mac(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    uint8_t m[6];
+    if (netbe_parse_mac(luaL_checkstring(L, 1), m, err, sizeof err) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lb_pushmac(L, m);
+    return 1;
+}
+
+static int lb_parse_mtu(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    unsigned mtu;
+    if (netbe_parse_mtu(luaL_checkstring(L, 1), &mtu, err, sizeof err) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushinteger(L, mtu);
+    return 1;
+}
+
+/* ====================================================================
+** Module
+** ==================================================================== */
+
+static const luaL_Reg lb_backend_methods[] = {
+    {"send", lb_send}, {"recv", lb_recv}, {"peek", lb_peek}, {"discard", lb_discard},
+    {"on", lb_on}, {"stats", lb_stats}, {"name", lb_name}, {"type", lb_type},
+    {"mtu", lb_mtu}, {"mac", lb_mac}, {"get_cap", lb_get_cap}, {"set_cap", lb_set_cap},
+    {"hdr_len", lb_hdr_len}, {"close", lb_close}, {NULL, NULL}};
+
+static const luaL_Reg lb_wire_methods[] = {
+    {"drops", lb_wire_drops}, {"close", lb_wire_close}, {NULL, NULL}};
+
+static const luaL_Reg lb_functions[] = {
+    {"open", lb_open}, {"check", lb_check}, {"wire", lb_wire_new}, {"run", lb_run_loop},
+    {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
+    {"parse_mtu", lb_parse_mtu}, {NULL, NULL}};
+
+static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                        lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+}
+
+static void lb_features(lua_State *L)
+{
+    static const struct { const char *name; uint64_t bit; } f[] = {
+        {"F_CSUM", NETBE_F_CSUM}, {"F_GUEST_CSUM", NETBE_F_GUEST_CSUM},
+        {"F_GUEST_TSO4", NETBE_F_GUEST_TSO4}, {"F_GUEST_TSO6", NETBE_F_GUEST_TSO6},
+        {"F_GUEST_ECN", NETBE_F_GUEST_ECN}, {"F_GUEST_UFO", NETBE_F_GUEST_UFO},
+        {"F_HOST_TSO4", NETBE_F_HOST_TSO4}, {"F_HOST_TSO6", NETBE_F_HOST_TSO6},
+        {"F_HOST_ECN", NETBE_F_HOST_ECN}, {"F_HOST_UFO", NETBE_F_HOST_UFO},
+        {"F_MRG_RXBUF", NETBE_F_MRG_RXBUF}, {"F_OFFLOADS", NETBE_F_OFFLOADS}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)f[i].bit);
+        lua_setfield(L, -2, f[i].name);
+    }
+}
+
+int luaopen_netbe(lua_State *L)
+{
+    lb_newclass(L, LB_BACKEND, lb_backend_methods, lb_close);
+    lb_newclass(L, LB_WIRE, lb_wire_methods, lb_wire_close);
+    luaL_getmetatable(L, LB_BACKEND);
+    lua_pushcfunction(L, lb_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "netbe.loop");
+    int have_loop = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!have_loop)
+        lb_newloop(L);
+    luaL_newlib(L, lb_functions);
+    lb_features(L);
+    lua_pushinteger(L, NETBE_MAX_FRAME);
+    lua_setfield(L, -2, "MAX_FRAME");
+    return 1;
+}

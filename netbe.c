@@ -1,0 +1,1864 @@
+/*
+** netbe.c: the netbe core. See netbe.h for the contract.
+**
+** Contents (each section is fenced with a banner):
+**   1. Utilities: errors, iovecs, MD5
+**   2. Config: legacy strings, keys, MAC and MTU
+**   3. Frames: virtio-net headers and header conversion
+**   4. Backend core: open, send, recv, events, counters
+**   5. Backend null
+**   6. Backend pair
+**   7. Backend tap (Linux tun, FreeBSD tap, vmnet, ngd)
+**   8. Socket addresses, shared by stream and dgram
+**   9. Backend stream
+**  10. Backend dgram
+**  11. The backend table
+**  12. Wire
+**
+** Naming: nb_ is internal to this file; netbe_ is the public API.
+*/
+#define _GNU_SOURCE
+#include "netbe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <event2/event.h>
+
+#ifdef __linux__
+#include <linux/if_tun.h>
+#endif
+
+/* ====================================================================
+** 1. Utilities: errors, iovecs, MD5
+** ==================================================================== */
+
+/* Write a message into ERR (if any) and return -CODE. */
+static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -code;
+}
+
+#define NB_ERR(code, ...) nb_err(err, errlen, code, __VA_ARGS__)
+
+static size_t nb_iov_len(const struct iovec *iov, int iovcnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+/* Copy LEN bytes starting OFF bytes into IOV out to DST; returns bytes copied. */
+static size_t nb_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
+                            void *dst, size_t len)
+{
+    size_t done = 0;
+    for (int i = 0; i < iovcnt && done < len; i++) {
+        size_t l = iov[i].iov_len;
+        if (off >= l) {
+            off -= l;
+            continue;
+        }
+        size_t n = l - off < len - done ? l - off : len - done;
+        memcpy((char *)dst + done, (char *)iov[i].iov_base + off, n);
+        done += n;
+        off = 0;
+    }
+    return done;
+}
+
+/* Copy LEN bytes of SRC into IOV starting OFF bytes in; returns bytes copied. */
+static size_t nb_buf_to_iov(const void *src, size_t len, const struct iovec *iov,
+                            int iovcnt, size_t off)
+{
+    size_t done = 0;
+    for (int i = 0; i < iovcnt && done < len; i++) {
+        size_t l = iov[i].iov_len;
+        if (off >= l) {
+            off -= l;
+            continue;
+        }
+        size_t n = l - off < len - done ? l - off : len - done;
+        memcpy((char *)iov[i].iov_base + off, (const char *)src + done, n);
+        done += n;
+        off = 0;
+    }
+    return done;
+}
+
+/* Fill OUT (room for iovcnt entries) with IOV minus its first SKIP bytes.
+** Returns the new count. */
+static int nb_iov_skip(const struct iovec *iov, int iovcnt, size_t skip,
+                       struct iovec *out)
+{
+    int n = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        out[n].iov_base = (char *)iov[i].iov_base + skip;
+        out[n].iov_len = iov[i].iov_len - skip;
+        skip = 0;
+        n++;
+    }
+    return n;
+}
+
+static void nb_count(uint64_t *counter, uint64_t n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
+static uint64_t nb_load(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+static int nb_set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -errno : fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+/* MD5 (RFC 1321), only for bhyve-compatible MAC generation. */
+struct nb_md5 {
+    uint32_t h[4];
+    uint64_t len;
+    uint8_t buf[64];
+};
+
+static uint32_t nb_rol(uint32_t x, int c) { return (x << c) | (x >> (32 - c)); }
+
+static void nb_md5_block(struct nb_md5 *m, const uint8_t *p)
+{
+    static const uint8_t r[64] = {
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+        5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
+        4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+        6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
+    static const uint32_t k[64] = {
+        0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+        0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+        0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+        0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+        0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+        0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+        0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+        0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+        0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+        0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+        0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
+    uint32_t w[16], a = m->h[0], b = m->h[1], c = m->h[2], d = m->h[3];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[i * 4] | (uint32_t)p[i * 4 + 1] << 8 |
+               (uint32_t)p[i * 4 + 2] << 16 | (uint32_t)p[i * 4 + 3] << 24;
+    for (int i = 0; i < 64; i++) {
+        uint32_t f;
+        int g;
+        if (i < 16) { f = (b & c) | (~b & d); g = i; }
+        else if (i < 32) { f = (d & b) | (~d & c); g = (5 * i + 1) % 16; }
+        else if (i < 48) { f = b ^ c ^ d; g = (3 * i + 5) % 16; }
+        else { f = c ^ (b | ~d); g = (7 * i) % 16; }
+        uint32_t t = d;
+        d = c;
+        c = b;
+        b = b + nb_rol(a + f + k[i] + w[g], r[i]);
+        a = t;
+    }
+    m->h[0] += a; m->h[1] += b; m->h[2] += c; m->h[3] += d;
+}
+
+static void nb_md5(const void *data, size_t len, uint8_t out[16])
+{
+    struct nb_md5 m = {{0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476}, 0, {0}};
+    const uint8_t *p = data;
+    size_t i;
+    for (i = 0; i + 64 <= len; i += 64)
+        nb_md5_block(&m, p + i);
+    size_t rest = len - i;
+    memcpy(m.buf, p + i, rest);
+    m.buf[rest++] = 0x80;
+    if (rest > 56) {
+        memset(m.buf + rest, 0, 64 - rest);
+        nb_md5_block(&m, m.buf);
+        rest = 0;
+    }
+    memset(m.buf + rest, 0, 56 - rest);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int j = 0; j < 8; j++)
+        m.buf[56 + j] = (uint8_t)(bits >> (8 * j));
+    nb_md5_block(&m, m.buf);
+    for (int j = 0; j < 16; j++)
+        out[j] = (uint8_t)(m.h[j / 4] >> (8 * (j % 4)));
+}
+
+/* ====================================================================
+** 2. Config: legacy strings, keys, MAC and MTU
+** ==================================================================== */
+
+struct netbe_config {
+    int n, cap;
+    char **key, **val;
+};
+
+netbe_config *netbe_config_new(void)
+{
+    return calloc(1, sizeof(netbe_config));
+}
+
+void netbe_config_free(netbe_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (int i = 0; i < cfg->n; i++) {
+        free(cfg->key[i]);
+        free(cfg->val[i]);
+    }
+    free(cfg->key);
+    free(cfg->val);
+    free(cfg);
+}
+
+static int nb_config_find(const netbe_config *cfg, const char *key)
+{
+    for (int i = 0; i < cfg->n; i++)
+        if (strcmp(cfg->key[i], key) == 0)
+            return i;
+    return -1;
+}
+
+int netbe_config_set(netbe_config *cfg, const char *key, const char *value)
+{
+    if (!key || !*key)
+        return -EINVAL;
+    char *v = strdup(value ? value : "true");
+    if (!v)
+        return -ENOMEM;
+    int i = nb_config_find(cfg, key);
+    if (i >= 0) {
+        free(cfg->val[i]);
+        cfg->val[i] = v;
+        return 0;
+    }
+    if (cfg->n == cfg->cap) {
+        int cap = cfg->cap ? cfg->cap * 2 : 8;
+        char **k = realloc(cfg->key, cap * sizeof(char *));
+        if (k)
+            cfg->key = k;
+        char **vv = k ? realloc(cfg->val, cap * sizeof(char *)) : NULL;
+        if (!vv) {
+            free(v);
+            return -ENOMEM;
+        }
+        cfg->val = vv;
+        cfg->cap = cap;
+    }
+    cfg->key[cfg->n] = strdup(key);
+    if (!cfg->key[cfg->n]) {
+        free(v);
+        return -ENOMEM;
+    }
+    cfg->val[cfg->n++] = v;
+    return 0;
+}
+
+const char *netbe_config_get(const netbe_config *cfg, const char *key)
+{
+    int i = nb_config_find(cfg, key);
+    return i < 0 ? NULL : cfg->val[i];
+}
+
+int netbe_config_count(const netbe_config *cfg) { return cfg->n; }
+
+const char *netbe_config_key(const netbe_config *cfg, int i)
+{
+    return i >= 0 && i < cfg->n ? cfg->key[i] : NULL;
+}
+
+const char *netbe_config_value(const netbe_config *cfg, int i)
+{
+    return i >= 0 && i < cfg->n ? cfg->val[i] : NULL;
+}
+
+/* One field of a legacy string: "key", "key=value"; the first is the backend. */
+static int nb_config_field(netbe_config *cfg, char *field, int first,
+                           const char *legacy, char *err, size_t errlen)
+{
+    if (!*field)
+        return NB_ERR(EINVAL, "config '%s': empty field (expected BACKEND[,key[=value]]...)",
+                      legacy);
+    if (first)
+        return netbe_config_set(cfg, "backend", field);
+    char *eq = strchr(field, '=');
+    if (eq)
+        *eq = '\0';
+    if (!*field)
+        return NB_ERR(EINVAL, "config '%s': field '=%s' has no key", legacy, eq + 1);
+    return netbe_config_set(cfg, field, eq ? eq + 1 : NULL);
+}
+
+int netbe_config_parse(netbe_config *cfg, const char *legacy, char *err, size_t errlen)
+{
+    if (!legacy || !*legacy)
+        return NB_ERR(EINVAL, "empty backend config (expected BACKEND[,key[=value]]...)");
+    char *copy = strdup(legacy);
+    if (!copy)
+        return NB_ERR(ENOMEM, "out of memory");
+    int rc = 0, first = 1;
+    char *s = copy;
+    for (;;) {
+        char *comma = strchr(s, ',');
+        if (comma)
+            *comma = '\0';
+        rc = nb_config_field(cfg, s, first, legacy, err, errlen);
+        if (rc < 0 || !comma)
+            break;
+        s = comma + 1;
+        first = 0;
+    }
+    free(copy);
+    return rc;
+}
+
+int netbe_parse_mac(const char *text, uint8_t mac[6], char *err, size_t errlen)
+{
+    unsigned b[6];
+    int end = 0;
+    if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4],
+               &b[5], &end) != 6 || text[end] != '\0' || end != 17)
+        return NB_ERR(EINVAL, "mac '%s': expected six hex bytes like 00:a0:98:12:34:56",
+                      text);
+    for (int i = 0; i < 6; i++)
+        mac[i] = (uint8_t)b[i];
+    if (mac[0] & 1)
+        return NB_ERR(EINVAL, "mac '%s': multicast address (expected a unicast MAC)", text);
+    if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
+        return NB_ERR(EINVAL, "mac '%s': all-zero address (expected a unicast MAC)", text);
+    return 0;
+}
+
+/* Decimal unsigned in [lo, hi] with nothing after it. */
+static int nb_parse_uint(const char *text, unsigned long lo, unsigned long hi,
+                         unsigned long *out)
+{
+    char *end;
+    if (!text || *text < '0' || *text > '9')
+        return -EINVAL;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int netbe_parse_mtu(const char *text, unsigned *mtu, char *err, size_t errlen)
+{
+    unsigned long v;
+    if (nb_parse_uint(text, 46, 65535, &v) < 0)
+        return NB_ERR(EINVAL, "mtu '%s': expected a whole number from 46 to 65535", text);
+    *mtu = (unsigned)v;
+    return 0;
+}
+
+void netbe_mac_generate(int slot, int func, const char *vmname, uint8_t mac[6])
+{
+    char text[300];
+    uint8_t digest[16];
+    int n = snprintf(text, sizeof text, "%d-%d-%s", slot, func, vmname ? vmname : "");
+    nb_md5(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1, digest);
+    mac[0] = 0x00;
+    mac[1] = 0xa0;
+    mac[2] = 0x98;
+    mac[3] = digest[0];
+    mac[4] = digest[1];
+    mac[5] = digest[2];
+}
+
+/* ====================================================================
+** 3. Frames: virtio-net headers and header conversion
+** ==================================================================== */
+
+/* The virtio-net header, little-endian as VERSION_1 defines it (we only
+** support little-endian hosts, as bhyve does). num_buffers exists only in the
+** 12-byte form. */
+struct nb_vnet_hdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+    uint16_t num_buffers;
+};
+
+#define NB_HDR_F_NEEDS_CSUM  1
+#define NB_HDR_GSO_NONE      0
+
+/* True when a frame with header H needs work the other side may not do. */
+static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
+{
+    return (h->flags & NB_HDR_F_NEEDS_CSUM) || h->gso_type != NB_HDR_GSO_NONE;
+}
+
+/* ====================================================================
+** 4. Backend core: open, send, recv, events, counters
+** ==================================================================== */
+
+/* One row of the backend table. A backend sees frames at its own header
+** length be->be_hdr_len; the core converts to the frontend's. */
+struct nb_ops {
+    const char *prefix;          /* matched against "backend", or equal to "type" */
+    const char *const *keys;     /* keys beyond the common ones, NULL-terminated */
+    size_t priv_size;            /* private state allocated after struct netbe */
+    /* Validate and normalize backend keys; may be NULL. */
+    int (*check)(netbe_config *cfg, char *err, size_t errlen);
+    int (*open)(netbe *be, const netbe_config *cfg, char *err, size_t errlen);
+    void (*close)(netbe *be);
+    /* Returns bytes taken, -EAGAIN (arm TX readiness first), or -errno. */
+    ssize_t (*send)(netbe *be, const struct iovec *iov, int iovcnt);
+    /* Returns frame length, 0 when nothing is waiting, or -errno. */
+    ssize_t (*recv)(netbe *be, const struct iovec *iov, int iovcnt);
+    uint64_t (*get_cap)(netbe *be);
+    /* Called with the negotiated features; may change be->be_hdr_len. */
+    int (*set_cap)(netbe *be, uint64_t features, unsigned fe_hdr_len);
+};
+
+struct netbe {
+    const struct nb_ops *ops;
+    char *name;
+    struct event_base *base;
+    netbe_cb cb;
+    void *cb_arg;
+    struct event *rx_ev;         /* readiness of the receive descriptor */
+    struct event *tx_ev;         /* one-shot: the send descriptor is writable */
+    int rx_enabled;
+    unsigned fe_hdr_len, be_hdr_len;
+    uint64_t features;
+    unsigned mtu;
+    int have_mac;
+    uint8_t mac[6];
+    uint8_t *bounce;             /* a frame read ahead by netbe_peek_recvlen */
+    ssize_t bounce_len;
+    struct netbe_stats st;
+    void *priv;                  /* the backend's private state, same allocation */
+};
+
+static const struct nb_ops *const nb_backends[];
+static const char *const nb_common_keys[] = {"backend", "type", "mac", "mtu", NULL};
+
+#define NB_PRIV(be, T) ((T *)(be)->priv)
+/* Private state starts at this offset of the netbe allocation. */
+#define NB_PRIV_OFF ((sizeof(struct netbe) + 15) & ~(size_t)15)
+
+static const struct nb_ops *nb_find_ops(const netbe_config *cfg)
+{
+    const char *type = netbe_config_get(cfg, "type");
+    const char *name = netbe_config_get(cfg, "backend");
+    const struct nb_ops *best = NULL;
+    for (int i = 0; nb_backends[i]; i++) {
+        const struct nb_ops *o = nb_backends[i];
+        if (type) {
+            if (strcmp(type, o->prefix) == 0)
+                return o;
+        } else if (name && strncmp(name, o->prefix, strlen(o->prefix)) == 0 &&
+                   (!best || strlen(o->prefix) > strlen(best->prefix))) {
+            best = o;
+        }
+    }
+    return best;
+}
+
+static int nb_key_in(const char *key, const char *const *list)
+{
+    for (; list && *list; list++)
+        if (strcmp(key, *list) == 0)
+            return 1;
+    return 0;
+}
+
+/* "backend, type, mac, mtu, path, peerhook" for error messages. */
+static void nb_list_keys(const struct nb_ops *o, char *out, size_t len)
+{
+    const char *const *lists[2] = {nb_common_keys, o->keys};
+    size_t used = 0;
+    out[0] = '\0';
+    for (int l = 0; l < 2; l++)
+        for (const char *const *k = lists[l]; k && *k; k++)
+            used += snprintf(out + used, used < len ? len - used : 0, "%s%s",
+                             used ? ", " : "", *k);
+}
+
+static void nb_list_types(char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; nb_backends[i]; i++)
+        used += snprintf(out + used, used < len ? len - used : 0, "%s%s",
+                         used ? ", " : "", nb_backends[i]->prefix);
+}
+
+static int nb_check_common(netbe_config *cfg, const struct nb_ops *o,
+                           char *err, size_t errlen)
+{
+    for (int i = 0; i < cfg->n; i++) {
+        if (!nb_key_in(cfg->key[i], nb_common_keys) && !nb_key_in(cfg->key[i], o->keys)) {
+            char keys[200];
+            nb_list_keys(o, keys, sizeof keys);
+            return NB_ERR(EINVAL, "%s: unknown key '%s' (accepted keys: %s)", o->prefix,
+                          cfg->key[i], keys);
+        }
+    }
+    const char *mac = netbe_config_get(cfg, "mac");
+    if (mac) {
+        uint8_t m[6];
+        char text[18];
+        int rc = netbe_parse_mac(mac, m, err, errlen);
+        if (rc < 0)
+            return rc;
+        snprintf(text, sizeof text, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2],
+                 m[3], m[4], m[5]);
+        netbe_config_set(cfg, "mac", text);
+    }
+    const char *mtu = netbe_config_get(cfg, "mtu");
+    unsigned v;
+    if (mtu && netbe_parse_mtu(mtu, &v, err, errlen) < 0)
+        return -EINVAL;
+    return 0;
+}
+
+int netbe_config_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const struct nb_ops *o = nb_find_ops(cfg);
+    if (!o) {
+        char types[200];
+        const char *type = netbe_config_get(cfg, "type");
+        const char *name = netbe_config_get(cfg, "backend");
+        nb_list_types(types, sizeof types);
+        if (type)
+            return NB_ERR(EINVAL, "unknown backend type '%s' (expected one of: %s)", type,
+                          types);
+        return NB_ERR(EINVAL, "backend '%s' matches no backend (expected a name starting "
+                      "with one of: %s; or type=)", name ? name : "", types);
+    }
+    if (!netbe_config_get(cfg, "backend"))
+        netbe_config_set(cfg, "backend", o->prefix);
+    int rc = nb_check_common(cfg, o, err, errlen);
+    if (rc == 0 && o->check)
+        rc = o->check(cfg, err, errlen);
+    if (rc == 0)
+        rc = netbe_config_set(cfg, "type", o->prefix);
+    return rc;
+}
+
+static void nb_fire(netbe *be, int events)
+{
+    if (be->cb)
+        be->cb(be, events, be->cb_arg);
+}
+
+static void nb_on_rx(evutil_socket_t fd, short what, void *arg)
+{
+    nb_fire(arg, NETBE_EV_RX);
+}
+
+static void nb_on_tx(evutil_socket_t fd, short what, void *arg)
+{
+    nb_fire(arg, NETBE_EV_TX);
+}
+
+/* Watch FD for receive and send readiness (FD -1 stops watching). Backends
+** call this when their descriptor changes; the enabled state is kept. */
+static int nb_watch_fd(netbe *be, int fd)
+{
+    if (be->rx_ev) {
+        event_free(be->rx_ev);
+        be->rx_ev = NULL;
+    }
+    if (be->tx_ev) {
+        event_free(be->tx_ev);
+        be->tx_ev = NULL;
+    }
+    if (fd < 0)
+        return 0;
+    be->rx_ev = event_new(be->base, fd, EV_READ | EV_PERSIST, nb_on_rx, be);
+    be->tx_ev = event_new(be->base, fd, EV_WRITE, nb_on_tx, be);
+    if (!be->rx_ev || !be->tx_ev)
+        return -ENOMEM;
+    if (be->rx_enabled)
+        event_add(be->rx_ev, NULL);
+    return 0;
+}
+
+/* Ask for NETBE_EV_TX once the descriptor can take more. */
+static void nb_want_tx(netbe *be)
+{
+    if (be->tx_ev)
+        event_add(be->tx_ev, NULL);
+}
+
+int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
+               netbe_cb cb, void *arg, char *err, size_t errlen)
+{
+    *bep = NULL;
+    if (!base)
+        return NB_ERR(EINVAL, "netbe_open: no event_base given");
+    netbe_config *cfg = netbe_config_new();
+    if (!cfg)
+        return NB_ERR(ENOMEM, "out of memory");
+    for (int i = 0; i < cfg_in->n; i++)
+        netbe_config_set(cfg, cfg_in->key[i], cfg_in->val[i]);
+    int rc = netbe_config_check(cfg, err, errlen);
+    if (rc < 0) {
+        netbe_config_free(cfg);
+        return rc;
+    }
+    const struct nb_ops *o = nb_find_ops(cfg);
+    netbe *be = calloc(1, NB_PRIV_OFF + o->priv_size);
+    if (be)
+        be->priv = (char *)be + NB_PRIV_OFF;
+    if (!be || !(be->name = strdup(netbe_config_get(cfg, "backend")))) {
+        free(be);
+        netbe_config_free(cfg);
+        return NB_ERR(ENOMEM, "out of memory");
+    }
+    be->ops = o;
+    be->base = base;
+    be->cb = cb;
+    be->cb_arg = arg;
+    be->mtu = 1500;
+    const char *v;
+    if ((v = netbe_config_get(cfg, "mtu")))
+        netbe_parse_mtu(v, &be->mtu, NULL, 0);
+    if ((v = netbe_config_get(cfg, "mac")))
+        be->have_mac = netbe_parse_mac(v, be->mac, NULL, 0) == 0;
+    rc = o->open(be, cfg, err, errlen);
+    netbe_config_free(cfg);
+    if (rc < 0) {
+        nb_watch_fd(be, -1);
+        free(be->name);
+        free(be);
+        return rc;
+    }
+    *bep = be;
+    return 0;
+}
+
+int netbe_open_str(netbe **bep, const char *legacy, struct event_base *base,
+                   netbe_cb cb, void *arg, char *err, size_t errlen)
+{
+    netbe_config *cfg = netbe_config_new();
+    if (!cfg)
+        return NB_ERR(ENOMEM, "out of memory");
+    int rc = netbe_config_parse(cfg, legacy, err, errlen);
+    if (rc == 0)
+        rc = netbe_open(bep, cfg, base, cb, arg, err, errlen);
+    netbe_config_free(cfg);
+    return rc;
+}
+
+void netbe_close(netbe *be)
+{
+    if (!be)
+        return;
+    nb_watch_fd(be, -1);
+    be->ops->close(be);
+    free(be->bounce);
+    free(be->name);
+    free(be);
+}
+
+void netbe_set_callback(netbe *be, netbe_cb cb, void *arg)
+{
+    be->cb = cb;
+    be->cb_arg = arg;
+}
+
+/* Send with the frontend's header already converted to the backend's. */
+static ssize_t nb_send_raw(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n = be->ops->send(be, iov, iovcnt);
+    if (n >= 0) {
+        nb_count(&be->st.tx_frames, 1);
+        nb_count(&be->st.tx_bytes, (uint64_t)n);
+    } else if (n == -EAGAIN) {
+        nb_want_tx(be);
+    } else if (n == -EMSGSIZE || n == -ENOTCONN || n == -ENOBUFS) {
+        nb_count(&be->st.tx_drops, 1);
+    } else {
+        nb_count(&be->st.tx_errors, 1);
+    }
+    return n;
+}
+
+/* Read the frontend header at the start of IOV into H (missing bytes zero). */
+static void nb_hdr_read(const struct iovec *iov, int iovcnt, unsigned len,
+                        struct nb_vnet_hdr *h)
+{
+    memset(h, 0, sizeof *h);
+    nb_iov_to_buf(iov, iovcnt, 0, h, len);
+}
+
+ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    unsigned fe = be->fe_hdr_len, bl = be->be_hdr_len;
+    if (iovcnt < 0 || iovcnt > IOV_MAX - 1 || nb_iov_len(iov, iovcnt) < fe + 14) {
+        nb_count(&be->st.tx_drops, 1);
+        return -EINVAL;
+    }
+    if (fe == bl)
+        return nb_send_raw(be, iov, iovcnt);
+    struct nb_vnet_hdr h;
+    nb_hdr_read(iov, iovcnt, fe, &h);
+    if (bl == 0 && nb_hdr_needs_offload(&h)) {
+        /* The frontend negotiated an offload this backend cannot do. */
+        nb_count(&be->st.tx_drops, 1);
+        return -EOPNOTSUPP;
+    }
+    struct iovec v[iovcnt + 1];
+    int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
+    if (bl == 0)
+        return nb_send_raw(be, v + 1, n);
+    h.num_buffers = 0;
+    v[0].iov_base = &h;
+    v[0].iov_len = bl;
+    ssize_t r = nb_send_raw(be, v, n + 1);
+    return r < 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
+}
+
+/* Receive from the backend, converting its header to the frontend's. */
+static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    unsigned fe = be->fe_hdr_len, bl = be->be_hdr_len;
+    if (fe == bl)
+        return be->ops->recv(be, iov, iovcnt);
+    struct nb_vnet_hdr h;
+    memset(&h, 0, sizeof h);
+    struct iovec v[iovcnt + 1];
+    int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
+    v[0].iov_base = &h;
+    v[0].iov_len = bl;
+    ssize_t r = bl ? be->ops->recv(be, v, n + 1) : be->ops->recv(be, v + 1, n);
+    if (r <= 0)
+        return r;
+    if (fe == 0 && nb_hdr_needs_offload(&h)) {
+        /* Never hand a frontend an offload it did not negotiate. */
+        nb_count(&be->st.rx_drops, 1);
+        return -EPROTO;
+    }
+    h.num_buffers = fe == 12 ? 1 : 0;
+    nb_buf_to_iov(&h, fe, iov, iovcnt, 0);
+    return r - (ssize_t)bl + (ssize_t)fe;
+}
+
+/* Receive one frame, counting it; the bounce buffer goes first. */
+static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    size_t room = nb_iov_len(iov, iovcnt);
+    ssize_t r;
+    if (be->bounce_len > 0) {
+        r = be->bounce_len;
+        nb_buf_to_iov(be->bounce, (size_t)r < room ? (size_t)r : room, iov, iovcnt, 0);
+        be->bounce_len = 0;
+    } else {
+        r = nb_recv_convert(be, iov, iovcnt);
+        if (r == -EAGAIN || r == 0)
+            return 0;
+        if (r < 0) {
+            if (r != -EPROTO)
+                nb_count(&be->st.rx_errors, 1);
+            return r;
+        }
+    }
+    if ((size_t)r > room) {
+        nb_count(&be->st.rx_drops, 1);
+        return -EMSGSIZE;
+    }
+    nb_count(&be->st.rx_frames, 1);
+    nb_count(&be->st.rx_bytes, (uint64_t)r);
+    return r;
+}
+
+ssize_t netbe_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX - 1)
+        return -EINVAL;
+    return nb_recv_counted(be, iov, iovcnt);
+}
+
+ssize_t netbe_peek_recvlen(netbe *be)
+{
+    if (be->bounce_len > 0)
+        return be->bounce_len;
+    size_t size = NETBE_MAX_FRAME + 12;
+    if (!be->bounce && !(be->bounce = malloc(size)))
+        return -ENOMEM;
+    struct iovec v = {be->bounce, size};
+    ssize_t r = nb_recv_convert(be, &v, 1);
+    if (r <= 0)
+        return r == -EAGAIN ? 0 : r;
+    be->bounce_len = r;
+    return r;
+}
+
+ssize_t netbe_rx_discard(netbe *be)
+{
+    ssize_t r = netbe_peek_recvlen(be);
+    if (r > 0) {
+        be->bounce_len = 0;
+        nb_count(&be->st.rx_drops, 1);
+    }
+    return r;
+}
+
+void netbe_rx_enable(netbe *be)
+{
+    be->rx_enabled = 1;
+    if (be->rx_ev)
+        event_add(be->rx_ev, NULL);
+    /* A frame already read ahead produces no new readiness: report it. */
+    if (be->bounce_len > 0 && be->rx_ev)
+        event_active(be->rx_ev, EV_READ, 0);
+}
+
+void netbe_rx_disable(netbe *be)
+{
+    be->rx_enabled = 0;
+    if (be->rx_ev)
+        event_del(be->rx_ev);
+}
+
+uint64_t netbe_get_cap(netbe *be)
+{
+    return be->ops->get_cap ? be->ops->get_cap(be) : 0;
+}
+
+int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
+{
+    if (vnet_hdr_len != 0 && vnet_hdr_len != 10 && vnet_hdr_len != 12)
+        return -EINVAL;
+    if (features & ~netbe_get_cap(be))
+        return -EINVAL;
+    if (features && vnet_hdr_len == 0)
+        return -EINVAL;
+    if (be->ops->set_cap) {
+        int rc = be->ops->set_cap(be, features, vnet_hdr_len);
+        if (rc < 0)
+            return rc;
+    }
+    be->features = features;
+    be->fe_hdr_len = vnet_hdr_len;
+    be->bounce_len = 0;
+    return 0;
+}
+
+unsigned netbe_get_vnet_hdr_len(netbe *be) { return be->fe_hdr_len; }
+const char *netbe_name(netbe *be) { return be->name; }
+const char *netbe_type(netbe *be) { return be->ops->prefix; }
+unsigned netbe_get_mtu(netbe *be) { return be->mtu; }
+
+int netbe_get_mac(netbe *be, uint8_t mac[6])
+{
+    if (!be->have_mac)
+        return -ENOENT;
+    memcpy(mac, be->mac, 6);
+    return 0;
+}
+
+void netbe_get_stats(netbe *be, struct netbe_stats *st)
+{
+    const uint64_t *src = (const uint64_t *)&be->st;
+    uint64_t *dst = (uint64_t *)st;
+    for (size_t i = 0; i < sizeof *st / sizeof(uint64_t); i++)
+        dst[i] = nb_load(&src[i]);
+}
+
+/* ====================================================================
+** 5. Backend null: discards what it is sent, never receives
+** ==================================================================== */
+
+static int null_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    return 0;
+}
+
+static void null_close(netbe *be) {}
+
+static ssize_t null_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    return (ssize_t)nb_iov_len(iov, iovcnt);
+}
+
+static ssize_t null_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    return 0;
+}
+
+static const struct nb_ops nb_null = {
+    .prefix = "null", .open = null_open, .close = null_close,
+    .send = null_send, .recv = null_recv,
+};
+
+/* ====================================================================
+** 6. Backend pair: two in-process endpoints joined by name
+** ====================================================================
+** "pair,name=X" opened twice gives the two ends of one link. The ends are
+** a SOCK_SEQPACKET socketpair: the kernel keeps frame boundaries, queues,
+** flow control (EAGAIN, then writable) and thread safety for us.
+*/
+
+static const char *const pair_keys[] = {"name", NULL};
+
+struct pair_waiting {
+    struct pair_waiting *next;
+    char *name;
+    int fd;                      /* the end for the second opener */
+};
+
+static pthread_mutex_t pair_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pair_waiting *pair_list;
+
+struct pair_priv {
+    int fd;
+};
+
+static int sock_grow_buffers(int fd, int bytes)
+{
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    return 0;
+}
+
+/* The other end waiting under NAME, or -1 after leaving one there. */
+static int pair_take_or_leave(const char *name, int *mine, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&pair_lock);
+    for (struct pair_waiting **pp = &pair_list; *pp; pp = &(*pp)->next) {
+        struct pair_waiting *w = *pp;
+        if (strcmp(w->name, name) == 0) {
+            *mine = w->fd;
+            *pp = w->next;
+            pthread_mutex_unlock(&pair_lock);
+            free(w->name);
+            free(w);
+            return 0;
+        }
+    }
+    int sv[2];
+    struct pair_waiting *w = calloc(1, sizeof *w);
+    if (!w || !(w->name = strdup(name)) ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        int e = errno ? errno : ENOMEM;
+        pthread_mutex_unlock(&pair_lock);
+        if (w)
+            free(w->name);
+        free(w);
+        return NB_ERR(e, "pair '%s': socketpair: %s", name, strerror(e));
+    }
+    sock_grow_buffers(sv[0], 1 << 20);
+    sock_grow_buffers(sv[1], 1 << 20);
+    w->fd = sv[1];
+    w->next = pair_list;
+    pair_list = w;
+    *mine = sv[0];
+    pthread_mutex_unlock(&pair_lock);
+    return 0;
+}
+
+static int pair_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct pair_priv *p = NB_PRIV(be, struct pair_priv);
+    const char *name = netbe_config_get(cfg, "name");
+    int rc = pair_take_or_leave(name ? name : "", &p->fd, err, errlen);
+    return rc < 0 ? rc : nb_watch_fd(be, p->fd);
+}
+
+static void pair_close(netbe *be)
+{
+    close(NB_PRIV(be, struct pair_priv)->fd);
+}
+
+/* Send and receive on a connected message socket (pair, connected dgram). */
+static ssize_t sock_send_msg(int fd, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt};
+    ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0)
+        return n;
+    return errno == EWOULDBLOCK ? -EAGAIN : errno == ECONNREFUSED ? -ENOTCONN : -errno;
+}
+
+static ssize_t sock_recv_msg(int fd, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt};
+    for (;;) {
+        ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_TRUNC);
+        if (n >= 0)
+            return n;
+        if (errno == EWOULDBLOCK)
+            return 0;
+        /* A connected UDP socket reports a past ICMP unreachable here. */
+        if (errno != ECONNREFUSED && errno != EINTR)
+            return -errno;
+    }
+}
+
+static ssize_t pair_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    return sock_send_msg(NB_PRIV(be, struct pair_priv)->fd, iov, iovcnt);
+}
+
+static ssize_t pair_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    return sock_recv_msg(NB_PRIV(be, struct pair_priv)->fd, iov, iovcnt);
+}
+
+static const struct nb_ops nb_pair = {
+    .prefix = "pair", .keys = pair_keys, .priv_size = sizeof(struct pair_priv),
+    .open = pair_open, .close = pair_close, .send = pair_send, .recv = pair_recv,
+};
+
+/* ====================================================================
+** 7. Backend tap (Linux tun, FreeBSD tap, vmnet, ngd)
+** ====================================================================
+** On Linux the interface is opened with IFF_VNET_HDR, so the kernel can hand
+** us TSO frames and accept them; with no offloads negotiated the header is
+** all zero and the core strips it. On FreeBSD, /dev/tapN, /dev/vmnetN and
+** /dev/ngdN are plain frame devices; ngd is an ng_device node, not an
+** interface, so the link-up step is skipped (bhyve does the same).
+*/
+
+struct tap_priv {
+    int fd;
+};
+
+static void tap_close(netbe *be)
+{
+    close(NB_PRIV(be, struct tap_priv)->fd);
+}
+
+static ssize_t tap_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n = writev(NB_PRIV(be, struct tap_priv)->fd, iov, iovcnt);
+    if (n >= 0)
+        return n;
+    return errno == EWOULDBLOCK ? -EAGAIN : errno == EIO ? -ENOTCONN : -errno;
+}
+
+static ssize_t tap_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n = readv(NB_PRIV(be, struct tap_priv)->fd, iov, iovcnt);
+    if (n >= 0)
+        return n;
+    return errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+}
+
+/* Bring interface NAME up and set its MTU when one was configured. */
+static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
+                       char *err, size_t errlen)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return NB_ERR(errno, "tap %s: socket: %s", ifname, strerror(errno));
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
+    int rc = 0;
+    if (set_mtu) {
+        ifr.ifr_mtu = (int)be->mtu;
+        if (ioctl(s, SIOCSIFMTU, &ifr) < 0)
+            rc = NB_ERR(errno, "tap %s: cannot set mtu %u: %s", ifname, be->mtu,
+                        strerror(errno));
+    }
+    if (rc == 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+            rc = NB_ERR(errno, "tap %s: cannot bring the link up: %s", ifname,
+                        strerror(errno));
+    }
+    close(s);
+    return rc;
+}
+
+#ifdef __linux__
+
+/* Offloads the tun driver can take, in VIRTIO_NET_F terms. */
+#define TAP_CAPS (NETBE_F_CSUM | NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | \
+    NETBE_F_GUEST_TSO6 | NETBE_F_GUEST_ECN | NETBE_F_GUEST_UFO | NETBE_F_HOST_TSO4 | \
+    NETBE_F_HOST_TSO6 | NETBE_F_HOST_ECN | NETBE_F_HOST_UFO)
+
+static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct tap_priv *p = NB_PRIV(be, struct tap_priv);
+    struct ifreq ifr;
+    const char *name = be->name;
+    if (strlen(name) >= IFNAMSIZ)
+        return NB_ERR(EINVAL, "tap '%s': interface names are at most %d characters",
+                      name, IFNAMSIZ - 1);
+    p->fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (p->fd < 0)
+        return NB_ERR(errno, "tap %s: cannot open /dev/net/tun: %s", name, strerror(errno));
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    /* A bare "tap" lets the kernel choose the name. */
+    if (strcmp(name, "tap") != 0)
+        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+    int hdr = 10;
+    if (ioctl(p->fd, TUNSETIFF, &ifr) < 0 || ioctl(p->fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
+        ioctl(p->fd, TUNSETOFFLOAD, 0) < 0) {
+        int e = errno;
+        close(p->fd);
+        return NB_ERR(e, "tap %s: cannot attach to the interface: %s", name, strerror(e));
+    }
+    be->be_hdr_len = 10;
+    if (strcmp(ifr.ifr_name, be->name) != 0) {
+        char *n = strdup(ifr.ifr_name);
+        if (n) {
+            free(be->name);
+            be->name = n;
+        }
+    }
+    int rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, err, errlen);
+    if (rc == 0)
+        rc = nb_watch_fd(be, p->fd);
+    if (rc < 0)
+        close(p->fd);
+    return rc;
+}
+
+static uint64_t tap_get_cap(netbe *be)
+{
+    return TAP_CAPS;
+}
+
+/* The kernel's TUN_F_* flags for what we agreed to receive. */
+static unsigned tap_offload_flags(uint64_t f)
+{
+    unsigned t = 0;
+    if (f & NETBE_F_GUEST_CSUM) {
+        t |= TUN_F_CSUM;
+        if (f & NETBE_F_GUEST_TSO4) t |= TUN_F_TSO4;
+        if (f & NETBE_F_GUEST_TSO6) t |= TUN_F_TSO6;
+        if (f & NETBE_F_GUEST_ECN) t |= TUN_F_TSO_ECN;
+        if (f & NETBE_F_GUEST_UFO) t |= TUN_F_UFO;
+    }
+    return t;
+}
+
+static int tap_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
+{
+    int fd = NB_PRIV(be, struct tap_priv)->fd;
+    int hdr = fe_hdr_len ? (int)fe_hdr_len : 10;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
+        ioctl(fd, TUNSETOFFLOAD, tap_offload_flags(features)) < 0)
+        return -errno;
+    be->be_hdr_len = (unsigned)hdr;
+    return 0;
+}
+
+static const struct nb_ops nb_tap = {
+    .prefix = "tap", .priv_size = sizeof(struct tap_priv),
+    .open = tap_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
+    .get_cap = tap_get_cap, .set_cap = tap_set_cap,
+};
+
+static int tap_needs_freebsd(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    return NB_ERR(ENOTSUP, "%s: the %s backend needs FreeBSD", be->name, be->ops->prefix);
+}
+
+static const struct nb_ops nb_vmnet = {
+    .prefix = "vmnet", .open = tap_needs_freebsd, .close = tap_close,
+};
+
+static const struct nb_ops nb_ngd = {
+    .prefix = "ngd", .open = tap_needs_freebsd, .close = tap_close,
+};
+
+#endif /* __linux__ */
+
+#ifdef __FreeBSD__
+
+/* Open /dev/NAME; ngd devices are not interfaces, so no link-up. */
+static int tap_open_dev(netbe *be, int link_up, char *err, size_t errlen)
+{
+    struct tap_priv *p = NB_PRIV(be, struct tap_priv);
+    char path[64];
+    int one = 1;
+    snprintf(path, sizeof path, "/dev/%s", be->name);
+    p->fd = open(path, O_RDWR | O_CLOEXEC);
+    if (p->fd < 0)
+        return NB_ERR(errno, "%s: cannot open %s: %s", be->name, path, strerror(errno));
+    if (ioctl(p->fd, FIONBIO, &one) < 0) {
+        int e = errno;
+        close(p->fd);
+        return NB_ERR(e, "%s: FIONBIO: %s", be->name, strerror(e));
+    }
+    int rc = link_up ? tap_link_up(be, be->name, 0, err, errlen) : 0;
+    if (rc == 0)
+        rc = nb_watch_fd(be, p->fd);
+    if (rc < 0)
+        close(p->fd);
+    return rc;
+}
+
+static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    return tap_open_dev(be, 1, err, errlen);
+}
+
+static int ngd_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    return tap_open_dev(be, 0, err, errlen);
+}
+
+static const struct nb_ops nb_tap = {
+    .prefix = "tap", .priv_size = sizeof(struct tap_priv),
+    .open = tap_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
+};
+
+static const struct nb_ops nb_vmnet = {
+    .prefix = "vmnet", .priv_size = sizeof(struct tap_priv),
+    .open = tap_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
+};
+
+static const struct nb_ops nb_ngd = {
+    .prefix = "ngd", .priv_size = sizeof(struct tap_priv),
+    .open = ngd_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
+};
+
+#endif /* __FreeBSD__ */
+
+/* ====================================================================
+** 8. Socket addresses, shared by stream and dgram
+** ====================================================================
+** Forms: "unix:/path", "/path", "HOST:PORT", "[V6]:PORT". HOST may be
+** empty for a listener (any address).
+*/
+
+struct nb_addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int family;
+};
+
+static int nb_parse_addr(const char *key, const char *text, int passive,
+                         struct nb_addr *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    const char *path = strncmp(text, "unix:", 5) == 0 ? text + 5 :
+                       text[0] == '/' ? text : NULL;
+    if (path) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
+        if (!*path || strlen(path) >= sizeof un->sun_path)
+            return NB_ERR(EINVAL, "%s '%s': a UNIX socket path of 1 to %zu characters",
+                          key, text, sizeof un->sun_path - 1);
+        un->sun_family = AF_UNIX;
+        strcpy(un->sun_path, path);
+        a->len = sizeof *un;
+        a->family = AF_UNIX;
+        return 0;
+    }
+    char host[256];
+    const char *colon = strrchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof host)
+        return NB_ERR(EINVAL, "%s '%s': expected unix:/path, HOST:PORT or [IPV6]:PORT",
+                      key, text);
+    memcpy(host, text, colon - text);
+    host[colon - text] = '\0';
+    char *h = host;
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    unsigned long port;
+    if (nb_parse_uint(colon + 1, passive ? 0 : 1, 65535, &port) < 0)
+        return NB_ERR(EINVAL, "%s '%s': port '%s' is not a number from %d to 65535", key,
+                      text, colon + 1, passive ? 0 : 1);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&a->sa;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->sa;
+    if (!*h && passive) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_addr = in6addr_any;
+    } else if (inet_pton(AF_INET, h, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+    } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+    } else {
+        return NB_ERR(EINVAL, "%s '%s': '%s' is not a numeric IPv4 or IPv6 address", key,
+                      text, h);
+    }
+    a->family = a->sa.ss_family;
+    if (a->family == AF_INET) {
+        in4->sin_port = htons((uint16_t)port);
+        a->len = sizeof *in4;
+    } else {
+        in6->sin6_port = htons((uint16_t)port);
+        a->len = sizeof *in6;
+    }
+    return 0;
+}
+
+static int nb_check_addr_key(netbe_config *cfg, const char *key, int passive,
+                             char *err, size_t errlen)
+{
+    struct nb_addr a;
+    const char *v = netbe_config_get(cfg, key);
+    return v ? nb_parse_addr(key, v, passive, &a, err, errlen) : 0;
+}
+
+/* A socket of TYPE for A; listeners and binders get SO_REUSEADDR. */
+static int nb_socket_for(const struct nb_addr *a, int type)
+{
+    int fd = socket(a->family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && a->family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    }
+    return fd;
+}
+
+/* ====================================================================
+** 9. Backend stream: length-prefixed frames over a stream socket
+** ====================================================================
+** QEMU's -netdev stream and passt put a 4-byte big-endian length before
+** each frame, with no virtio header. We are either the listener (one peer
+** at a time, later peers wait in the backlog) or the client, which may
+** reconnect every "reconnect" seconds after the peer goes away.
+*/
+
+static const char *const stream_keys[] = {"listen", "connect", "reconnect", NULL};
+
+#define STREAM_RXBUF (4 * (NETBE_MAX_FRAME + 4))
+
+struct stream_priv {
+    int listen_fd, fd;
+    struct nb_addr addr;
+    struct event *accept_ev, *retry_ev;
+    unsigned reconnect;          /* seconds, 0 = never */
+    pthread_mutex_t tx_lock;     /* serializes senders and the pending tail */
+    uint8_t *txbuf;              /* unsent tail of a partially written frame */
+    size_t tx_off, tx_len;
+    uint8_t *rxbuf;
+    size_t rx_head, rx_tail;
+};
+
+static int stream_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *l = netbe_config_get(cfg, "listen"), *c = netbe_config_get(cfg, "connect");
+    if (!l == !c)
+        return NB_ERR(EINVAL, "stream: give exactly one of listen=ADDR or connect=ADDR "
+                      "(ADDR is unix:/path, HOST:PORT or [IPV6]:PORT)");
+    const char *r = netbe_config_get(cfg, "reconnect");
+    unsigned long secs;
+    if (r && (l || nb_parse_uint(r, 0, 86400, &secs) < 0))
+        return NB_ERR(EINVAL, "stream: reconnect='%s': expected seconds from 0 to 86400, "
+                      "with connect= only", r);
+    int rc = nb_check_addr_key(cfg, "listen", 1, err, errlen);
+    return rc < 0 ? rc : nb_check_addr_key(cfg, "connect", 0, err, errlen);
+}
+
+static void stream_connect_later(netbe *be);
+
+/* The peer is gone: drop the connection and wait for the next. */
+static void stream_drop_peer(netbe *be)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    pthread_mutex_lock(&p->tx_lock);
+    nb_watch_fd(be, -1);
+    if (p->fd >= 0)
+        close(p->fd);
+    p->fd = -1;
+    p->tx_len = p->tx_off = 0;
+    p->rx_head = p->rx_tail = 0;
+    pthread_mutex_unlock(&p->tx_lock);
+    if (p->accept_ev)
+        event_add(p->accept_ev, NULL);
+    else
+        stream_connect_later(be);
+}
+
+static void stream_use_fd(netbe *be, int fd)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    int one = 1;
+    if (p->addr.family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sock_grow_buffers(fd, 1 << 20);
+    pthread_mutex_lock(&p->tx_lock);
+    p->fd = fd;
+    nb_watch_fd(be, fd);
+    pthread_mutex_unlock(&p->tx_lock);
+    nb_fire(be, NETBE_EV_TX);
+}
+
+static void stream_on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    netbe *be = arg;
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    event_del(p->accept_ev);
+    stream_use_fd(be, fd);
+}
+
+/* Connect synchronously (loopback and UNIX peers answer at once). */
+static int stream_connect(netbe *be, char *err, size_t errlen)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    int fd = socket(p->addr.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NB_ERR(errno, "stream: socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
+        int e = errno;
+        close(fd);
+        return NB_ERR(e, "stream: cannot connect: %s", strerror(e));
+    }
+    nb_set_nonblock(fd);
+    stream_use_fd(be, fd);
+    return 0;
+}
+
+static void stream_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    if (stream_connect(arg, NULL, 0) < 0)
+        stream_connect_later(arg);
+}
+
+static void stream_connect_later(netbe *be)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    struct timeval tv = {p->reconnect, 0};
+    if (p->reconnect)
+        evtimer_add(p->retry_ev, &tv);
+}
+
+static int stream_listen(netbe *be, char *err, size_t errlen)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    if (p->addr.family == AF_UNIX)
+        unlink(((struct sockaddr_un *)&p->addr.sa)->sun_path);
+    p->listen_fd = nb_socket_for(&p->addr, SOCK_STREAM);
+    if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&p->addr.sa,
+                                 p->addr.len) < 0 || listen(p->listen_fd, 4) < 0)
+        return NB_ERR(errno, "stream: cannot listen: %s", strerror(errno));
+    p->accept_ev = event_new(be->base, p->listen_fd, EV_READ | EV_PERSIST,
+                             stream_on_accept, be);
+    if (!p->accept_ev)
+        return NB_ERR(ENOMEM, "out of memory");
+    event_add(p->accept_ev, NULL);
+    return 0;
+}
+
+static void stream_close(netbe *be)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    if (p->accept_ev)
+        event_free(p->accept_ev);
+    if (p->retry_ev)
+        event_free(p->retry_ev);
+    if (p->fd >= 0)
+        close(p->fd);
+    if (p->listen_fd >= 0) {
+        close(p->listen_fd);
+        if (p->addr.family == AF_UNIX)
+            unlink(((struct sockaddr_un *)&p->addr.sa)->sun_path);
+    }
+    pthread_mutex_destroy(&p->tx_lock);
+    free(p->txbuf);
+    free(p->rxbuf);
+}
+
+static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    const char *l = netbe_config_get(cfg, "listen"), *c = netbe_config_get(cfg, "connect");
+    const char *r = netbe_config_get(cfg, "reconnect");
+    unsigned long secs = 0;
+    p->fd = p->listen_fd = -1;
+    pthread_mutex_init(&p->tx_lock, NULL);
+    if (r)
+        nb_parse_uint(r, 0, 86400, &secs);
+    p->reconnect = (unsigned)secs;
+    p->txbuf = malloc(NETBE_MAX_FRAME + 4);
+    p->rxbuf = malloc(STREAM_RXBUF);
+    p->retry_ev = evtimer_new(be->base, stream_on_retry, be);
+    int rc = !p->txbuf || !p->rxbuf || !p->retry_ev ? NB_ERR(ENOMEM, "out of memory") :
+             nb_parse_addr(l ? "listen" : "connect", l ? l : c, l != NULL, &p->addr,
+                           err, errlen);
+    if (rc == 0)
+        rc = l ? stream_listen(be, err, errlen) : stream_connect(be, err, errlen);
+    if (rc == -ECONNREFUSED || rc == -ENOENT) {
+        /* A client with reconnect= waits for its server to appear. */
+        if (p->reconnect) {
+            stream_connect_later(be);
+            rc = 0;
+        }
+    }
+    if (rc < 0)
+        stream_close(be);
+    return rc;
+}
+
+/* Write the pending tail; returns 0 when all is out, -EAGAIN or -errno. */
+static int stream_flush(struct stream_priv *p)
+{
+    while (p->tx_off < p->tx_len) {
+        ssize_t n = send(p->fd, p->txbuf + p->tx_off, p->tx_len - p->tx_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EWOULDBLOCK ? -EAGAIN : errno == EINTR ? 0 : -errno;
+        p->tx_off += (size_t)n;
+    }
+    p->tx_off = p->tx_len = 0;
+    return 0;
+}
+
+/* Send the length and frame; a short write keeps the tail for later, so a
+** frame is never cut in the stream. Called with tx_lock held. */
+static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
+                                  const struct iovec *iov, int iovcnt)
+{
+    if (p->fd < 0)
+        return -ENOTCONN;
+    if (p->tx_len) {
+        int rc = stream_flush(p);
+        if (rc < 0)
+            return rc;
+    }
+    size_t len = nb_iov_len(iov, iovcnt);
+    if (len > NETBE_MAX_FRAME)
+        return -EMSGSIZE;
+    uint32_t be32 = htonl((uint32_t)len);
+    struct iovec v[iovcnt + 1];
+    v[0].iov_base = &be32;
+    v[0].iov_len = 4;
+    memcpy(v + 1, iov, iovcnt * sizeof *iov);
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = iovcnt + 1};
+    ssize_t n = sendmsg(p->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+        if (errno == EWOULDBLOCK)
+            return -EAGAIN;
+        return errno == EPIPE || errno == ECONNRESET ? -ENOTCONN : -errno;
+    }
+    if ((size_t)n < len + 4) {
+        memcpy(p->txbuf, &be32, 4);
+        nb_iov_to_buf(iov, iovcnt, 0, p->txbuf + 4, len);
+        p->tx_off = (size_t)n;
+        p->tx_len = len + 4;
+    }
+    return (ssize_t)len;
+}
+
+static ssize_t stream_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    pthread_mutex_lock(&p->tx_lock);
+    ssize_t n = stream_send_locked(be, p, iov, iovcnt);
+    pthread_mutex_unlock(&p->tx_lock);
+    return n;
+}
+
+/* Pull more bytes from the socket. Returns >0 bytes, 0 nothing now, <0 gone. */
+static ssize_t stream_fill(struct stream_priv *p)
+{
+    if (p->rx_head > 0 && p->rx_head == p->rx_tail)
+        p->rx_head = p->rx_tail = 0;
+    if (p->rx_tail > STREAM_RXBUF / 2) {
+        memmove(p->rxbuf, p->rxbuf + p->rx_head, p->rx_tail - p->rx_head);
+        p->rx_tail -= p->rx_head;
+        p->rx_head = 0;
+    }
+    ssize_t n = recv(p->fd, p->rxbuf + p->rx_tail, STREAM_RXBUF - p->rx_tail, MSG_DONTWAIT);
+    if (n > 0)
+        p->rx_tail += (size_t)n;
+    else if (n < 0 && (errno == EWOULDBLOCK || errno == EINTR))
+        n = 0;
+    else
+        n = -1;
+    return n;
+}
+
+static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    for (;;) {
+        if (p->fd < 0)
+            return 0;
+        size_t have = p->rx_tail - p->rx_head;
+        if (have >= 4) {
+            uint32_t be32;
+            memcpy(&be32, p->rxbuf + p->rx_head, 4);
+            size_t len = ntohl(be32);
+            if (len > NETBE_MAX_FRAME) {
+                /* A length no frame can have: the stream is out of step. */
+                nb_count(&be->st.rx_errors, 1);
+                stream_drop_peer(be);
+                return 0;
+            }
+            if (have >= len + 4) {
+                p->rx_head += len + 4;
+                size_t room = nb_iov_len(iov, iovcnt);
+                nb_buf_to_iov(p->rxbuf + p->rx_head - len, len < room ? len : room, iov,
+                              iovcnt, 0);
+                return (ssize_t)len;
+            }
+        }
+        ssize_t n = stream_fill(p);
+        if (n == 0)
+            return 0;
+        if (n < 0) {
+            stream_drop_peer(be);
+            return 0;
+        }
+    }
+}
+
+static const struct nb_ops nb_stream = {
+    .prefix = "stream", .keys = stream_keys, .priv_size = sizeof(struct stream_priv),
+    .check = stream_check, .open = stream_open, .close = stream_close,
+    .send = stream_send, .recv = stream_recv,
+};
+
+/* ====================================================================
+** 10. Backend dgram: one frame per datagram
+** ====================================================================
+** Compatible with QEMU's -netdev dgram: UDP or UNIX datagram sockets, no
+** length prefix and no virtio header. With remote= the socket is connected,
+** so the kernel drops datagrams from anyone else.
+*/
+
+static const char *const dgram_keys[] = {"local", "remote", NULL};
+
+struct dgram_priv {
+    int fd;
+    int unlink_local;
+    struct nb_addr local;
+};
+
+static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *l = netbe_config_get(cfg, "local"), *r = netbe_config_get(cfg, "remote");
+    if (!l || !r)
+        return NB_ERR(EINVAL, "dgram: needs local=ADDR and remote=ADDR "
+                      "(unix:/path or HOST:PORT)");
+    struct nb_addr la, ra;
+    int rc = nb_parse_addr("local", l, 1, &la, err, errlen);
+    if (rc == 0)
+        rc = nb_parse_addr("remote", r, 0, &ra, err, errlen);
+    if (rc == 0 && la.family != ra.family)
+        rc = NB_ERR(EINVAL, "dgram: local '%s' and remote '%s' are of different families",
+                    l, r);
+    return rc;
+}
+
+static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    struct nb_addr ra;
+    nb_parse_addr("local", netbe_config_get(cfg, "local"), 1, &p->local, NULL, 0);
+    nb_parse_addr("remote", netbe_config_get(cfg, "remote"), 0, &ra, NULL, 0);
+    if (p->local.family == AF_UNIX)
+        unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
+    p->fd = nb_socket_for(&p->local, SOCK_DGRAM);
+    if (p->fd < 0)
+        return NB_ERR(errno, "dgram: socket: %s", strerror(errno));
+    if (bind(p->fd, (struct sockaddr *)&p->local.sa, p->local.len) < 0) {
+        int e = errno;
+        close(p->fd);
+        return NB_ERR(e, "dgram: cannot bind local address: %s", strerror(e));
+    }
+    p->unlink_local = p->local.family == AF_UNIX;
+    /* A UNIX peer may bind after us; connect lazily on the first send then. */
+    if (connect(p->fd, (struct sockaddr *)&ra.sa, ra.len) < 0 && ra.family != AF_UNIX) {
+        int e = errno;
+        close(p->fd);
+        return NB_ERR(e, "dgram: cannot set remote address: %s", strerror(e));
+    }
+    sock_grow_buffers(p->fd, 4 << 20);
+    return nb_watch_fd(be, p->fd);
+}
+
+static void dgram_close(netbe *be)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    close(p->fd);
+    if (p->unlink_local)
+        unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
+}
+
+static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    return sock_send_msg(NB_PRIV(be, struct dgram_priv)->fd, iov, iovcnt);
+}
+
+static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    return sock_recv_msg(NB_PRIV(be, struct dgram_priv)->fd, iov, iovcnt);
+}
+
+static const struct nb_ops nb_dgram = {
+    .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
+    .check = dgram_check, .open = dgram_open, .close = dgram_close,
+    .send = dgram_send, .recv = dgram_recv,
+};
+
+/* ====================================================================
+** 11. The backend table
+** ==================================================================== */
+
+static const struct nb_ops *const nb_backends[] = {
+    &nb_tap, &nb_vmnet, &nb_ngd, &nb_stream, &nb_dgram, &nb_null, &nb_pair, NULL,
+};
+
+/* ====================================================================
+** 12. Wire: two backends joined both ways
+** ==================================================================== */
+
+/* Frames moved per readiness event before the other side gets a turn. */
+#define WIRE_BUDGET 64
+
+struct wire_dir {
+    struct netbe_wire *wire;
+    netbe *from, *to;
+    struct event *resume;        /* continues a pump cut short by the budget */
+    uint8_t *buf;
+    size_t held;                 /* length of a frame the other side refused with EAGAIN */
+};
+
+struct netbe_wire {
+    struct wire_dir dir[2];      /* a->b, b->a */
+    uint64_t drops;
+};
+
+static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
+{
+    struct iovec v = {d->buf, NETBE_MAX_FRAME + 12};
+    for (int i = 0; i < WIRE_BUDGET; i++) {
+        if (!d->held) {
+            ssize_t n = netbe_recv(d->from, &v, 1);
+            if (n == -EMSGSIZE)
+                continue;
+            if (n <= 0)
+                return;
+            d->held = (size_t)n;
+        }
+        struct iovec out = {d->buf, d->held};
+        ssize_t r = netbe_send(d->to, &out, 1);
+        if (r == -EAGAIN) {
+            netbe_rx_disable(d->from);
+            return;
+        }
+        if (r < 0)
+            w->drops++;
+        d->held = 0;
+    }
+    event_active(d->resume, 0, 0);
+}
+
+static void wire_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct wire_dir *d = arg;
+    wire_pump(d->wire, d);
+}
+
+static void wire_on_event(netbe *be, int events, void *arg)
+{
+    struct netbe_wire *w = arg;
+    struct wire_dir *out = &w->dir[be == w->dir[0].from ? 0 : 1];
+    struct wire_dir *in = &w->dir[be == w->dir[0].from ? 1 : 0];
+    if (events & NETBE_EV_TX && in->held) {
+        /* The side that refused a frame can take more: resume its source. */
+        wire_pump(w, in);
+        if (!in->held)
+            netbe_rx_enable(in->from);
+    }
+    if (events & NETBE_EV_RX)
+        wire_pump(w, out);
+}
+
+/* The header length both sides can carry without conversion, else 0. */
+static unsigned wire_hdr_len(netbe *a, netbe *b)
+{
+    return a->be_hdr_len == b->be_hdr_len ? a->be_hdr_len : 0;
+}
+
+int netbe_wire_new(netbe_wire **wp, netbe *a, netbe *b, char *err, size_t errlen)
+{
+    *wp = NULL;
+    if (a == b || a->base != b->base)
+        return NB_ERR(EINVAL, "wire: the two backends must differ and share one event base");
+    struct netbe_wire *w = calloc(1, sizeof *w);
+    if (!w)
+        return NB_ERR(ENOMEM, "out of memory");
+    unsigned hl = wire_hdr_len(a, b);
+    netbe_set_cap(a, 0, hl);
+    netbe_set_cap(b, 0, hl);
+    netbe *ends[2][2] = {{a, b}, {b, a}};
+    for (int i = 0; i < 2; i++) {
+        struct wire_dir *d = &w->dir[i];
+        d->wire = w;
+        d->from = ends[i][0];
+        d->to = ends[i][1];
+        d->buf = malloc(NETBE_MAX_FRAME + 12);
+        d->resume = event_new(a->base, -1, 0, wire_resume, d);
+        if (!d->buf || !d->resume) {
+            netbe_wire_free(w);
+            return NB_ERR(ENOMEM, "out of memory");
+        }
+    }
+    netbe_set_callback(a, wire_on_event, w);
+    netbe_set_callback(b, wire_on_event, w);
+    netbe_rx_enable(a);
+    netbe_rx_enable(b);
+    *wp = w;
+    return 0;
+}
+
+void netbe_wire_free(netbe_wire *w)
+{
+    if (!w)
+        return;
+    for (int i = 0; i < 2; i++) {
+        struct wire_dir *d = &w->dir[i];
+        if (d->from && d->from->cb_arg == w) {
+            netbe_rx_disable(d->from);
+            netbe_set_callback(d->from, NULL, NULL);
+        }
+        if (d->resume)
+            event_free(d->resume);
+        free(d->buf);
+    }
+    free(w);
+}
+
+uint64_t netbe_wire_drops(netbe_wire *w)
+{
+    return w->drops;
+}
