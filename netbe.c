@@ -741,12 +741,10 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
     }
     struct iovec v[iovcnt + 1];
     int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
-    if (bl == 0)
-        return nb_send_raw(be, v + 1, n);
     h.num_buffers = 0;
     v[0].iov_base = &h;
     v[0].iov_len = bl;
-    ssize_t r = nb_send_raw(be, v, n + 1);
+    ssize_t r = bl ? nb_send_raw(be, v, n + 1) : nb_send_raw(be, v + 1, n);
     return r < 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
 }
 

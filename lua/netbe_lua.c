@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -335,7 +336,10 @@ static int lb_mtu(lua_State *L)
 
 static void lb_pushmac(lua_State *L, const uint8_t m[6])
 {
-    lua_pushfstring(L, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+    char text[18];
+    snprintf(text, sizeof text, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+             m[4], m[5]);
+    lua_pushstring(L, text);
 }
 
 static int lb_mac(lua_State *L)

@@ -1,0 +1,269 @@
+/*
+** stream_test.c: the stream backend against a raw socket peer, byte by byte
+** as QEMU's -netdev stream writes it: 4-byte big-endian length, then the
+** frame. Partial writes, several frames in one write, an oversize length,
+** a peer that goes away and a client that reconnects.
+*/
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "check.h"
+#include "netbe.h"
+
+static struct event_base *base;
+static char path[108];
+
+static int raw_listener(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0)
+        return -1;
+    return fd;
+}
+
+static int raw_connect(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    return connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -1 : fd;
+}
+
+static void spin(void)
+{
+    struct timeval tv = {0, 20000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+static void frame(uint8_t *buf, size_t len, uint8_t seed)
+{
+    memset(buf, 0xff, 6);
+    memset(buf + 6, 0x02, 6);
+    buf[12] = 0x08;
+    buf[13] = 0x00;
+    for (size_t i = 14; i < len; i++)
+        buf[i] = (uint8_t)(seed + i);
+}
+
+static ssize_t recv_one(netbe *be, uint8_t *out, size_t room)
+{
+    struct iovec v = {out, room};
+    for (int i = 0; i < 50; i++) {
+        ssize_t n = netbe_recv(be, &v, 1);
+        if (n != 0)
+            return n;
+        spin();
+    }
+    return 0;
+}
+
+/* Bytes written by the raw side in awkward pieces arrive as whole frames. */
+static void test_partial_writes(void)
+{
+    char err[NETBE_ERRMAX];
+    char spec[200];
+    netbe *be;
+    int lfd = raw_listener();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
+    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    int peer = accept(lfd, NULL, NULL);
+    uint8_t wire[3 * 1600], f[1600], got[2000];
+    size_t off = 0;
+    size_t lens[3] = {60, 1514, 200};
+    for (int i = 0; i < 3; i++) {
+        uint32_t l = htonl((uint32_t)lens[i]);
+        memcpy(wire + off, &l, 4);
+        frame(wire + off + 4, lens[i], (uint8_t)i);
+        off += 4 + lens[i];
+    }
+    /* One byte, then 2 bytes, then the rest: lengths and frames split. */
+    CHECK(write(peer, wire, 1) == 1, "write");
+    spin();
+    CHECK(recv_one(be, got, sizeof got) == 0, "a 1-byte prefix is not a frame");
+    CHECK(write(peer, wire + 1, 2) == 2, "write");
+    CHECK(write(peer, wire + 3, off - 3) == (ssize_t)(off - 3), "write");
+    for (int i = 0; i < 3; i++) {
+        frame(f, lens[i], (uint8_t)i);
+        ssize_t n = recv_one(be, got, sizeof got);
+        CHECK(n == (ssize_t)lens[i], "frame %d: got %zd bytes, want %zu", i, n, lens[i]);
+        CHECK(n > 0 && memcmp(got, f, lens[i]) == 0, "frame %d content", i);
+    }
+    /* Our send side: the raw peer sees the length prefix and the frame. */
+    frame(f, 1514, 7);
+    struct iovec v[2] = {{f, 100}, {f + 100, 1414}};
+    CHECK(netbe_send(be, v, 2) == 1514, "send");
+    uint8_t in[1518];
+    size_t got_n = 0;
+    while (got_n < sizeof in) {
+        ssize_t n = read(peer, in + got_n, sizeof in - got_n);
+        if (n <= 0)
+            break;
+        got_n += (size_t)n;
+    }
+    uint32_t l;
+    memcpy(&l, in, 4);
+    CHECK(got_n == 1518 && ntohl(l) == 1514, "prefix %u", ntohl(l));
+    CHECK(memcmp(in + 4, f, 1514) == 0, "sent frame content");
+    struct netbe_stats st;
+    netbe_get_stats(be, &st);
+    CHECK(st.rx_frames == 3 && st.tx_frames == 1 && st.rx_errors == 0,
+          "counters rx %llu tx %llu", (unsigned long long)st.rx_frames,
+          (unsigned long long)st.tx_frames);
+    netbe_close(be);
+    close(peer);
+    close(lfd);
+}
+
+/* A length no frame can have closes the connection and counts an error;
+** with reconnect= the client comes back. */
+static void test_oversize_and_reconnect(void)
+{
+    char err[NETBE_ERRMAX];
+    char spec[200];
+    netbe *be;
+    int lfd = raw_listener();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s,reconnect=1", path);
+    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    int peer = accept(lfd, NULL, NULL);
+    uint32_t huge = htonl(NETBE_MAX_FRAME + 1);
+    CHECK(write(peer, &huge, 4) == 4, "write");
+    uint8_t got[100];
+    struct iovec gv = {got, sizeof got};
+    for (int i = 0; i < 5; i++) {
+        spin();
+        netbe_recv(be, &gv, 1);
+    }
+    struct netbe_stats st;
+    netbe_get_stats(be, &st);
+    CHECK(st.rx_errors == 1, "oversize length counted, rx_errors=%llu",
+          (unsigned long long)st.rx_errors);
+    char c;
+    CHECK(read(peer, &c, 1) == 0, "connection closed after the bad length");
+    close(peer);
+    uint8_t f[60];
+    frame(f, 60, 1);
+    struct iovec v = {f, 60};
+    CHECK(netbe_send(be, &v, 1) == -ENOTCONN, "send while disconnected is refused");
+    /* The reconnect timer is 1 s: run the loop until the client is back. */
+    struct timeval tv = {1, 300000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+    fcntl(lfd, F_SETFL, O_NONBLOCK);
+    peer = accept(lfd, NULL, NULL);
+    CHECK(peer >= 0, "client reconnected");
+    CHECK(netbe_send(be, &v, 1) == 60, "send after reconnect");
+    netbe_close(be);
+    close(peer);
+    close(lfd);
+}
+
+/* As a listener: a raw client connects, frames flow, the client leaves and a
+** second client is served. */
+static void test_listener(void)
+{
+    char err[NETBE_ERRMAX];
+    char spec[200];
+    netbe *be;
+    snprintf(spec, sizeof spec, "stream,listen=unix:%s", path);
+    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    for (int round = 0; round < 2; round++) {
+        int c = raw_connect();
+        CHECK(c >= 0, "connect round %d", round);
+        spin();
+        uint8_t buf[4 + 64], got[100];
+        uint32_t l = htonl(64);
+        memcpy(buf, &l, 4);
+        frame(buf + 4, 64, (uint8_t)round);
+        CHECK(write(c, buf, sizeof buf) == (ssize_t)sizeof buf, "write");
+        CHECK(recv_one(be, got, sizeof got) == 64, "frame from client %d", round);
+        CHECK(memcmp(got, buf + 4, 64) == 0, "content round %d", round);
+        close(c);
+        spin();
+        recv_one(be, got, sizeof got);
+    }
+    netbe_close(be);
+    CHECK(access(path, F_OK) != 0, "listener removes its socket file on close");
+}
+
+/* Send from a second thread while the loop runs (bhyve's TX thread does). */
+struct tx_arg {
+    netbe *be;
+    int sent;
+};
+
+static void *tx_thread(void *p)
+{
+    struct tx_arg *a = p;
+    uint8_t f[200];
+    frame(f, sizeof f, 3);
+    struct iovec v = {f, sizeof f};
+    for (int i = 0; i < 2000; i++) {
+        while (netbe_send(a->be, &v, 1) == -EAGAIN)
+            usleep(100);
+        a->sent++;
+    }
+    return NULL;
+}
+
+static void test_threaded_send(void)
+{
+    char err[NETBE_ERRMAX];
+    char spec[200];
+    netbe *be;
+    int lfd = raw_listener();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
+    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    int peer = accept(lfd, NULL, NULL);
+    struct tx_arg a = {be, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, tx_thread, &a);
+    /* The reader checks every frame boundary while the sender runs. */
+    size_t frames = 0, bad = 0;
+    uint8_t buf[204];
+    while (frames < 2000) {
+        size_t got = 0;
+        while (got < sizeof buf) {
+            ssize_t n = read(peer, buf + got, sizeof buf - got);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        if (got < sizeof buf)
+            break;
+        uint32_t l;
+        memcpy(&l, buf, 4);
+        bad += ntohl(l) != 200;
+        frames++;
+    }
+    pthread_join(t, NULL);
+    CHECK(frames == 2000 && bad == 0, "frames %zu, bad lengths %zu", frames, bad);
+    netbe_close(be);
+    close(peer);
+    close(lfd);
+}
+
+int main(void)
+{
+    base = event_base_new();
+    snprintf(path, sizeof path, "/tmp/netbe-stream-test-%d.sock", (int)getpid());
+    test_partial_writes();
+    test_oversize_and_reconnect();
+    test_listener();
+    test_threaded_send();
+    unlink(path);
+    event_base_free(base);
+    return check_summary();
+}
