@@ -12,8 +12,9 @@
 **   8. Socket addresses, shared by stream and dgram
 **   9. Backend stream
 **  10. Backend dgram
-**  11. The backend table
-**  12. Wire
+**  11. Backend slirp (libslirp user-mode NAT)
+**  12. The backend table
+**  13. Wire
 **
 ** Naming: nb_ is internal to this file; netbe_ is the public API.
 */
@@ -33,11 +34,16 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
+#include <time.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <event2/event.h>
+#include <libslirp.h>
 
 #ifdef __linux__
 #include <linux/if_tun.h>
@@ -1728,15 +1734,1179 @@ static const struct nb_ops nb_dgram = {
 };
 
 /* ====================================================================
-** 11. The backend table
+** 11. Backend slirp: user-mode NAT through libslirp
+** ====================================================================
+** libslirp is a TCP/IP stack that terminates the guest's connections and
+** re-opens them as ordinary host sockets. It has no loop of its own: it
+** names the descriptors it wants watched (slirp_pollfds_fill), is told
+** which are ready (slirp_pollfds_poll), and wants timers. We map that onto
+** the embedder's event_base: one read and one write event per descriptor,
+** kept from one round to the next and changed only when slirp's interest
+** changes, a timer for the timeout slirp asks for, and one "run" event
+** that does a poll-and-fill round after any descriptor fired or the guest
+** sent something.
+**
+** Frames slirp emits for the guest go into a ring under the same mutex
+** that serializes every call into libslirp; an eventfd is readable while
+** the ring is not empty, so the core's receive event works unchanged and
+** a netbe_send on another thread never touches the event_base.
+*/
+
+/* ---- Options: parsing and checking ---- */
+
+static const char *const slirp_keys[] = {
+    "hostfwd", "open", "restrict", "net", "host", "dhcpstart", "dns", "dnssearch",
+    "domainname", "hostname", "ipv6", "ipv6-net", "ipv6-host", "ipv6-dns", "tftp",
+    "tftp-server-name", "bootfile", "guestfwd", NULL};
+
+#define SLIRP_MTU_MIN   68       /* libslirp's IF_MTU_MIN */
+#define SLIRP_MTU_MAX   65521    /* libslirp's IF_MTU_MAX */
+#define SLIRP_RULE_MAX  300      /* a rule in normal form */
+
+enum { SLIRP_TCP, SLIRP_UDP, SLIRP_UNIX };
+
+/* One host forwarding rule. */
+struct slirp_rule {
+    struct slirp_rule *next;
+    int proto;
+    struct sockaddr_storage host, guest;
+    socklen_t host_len, guest_len;
+    char text[SLIRP_RULE_MAX];   /* normal form, for listing */
+};
+
+/* Everything the options say, checked. */
+struct slirp_opts {
+    int restricted, ipv6;
+    struct in_addr net, mask, host, dhcp, dns;
+    struct in6_addr net6, host6, dns6;
+    unsigned prefix6;
+    unsigned mtu;
+    const char *hostname, *domainname, *tftp, *tftp_name, *bootfile;
+    char **dnssearch;            /* NULL-terminated, owned */
+    struct in_addr gfwd_addr;
+    unsigned gfwd_port;
+    char *gfwd_cmd;              /* owned */
+    struct slirp_rule *rules;    /* owned */
+};
+
+static void slirp_opts_free(struct slirp_opts *o)
+{
+    if (o->dnssearch)
+        for (char **d = o->dnssearch; *d; d++)
+            free(*d);
+    free(o->dnssearch);
+    free(o->gfwd_cmd);
+    while (o->rules) {
+        struct slirp_rule *r = o->rules;
+        o->rules = r->next;
+        free(r);
+    }
+    memset(o, 0, sizeof *o);
+}
+
+/* on/off, yes/no, true/false, 1/0; -1 for anything else. */
+static int slirp_bool(const char *v)
+{
+    static const char *const yes[] = {"on", "yes", "true", "1"}, *const no[] = {
+        "off", "no", "false", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(v, yes[i]) == 0)
+            return 1;
+        if (strcmp(v, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static int slirp_opt_bool(const netbe_config *cfg, const char *key, int def, int *out,
+                          char *err, size_t errlen)
+{
+    const char *v = netbe_config_get(cfg, key);
+    *out = v ? slirp_bool(v) : def;
+    if (*out < 0)
+        return NB_ERR(EINVAL, "slirp: %s='%s': expected on or off", key, v);
+    return 0;
+}
+
+static int slirp_opt_ip4(const netbe_config *cfg, const char *key, struct in_addr def,
+                         struct in_addr *out, char *err, size_t errlen)
+{
+    const char *v = netbe_config_get(cfg, key);
+    *out = def;
+    if (v && inet_pton(AF_INET, v, out) != 1)
+        return NB_ERR(EINVAL, "slirp: %s='%s': expected an IPv4 address like 10.0.2.2",
+                      key, v);
+    return 0;
+}
+
+static int slirp_opt_ip6(const netbe_config *cfg, const char *key, struct in6_addr def,
+                         struct in6_addr *out, char *err, size_t errlen)
+{
+    const char *v = netbe_config_get(cfg, key);
+    *out = def;
+    if (v && inet_pton(AF_INET6, v, out) != 1)
+        return NB_ERR(EINVAL, "slirp: %s='%s': expected an IPv6 address like fec0::2",
+                      key, v);
+    return 0;
+}
+
+/* net=ADDR[/LEN|/MASK], QEMU's form. */
+static int slirp_parse_net(const char *v, struct in_addr *net, struct in_addr *mask,
+                           char *err, size_t errlen)
+{
+    char addr[64];
+    const char *slash = strchr(v, '/');
+    size_t n = slash ? (size_t)(slash - v) : strlen(v);
+    unsigned long len = 24;
+    int ok = n < sizeof addr;
+    if (ok) {
+        memcpy(addr, v, n);
+        addr[n] = '\0';
+        ok = inet_pton(AF_INET, addr, net) == 1;
+    }
+    if (ok && slash) {
+        if (inet_pton(AF_INET, slash + 1, mask) == 1) {
+            uint32_t m = ntohl(mask->s_addr);
+            ok = m != 0 && (~m & (~m + 1)) == 0;     /* contiguous ones */
+            for (len = 0; ok && len < 32 && (m & (0x80000000u >> len)); len++)
+                ;
+        } else {
+            ok = nb_parse_uint(slash + 1, 0, 32, &len) == 0;
+        }
+    }
+    if (ok && len > 30)
+        ok = 0;
+    if (!ok)
+        return NB_ERR(EINVAL, "slirp: net='%s': expected an IPv4 network like "
+                      "10.0.2.0/24 or 10.0.2.0/255.255.255.0 (prefix 0 to 30)", v);
+    mask->s_addr = htonl(len ? 0xffffffffu << (32 - len) : 0);
+    if (net->s_addr & ~mask->s_addr)
+        return NB_ERR(EINVAL, "slirp: net='%s': host bits are set (expected the network "
+                      "address, e.g. %s)", v,
+                      inet_ntop(AF_INET, &(struct in_addr){net->s_addr & mask->s_addr},
+                                addr, sizeof addr));
+    return 0;
+}
+
+/* ADDR must be a host address inside NET/MASK. */
+static int slirp_in_net(const char *key, struct in_addr a, const struct slirp_opts *o,
+                        char *err, size_t errlen)
+{
+    uint32_t h = ntohl(a.s_addr), m = ntohl(o->mask.s_addr), n = ntohl(o->net.s_addr);
+    char as[INET_ADDRSTRLEN], ns[INET_ADDRSTRLEN];
+    if ((h & m) == n && (h & ~m) != 0 && (h & ~m) != ~m)
+        return 0;
+    inet_ntop(AF_INET, &a, as, sizeof as);
+    inet_ntop(AF_INET, &o->net, ns, sizeof ns);
+    int len = 0;
+    while (len < 32 && (m & (0x80000000u >> len)))
+        len++;
+    return NB_ERR(EINVAL, "slirp: %s=%s: expected a host address inside net=%s/%d", key,
+                  as, ns, len);
+}
+
+/* ipv6-net=PREFIX/LEN */
+static int slirp_parse_net6(const char *v, struct in6_addr *net, unsigned *len,
+                            char *err, size_t errlen)
+{
+    char addr[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(v, '/');
+    unsigned long l = 64;
+    size_t n = slash ? (size_t)(slash - v) : strlen(v);
+    int ok = n < sizeof addr;
+    if (ok) {
+        memcpy(addr, v, n);
+        addr[n] = '\0';
+        ok = inet_pton(AF_INET6, addr, net) == 1 &&
+             (!slash || nb_parse_uint(slash + 1, 1, 126, &l) == 0);
+    }
+    if (!ok)
+        return NB_ERR(EINVAL, "slirp: ipv6-net='%s': expected an IPv6 prefix like "
+                      "fec0::/64 (length 1 to 126)", v);
+    *len = (unsigned)l;
+    return 0;
+}
+
+static int slirp_in_net6(const char *key, const struct in6_addr *a,
+                         const struct slirp_opts *o, char *err, size_t errlen)
+{
+    for (unsigned i = 0; i < o->prefix6; i++) {
+        unsigned bit = 0x80u >> (i % 8);
+        if ((a->s6_addr[i / 8] & bit) != (o->net6.s6_addr[i / 8] & bit)) {
+            char as[INET6_ADDRSTRLEN], ns[INET6_ADDRSTRLEN];
+            inet_ntop(AF_INET6, a, as, sizeof as);
+            inet_ntop(AF_INET6, &o->net6, ns, sizeof ns);
+            return NB_ERR(EINVAL, "slirp: %s=%s: expected an address inside "
+                          "ipv6-net=%s/%u", key, as, ns, o->prefix6);
+        }
+    }
+    return 0;
+}
+
+/* PREFIX with its host part replaced by the low bits of SUFFIX (::2, ::3). */
+static struct in6_addr slirp_in6_host(const struct in6_addr *prefix, unsigned len,
+                                      uint8_t low)
+{
+    struct in6_addr a = *prefix;
+    for (unsigned i = len; i < 128; i++)
+        a.s6_addr[i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+    a.s6_addr[15] |= low;
+    return a;
+}
+
+/* "1.2.3.4", "[::1]" or "" into SA with PORT. EMPTY is used for "". */
+static int slirp_sockaddr(const char *text, unsigned port, struct in_addr empty,
+                          struct sockaddr_storage *sa, socklen_t *len)
+{
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(text);
+    memset(sa, 0, sizeof *sa);
+    if (n >= 2 && text[0] == '[' && text[n - 1] == ']' && n - 2 < sizeof buf) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+        memcpy(buf, text + 1, n - 2);
+        buf[n - 2] = '\0';
+        if (inet_pton(AF_INET6, buf, &s6->sin6_addr) != 1)
+            return -1;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *s6;
+        return 0;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    if (n == 0)
+        s4->sin_addr = empty;
+    else if (inet_pton(AF_INET, text, &s4->sin_addr) != 1)
+        return -1;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *len = sizeof *s4;
+    return 0;
+}
+
+/* "1.2.3.4:22" or "[::1]:22" for a sockaddr (port 0 omitted). */
+static void slirp_sockaddr_text(const struct sockaddr_storage *sa, char *out, size_t len)
+{
+    char a[INET6_ADDRSTRLEN];
+    if (sa->ss_family == AF_UNIX) {
+        snprintf(out, len, "%s", ((const struct sockaddr_un *)sa)->sun_path);
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof a);
+        snprintf(out, len, "[%s]:%u", a, ntohs(s6->sin6_port));
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof a);
+        snprintf(out, len, "%s:%u", a, ntohs(s4->sin_port));
+    }
+}
+
+/* Split "ADDR:PORT" at its last colon (ADDR may be [v6] or empty). */
+static int slirp_split_port(char *s, unsigned long lo, char **addr, unsigned long *port)
+{
+    char *colon = strrchr(s, ':');
+    if (!colon)
+        return -1;
+    *colon = '\0';
+    *addr = s;
+    return nb_parse_uint(colon + 1, lo, 65535, port);
+}
+
+#define SLIRP_RULE_FORM "PROTO:HADDR:HPORT-GADDR:GPORT (PROTO tcp, udp or empty; " \
+    "HADDR IPv4, [IPv6] or empty) or unix:/PATH-GADDR:GPORT"
+
+/* Parse one hostfwd rule. With HOST_ONLY the guest part may be missing
+** (for removal). DHCP is the guest address an empty GADDR means. */
+static int slirp_parse_rule(const char *text, int host_only, struct in_addr dhcp,
+                            struct slirp_rule *r, char *err, size_t errlen)
+{
+    char buf[SLIRP_RULE_MAX], *s = buf, *haddr, *gaddr = NULL;
+    unsigned long hport = 0, gport = 0;
+    memset(r, 0, sizeof *r);
+    if (strlen(text) >= sizeof buf)
+        return NB_ERR(EINVAL, "slirp: hostfwd rule too long (at most %zu characters)",
+                      sizeof buf - 1);
+    strcpy(buf, text);
+    char *colon = strchr(s, ':');
+    if (!colon)
+        goto bad;
+    *colon = '\0';
+    if (!*s || strcmp(s, "tcp") == 0)
+        r->proto = SLIRP_TCP;
+    else if (strcmp(s, "udp") == 0)
+        r->proto = SLIRP_UDP;
+    else if (strcmp(s, "unix") == 0)
+        r->proto = SLIRP_UNIX;
+    else
+        return NB_ERR(EINVAL, "slirp: hostfwd '%s': protocol '%s' (expected tcp, udp, "
+                      "unix or empty)", text, s);
+    s = colon + 1;
+    /* The guest part follows the last '-' (a UNIX path may contain '-'). */
+    char *dash = strrchr(s, '-');
+    if (dash && (r->proto != SLIRP_UNIX || strchr(dash, ':'))) {
+        *dash = '\0';
+        gaddr = dash + 1;
+    }
+    if (!gaddr && !host_only)
+        goto bad;
+    if (r->proto == SLIRP_UNIX) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&r->host;
+        if (s[0] != '/' || strlen(s) >= sizeof un->sun_path)
+            return NB_ERR(EINVAL, "slirp: hostfwd '%s': expected an absolute UNIX socket "
+                          "path of at most %zu characters after unix:", text,
+                          sizeof un->sun_path - 1);
+        un->sun_family = AF_UNIX;
+        strcpy(un->sun_path, s);
+        r->host_len = sizeof *un;
+    } else if (slirp_split_port(s, 1, &haddr, &hport) < 0 ||
+               slirp_sockaddr(haddr, (unsigned)hport, (struct in_addr){INADDR_ANY},
+                              &r->host, &r->host_len) < 0) {
+        goto bad;
+    }
+    if (gaddr) {
+        if (slirp_split_port(gaddr, 1, &haddr, &gport) < 0 ||
+            slirp_sockaddr(haddr, (unsigned)gport, dhcp, &r->guest, &r->guest_len) < 0 ||
+            r->guest.ss_family != AF_INET)
+            goto bad;
+    }
+    char h[INET6_ADDRSTRLEN + 80], g[INET6_ADDRSTRLEN + 8] = "";
+    static const char *const names[] = {"tcp", "udp", "unix"};
+    slirp_sockaddr_text(&r->host, h, sizeof h);
+    if (gaddr)
+        slirp_sockaddr_text(&r->guest, g, sizeof g);
+    snprintf(r->text, sizeof r->text, "%s:%s%s%s", names[r->proto], h, gaddr ? "-" : "",
+             g);
+    return 0;
+bad:
+    return NB_ERR(EINVAL, "slirp: hostfwd '%s': expected " SLIRP_RULE_FORM, text);
+}
+
+/* hostfwd=RULE[;RULE...] into O->rules, in order. */
+static int slirp_parse_rules(const char *v, struct slirp_opts *o, char *err, size_t errlen)
+{
+    struct slirp_rule **tail = &o->rules;
+    char *copy = strdup(v), *save = NULL;
+    if (!copy)
+        return NB_ERR(ENOMEM, "out of memory");
+    int rc = 0;
+    for (char *t = strtok_r(copy, ";", &save); t && rc == 0; t = strtok_r(NULL, ";", &save)) {
+        struct slirp_rule *r = malloc(sizeof *r);
+        if (!r) {
+            rc = NB_ERR(ENOMEM, "out of memory");
+            break;
+        }
+        rc = slirp_parse_rule(t, 0, o->dhcp, r, err, errlen);
+        if (rc < 0) {
+            free(r);
+            break;
+        }
+        *tail = r;
+        tail = &r->next;
+    }
+    free(copy);
+    if (rc == 0 && !o->rules)
+        rc = NB_ERR(EINVAL, "slirp: hostfwd='%s': expected one or more rules separated "
+                    "by ';', each " SLIRP_RULE_FORM, v);
+    return rc;
+}
+
+/* guestfwd=tcp:ADDR:PORT-cmd:COMMAND */
+static int slirp_parse_guestfwd(const char *v, struct slirp_opts *o, char *err, size_t errlen)
+{
+    const char *cmd = strstr(v, "-cmd:");
+    char addr[64];
+    unsigned long port;
+    size_t n = cmd ? (size_t)(cmd - v) : 0;
+    int ok = cmd && strncmp(v, "tcp:", 4) == 0 && n > 4 && n - 4 < sizeof addr &&
+             cmd[5] != '\0';
+    if (ok) {
+        char *a;
+        memcpy(addr, v + 4, n - 4);
+        addr[n - 4] = '\0';
+        ok = slirp_split_port(addr, 1, &a, &port) == 0 &&
+             inet_pton(AF_INET, a, &o->gfwd_addr) == 1;
+    }
+    if (!ok)
+        return NB_ERR(EINVAL, "slirp: guestfwd='%s': expected tcp:ADDR:PORT-cmd:COMMAND "
+                      "with ADDR an IPv4 address in the guest network", v);
+    if (slirp_in_net("guestfwd", o->gfwd_addr, o, err, errlen) < 0)
+        return -EINVAL;
+    if (o->gfwd_addr.s_addr == o->host.s_addr || o->gfwd_addr.s_addr == o->dns.s_addr)
+        return NB_ERR(EINVAL, "slirp: guestfwd='%s': the address is the host's or the DNS "
+                      "server's (expected another address in the guest network)", v);
+    o->gfwd_port = (unsigned)port;
+    o->gfwd_cmd = strdup(cmd + 5);
+    return o->gfwd_cmd ? 0 : NB_ERR(ENOMEM, "out of memory");
+}
+
+/* dnssearch=DOMAIN[;DOMAIN...] */
+static int slirp_parse_dnssearch(const char *v, struct slirp_opts *o, char *err,
+                                 size_t errlen)
+{
+    size_t n = 2;
+    for (const char *c = v; *c; c++)
+        n += *c == ';';
+    o->dnssearch = calloc(n, sizeof(char *));
+    char *copy = strdup(v), *save = NULL;
+    int i = 0, rc = 0;
+    if (!o->dnssearch || !copy)
+        rc = NB_ERR(ENOMEM, "out of memory");
+    for (char *t = rc ? NULL : strtok_r(copy, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
+        for (const char *c = t; *c && rc == 0; c++)
+            if (!(*c == '.' || *c == '-' || (*c >= '0' && *c <= '9') ||
+                  ((*c | 0x20) >= 'a' && (*c | 0x20) <= 'z')))
+                rc = NB_ERR(EINVAL, "slirp: dnssearch='%s': '%s' is not a domain name "
+                            "(letters, digits, '-' and '.'; several separated by ';')",
+                            v, t);
+        if (rc == 0 && !(o->dnssearch[i++] = strdup(t)))
+            rc = NB_ERR(ENOMEM, "out of memory");
+        if (rc)
+            break;
+    }
+    free(copy);
+    if (rc == 0 && i == 0)
+        rc = NB_ERR(EINVAL, "slirp: dnssearch='%s': expected domain names separated by ';'",
+                    v);
+    return rc;
+}
+
+/* Read and check every option of CFG into O (zeroed first). */
+static int slirp_opts_parse(const netbe_config *cfg, struct slirp_opts *o,
+                            char *err, size_t errlen)
+{
+    const char *v;
+    int open_, restrict_;
+    memset(o, 0, sizeof *o);
+    o->mtu = 1500;
+    if ((v = netbe_config_get(cfg, "mtu"))) {
+        unsigned long m;
+        if (nb_parse_uint(v, SLIRP_MTU_MIN, SLIRP_MTU_MAX, &m) < 0)
+            return NB_ERR(EINVAL, "slirp: mtu '%s': expected a whole number from %d to %d "
+                          "(libslirp's limits)", v, SLIRP_MTU_MIN, SLIRP_MTU_MAX);
+        o->mtu = (unsigned)m;
+    }
+    /* bhyve: restricted unless "open"; QEMU's restrict= may say it too. */
+    if (slirp_opt_bool(cfg, "open", 0, &open_, err, errlen) < 0 ||
+        slirp_opt_bool(cfg, "restrict", !open_, &restrict_, err, errlen) < 0 ||
+        slirp_opt_bool(cfg, "ipv6", 1, &o->ipv6, err, errlen) < 0)
+        return -EINVAL;
+    if (open_ && restrict_)
+        return NB_ERR(EINVAL, "slirp: 'open' and 'restrict=on' contradict each other "
+                      "(expected one of them)");
+    o->restricted = restrict_;
+    o->net.s_addr = htonl(0x0a000200);
+    o->mask.s_addr = htonl(0xffffff00);
+    if ((v = netbe_config_get(cfg, "net")) && slirp_parse_net(v, &o->net, &o->mask, err,
+                                                              errlen) < 0)
+        return -EINVAL;
+    uint32_t n = ntohl(o->net.s_addr);
+    if (slirp_opt_ip4(cfg, "host", (struct in_addr){htonl(n | 2)}, &o->host, err, errlen) ||
+        slirp_opt_ip4(cfg, "dhcpstart", (struct in_addr){htonl(n | 15)}, &o->dhcp, err,
+                      errlen) ||
+        slirp_opt_ip4(cfg, "dns", (struct in_addr){htonl(n | 3)}, &o->dns, err, errlen) ||
+        slirp_in_net("host", o->host, o, err, errlen) ||
+        slirp_in_net("dhcpstart", o->dhcp, o, err, errlen) ||
+        slirp_in_net("dns", o->dns, o, err, errlen))
+        return -EINVAL;
+    if (o->host.s_addr == o->dhcp.s_addr || o->dns.s_addr == o->dhcp.s_addr)
+        return NB_ERR(EINVAL, "slirp: dhcpstart is the host's or the DNS server's address "
+                      "(expected a free address in the guest network)");
+    struct in6_addr fec0 = {{{0xfe, 0xc0}}};
+    o->net6 = fec0;
+    o->prefix6 = 64;
+    if ((v = netbe_config_get(cfg, "ipv6-net")) &&
+        slirp_parse_net6(v, &o->net6, &o->prefix6, err, errlen) < 0)
+        return -EINVAL;
+    o->net6 = slirp_in6_host(&o->net6, o->prefix6, 0);
+    if (slirp_opt_ip6(cfg, "ipv6-host", slirp_in6_host(&o->net6, o->prefix6, 2), &o->host6,
+                      err, errlen) ||
+        slirp_opt_ip6(cfg, "ipv6-dns", slirp_in6_host(&o->net6, o->prefix6, 3), &o->dns6,
+                      err, errlen) ||
+        slirp_in_net6("ipv6-host", &o->host6, o, err, errlen) ||
+        slirp_in_net6("ipv6-dns", &o->dns6, o, err, errlen))
+        return -EINVAL;
+    static const char *const names[] = {"hostname", "domainname", "tftp-server-name",
+                                        "bootfile", "tftp"};
+    for (int i = 0; i < 5; i++) {
+        v = netbe_config_get(cfg, names[i]);
+        if (v && (!*v || strlen(v) > 255))
+            return NB_ERR(EINVAL, "slirp: %s='%s': expected 1 to 255 characters",
+                          names[i], v);
+    }
+    o->hostname = netbe_config_get(cfg, "hostname");
+    o->domainname = netbe_config_get(cfg, "domainname");
+    o->tftp_name = netbe_config_get(cfg, "tftp-server-name");
+    o->bootfile = netbe_config_get(cfg, "bootfile");
+    o->tftp = netbe_config_get(cfg, "tftp");
+    if ((v = netbe_config_get(cfg, "dnssearch")) &&
+        slirp_parse_dnssearch(v, o, err, errlen) < 0)
+        return -EINVAL;
+    if ((v = netbe_config_get(cfg, "guestfwd")) &&
+        slirp_parse_guestfwd(v, o, err, errlen) < 0)
+        return -EINVAL;
+    if ((v = netbe_config_get(cfg, "hostfwd")) && slirp_parse_rules(v, o, err, errlen) < 0)
+        return -EINVAL;
+    for (struct slirp_rule *r = o->rules; r; r = r->next)
+        if (r->proto == SLIRP_UDP && r->host.ss_family == AF_UNIX)
+            return NB_ERR(EINVAL, "slirp: hostfwd '%s': UNIX forwarding is TCP only",
+                          r->text);
+    return 0;
+}
+
+/* The check hook: every option, then the rules written in normal form. */
+static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    struct slirp_opts o;
+    int rc = slirp_opts_parse(cfg, &o, err, errlen);
+    if (rc == 0 && o.rules) {
+        size_t len = 0;
+        for (struct slirp_rule *r = o.rules; r; r = r->next)
+            len += strlen(r->text) + 1;
+        char *all = malloc(len), *p = all;
+        if (!all) {
+            slirp_opts_free(&o);
+            return NB_ERR(ENOMEM, "out of memory");
+        }
+        for (struct slirp_rule *r = o.rules; r; r = r->next)
+            p += sprintf(p, "%s%s", p == all ? "" : ";", r->text);
+        rc = netbe_config_set(cfg, "hostfwd", all);
+        free(all);
+    }
+    slirp_opts_free(&o);
+    return rc;
+}
+
+/* ---- The backend: state, the receive ring, the event loop mapping ---- */
+
+#define SLIRP_RING      (8u << 20)         /* bytes of frames waiting for the guest */
+#define SLIRP_THROTTLE  (SLIRP_RING / 2)   /* stop reading host sockets above this */
+#define SLIRP_WRAP      0xffffffffu        /* ring record: continue at offset 0 */
+
+/* What we keep per host descriptor libslirp watches. */
+struct slirp_fdw {
+    struct event *rd, *wr;
+    int want;                    /* SLIRP_POLL_IN/OUT currently registered */
+    int revents;                 /* what fired since the last round */
+    unsigned round;              /* the last fill round that asked for it */
+};
+
+struct slirp_timer {
+    struct slirp_timer *next;
+    netbe *be;
+    struct event *ev;
+    SlirpTimerId id;
+    void *cb_opaque;
+    int64_t expire_ms;           /* -1: not armed */
+};
+
+struct slirp_priv {
+    Slirp *slirp;
+    pthread_mutex_t lock;        /* libslirp, the ring, the rules, the fd table */
+    struct slirp_opts opts;
+    /* frames for the guest: records of [u32 len][frame] */
+    uint8_t *ring;
+    size_t head, tail, used;
+    int rx_fd;                   /* eventfd: readable while the ring holds frames */
+    int rx_signalled;
+    int throttled;
+    /* the loop mapping */
+    struct slirp_fdw *fdw;
+    int nfdw;
+    int *poll_fd;                /* poll index -> descriptor, from the last fill */
+    int npoll, cappoll;
+    unsigned round;
+    struct event *run_ev, *timeout_ev;
+    int run_pending;             /* run_ev is active: no need to activate it again */
+    struct slirp_timer *timers;
+    uint8_t *txbuf;              /* gathers a scattered frame for slirp_input */
+};
+
+static int64_t slirp_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Ask for a poll-and-fill round soon. From another thread this needs a
+** thread-aware base, as netbe_send from another thread always does. */
+static void slirp_kick(struct slirp_priv *p)
+{
+    if (!__atomic_exchange_n(&p->run_pending, 1, __ATOMIC_ACQ_REL))
+        event_active(p->run_ev, 0, 0);
+}
+
+/* libslirp hands us a frame for the guest (lock held). A full ring drops
+** it, as a NIC with no buffers would; TCP resends. */
+static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
+{
+    netbe *be = opaque;
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    size_t need = 4 + ((len + 3) & ~(size_t)3);
+    if (!p->used)
+        p->head = p->tail = 0;
+    int at_end = p->tail >= p->head;       /* the free space is after tail, then before head */
+    if (at_end && SLIRP_RING - p->tail < need + 4 && p->head > need) {
+        /* Not enough room before the end (4 bytes stay for this mark). */
+        uint32_t wrap = SLIRP_WRAP;
+        memcpy(p->ring + p->tail, &wrap, 4);
+        p->used += SLIRP_RING - p->tail;
+        p->tail = 0;
+        at_end = 0;
+    }
+    if (len > NETBE_MAX_FRAME || (at_end ? SLIRP_RING - p->tail < need + 4 :
+                                  p->head - p->tail <= need)) {
+        nb_count(&be->st.rx_drops, 1);
+        return (ssize_t)len;
+    }
+    uint32_t l = (uint32_t)len;
+    memcpy(p->ring + p->tail, &l, 4);
+    memcpy(p->ring + p->tail + 4, buf, len);
+    p->tail += need;
+    p->used += need;
+    if (!p->rx_signalled) {
+        uint64_t one = 1;
+        ssize_t n = write(p->rx_fd, &one, sizeof one);
+        (void)n;
+        p->rx_signalled = 1;
+    }
+    return (ssize_t)len;
+}
+
+static void slirp_cb_guest_error(const char *msg, void *opaque)
+{
+    nb_count(&((netbe *)opaque)->st.tx_errors, 1);
+}
+
+static int64_t slirp_cb_clock(void *opaque)
+{
+    return slirp_now_ns();
+}
+
+static void slirp_timer_arm(struct slirp_timer *t)
+{
+    if (t->expire_ms < 0) {
+        evtimer_del(t->ev);
+        return;
+    }
+    int64_t d = t->expire_ms - slirp_now_ns() / 1000000;
+    struct timeval tv = {d > 0 ? d / 1000 : 0, d > 0 ? (d % 1000) * 1000 : 0};
+    evtimer_add(t->ev, &tv);
+}
+
+static void slirp_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct slirp_timer *t = arg;
+    struct slirp_priv *p = NB_PRIV(t->be, struct slirp_priv);
+    pthread_mutex_lock(&p->lock);
+    t->expire_ms = -1;
+    slirp_handle_timer(p->slirp, t->id, t->cb_opaque);
+    pthread_mutex_unlock(&p->lock);
+    slirp_kick(p);
+}
+
+static void *slirp_cb_timer_new(SlirpTimerId id, void *cb_opaque, void *opaque)
+{
+    netbe *be = opaque;
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    struct slirp_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->be = be;
+    t->id = id;
+    t->cb_opaque = cb_opaque;
+    t->expire_ms = -1;
+    t->ev = evtimer_new(be->base, slirp_on_timer, t);
+    if (!t->ev) {
+        free(t);
+        return NULL;
+    }
+    t->next = p->timers;
+    p->timers = t;
+    return t;
+}
+
+static void slirp_cb_timer_free(void *timer, void *opaque)
+{
+    struct slirp_priv *p = NB_PRIV((netbe *)opaque, struct slirp_priv);
+    for (struct slirp_timer **tp = &p->timers; *tp; tp = &(*tp)->next) {
+        if (*tp == timer) {
+            *tp = (*tp)->next;
+            event_free(((struct slirp_timer *)timer)->ev);
+            free(timer);
+            return;
+        }
+    }
+}
+
+static void slirp_cb_timer_mod(void *timer, int64_t expire_ms, void *opaque)
+{
+    struct slirp_timer *t = timer;
+    t->expire_ms = expire_ms;
+    slirp_timer_arm(t);
+}
+
+static void slirp_cb_register(int fd, void *opaque) {}
+
+/* The descriptor is about to be closed. libevent must forget it first:
+** its number may come back for another socket. */
+static void slirp_cb_unregister(int fd, void *opaque)
+{
+    struct slirp_priv *p = NB_PRIV((netbe *)opaque, struct slirp_priv);
+    if (fd < 0 || fd >= p->nfdw)
+        return;
+    struct slirp_fdw *w = &p->fdw[fd];
+    if (w->rd)
+        event_del(w->rd);
+    if (w->wr)
+        event_del(w->wr);
+    w->want = 0;
+    w->revents = 0;
+}
+
+static void slirp_cb_notify(void *opaque)
+{
+    slirp_kick(NB_PRIV((netbe *)opaque, struct slirp_priv));
+}
+
+static const SlirpCb slirp_callbacks = {
+    .send_packet = slirp_cb_send,
+    .guest_error = slirp_cb_guest_error,
+    .clock_get_ns = slirp_cb_clock,
+    .timer_free = slirp_cb_timer_free,
+    .timer_mod = slirp_cb_timer_mod,
+    .register_poll_fd = slirp_cb_register,
+    .unregister_poll_fd = slirp_cb_unregister,
+    .notify = slirp_cb_notify,
+    .timer_new_opaque = slirp_cb_timer_new,
+};
+
+static void slirp_on_fd(evutil_socket_t fd, short what, void *arg)
+{
+    netbe *be = arg;
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    if (fd < p->nfdw)
+        p->fdw[fd].revents |= (what & EV_READ ? SLIRP_POLL_IN : 0) |
+                              (what & EV_WRITE ? SLIRP_POLL_OUT : 0);
+    /* Every descriptor that fired in this loop pass is recorded before the
+    ** run event, activated after them, does one round for all. */
+    if (!__atomic_exchange_n(&p->run_pending, 1, __ATOMIC_ACQ_REL))
+        event_active(p->run_ev, 0, 0);
+}
+
+static int slirp_fdw_grow(struct slirp_priv *p, int fd)
+{
+    if (fd < p->nfdw)
+        return 0;
+    int n = p->nfdw ? p->nfdw : 64;
+    while (n <= fd)
+        n *= 2;
+    struct slirp_fdw *w = realloc(p->fdw, n * sizeof *w);
+    if (!w)
+        return -1;
+    memset(w + p->nfdw, 0, (n - p->nfdw) * sizeof *w);
+    p->fdw = w;
+    p->nfdw = n;
+    return 0;
+}
+
+/* Bring the read and write events of FD to WANT. */
+static void slirp_fdw_set(netbe *be, int fd, int want)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    struct slirp_fdw *w = &p->fdw[fd];
+    if (!w->rd) {
+        w->rd = event_new(be->base, fd, EV_READ | EV_PERSIST, slirp_on_fd, be);
+        w->wr = event_new(be->base, fd, EV_WRITE | EV_PERSIST, slirp_on_fd, be);
+        if (!w->rd || !w->wr)
+            return;
+    }
+    int change = want ^ w->want;
+    if (change & SLIRP_POLL_IN)
+        (want & SLIRP_POLL_IN) ? event_add(w->rd, NULL) : event_del(w->rd);
+    if (change & SLIRP_POLL_OUT)
+        (want & SLIRP_POLL_OUT) ? event_add(w->wr, NULL) : event_del(w->wr);
+    w->want = want;
+}
+
+/* slirp_pollfds_fill's add_poll: note what FD wants; events change after. */
+static int slirp_add_poll(int fd, int events, void *opaque)
+{
+    netbe *be = opaque;
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    if (fd < 0 || slirp_fdw_grow(p, fd) < 0)
+        return -1;
+    if (p->npoll == p->cappoll) {
+        int cap = p->cappoll ? p->cappoll * 2 : 64;
+        int *n = realloc(p->poll_fd, cap * sizeof *n);
+        if (!n)
+            return -1;
+        p->poll_fd = n;
+        p->cappoll = cap;
+    }
+    int want = events & (SLIRP_POLL_IN | SLIRP_POLL_OUT);
+    /* Guest-bound frames pile up: stop reading host sockets for now. */
+    if (p->throttled)
+        want &= ~SLIRP_POLL_IN;
+    struct slirp_fdw *w = &p->fdw[fd];
+    if (w->round == p->round)
+        want |= w->want;         /* one descriptor named twice */
+    w->round = p->round;
+    slirp_fdw_set(be, fd, want);
+    p->poll_fd[p->npoll] = fd;
+    return p->npoll++;
+}
+
+static int slirp_get_revents(int idx, void *opaque)
+{
+    struct slirp_priv *p = NB_PRIV((netbe *)opaque, struct slirp_priv);
+    if (idx < 0 || idx >= p->npoll)
+        return 0;
+    int fd = p->poll_fd[idx];
+    return fd < p->nfdw ? p->fdw[fd].revents : 0;
+}
+
+/* One round: let slirp handle what fired and its timeouts, then register
+** what it wants next and arm the timeout it asks for. Lock held. */
+static void slirp_round(netbe *be)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    uint32_t timeout = UINT32_MAX;
+    slirp_pollfds_poll(p->slirp, 0, slirp_get_revents, be);
+    for (int i = 0; i < p->npoll; i++)
+        if (p->poll_fd[i] < p->nfdw)
+            p->fdw[p->poll_fd[i]].revents = 0;
+    p->round++;
+    p->npoll = 0;
+    slirp_pollfds_fill(p->slirp, &timeout, slirp_add_poll, be);
+    /* Descriptors slirp no longer names stop being watched. */
+    for (int fd = 0; fd < p->nfdw; fd++)
+        if (p->fdw[fd].round != p->round && p->fdw[fd].want)
+            slirp_fdw_set(be, fd, 0);
+    if (timeout != UINT32_MAX) {
+        struct timeval tv = {timeout / 1000, (timeout % 1000) * 1000};
+        evtimer_add(p->timeout_ev, &tv);
+    } else {
+        evtimer_del(p->timeout_ev);
+    }
+}
+
+static void slirp_on_run(evutil_socket_t fd, short what, void *arg)
+{
+    netbe *be = arg;
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    __atomic_store_n(&p->run_pending, 0, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&p->lock);
+    slirp_round(be);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Install RULE in libslirp (lock held). */
+static int slirp_rule_install(struct slirp_priv *p, struct slirp_rule *r,
+                              char *err, size_t errlen)
+{
+    int flags = r->proto == SLIRP_UDP ? SLIRP_HOSTFWD_UDP : 0;
+    if (r->host.ss_family == AF_UNIX) {
+        /* A socket left by an earlier run would make bind fail. */
+        struct stat st;
+        const char *path = ((struct sockaddr_un *)&r->host)->sun_path;
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(path);
+    }
+    errno = 0;
+    if (slirp_add_hostxfwd(p->slirp, (struct sockaddr *)&r->host, r->host_len,
+                           (struct sockaddr *)&r->guest, r->guest_len, flags) < 0) {
+        int e = errno ? errno : EADDRINUSE;
+        return NB_ERR(e, "slirp: hostfwd '%s': cannot listen on the host side: %s",
+                      r->text, strerror(e));
+    }
+    return 0;
+}
+
+static void slirp_rule_uninstall(struct slirp_priv *p, struct slirp_rule *r)
+{
+    slirp_remove_hostxfwd(p->slirp, (struct sockaddr *)&r->host, r->host_len,
+                          r->proto == SLIRP_UDP ? SLIRP_HOSTFWD_UDP : 0);
+    if (r->host.ss_family == AF_UNIX)
+        unlink(((struct sockaddr_un *)&r->host)->sun_path);
+}
+
+static void slirp_close(netbe *be)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    if (p->slirp) {
+        for (struct slirp_rule *r = p->opts.rules; r; r = r->next)
+            if (r->host.ss_family == AF_UNIX)
+                unlink(((struct sockaddr_un *)&r->host)->sun_path);
+        slirp_cleanup(p->slirp);
+    }
+    for (int fd = 0; fd < p->nfdw; fd++) {
+        if (p->fdw[fd].rd)
+            event_free(p->fdw[fd].rd);
+        if (p->fdw[fd].wr)
+            event_free(p->fdw[fd].wr);
+    }
+    while (p->timers)
+        slirp_cb_timer_free(p->timers, be);
+    if (p->run_ev)
+        event_free(p->run_ev);
+    if (p->timeout_ev)
+        event_free(p->timeout_ev);
+    if (p->rx_fd >= 0)
+        close(p->rx_fd);
+    free(p->fdw);
+    free(p->poll_fd);
+    free(p->ring);
+    free(p->txbuf);
+    slirp_opts_free(&p->opts);
+    pthread_mutex_destroy(&p->lock);
+}
+
+static int slirp_start(netbe *be, char *err, size_t errlen)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    struct slirp_opts *o = &p->opts;
+    SlirpConfig c;
+    memset(&c, 0, sizeof c);
+    c.version = 4;
+    c.restricted = o->restricted;
+    c.in_enabled = true;
+    c.vnetwork = o->net;
+    c.vnetmask = o->mask;
+    c.vhost = o->host;
+    c.in6_enabled = o->ipv6;
+    c.vprefix_addr6 = o->net6;
+    c.vprefix_len = (uint8_t)o->prefix6;
+    c.vhost6 = o->host6;
+    c.vhostname = o->hostname;
+    c.tftp_server_name = o->tftp_name;
+    c.tftp_path = o->tftp;
+    c.bootfile = o->bootfile;
+    c.vdhcp_start = o->dhcp;
+    c.vnameserver = o->dns;
+    c.vnameserver6 = o->dns6;
+    c.vdnssearch = (const char **)o->dnssearch;
+    c.vdomainname = o->domainname;
+    c.if_mtu = o->mtu;
+    c.if_mru = o->mtu;
+    p->slirp = slirp_new(&c, &slirp_callbacks, be);
+    if (!p->slirp)
+        return NB_ERR(EINVAL, "slirp: libslirp refused the configuration");
+    if (o->gfwd_cmd && slirp_add_exec(p->slirp, o->gfwd_cmd, &o->gfwd_addr,
+                                      (int)o->gfwd_port) < 0)
+        return NB_ERR(EINVAL, "slirp: guestfwd to %s: libslirp refused it (is the address "
+                      "already forwarded?)", inet_ntoa(o->gfwd_addr));
+    for (struct slirp_rule *r = o->rules; r; r = r->next) {
+        int rc = slirp_rule_install(p, r, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    struct sigaction sa;
+    p->rx_fd = -1;
+    pthread_mutex_init(&p->lock, NULL);
+    int rc = slirp_opts_parse(cfg, &p->opts, err, errlen);
+    if (rc < 0) {
+        slirp_close(be);
+        return rc;
+    }
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+    p->ring = malloc(SLIRP_RING);
+    p->txbuf = malloc(NETBE_MAX_FRAME);
+    p->rx_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->run_ev = event_new(be->base, -1, 0, slirp_on_run, be);
+    p->timeout_ev = evtimer_new(be->base, slirp_on_run, be);
+    if (!p->ring || !p->txbuf || p->rx_fd < 0 || !p->run_ev || !p->timeout_ev)
+        rc = NB_ERR(ENOMEM, "slirp: out of memory or descriptors");
+    if (rc == 0) {
+        pthread_mutex_lock(&p->lock);
+        rc = slirp_start(be, err, errlen);
+        if (rc == 0)
+            slirp_round(be);
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (rc == 0)
+        rc = nb_watch_fd(be, p->rx_fd);
+    if (rc < 0)
+        slirp_close(be);
+    return rc;
+}
+
+/* The guest sent a frame: straight into libslirp, which answers through
+** slirp_cb_send and may open or close host sockets; a round follows. */
+static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    size_t len = nb_iov_len(iov, iovcnt);
+    if (len > NETBE_MAX_FRAME)
+        return -EMSGSIZE;
+    pthread_mutex_lock(&p->lock);
+    const uint8_t *frame = iov[0].iov_base;
+    if (iovcnt != 1) {
+        nb_iov_to_buf(iov, iovcnt, 0, p->txbuf, len);
+        frame = p->txbuf;
+    }
+    slirp_input(p->slirp, frame, (int)len);
+    pthread_mutex_unlock(&p->lock);
+    slirp_kick(p);
+    return (ssize_t)len;
+}
+
+static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    ssize_t r = 0;
+    int resume = 0;
+    pthread_mutex_lock(&p->lock);
+    if (p->used) {
+        uint32_t len;
+        memcpy(&len, p->ring + p->head, 4);
+        if (len == SLIRP_WRAP) {
+            p->used -= SLIRP_RING - p->head;
+            p->head = 0;
+            memcpy(&len, p->ring, 4);
+        }
+        size_t room = nb_iov_len(iov, iovcnt);
+        nb_buf_to_iov(p->ring + p->head + 4, len < room ? len : room, iov, iovcnt, 0);
+        size_t rec = 4 + ((len + 3) & ~(size_t)3);
+        p->head += rec;
+        p->used -= rec;
+        r = len;
+    }
+    if (!p->used) {
+        p->head = p->tail = 0;
+        if (p->rx_signalled) {
+            uint64_t n;
+            ssize_t rr = read(p->rx_fd, &n, sizeof n);
+            (void)rr;
+            p->rx_signalled = 0;
+        }
+    }
+    if (p->throttled && p->used < SLIRP_THROTTLE / 2) {
+        p->throttled = 0;
+        resume = 1;
+    } else if (!p->throttled && p->used > SLIRP_THROTTLE) {
+        p->throttled = 1;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (resume)
+        slirp_kick(p);
+    return r;
+}
+
+static const struct nb_ops nb_slirp = {
+    .prefix = "slirp", .keys = slirp_keys, .priv_size = sizeof(struct slirp_priv),
+    .check = slirp_check, .open = slirp_open, .close = slirp_close,
+    .send = slirp_send, .recv = slirp_recv,
+};
+
+/* ---- Run-time host forwarding ---- */
+
+static struct slirp_priv *slirp_priv_of(netbe *be)
+{
+    return be && be->ops == &nb_slirp ? NB_PRIV(be, struct slirp_priv) : NULL;
+}
+
+static int slirp_same_host(const struct slirp_rule *a, const struct slirp_rule *b)
+{
+    return a->proto == b->proto && a->host_len == b->host_len &&
+           memcmp(&a->host, &b->host, a->host_len) == 0;
+}
+
+int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errlen)
+{
+    struct slirp_priv *p = slirp_priv_of(be);
+    if (!p)
+        return NB_ERR(ENOTSUP, "hostfwd: '%s' is not a slirp backend",
+                      be ? be->name : "(null)");
+    struct slirp_rule *r = malloc(sizeof *r);
+    if (!r)
+        return NB_ERR(ENOMEM, "out of memory");
+    int rc = slirp_parse_rule(rule ? rule : "", 0, p->opts.dhcp, r, err, errlen);
+    if (rc == 0 && r->proto == SLIRP_UDP && r->host.ss_family == AF_UNIX)
+        rc = NB_ERR(EINVAL, "slirp: hostfwd '%s': UNIX forwarding is TCP only", rule);
+    pthread_mutex_lock(&p->lock);
+    for (struct slirp_rule *o = p->opts.rules; rc == 0 && o; o = o->next)
+        if (slirp_same_host(o, r))
+            rc = NB_ERR(EEXIST, "slirp: hostfwd '%s': the host side is already forwarded "
+                        "by '%s'", rule, o->text);
+    if (rc == 0)
+        rc = slirp_rule_install(p, r, err, errlen);
+    if (rc == 0) {
+        struct slirp_rule **tail = &p->opts.rules;
+        while (*tail)
+            tail = &(*tail)->next;
+        r->next = NULL;
+        *tail = r;
+    } else {
+        free(r);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (rc == 0)
+        slirp_kick(p);
+    return rc;
+}
+
+int netbe_slirp_hostfwd_remove(netbe *be, const char *rule, char *err, size_t errlen)
+{
+    struct slirp_priv *p = slirp_priv_of(be);
+    struct slirp_rule key;
+    if (!p)
+        return NB_ERR(ENOTSUP, "hostfwd: '%s' is not a slirp backend",
+                      be ? be->name : "(null)");
+    int rc = slirp_parse_rule(rule ? rule : "", 1, p->opts.dhcp, &key, err, errlen);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&p->lock);
+    rc = NB_ERR(ENOENT, "slirp: hostfwd '%s': no forwarding from that host address "
+                "and port", rule);
+    for (struct slirp_rule **rp = &p->opts.rules; *rp; rp = &(*rp)->next) {
+        struct slirp_rule *r = *rp;
+        if (slirp_same_host(r, &key)) {
+            slirp_rule_uninstall(p, r);
+            *rp = r->next;
+            free(r);
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (rc == 0)
+        slirp_kick(p);
+    return rc;
+}
+
+ssize_t netbe_slirp_hostfwd_list(netbe *be, char *buf, size_t len)
+{
+    struct slirp_priv *p = slirp_priv_of(be);
+    if (!p)
+        return -ENOTSUP;
+    size_t used = 0;
+    if (buf && len)
+        buf[0] = '\0';
+    pthread_mutex_lock(&p->lock);
+    for (struct slirp_rule *r = p->opts.rules; r; r = r->next)
+        used += snprintf(buf ? buf + (used < len ? used : len) : NULL,
+                         buf && used < len ? len - used : 0, "%s\n", r->text);
+    pthread_mutex_unlock(&p->lock);
+    return (ssize_t)used;
+}
+
+/* ====================================================================
+** 12. The backend table
 ** ==================================================================== */
 
 static const struct nb_ops *const nb_backends[] = {
-    &nb_tap, &nb_vmnet, &nb_ngd, &nb_stream, &nb_dgram, &nb_null, &nb_pair, NULL,
+    &nb_tap, &nb_vmnet, &nb_ngd, &nb_stream, &nb_dgram, &nb_null, &nb_pair, &nb_slirp, NULL,
 };
 
 /* ====================================================================
-** 12. Wire: two backends joined both ways
+** 13. Wire: two backends joined both ways
 ** ==================================================================== */
 
 /* Frames moved per readiness event before the other side gets a turn. */

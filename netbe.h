@@ -202,6 +202,53 @@ struct netbe_stats {
 void netbe_get_stats(netbe *be, struct netbe_stats *st);
 
 /* ====================================================================
+** Slirp: user-mode NAT (libslirp)
+** ====================================================================
+** "slirp[,option...]" gives the guest a private network behind NAT with a
+** DHCP server, a DNS forwarder and host port forwarding, and needs no host
+** configuration and no privileges. One libslirp instance per backend runs
+** on the embedder's event_base; the library starts no thread for it.
+** Options (bhyve's and QEMU's user network; each bad one fails the open
+** with a message naming it and the expected form):
+**   hostfwd=RULE[;RULE...]   RULE is PROTO:HADDR:HPORT-GADDR:GPORT with
+**                            PROTO tcp (or empty) or udp, HADDR an IPv4
+**                            address, [IPV6] or empty (any), GADDR empty
+**                            (the DHCP start address) or IPv4; or
+**                            unix:/PATH-GADDR:GPORT (a UNIX socket on the host)
+**   open                     the guest may connect out; without it (and
+**   restrict=on|off          with restrict=on) only forwarded traffic flows
+**   net=ADDR[/LEN|/MASK] host=ADDR dhcpstart=ADDR dns=ADDR  IPv4 plan
+**                            (default 10.0.2.0/24, .2, .15, .3)
+**   ipv6=on|off ipv6-net=PREFIX/LEN ipv6-host=ADDR ipv6-dns=ADDR
+**                            (default on, fec0::/64, ::2, ::3)
+**   hostname= domainname= dnssearch=DOMAIN[;DOMAIN...]   DHCP options
+**   tftp=DIR tftp-server-name=NAME bootfile=FILE
+**   guestfwd=tcp:ADDR:PORT-cmd:COMMAND   guest connections to ADDR:PORT
+**                            are served by COMMAND's stdin and stdout
+**   mtu=N                    68 to 65521: libslirp's MTU and MRU
+** Calls into libslirp are serialized by a mutex, so netbe_send may run on
+** another thread than the event loop. libslirp writes to host sockets
+** without MSG_NOSIGNAL, so opening a slirp backend sets SIGPIPE to be
+** ignored when its disposition is still the default (QEMU does the same).
+*/
+
+/* Add a host forwarding RULE (the hostfwd= form above, one rule) to a
+** running slirp backend. Returns 0, -EINVAL for a bad rule, -EEXIST when
+** the host address and port are already forwarded, -ENOTSUP when BE is not
+** a slirp backend, or the errno of a failed bind or listen. */
+int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errlen);
+
+/* Remove the forwarding whose host side RULE names: a whole rule, or just
+** PROTO:HADDR:HPORT (unix:/PATH for a UNIX socket). Returns 0, -ENOENT
+** when no such forwarding exists, -EINVAL or -ENOTSUP as above. */
+int netbe_slirp_hostfwd_remove(netbe *be, const char *rule, char *err, size_t errlen);
+
+/* Write the active forwarding rules in normal form, one per line, into
+** BUF (always NUL-terminated when LEN > 0). Returns the length the whole
+** list needs, not counting the NUL (as snprintf does), or -ENOTSUP. */
+ssize_t netbe_slirp_hostfwd_list(netbe *be, char *buf, size_t len);
+
+/* ====================================================================
 ** Wire: two backends joined both ways
 ** ====================================================================
 ** Frames read from one side are sent to the other. When a side answers

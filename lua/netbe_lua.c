@@ -387,6 +387,59 @@ static int lb_tostring(lua_State *L)
 }
 
 /* ====================================================================
+** Slirp: run-time host forwarding
+** ==================================================================== */
+
+/* be:hostfwd_add(rule) / be:hostfwd_remove(rule) -> true | nil, message */
+static int lb_hostfwd_call(lua_State *L,
+                           int (*fn)(netbe *, const char *, char *, size_t))
+{
+    char err[NETBE_ERRMAX];
+    lb_backend *b = lb_checkbe(L, 1);
+    if (fn(b->be, luaL_checkstring(L, 2), err, sizeof err) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lb_hostfwd_add(lua_State *L)
+{
+    return lb_hostfwd_call(L, netbe_slirp_hostfwd_add);
+}
+
+static int lb_hostfwd_remove(lua_State *L)
+{
+    return lb_hostfwd_call(L, netbe_slirp_hostfwd_remove);
+}
+
+/* be:hostfwd_list() -> {rule, ...} | nil, message */
+static int lb_hostfwd_list(lua_State *L)
+{
+    lb_backend *b = lb_checkbe(L, 1);
+    ssize_t need = netbe_slirp_hostfwd_list(b->be, NULL, 0);
+    if (need < 0) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "hostfwd: '%s' is not a slirp backend", netbe_name(b->be));
+        return 2;
+    }
+    char *text = malloc((size_t)need + 1);
+    if (!text)
+        return luaL_error(L, "netbe: out of memory");
+    netbe_slirp_hostfwd_list(b->be, text, (size_t)need + 1);
+    lua_newtable(L);
+    int n = 0;
+    for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        lua_pushlstring(L, line, (size_t)(nl - line));
+        lua_rawseti(L, -2, ++n);
+    }
+    free(text);
+    return 1;
+}
+
+/* ====================================================================
 ** Wires
 ** ==================================================================== */
 
@@ -598,7 +651,9 @@ static const luaL_Reg lb_backend_methods[] = {
     {"send", lb_send}, {"recv", lb_recv}, {"peek", lb_peek}, {"discard", lb_discard},
     {"on", lb_on}, {"stats", lb_stats}, {"name", lb_name}, {"type", lb_type},
     {"mtu", lb_mtu}, {"mac", lb_mac}, {"get_cap", lb_get_cap}, {"set_cap", lb_set_cap},
-    {"hdr_len", lb_hdr_len}, {"close", lb_close}, {NULL, NULL}};
+    {"hdr_len", lb_hdr_len}, {"close", lb_close},
+    {"hostfwd_add", lb_hostfwd_add}, {"hostfwd_remove", lb_hostfwd_remove},
+    {"hostfwd_list", lb_hostfwd_list}, {NULL, NULL}};
 
 static const luaL_Reg lb_wire_methods[] = {
     {"drops", lb_wire_drops}, {"close", lb_wire_close}, {NULL, NULL}};
