@@ -1781,6 +1781,8 @@ struct slirp_opts {
     struct in6_addr net6, host6, dns6;
     unsigned prefix6;
     unsigned mtu;
+    int have_mac;
+    uint8_t mac[6];              /* the guest's, for its EUI-64 IPv6 address */
     const char *hostname, *domainname, *tftp, *tftp_name, *bootfile;
     char **dnssearch;            /* NULL-terminated, owned */
     struct in_addr gfwd_addr;
@@ -2014,13 +2016,54 @@ static int slirp_split_port(char *s, unsigned long lo, char **addr, unsigned lon
 #define SLIRP_RULE_FORM "PROTO:HADDR:HPORT-GADDR:GPORT (PROTO tcp, udp or empty; " \
     "HADDR IPv4, [IPv6] or empty) or unix:/PATH-GADDR:GPORT"
 
+/* The address a Linux guest with MAC forms from PREFIX by EUI-64. */
+static struct in6_addr slirp_eui64(const struct in6_addr *prefix, const uint8_t mac[6])
+{
+    struct in6_addr a = *prefix;
+    uint8_t id[8] = {mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]};
+    memcpy(a.s6_addr + 8, id, 8);
+    return a;
+}
+
+/* The guest side of a rule: "ADDR:PORT", "[V6]:PORT" or ":PORT". An empty
+** address is the DHCP start address, or for an IPv6 host side the guest's
+** EUI-64 address (from mac=): libslirp does not translate between IPv4
+** and IPv6, and a UNIX host side reaches the guest over IPv4. */
+static int slirp_parse_guest(const char *text, char *g, const struct slirp_opts *o,
+                             struct slirp_rule *r, char *err, size_t errlen)
+{
+    char *ga;
+    unsigned long port;
+    int want6 = r->host.ss_family == AF_INET6;
+    if (slirp_split_port(g, 1, &ga, &port) < 0 ||
+        slirp_sockaddr(ga, (unsigned)port, o->dhcp, &r->guest, &r->guest_len) < 0)
+        return NB_ERR(EINVAL, "slirp: hostfwd '%s': expected " SLIRP_RULE_FORM, text);
+    if (!*ga && want6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&r->guest;
+        if (!o->have_mac)
+            return NB_ERR(EINVAL, "slirp: hostfwd '%s': an IPv6 host address needs an "
+                          "IPv6 guest address ([ADDR]:PORT) or mac= (the guest's EUI-64 "
+                          "address is derived from it)", text);
+        memset(&r->guest, 0, sizeof r->guest);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        s6->sin6_addr = slirp_eui64(&o->net6, o->mac);
+        r->guest_len = sizeof *s6;
+    }
+    if ((r->guest.ss_family == AF_INET6) != want6)
+        return NB_ERR(EINVAL, "slirp: hostfwd '%s': expected host and guest addresses of "
+                      "one IP version (libslirp does not translate; a UNIX socket "
+                      "forwards to IPv4)", text);
+    return 0;
+}
+
 /* Parse one hostfwd rule. With HOST_ONLY the guest part may be missing
-** (for removal). DHCP is the guest address an empty GADDR means. */
-static int slirp_parse_rule(const char *text, int host_only, struct in_addr dhcp,
+** (for removal). */
+static int slirp_parse_rule(const char *text, int host_only, const struct slirp_opts *o,
                             struct slirp_rule *r, char *err, size_t errlen)
 {
     char buf[SLIRP_RULE_MAX], *s = buf, *haddr, *gaddr = NULL;
-    unsigned long hport = 0, gport = 0;
+    unsigned long hport = 0;
     memset(r, 0, sizeof *r);
     if (strlen(text) >= sizeof buf)
         return NB_ERR(EINVAL, "slirp: hostfwd rule too long (at most %zu characters)",
@@ -2062,12 +2105,8 @@ static int slirp_parse_rule(const char *text, int host_only, struct in_addr dhcp
                               &r->host, &r->host_len) < 0) {
         goto bad;
     }
-    if (gaddr) {
-        if (slirp_split_port(gaddr, 1, &haddr, &gport) < 0 ||
-            slirp_sockaddr(haddr, (unsigned)gport, dhcp, &r->guest, &r->guest_len) < 0 ||
-            r->guest.ss_family != AF_INET)
-            goto bad;
-    }
+    if (gaddr && slirp_parse_guest(text, gaddr, o, r, err, errlen) < 0)
+        return -EINVAL;
     char h[INET6_ADDRSTRLEN + 80], g[INET6_ADDRSTRLEN + 8] = "";
     static const char *const names[] = {"tcp", "udp", "unix"};
     slirp_sockaddr_text(&r->host, h, sizeof h);
@@ -2094,7 +2133,7 @@ static int slirp_parse_rules(const char *v, struct slirp_opts *o, char *err, siz
             rc = NB_ERR(ENOMEM, "out of memory");
             break;
         }
-        rc = slirp_parse_rule(t, 0, o->dhcp, r, err, errlen);
+        rc = slirp_parse_rule(t, 0, o, r, err, errlen);
         if (rc < 0) {
             free(r);
             break;
@@ -2243,6 +2282,8 @@ static int slirp_opts_parse(const netbe_config *cfg, struct slirp_opts *o,
     if ((v = netbe_config_get(cfg, "guestfwd")) &&
         slirp_parse_guestfwd(v, o, err, errlen) < 0)
         return -EINVAL;
+    if ((v = netbe_config_get(cfg, "mac")))
+        o->have_mac = netbe_parse_mac(v, o->mac, NULL, 0) == 0;
     if ((v = netbe_config_get(cfg, "hostfwd")) && slirp_parse_rules(v, o, err, errlen) < 0)
         return -EINVAL;
     for (struct slirp_rule *r = o->rules; r; r = r->next)
@@ -2827,7 +2868,7 @@ int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errle
     struct slirp_rule *r = malloc(sizeof *r);
     if (!r)
         return NB_ERR(ENOMEM, "out of memory");
-    int rc = slirp_parse_rule(rule ? rule : "", 0, p->opts.dhcp, r, err, errlen);
+    int rc = slirp_parse_rule(rule ? rule : "", 0, &p->opts, r, err, errlen);
     if (rc == 0 && r->proto == SLIRP_UDP && r->host.ss_family == AF_UNIX)
         rc = NB_ERR(EINVAL, "slirp: hostfwd '%s': UNIX forwarding is TCP only", rule);
     pthread_mutex_lock(&p->lock);
@@ -2859,7 +2900,7 @@ int netbe_slirp_hostfwd_remove(netbe *be, const char *rule, char *err, size_t er
     if (!p)
         return NB_ERR(ENOTSUP, "hostfwd: '%s' is not a slirp backend",
                       be ? be->name : "(null)");
-    int rc = slirp_parse_rule(rule ? rule : "", 1, p->opts.dhcp, &key, err, errlen);
+    int rc = slirp_parse_rule(rule ? rule : "", 1, &p->opts, &key, err, errlen);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&p->lock);

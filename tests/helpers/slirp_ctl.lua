@@ -1,0 +1,42 @@
+-- slirp_ctl.lua: a tap wired to a slirp backend, steered through files, so
+-- a spec can change host forwarding on a running backend. Run it inside a
+-- namespace (it opens sockets for the guest):
+--   lua5.4 slirp_ctl.lua TAP SLIRP-SPEC DIR
+-- Every 50 ms it looks for DIR/cmd ("add RULE", "remove RULE" or "list"),
+-- runs it and writes the answer to DIR/out (written whole, then renamed).
+package.cpath = arg[0]:gsub("tests/helpers/slirp_ctl%.lua$", "lua/?.so;") .. package.cpath
+local netbe = require("netbe")
+local tap_name, spec, dir = arg[1], arg[2], arg[3]
+
+local tap = netbe.open(tap_name)
+local slirp = netbe.open(spec)
+local wire = netbe.wire(tap, slirp)
+
+local function answer(text)
+  local f = assert(io.open(dir .. "/out.tmp", "w"))
+  f:write(text, "\n")
+  f:close()
+  os.rename(dir .. "/out.tmp", dir .. "/out")
+end
+
+local function step()
+  local f = io.open(dir .. "/cmd")
+  if not f then return end
+  local cmd = f:read("l") or ""
+  f:close()
+  os.remove(dir .. "/cmd")
+  local verb, rule = cmd:match("^(%a+)%s*(.*)$")
+  if verb == "add" or verb == "remove" then
+    local ok, err = slirp["hostfwd_" .. verb](slirp, rule)
+    answer(ok and "ok" or ("error " .. err))
+  elseif verb == "list" then
+    answer(table.concat(slirp:hostfwd_list(), "\n"))
+  else
+    answer("error unknown command '" .. cmd .. "'")
+  end
+end
+
+print("slirp_ctl: ready")
+io.stdout:flush()
+netbe.run{ signals = true, every = 0.05, tick = step }
+wire:close(); slirp:close(); tap:close()

@@ -1,0 +1,251 @@
+-- The slirp backend with real kernel stacks: a guest namespace holds a tap
+-- that `netbe wire` joins to slirp, which runs in a host namespace that has
+-- only a loopback (no route off the machine). Services the guest reaches
+-- "on the host" listen on that namespace's loopback.
+local ns = require("ns")
+
+local skip = ns.skip_unless_root("busybox", "socat")
+
+-- udhcpc's script: configure the lease and print it.
+local DHCP_SCRIPT = [[#!/bin/sh
+case "$1" in
+bound|renew)
+  ip -4 addr flush dev "$interface"
+  ip addr add "$ip/${mask:-24}" dev "$interface"
+  [ -n "$router" ] && ip route replace default via "$router" dev "$interface"
+  echo "LEASE ip=$ip router=$router dns=$dns"
+  ;;
+esac
+]]
+
+-- Send "ping" to a UDP port and print the answer (socat's UDP client gives
+-- up before slirp's answer comes back).
+local UDP_ASK = [[python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b"ping", (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode())']]
+
+-- Processes this spec started. Stopped after each test here: ns.kill's
+-- "kill -TERM -- -PID" is refused by dash, so it cannot stop them.
+local started = {}
+local function spawn(n, cmd)
+  local pid, log = n:spawn(cmd)
+  started[#started + 1] = pid
+  return pid, log
+end
+
+local function stop_started()
+  for _, pid in ipairs(started) do
+    ns.sh("kill -TERM -" .. pid .. " 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
+  end
+  for _, pid in ipairs(started) do ns.wait_for(function() return not ns.alive(pid) end, 3) end
+  started = {}
+end
+
+local function write(path, text, mode)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  if mode then ns.sh("chmod " .. mode .. " " .. ns.quote(path)) end
+end
+
+-- A host namespace running CMD_FOR(tap) and a guest namespace holding the tap.
+local function setup(cmd_for)
+  local h, g = ns.new("slh"), ns.new("slg")
+  local tap = ns.unique("tap")
+  local pid, log = spawn(h, cmd_for(tap))
+  local up = ns.wait_for("ip -n " .. h.name .. " link show " .. tap .. " >/dev/null 2>&1", 5)
+  assert(up, "the tap did not appear; netbe said: " .. select(2, ns.sh("cat " .. log)))
+  assert(ns.sh("ip -n " .. h.name .. " link set " .. tap .. " netns " .. g.name))
+  assert(g:exec("ip link set " .. tap .. " up"))
+  return {h = h, g = g, tap = tap, pid = pid, log = log}
+end
+
+-- `netbe wire TAP SPEC` in a fresh host namespace.
+local function wired(spec)
+  return setup(function(tap)
+    return ns.netbe .. " wire " .. tap .. " " .. ns.quote(spec)
+  end)
+end
+
+-- Run udhcpc in the guest; returns the LEASE line's fields or nil, output.
+local function dhcp(env)
+  local dir = ns.tmpdir()
+  write(dir .. "/dhcp.sh", DHCP_SCRIPT, "755")
+  local ok, out = env.g:exec("busybox udhcpc -f -q -n -t 5 -T 1 -i " .. env.tap ..
+                             " -s " .. dir .. "/dhcp.sh")
+  local ip, router, dns = out:match("LEASE ip=(%S+) router=(%S*) dns=(%S*)")
+  if not ok or not ip then return nil, out end
+  return {ip = ip, router = router, dns = dns}
+end
+
+-- A service that answers every TCP connection (socat LISTEN address) or
+-- UDP datagram ("UDP:PORT") with TEXT.
+local function serve(n, listen, text)
+  local cmd = "socat " .. listen .. ",reuseaddr,fork SYSTEM:'echo " .. text .. "'"
+  if listen:match("^UDP:") then
+    cmd = "python3 -c 'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" ..
+          "s.bind((\"\", " .. listen:match("%d+") .. "))\nwhile True:\n" ..
+          "    a = s.recvfrom(100)[1]; s.sendto(b\"" .. text .. "\", a)'"
+  end
+  local pid = spawn(n, cmd)
+  local port = listen:match(":(%d+)")
+  local proto = listen:match("^UDP") and "u" or "t"
+  ns.wait_for(function()
+    local _, out = n:exec("ss -ln" .. proto .. " | grep -q ':" .. port .. " ' && echo yes")
+    return out:match("yes")
+  end, 5)
+  return pid
+end
+
+describe("slirp backend in namespaces", function()
+  after_each(stop_started)
+  teardown(ns.cleanup)
+  if skip then pending(skip) return end
+
+  it("gives the guest its DHCP lease with the router and DNS the options name", function()
+    local env = wired("slirp,open,host=10.0.2.4,dns=10.0.2.53")
+    local lease, out = dhcp(env)
+    assert.is_not_nil(lease, out)
+    assert.same({ip = "10.0.2.15", router = "10.0.2.4", dns = "10.0.2.53"}, lease)
+  end)
+
+  it("respects a custom net= and dhcpstart=", function()
+    local env = wired("slirp,open,net=192.168.76.0/24,dhcpstart=192.168.76.50")
+    local lease, out = dhcp(env)
+    assert.is_not_nil(lease, out)
+    assert.same({ip = "192.168.76.50", router = "192.168.76.2", dns = "192.168.76.3"}, lease)
+  end)
+
+  it("lets the guest reach a host loopback service when open", function()
+    local env = wired("slirp,open")
+    serve(env.h, "TCP4-LISTEN:7001,bind=127.0.0.1", "hello-from-host")
+    assert.is_not_nil(dhcp(env))
+    local ok, out = env.g:exec("busybox nc -w 3 10.0.2.2 7001 </dev/null")
+    assert.is_true(ok, out)
+    assert.matches("hello%-from%-host", out)
+  end)
+
+  it("refuses guest connections to the host when restricted", function()
+    for _, spec in ipairs({"slirp", "slirp,restrict=on"}) do
+      local env = wired(spec)
+      serve(env.h, "TCP4-LISTEN:7002,bind=127.0.0.1", "hello-from-host")
+      -- libslirp leaves router and DNS out of a restricted lease.
+      assert.same({ip = "10.0.2.15", router = "", dns = ""}, dhcp(env))
+      env.g:exec("ip route add default via 10.0.2.2")
+      local _, out = env.g:exec("timeout 4 busybox nc -w 2 10.0.2.2 7002 </dev/null")
+      assert.not_matches("hello%-from%-host", out, spec)
+    end
+  end)
+
+  it("forwards TCP and UDP into the guest, two rules at once", function()
+    -- open: a restricted libslirp drops every UDP datagram from the guest
+    -- but DHCP and TFTP, answers to forwarded ones included.
+    local env = wired("slirp,open,hostfwd=tcp:127.0.0.1:2222-:22;udp:127.0.0.1:5353-:53")
+    assert.is_not_nil(dhcp(env))
+    serve(env.g, "TCP4-LISTEN:22", "hello-from-guest")
+    serve(env.g, "UDP:53", "udp-pong")
+    local ok, out = env.h:exec("socat -T 3 - TCP4:127.0.0.1:2222 </dev/null")
+    assert.is_true(ok, out)
+    assert.matches("hello%-from%-guest", out)
+    ok, out = env.h:exec(UDP_ASK .. " 127.0.0.1 5353")
+    assert.is_true(ok, out)
+    assert.matches("udp%-pong", out)
+  end)
+
+  it("forwards from the host's ::1 to the guest's EUI-64 address, and from a UNIX socket", function()
+    local dir = ns.tmpdir()
+    local env = wired("slirp,mac=52:54:00:12:34:56,ipv6-net=fd00:77::/64," ..
+                      "hostfwd=tcp:[::1]:2223-:22;unix:" .. dir .. "/fwd.sock-:22")
+    env.g:exec("ip link set " .. env.tap .. " down; ip link set " .. env.tap ..
+               " address 52:54:00:12:34:56 up")
+    assert.is_not_nil(dhcp(env))
+    serve(env.g, "TCP6-LISTEN:22,ipv6only=0", "hello-from-guest")
+    assert.is_true(ns.wait_for(function()
+      local _, out = env.g:exec("ip -6 addr show dev " .. env.tap .. " scope global")
+      return out:match("fd00:77::5054:ff:fe12:3456") and not out:match("tentative")
+    end, 15), "the guest has no EUI-64 address in fd00:77::/64")
+    local ok, out = env.h:exec("socat -T 3 - TCP6:[::1]:2223 </dev/null")
+    assert.is_true(ok, out)
+    assert.matches("hello%-from%-guest", out)
+    ok, out = env.h:exec("socat -T 3 - UNIX-CONNECT:" .. dir .. "/fwd.sock </dev/null")
+    assert.is_true(ok, out)
+    assert.matches("hello%-from%-guest", out)
+  end)
+
+  it("adds, lists and removes forwarding rules at run time", function()
+    local dir = ns.tmpdir()
+    local helper = ns.root .. "/tests/helpers/slirp_ctl.lua"
+    local env = setup(function(tap)
+      return "cd " .. ns.quote(ns.root) .. " && lua5.4 " .. helper .. " " .. tap ..
+             " slirp " .. dir
+    end)
+    local function ctl(cmd)
+      os.remove(dir .. "/out")
+      write(dir .. "/cmd.tmp", cmd .. "\n")
+      os.rename(dir .. "/cmd.tmp", dir .. "/cmd")
+      assert.is_true(ns.wait_for("test -e " .. dir .. "/out", 5), "no answer to " .. cmd)
+      local f = io.open(dir .. "/out")
+      local text = f:read("a"):gsub("\n$", "")
+      f:close()
+      return text
+    end
+    assert.is_not_nil(dhcp(env))
+    serve(env.g, "TCP4-LISTEN:22", "hello-from-guest")
+    local fetch = "socat -T 3 - TCP4:127.0.0.1:2224 </dev/null"
+    assert.not_matches("hello%-from%-guest", select(2, env.h:exec(fetch)))
+    assert.equal("ok", ctl("add tcp:127.0.0.1:2224-:22"))
+    assert.equal("tcp:127.0.0.1:2224-10.0.2.15:22", ctl("list"))
+    assert.matches("hello%-from%-guest", select(2, env.h:exec(fetch)))
+    assert.matches("already forwarded", ctl("add tcp:127.0.0.1:2224-:23"))
+    assert.matches("expected PROTO:HADDR", ctl("add tcp:127.0.0.1"))
+    assert.equal("ok", ctl("remove tcp:127.0.0.1:2224"))
+    assert.equal("", ctl("list"))
+    assert.not_matches("hello%-from%-guest", select(2, env.h:exec(fetch)))
+    assert.matches("no forwarding", ctl("remove tcp:127.0.0.1:2224"))
+  end)
+
+  it("gives the guest an IPv6 address in the prefix and reaches the host's ::1", function()
+    local env = wired("slirp,open,ipv6-net=fd00:76::/64")
+    serve(env.h, "TCP6-LISTEN:7003,bind=[::1]", "hello-over-v6")
+    local addr
+    assert.is_true(ns.wait_for(function()
+      local _, out = env.g:exec("ip -6 addr show dev " .. env.tap .. " scope global")
+      addr = out:match("inet6 (fd00:76:[%x:]+)/64")
+      return addr and not out:match("tentative")
+    end, 15), "no IPv6 address from the router advertisement")
+    local ok, out = env.g:exec("busybox nc -w 3 fd00:76::2 7003 </dev/null")
+    assert.is_true(ok, out)
+    assert.matches("hello%-over%-v6", out)
+  end)
+
+  it("rejects each bad option with a message naming it", function()
+    local bad = {
+      {"slirp,hostfwd=tcp::22", "hostfwd 'tcp::22': expected PROTO:HADDR:HPORT%-GADDR:GPORT"},
+      {"slirp,hostfwd=sctp::1-:2", "protocol 'sctp' %(expected tcp, udp, unix or empty%)"},
+      {"slirp,hostfwd=tcp:[::1]:99999-:22", "hostfwd 'tcp:%[::1%]:99999%-:22'"},
+      {"slirp,hostfwd=udp:unix:/x-:2", "hostfwd 'udp:unix:/x%-:2'"},
+      {"slirp,net=10.0.2.1/24", "net='10.0.2.1/24': host bits are set"},
+      {"slirp,net=10.0.2.0/31", "net='10.0.2.0/31': expected an IPv4 network"},
+      {"slirp,host=10.0.3.2", "host=10.0.3.2: expected a host address inside net=10.0.2.0/24"},
+      {"slirp,dhcpstart=10.9.9.9", "dhcpstart=10.9.9.9: expected a host address inside"},
+      {"slirp,dns=nameserver", "dns='nameserver': expected an IPv4 address"},
+      {"slirp,open,restrict=on", "'open' and 'restrict=on' contradict"},
+      {"slirp,ipv6=maybe", "ipv6='maybe': expected on or off"},
+      {"slirp,ipv6-net=fec0::/200", "ipv6%-net='fec0::/200': expected an IPv6 prefix"},
+      {"slirp,ipv6-host=fd00::2", "ipv6%-host=fd00::2: expected an address inside"},
+      {"slirp,dnssearch=a b", "dnssearch='a b': 'a b' is not a domain name"},
+      {"slirp,guestfwd=tcp:10.0.2.100:80", "guestfwd='tcp:10.0.2.100:80': expected tcp:ADDR:PORT%-cmd:COMMAND"},
+      {"slirp,mtu=65530", "mtu '65530': expected a whole number from 68 to 65521"},
+      {"slirp,hostfwd=tcp:192.0.2.1:2222-:22", "cannot listen on the host side"},
+      {"slirp,colour=blue", "unknown key 'colour'"},
+      {"slirp,hostfwd=tcp:[::1]:2223-:22", "needs an IPv6 guest address"},
+      {"slirp,hostfwd=tcp:[::1]:2223-10.0.2.15:22", "of one IP version"},
+    }
+    local h = ns.new("slb")
+    for _, case in ipairs(bad) do
+      local ok, out = h:exec(ns.netbe .. " wire null " .. ns.quote(case[1]))
+      assert.is_false(ok, case[1])
+      assert.matches(case[2], out, 1, false, case[1])
+    end
+  end)
+end)
