@@ -34,9 +34,9 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <time.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -452,6 +452,9 @@ struct nb_ops {
     uint64_t (*get_cap)(netbe *be);
     /* Called with the negotiated features; may change be->be_hdr_len. */
     int (*set_cap)(netbe *be, uint64_t features, unsigned fe_hdr_len);
+    /* For backends whose frames wait in memory, not behind a descriptor:
+    ** true when some wait, so enabling receive reports them. May be NULL. */
+    int (*rx_pending)(netbe *be);
 };
 
 struct netbe {
@@ -845,7 +848,8 @@ void netbe_rx_enable(netbe *be)
     if (be->rx_ev)
         event_add(be->rx_ev, NULL);
     /* A frame already read ahead produces no new readiness: report it. */
-    if (be->bounce_len > 0 && be->rx_ev)
+    if ((be->bounce_len > 0 || (be->ops->rx_pending && be->ops->rx_pending(be))) &&
+        be->rx_ev)
         event_active(be->rx_ev, EV_READ, 0);
 }
 
@@ -1747,9 +1751,9 @@ static const struct nb_ops nb_dgram = {
 ** sent something.
 **
 ** Frames slirp emits for the guest go into a ring under the same mutex
-** that serializes every call into libslirp; an eventfd is readable while
-** the ring is not empty, so the core's receive event works unchanged and
-** a netbe_send on another thread never touches the event_base.
+** that serializes every call into libslirp. The receive event has no
+** descriptor: it is activated when a round (or a send) leaves frames in
+** the ring, in the same loop pass, without an eventfd's two system calls.
 */
 
 /* ---- Options: parsing and checking ---- */
@@ -2346,13 +2350,11 @@ struct slirp_priv {
     /* frames for the guest: records of [u32 len][frame] */
     uint8_t *ring;
     size_t head, tail, used;
-    int rx_fd;                   /* eventfd: readable while the ring holds frames */
-    int rx_signalled;
     int throttled;
     /* the loop mapping */
     struct slirp_fdw *fdw;
     int nfdw;
-    int *poll_fd;                /* poll index -> descriptor, from the last fill */
+    struct pollfd *pfd;          /* poll index -> descriptor, from the last fill */
     int npoll, cappoll;
     unsigned round;
     struct event *run_ev, *timeout_ev;
@@ -2404,12 +2406,6 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
     memcpy(p->ring + p->tail + 4, buf, len);
     p->tail += need;
     p->used += need;
-    if (!p->rx_signalled) {
-        uint64_t one = 1;
-        ssize_t n = write(p->rx_fd, &one, sizeof one);
-        (void)n;
-        p->rx_signalled = 1;
-    }
     return (ssize_t)len;
 }
 
@@ -2550,14 +2546,17 @@ static int slirp_fdw_grow(struct slirp_priv *p, int fd)
     return 0;
 }
 
-/* Bring the read and write events of FD to WANT. */
+/* Bring the read and write events of FD to WANT. They are edge-triggered
+** and stay registered while slirp names the descriptor, whatever it wants
+** this round: each round polls what it wants at once (slirp_round), so no
+** epoll_ctl pair per ACK when a socket's interest flips. */
 static void slirp_fdw_set(netbe *be, int fd, int want)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     struct slirp_fdw *w = &p->fdw[fd];
     if (!w->rd) {
-        w->rd = event_new(be->base, fd, EV_READ | EV_PERSIST, slirp_on_fd, be);
-        w->wr = event_new(be->base, fd, EV_WRITE | EV_PERSIST, slirp_on_fd, be);
+        w->rd = event_new(be->base, fd, EV_READ | EV_PERSIST | EV_ET, slirp_on_fd, be);
+        w->wr = event_new(be->base, fd, EV_WRITE | EV_PERSIST | EV_ET, slirp_on_fd, be);
         if (!w->rd || !w->wr)
             return;
     }
@@ -2578,10 +2577,10 @@ static int slirp_add_poll(int fd, int events, void *opaque)
         return -1;
     if (p->npoll == p->cappoll) {
         int cap = p->cappoll ? p->cappoll * 2 : 64;
-        int *n = realloc(p->poll_fd, cap * sizeof *n);
+        struct pollfd *n = realloc(p->pfd, cap * sizeof *n);
         if (!n)
             return -1;
-        p->poll_fd = n;
+        p->pfd = n;
         p->cappoll = cap;
     }
     int want = events & (SLIRP_POLL_IN | SLIRP_POLL_OUT);
@@ -2589,11 +2588,11 @@ static int slirp_add_poll(int fd, int events, void *opaque)
     if (p->throttled)
         want &= ~SLIRP_POLL_IN;
     struct slirp_fdw *w = &p->fdw[fd];
-    if (w->round == p->round)
-        want |= w->want;         /* one descriptor named twice */
     w->round = p->round;
-    slirp_fdw_set(be, fd, want);
-    p->poll_fd[p->npoll] = fd;
+    slirp_fdw_set(be, fd, w->want | want);
+    p->pfd[p->npoll].fd = fd;
+    p->pfd[p->npoll].events = (short)((want & SLIRP_POLL_IN ? POLLIN : 0) |
+                                      (want & SLIRP_POLL_OUT ? POLLOUT : 0));
     return p->npoll++;
 }
 
@@ -2602,23 +2601,56 @@ static int slirp_get_revents(int idx, void *opaque)
     struct slirp_priv *p = NB_PRIV((netbe *)opaque, struct slirp_priv);
     if (idx < 0 || idx >= p->npoll)
         return 0;
-    int fd = p->poll_fd[idx];
+    int fd = p->pfd[idx].fd;
     return fd < p->nfdw ? p->fdw[fd].revents : 0;
 }
 
-/* One round: let slirp handle what fired and its timeouts, then register
-** what it wants next and arm the timeout it asks for. Lock held. */
+/* Rounds in a row while descriptors are ready at once: a guest ACK that
+** makes room lets slirp read its host socket in the same loop pass
+** instead of one epoll wakeup later. */
+#define SLIRP_ROUNDS 4
+
+/* Poll what slirp asked for without waiting; note what is ready in the
+** descriptor table. Returns how many are ready. */
+static int slirp_poll_now(struct slirp_priv *p)
+{
+    int ready = 0;
+    if (poll(p->pfd, (nfds_t)p->npoll, 0) <= 0)
+        return 0;
+    for (int i = 0; i < p->npoll; i++) {
+        short ev = p->pfd[i].events, re = p->pfd[i].revents;
+        if (!ev || !re)
+            continue;        /* a hangup slirp is not waiting for must not spin */
+        p->fdw[p->pfd[i].fd].revents |=
+            (ev & POLLIN && re & (POLLIN | POLLHUP | POLLERR) ? SLIRP_POLL_IN : 0) |
+            (ev & POLLOUT && re & (POLLOUT | POLLERR) ? SLIRP_POLL_OUT : 0);
+        ready++;
+    }
+    return ready;
+}
+
+/* One round: let slirp handle what fired and its timeouts, then learn
+** what it wants next and arm the timeout it asks for; again while some of
+** that is ready at once. Lock held. */
 static void slirp_round(netbe *be)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    uint32_t timeout = UINT32_MAX;
-    slirp_pollfds_poll(p->slirp, 0, slirp_get_revents, be);
-    for (int i = 0; i < p->npoll; i++)
-        if (p->poll_fd[i] < p->nfdw)
-            p->fdw[p->poll_fd[i]].revents = 0;
-    p->round++;
-    p->npoll = 0;
-    slirp_pollfds_fill(p->slirp, &timeout, slirp_add_poll, be);
+    uint32_t timeout;
+    for (int r = 0;; r++) {
+        slirp_pollfds_poll(p->slirp, 0, slirp_get_revents, be);
+        for (int i = 0; i < p->npoll; i++)
+            p->fdw[p->pfd[i].fd].revents = 0;
+        p->round++;
+        p->npoll = 0;
+        timeout = UINT32_MAX;
+        slirp_pollfds_fill(p->slirp, &timeout, slirp_add_poll, be);
+        if (!slirp_poll_now(p))
+            break;
+        if (r + 1 == SLIRP_ROUNDS) {
+            slirp_kick(p);   /* edge-triggered events will not repeat it */
+            break;
+        }
+    }
     /* Descriptors slirp no longer names stop being watched. */
     for (int fd = 0; fd < p->nfdw; fd++)
         if (p->fdw[fd].round != p->round && p->fdw[fd].want)
@@ -2638,7 +2670,12 @@ static void slirp_on_run(evutil_socket_t fd, short what, void *arg)
     __atomic_store_n(&p->run_pending, 0, __ATOMIC_RELEASE);
     pthread_mutex_lock(&p->lock);
     slirp_round(be);
+    int ready = p->used > 0;
     pthread_mutex_unlock(&p->lock);
+    /* Hand the frames over in this loop pass; netbe_rx_enable asks
+    ** slirp_rx_pending when receive was off. */
+    if (ready && be->rx_enabled)
+        event_active(be->rx_ev, EV_READ, 0);
 }
 
 /* Install RULE in libslirp (lock held). */
@@ -2692,10 +2729,8 @@ static void slirp_close(netbe *be)
         event_free(p->run_ev);
     if (p->timeout_ev)
         event_free(p->timeout_ev);
-    if (p->rx_fd >= 0)
-        close(p->rx_fd);
     free(p->fdw);
-    free(p->poll_fd);
+    free(p->pfd);
     free(p->ring);
     free(p->txbuf);
     slirp_opts_free(&p->opts);
@@ -2748,7 +2783,6 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     struct sigaction sa;
-    p->rx_fd = -1;
     pthread_mutex_init(&p->lock, NULL);
     int rc = slirp_opts_parse(cfg, &p->opts, err, errlen);
     if (rc < 0) {
@@ -2759,10 +2793,10 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
         signal(SIGPIPE, SIG_IGN);
     p->ring = malloc(SLIRP_RING);
     p->txbuf = malloc(NETBE_MAX_FRAME);
-    p->rx_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     p->run_ev = event_new(be->base, -1, 0, slirp_on_run, be);
     p->timeout_ev = evtimer_new(be->base, slirp_on_run, be);
-    if (!p->ring || !p->txbuf || p->rx_fd < 0 || !p->run_ev || !p->timeout_ev)
+    be->rx_ev = event_new(be->base, -1, EV_PERSIST, nb_on_rx, be);
+    if (!p->ring || !p->txbuf || !be->rx_ev || !p->run_ev || !p->timeout_ev)
         rc = NB_ERR(ENOMEM, "slirp: out of memory or descriptors");
     if (rc == 0) {
         pthread_mutex_lock(&p->lock);
@@ -2771,8 +2805,6 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
             slirp_round(be);
         pthread_mutex_unlock(&p->lock);
     }
-    if (rc == 0)
-        rc = nb_watch_fd(be, p->rx_fd);
     if (rc < 0)
         slirp_close(be);
     return rc;
@@ -2819,15 +2851,8 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
         p->used -= rec;
         r = len;
     }
-    if (!p->used) {
+    if (!p->used)
         p->head = p->tail = 0;
-        if (p->rx_signalled) {
-            uint64_t n;
-            ssize_t rr = read(p->rx_fd, &n, sizeof n);
-            (void)rr;
-            p->rx_signalled = 0;
-        }
-    }
     if (p->throttled && p->used < SLIRP_THROTTLE / 2) {
         p->throttled = 0;
         resume = 1;
@@ -2840,10 +2865,19 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
     return r;
 }
 
+static int slirp_rx_pending(netbe *be)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    pthread_mutex_lock(&p->lock);
+    int n = p->used > 0;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
 static const struct nb_ops nb_slirp = {
     .prefix = "slirp", .keys = slirp_keys, .priv_size = sizeof(struct slirp_priv),
     .check = slirp_check, .open = slirp_open, .close = slirp_close,
-    .send = slirp_send, .recv = slirp_recv,
+    .send = slirp_send, .recv = slirp_recv, .rx_pending = slirp_rx_pending,
 };
 
 /* ---- Run-time host forwarding ---- */
