@@ -2350,6 +2350,7 @@ struct slirp_priv {
     /* frames for the guest: records of [u32 len][frame] */
     uint8_t *ring;
     size_t head, tail, used;
+    size_t last;                 /* offset of the newest record, or SIZE_MAX once read */
     int throttled;
     /* the loop mapping */
     struct slirp_fdw *fdw;
@@ -2380,11 +2381,59 @@ static void slirp_kick(struct slirp_priv *p)
 
 /* libslirp hands us a frame for the guest (lock held). A full ring drops
 ** it, as a NIC with no buffers would; TCP resends. */
+/* Where the TCP header of a pure ACK (no data, no SYN, FIN, RST, URG or
+** IP options) starts in FRAME, or 0 when FRAME is something else. */
+static size_t slirp_pure_ack(const uint8_t *f, size_t len)
+{
+    size_t ip;
+    if (len >= 14 + 20 + 20 && f[12] == 0x08 && f[13] == 0x00 && f[14] == 0x45 &&
+        f[23] == 6 && (f[20] & 0x3f) == 0 && f[21] == 0)
+        ip = 20;                 /* IPv4 without options or fragments */
+    else if (len >= 14 + 40 + 20 && f[12] == 0x86 && f[13] == 0xdd && f[20] == 6)
+        ip = 40;
+    else
+        return 0;
+    size_t tcp = 14 + ip, doff = (size_t)(f[tcp + 12] >> 4) * 4;
+    size_t total = ip == 20 ? (size_t)(f[16] << 8 | f[17]) : 40 + (size_t)(f[18] << 8 | f[19]);
+    if (doff < 20 || total != ip + doff || len < 14 + total || (f[tcp + 13] & 0x3f) != 0x10)
+        return 0;
+    return tcp;
+}
+
+/* True when ACK (a pure ACK) makes the ring's newest record, a pure ACK of
+** the same connection with an older acknowledgement number, pointless:
+** the guest learns nothing from it that the newer one does not say. Equal
+** numbers stay apart: duplicate ACKs drive the guest's fast retransmit. */
+static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t len)
+{
+    size_t tcp = slirp_pure_ack(ack, len);
+    if (!tcp || p->last == SIZE_MAX)
+        return 0;
+    uint32_t olen;
+    memcpy(&olen, p->ring + p->last, 4);
+    const uint8_t *old = p->ring + p->last + 4;
+    if (olen != len || slirp_pure_ack(old, olen) != tcp)
+        return 0;
+    /* Same addresses and ports: IPv4 12..19 or IPv6 8..39 of the IP header. */
+    size_t a0 = tcp == 34 ? 26 : 22, a1 = tcp + 4;
+    if (memcmp(old, ack, 14) != 0 || memcmp(old + a0, ack + a0, a1 - a0) != 0)
+        return 0;
+    uint32_t oa, na;
+    memcpy(&oa, old + tcp + 8, 4);
+    memcpy(&na, ack + tcp + 8, 4);
+    return (int32_t)(ntohl(na) - ntohl(oa)) > 0;
+}
+
 static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
 {
     netbe *be = opaque;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     size_t need = 4 + ((len + 3) & ~(size_t)3);
+    if (slirp_ack_supersedes(p, buf, len)) {
+        /* A burst of guest segments is answered by one ACK, not one each. */
+        memcpy(p->ring + p->last + 4, buf, len);
+        return (ssize_t)len;
+    }
     if (!p->used)
         p->head = p->tail = 0;
     int at_end = p->tail >= p->head;       /* the free space is after tail, then before head */
@@ -2404,6 +2453,7 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
     uint32_t l = (uint32_t)len;
     memcpy(p->ring + p->tail, &l, 4);
     memcpy(p->ring + p->tail + 4, buf, len);
+    p->last = p->tail;
     p->tail += need;
     p->used += need;
     return (ssize_t)len;
@@ -2784,6 +2834,7 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     struct sigaction sa;
     pthread_mutex_init(&p->lock, NULL);
+    p->last = SIZE_MAX;
     int rc = slirp_opts_parse(cfg, &p->opts, err, errlen);
     if (rc < 0) {
         slirp_close(be);
@@ -2847,6 +2898,8 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
         size_t room = nb_iov_len(iov, iovcnt);
         nb_buf_to_iov(p->ring + p->head + 4, len < room ? len : room, iov, iovcnt, 0);
         size_t rec = 4 + ((len + 3) & ~(size_t)3);
+        if (p->head == p->last)
+            p->last = SIZE_MAX;
         p->head += rec;
         p->used -= rec;
         r = len;
