@@ -8,9 +8,9 @@ local bhyve = require("netbe.bhyve")
 
 local topocli = {}
 
-local USAGE = [[
+local USAGE = [==[
 usage: netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--dry-run]
-                                                       [--netns NAME] [--vm NAME]
+                                                       [--netns NAME] [--vm NAME [--netbe]]
   plan        print every step: the argv it runs, its probe and its inverse
   apply       make what is missing (idempotent); undo this run's steps if one fails
   destroy     undo what netbe made for this topology (recorded in its state)
@@ -20,10 +20,11 @@ usage: netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--d
   --dry-run   apply/destroy: probe only and print what would run
   --netns     Linux: run every command inside network namespace NAME
   --vm        bhyve-args: print only this VM's arguments, on one line
+  --netbe     bhyve-args --vm: print its NICs' netbe config strings, one a line
   state: $NETBE_STATE_DIR (default /var/lib/netbe)
-]]
+]==]
 
-local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true }
+local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe = false }
 
 local function fail(status, fmt, ...)
   io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
@@ -88,8 +89,10 @@ local function bhyve_args(topo, opt)
     local vm = topo.vms[opt.vm]
     if not vm then return fail(1, "bhyve-args: no VM named '%s' in topology %s", opt.vm, topo.name) end
     local parts = {}
-    for _, nic in ipairs(vm.nics) do parts[#parts + 1] = bhyve.arg(nic) end
-    print(table.concat(parts, " "))
+    for _, nic in ipairs(vm.nics) do
+      parts[#parts + 1] = opt.netbe and bhyve.netbe(nic) or bhyve.arg(nic)
+    end
+    print(table.concat(parts, opt.netbe and "\n" or " "))
     return 0
   end
   for _, vm in ipairs(topo.vm_list) do
