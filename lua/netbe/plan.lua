@@ -256,6 +256,16 @@ function plan.status(steps, ctx)
   return rows, all_ok
 end
 
+-- STEPS with the checks (steps with `refuse`) moved first, in their order,
+-- so a refusal happens before anything is made.
+function plan.checks_first(steps)
+  local out, rest = {}, {}
+  for _, s in ipairs(steps) do
+    if s.refuse then out[#out + 1] = s else rest[#rest + 1] = s end
+  end
+  return table.move(rest, 1, #rest, #out + 1, out)
+end
+
 -- The plan as text: every step with its argv, probe and inverse.
 function plan.format(steps)
   local out = {}

@@ -6,6 +6,7 @@
 -- must already evaluate netbe's anchors; when it does not, apply refuses and
 -- prints the two lines to add.
 local dnsmasq = require("netbe.dnsmasq")
+local plan = require("netbe.plan")
 
 local R = {}
 
@@ -224,7 +225,7 @@ function R.render(topo, files)
     if not ok then return nil, err end
   end
   nat_steps(topo, files, add)
-  return steps
+  return plan.checks_first(steps)
 end
 
 return R

@@ -2,6 +2,7 @@
 -- dnsmasq). Firewall rules live only in the tool's own nft table
 -- "ip netbe_NAME", replaced as a whole in one `nft -f` transaction.
 local dnsmasq = require("netbe.dnsmasq")
+local plan = require("netbe.plan")
 
 local R = {}
 
@@ -186,7 +187,7 @@ function R.render(topo, files)
   for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
   for _, nic in ipairs(topo.nics) do nic_steps(topo, nic, add) end
   nat_steps(topo, files, add)
-  return steps
+  return plan.checks_first(steps)
 end
 
 return R

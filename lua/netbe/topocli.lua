@@ -66,22 +66,12 @@ local function renderer(os_name)
   if os_name == "linux" then return require("netbe.render_linux") end
 end
 
--- Checks come first, so a refusal happens before anything is made.
-local function order(steps)
-  local checks, rest = {}, {}
-  for _, s in ipairs(steps) do
-    if s.refuse then checks[#checks + 1] = s else rest[#rest + 1] = s end
-  end
-  table.move(rest, 1, #rest, #checks + 1, checks)
-  return checks
-end
-
 -- The plan of TOPO for OS_NAME, or nil and an error.
 function topocli.steps(topo, os_name)
   local r = renderer(os_name)
   local steps, err = r.render(topo, state.files(topo.name))
   if not steps then return nil, err end
-  return order(steps)
+  return steps
 end
 
 local function bhyve_args(topo, opt)
