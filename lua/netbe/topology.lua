@@ -6,8 +6,8 @@
 --   switches = { NAME = { type = ..., ... }, ... }
 --   vms      = { NAME = { nics = { { switch = NAME, ... }, ... } }, ... }
 -- Switch types and their keys are in SWITCH_KEYS below; NIC keys in NIC_KEYS.
--- The file runs with no access to the standard library: it describes, it
--- does not act. Errors name the file, the field and what was expected.
+-- The file may compute (string, table, math, pairs, ...) but cannot reach
+-- io, os, require or load: it describes, it does not act. Errors name the file, the field and what was expected.
 local topology = {}
 
 local SWITCH_KEYS = {
@@ -174,8 +174,11 @@ local function check_dhcp(v, field, addr)
   if r == nil then
     -- Default: the upper half of the subnet, minus the broadcast address.
     local size = addr.bcast - addr.net
-    local lo, hi = addr.net + size // 2, addr.bcast - 1
+    local lo, hi = addr.net + (size + 1) // 2, addr.bcast - 1
     if lo <= addr.n and addr.n <= hi then lo = addr.n + 1 end
+    if lo > hi then
+      bad(field, "%s has no room for a default DHCP range next to %s; give dhcp.range", addr.network, addr.addr)
+    end
     r = { topology.ip4_text(lo), topology.ip4_text(hi) }
   elseif type(r) ~= "table" or #r ~= 2 then
     bad(field .. ".range", "expected { FIRST, LAST } addresses, got %s", describe(r))
@@ -416,6 +419,20 @@ function topology.check(raw, source, default_name)
   error(res, 0)
 end
 
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- What a topology file can read: pure functions, copied so a file cannot
+-- change them for the tool.
+local function safe_base()
+  return { assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next,
+           select = select, tonumber = tonumber, tostring = tostring, type = type,
+           string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8) }
+end
+
 -- Loads and checks a topology file. Returns the topology, or nil and an
 -- error message naming the file.
 function topology.load(path)
@@ -423,7 +440,7 @@ function topology.load(path)
   if not f then return nil, string.format("%s: cannot read the topology file: %s", path, err) end
   local text = f:read("a")
   f:close()
-  local env = {}
+  local env = setmetatable({}, { __index = safe_base() })
   local chunk, perr = load(text, "@" .. path, "t", env)
   if not chunk then return nil, perr end
   local ok, ret = pcall(chunk)
