@@ -153,6 +153,8 @@ end
 -- (function() persisting ctx.made). Returns ok, summary-or-error.
 function plan.apply(steps, ctx)
   local made_now, in_place = {}, 0
+  local removed, rerr = plan.prune(steps, ctx)
+  if not removed then return false, rerr end
   local known = {}
   for _, r in ipairs(ctx.made) do known[r.id] = true end
   for _, step in ipairs(steps) do
@@ -181,13 +183,46 @@ function plan.apply(steps, ctx)
       end
     end
   end
-  if #made_now == 0 then
+  local gone = removed > 0 and string.format(", %d steps no longer in the topology undone", removed) or ""
+  if ctx.dry then
+    return true, string.format("dry run: %d steps would run, %d already in place%s",
+                               #made_now, in_place, gone)
+  end
+  if #made_now == 0 and removed == 0 then
     return true, string.format("nothing to do: all %d steps already in place", in_place)
   end
-  if ctx.dry then
-    return true, string.format("dry run: %d steps would run, %d already in place", #made_now, in_place)
+  return true, string.format("%d steps made, %d already in place%s", #made_now, in_place, gone)
+end
+
+-- Undoes, newest first, the recorded steps that the topology no longer has
+-- (a VM or switch removed from the file), before anything new is made, so
+-- an old inverse never undoes a new step. Returns how many, or nil and an
+-- error.
+function plan.prune(steps, ctx)
+  local want = {}
+  for _, s in ipairs(steps) do want[s.id] = true end
+  local n = 0
+  for i = #ctx.made, 1, -1 do
+    local r = ctx.made[i]
+    if not want[r.id] then
+      n = n + 1
+      if ctx.dry then
+        ctx.log("would undo (" .. r.what .. ", no longer in the topology):")
+        for _, argv in ipairs(r.inverse) do ctx.log("  " .. plan.argv_text(argv)) end
+      else
+        ctx.log("# undo " .. r.what .. " (no longer in the topology)")
+        if not r.probe or plan.probe(r, ctx.run) then
+          local errs = plan.undo(r.inverse, ctx.run, ctx.log)
+          if #errs > 0 then
+            return nil, "undoing '" .. r.what .. "' failed: " .. table.concat(errs, "; ")
+          end
+        end
+        table.remove(ctx.made, i)
+        ctx.save()
+      end
+    end
   end
-  return true, string.format("%d steps made, %d already in place", #made_now, in_place)
+  return n
 end
 
 -- Undoes the steps made by this apply, newest first, and drops them from
@@ -239,8 +274,9 @@ function plan.destroy(ctx)
 end
 
 -- Compares intent with the host. Returns a list of { step, state } where
--- state is "ok", "missing" (never made), or "drift" (made by the tool,
--- gone now), and whether everything is in place.
+-- state is "ok", "missing" (never made), "drift" (made by the tool, gone
+-- or changed now) or "stale" (made by the tool, no longer in the topology;
+-- the next apply undoes it), and whether everything is in place.
 function plan.status(steps, ctx)
   local mine = {}
   for _, r in ipairs(ctx.made) do mine[r.id] = true end
@@ -252,6 +288,14 @@ function plan.status(steps, ctx)
     else state = "missing" end
     if state ~= "ok" then all_ok = false end
     rows[#rows + 1] = { step = step, state = state, mine = mine[step.id] }
+  end
+  local want = {}
+  for _, s in ipairs(steps) do want[s.id] = true end
+  for _, r in ipairs(ctx.made) do
+    if not want[r.id] then
+      rows[#rows + 1] = { step = r, state = "stale", mine = true }
+      all_ok = false
+    end
   end
   return rows, all_ok
 end

@@ -111,14 +111,17 @@ end
 
 local function do_status(steps, ctx)
   local rows, all_ok = plan.status(steps, ctx)
-  local counts = { ok = 0, missing = 0, drift = 0 }
+  local counts = { ok = 0, missing = 0, drift = 0, stale = 0 }
+  local notes = { drift = "   (made by netbe, changed or removed since)",
+                  stale = "   (made by netbe, no longer in the topology; apply undoes it)" }
   for _, r in ipairs(rows) do
     counts[r.state] = counts[r.state] + 1
-    local note = r.state == "drift" and "   (made by netbe, changed or removed since)" or ""
+    local note = notes[r.state] or ""
     if r.step.refuse and r.state ~= "ok" then note = "   (" .. r.step.refuse:match("^[^\n]*") .. ")" end
     print(string.format("%-8s %s%s", r.state, r.step.what, note))
   end
-  print(string.format("status: %d ok, %d missing, %d drifted", counts.ok, counts.missing, counts.drift))
+  print(string.format("status: %d ok, %d missing, %d drifted%s", counts.ok, counts.missing, counts.drift,
+                      counts.stale > 0 and string.format(", %d stale", counts.stale) or ""))
   return all_ok and 0 or 1
 end
 

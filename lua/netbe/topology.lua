@@ -30,7 +30,7 @@ local NIC_TYPES = {
 }
 local SWITCHLESS = { slirp = true, stream = true }
 local TOP_KEYS = { name = true, switches = true, vms = true }
-local DHCP_KEYS = { range = true, lease = true, router = true }
+local DHCP_KEYS = { range = true, lease = true }
 
 -- A located error: raised with a table so load() can tell it from a bug.
 local function bad(field, fmt, ...)

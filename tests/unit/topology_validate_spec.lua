@@ -105,7 +105,7 @@ vms = { a = { nics = { { switch = "b", vlan = 5000 } } } }]]))
                  err_of([[vms = { a = { nics = { { bridge = "b" } } } }]]))
     assert.equal("vms.a.memory: unknown key for a VM (expected one of: nics)",
                  err_of([[vms = { a = { memory = 512 } }]]))
-    assert.equal("switches.n.dhcp.start: unknown key for dhcp (expected one of: lease, range, router)",
+    assert.equal("switches.n.dhcp.start: unknown key for dhcp (expected one of: lease, range)",
                  err_of([[switches = { n = { type = "nat", address = "10.0.0.1/24", outbound = "e0", dhcp = { start = 1 } } }]]))
     assert.equal("vms.a.nics[1].ifname: not used by a netgraph NIC",
                  err_of([[switches = { g = { type = "netgraph", uplink = "re0" } }
