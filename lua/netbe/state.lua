@@ -66,6 +66,45 @@ function state.save(st)
   assert(os.rename(tmp, path))
 end
 
+local function self_pid()
+  local p = io.popen("echo $PPID")
+  local pid = p:read("n")
+  p:close()
+  return pid
+end
+
+local function alive(pid)
+  return os.execute("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null") == true
+end
+
+-- Takes the topology's lock (a directory holding the owner's pid), so two
+-- netbe runs never apply or destroy one topology at once. A lock left by a
+-- process that no longer runs is taken over. Returns an unlock function,
+-- or nil and who holds it.
+function state.lock(name)
+  os.execute("mkdir -p '" .. state.dir():gsub("'", "'\\''") .. "'")
+  local dir = state.dir() .. "/" .. name .. ".lock"
+  local q = "'" .. dir:gsub("'", "'\\''") .. "'"
+  for _ = 1, 2 do
+    if os.execute("mkdir " .. q .. " 2>/dev/null") == true then
+      local f = io.open(dir .. "/pid", "w")
+      if f then f:write(self_pid(), "\n"); f:close() end
+      return function() os.execute("rm -rf " .. q) end
+    end
+    local f = io.open(dir .. "/pid")
+    local pid = f and f:read("n")
+    if f then f:close() end
+    if pid and alive(pid) then
+      return nil, string.format("topology %s is busy: netbe process %d holds %s", name, pid, dir)
+    end
+    if not pid then
+      return nil, string.format("topology %s is locked by %s (no pid inside; remove it if no netbe runs)", name, dir)
+    end
+    os.execute("rm -rf " .. q)
+  end
+  return nil, "cannot take the lock " .. dir
+end
+
 -- Removes the state file and the topology's files directory.
 function state.remove(name)
   os.remove(state.path(name))

@@ -125,6 +125,31 @@ local function do_status(steps, ctx)
   return all_ok and 0 or 1
 end
 
+-- apply or destroy, under the topology's lock.
+local function change(cmd, topo, steps, os_name, opt)
+  local st, serr = state.load(topo.name)
+  if not st then return fail(1, "%s", serr) end
+  st.os = st.os or os_name
+  local ctx = context(topo, st, opt)
+  if cmd == "apply" then
+    local ok, msg = plan.apply(steps, ctx)
+    if not ok then return fail(1, "apply %s: %s", topo.name, msg) end
+    print("apply " .. topo.name .. ": " .. msg)
+    return 0
+  end
+  -- destroy
+  if #st.made == 0 then
+    if not ctx.dry then state.remove(topo.name) end
+    print("destroy " .. topo.name .. ": nothing recorded, nothing to undo")
+    return 0
+  end
+  local ok, msg = plan.destroy(ctx)
+  if ok and not ctx.dry then state.remove(topo.name) end
+  if not ok then return fail(1, "destroy %s: %s", topo.name, msg) end
+  print("destroy " .. topo.name .. ": " .. msg)
+  return 0
+end
+
 function topocli.main(cmd, args)
   local pos, opt = parse(args)
   if not pos then return fail(2, "%s: %s\n%s", cmd, opt, USAGE) end
@@ -144,28 +169,17 @@ function topocli.main(cmd, args)
     io.write(plan.format(steps))
     return 0
   end
-  local st, serr = state.load(topo.name)
-  if not st then return fail(1, "%s", serr) end
-  st.os = st.os or os_name
-  local ctx = context(topo, st, opt)
-  if cmd == "status" then return do_status(steps, ctx) end
-  if cmd == "apply" then
-    local ok, msg = plan.apply(steps, ctx)
-    if not ok then return fail(1, "apply %s: %s", topo.name, msg) end
-    print("apply " .. topo.name .. ": " .. msg)
-    return 0
+  if cmd == "status" then
+    local st, serr = state.load(topo.name)
+    if not st then return fail(1, "%s", serr) end
+    return do_status(steps, context(topo, st, opt))
   end
-  -- destroy
-  if #st.made == 0 then
-    if not ctx.dry then state.remove(topo.name) end
-    print("destroy " .. topo.name .. ": nothing recorded, nothing to undo")
-    return 0
-  end
-  local ok, msg = plan.destroy(ctx)
-  if ok and not ctx.dry then state.remove(topo.name) end
-  if not ok then return fail(1, "destroy %s: %s", topo.name, msg) end
-  print("destroy " .. topo.name .. ": " .. msg)
-  return 0
+  local unlock, lerr = state.lock(topo.name)
+  if not unlock then return fail(1, "%s: %s", cmd, lerr) end
+  local ok, status = pcall(change, cmd, topo, steps, os_name, opt)
+  unlock()
+  if not ok then return fail(1, "%s: %s", cmd, tostring(status)) end
+  return status
 end
 
 return topocli
