@@ -40,6 +40,8 @@ function dnsmasq.steps(sw, files, topo_name)
       inverse = { { "rm", "-f", p.conf } } },
     { id = "dnsmasq:" .. sw.name, what = "start dnsmasq serving DHCP on " .. sw.ifname,
       run = { { "dnsmasq", "--conf-file=" .. p.conf } },
+      follows = "dnsmasq-conf:" .. sw.name,
+      stop = { { "pkill", "-F", p.pid, "-x", "dnsmasq" } },
       probe = { { argv = { "pgrep", "-F", p.pid, "-x", "dnsmasq" } } },
       inverse = { { "pkill", "-F", p.pid, "-x", "dnsmasq" }, { "rm", "-f", p.pid, p.leases } } },
   }

@@ -15,6 +15,10 @@
 --   inverse  list of argv lists that undo the step (may be empty)
 --   refuse   for a check step (no run): the message when its probe fails
 --   ok_output pattern: a failing command whose output matches succeeded
+--   follows  id of an earlier step (a config file): when apply made that
+--            step, this one runs again even though its probe passes
+--   stop     list of argv lists: when a step runs again, stop it first
+--            (a daemon), then wait for its probe to fail
 -- The engine never builds a shell string from untrusted parts without
 -- quoting every argument.
 local plan = {}
@@ -157,25 +161,36 @@ function plan.apply(steps, ctx)
   if not removed then return false, rerr end
   local known = {}
   for _, r in ipairs(ctx.made) do known[r.id] = true end
+  local changed = {}
   for _, step in ipairs(steps) do
-    if plan.probe(step, ctx.run) then
+    local dep = step.follows and changed[step.follows]
+    local here = plan.probe(step, ctx.run)
+    local why = dep and here and " (again: " .. step.follows .. " changed)" or ""
+    if here and not dep then
       in_place = in_place + 1
     elseif step.refuse then
       return plan.rollback(made_now, ctx, "refused: " .. step.refuse)
     elseif ctx.dry then
-      ctx.log("would run (" .. step.what .. "):")
+      ctx.log("would run (" .. step.what .. why .. "):")
+      if here then
+        for _, argv in ipairs(step.stop or {}) do ctx.log("  " .. plan.argv_text(argv)) end
+      end
       for _, argv in ipairs(step.run or {}) do ctx.log("  " .. plan.argv_text(argv)) end
       if step.write then ctx.log("  write " .. step.write.path) end
       made_now[#made_now + 1] = step
+      changed[step.id] = true
     else
-      ctx.log("# " .. step.what)
-      local ok, err, partial = plan.execute(step, ctx.run, ctx.log)
+      ctx.log("# " .. step.what .. why)
+      local ok, err, partial = true, nil, false
+      if here and step.stop then ok, err = plan.stop(step, ctx) end
+      if ok then ok, err, partial = plan.execute(step, ctx.run, ctx.log) end
       if not ok then
         -- A step that failed halfway left part of itself behind: undo it too.
         if partial then made_now[#made_now + 1] = step end
         return plan.rollback(made_now, ctx, step.what .. ": " .. err)
       end
       made_now[#made_now + 1] = step
+      changed[step.id] = true
       if not known[step.id] then
         ctx.made[#ctx.made + 1] = record(step)
         known[step.id] = true
@@ -192,6 +207,18 @@ function plan.apply(steps, ctx)
     return true, string.format("nothing to do: all %d steps already in place", in_place)
   end
   return true, string.format("%d steps made, %d already in place%s", #made_now, in_place, gone)
+end
+
+-- Stops a running step (a daemon whose config changed) and waits up to
+-- five seconds for its probe to say it is gone, so the new one can bind.
+function plan.stop(step, ctx)
+  local errs = plan.undo(step.stop, ctx.run, ctx.log)
+  if #errs > 0 then return false, errs[1] end
+  for _ = 1, 50 do
+    if not plan.probe(step, ctx.run) then return true end
+    ctx.run({ "sleep", "0.1" })
+  end
+  return false, "still running five seconds after it was told to stop"
 end
 
 -- Undoes, newest first, the recorded steps that the topology no longer has
@@ -337,6 +364,8 @@ function plan.format(steps)
         add("   probe:   " .. plan.argv_text(c.argv) .. cond)
       end
     end
+    if step.follows then add("   again:   when step " .. step.follows .. " changes") end
+    for _, argv in ipairs(step.stop or {}) do add("   stop:    " .. plan.argv_text(argv)) end
     for _, argv in ipairs(step.inverse or {}) do add("   undo:    " .. plan.argv_text(argv)) end
     if step.script then
       add("   as one ngctl script (ngctl -f-):")

@@ -188,7 +188,7 @@ local function nat_steps(topo, files, add)
     end
   end
   add { id = "pf-anchor", what = "load the NAT rules into anchor " .. anchor,
-        run = { { "pfctl", "-a", anchor, "-f", path } }, probe = probe,
+        run = { { "pfctl", "-a", anchor, "-f", path } }, probe = probe, follows = "pf-conf",
         inverse = { { "pfctl", "-a", anchor, "-F", "all" } } }
   -- pf stays enabled on destroy: the host's own rules may depend on it.
   add { id = "pf-enable", what = "enable pf",

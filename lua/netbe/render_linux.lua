@@ -165,7 +165,7 @@ local function nat_steps(topo, files, add)
     probe[#probe + 1] = { argv = { "nft", "list", "table", "ip", t }, plain = r:gsub("^%s+", "") }
   end
   add { id = "nft", what = "load table ip " .. t .. " in one transaction",
-        run = { { "nft", "-f", path } }, probe = probe,
+        run = { { "nft", "-f", path } }, probe = probe, follows = "nft-conf",
         inverse = { { "nft", "delete", "table", "ip", t } } }
   for _, sw in ipairs(topo.switch_list) do
     if sw.type == "nat" and sw.dhcp then

@@ -288,6 +288,21 @@ esac
     ok, out = g:exec("timeout 5 busybox wget -q -O - http://192.168.77.1:8080/")
     assert.is_true(ok, out)
 
+    -- A new DHCP range rewrites the config and restarts netbe's dnsmasq.
+    local text = assert(io.open(env.file)):read("a")
+    write(env.file, (text:gsub('"10.0.0.100", "10.0.0.120"', '"10.0.0.130", "10.0.0.140"')))
+    ok, out = netbe(env, "apply", env.file)
+    assert.is_true(ok, out)
+    assert.matches("2 steps made, 9 already in place", out, 1, true)
+    assert.matches("start dnsmasq serving DHCP on nat0 (again: dnsmasq-conf:nat0 changed)", out, 1, true)
+    f = assert(io.open(pidfile))
+    local dpid2 = f:read("n")
+    f:close()
+    assert.not_equal(dpid, dpid2)
+    assert.is_true(ns.alive(dpid2))
+    assert.matches("dhcp-range=10.0.0.130,10.0.0.140,", assert(io.open(env.state .. "/natlab/dnsmasq-nat0.conf")):read("a"), 1, true)
+    dpid = dpid2
+
     ok, out = netbe(env, "destroy", env.file)
     assert.is_true(ok, out)
     ok = ns.sh("ip netns exec " .. t .. " nft list table ip netbe_natlab")

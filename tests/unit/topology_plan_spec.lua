@@ -189,6 +189,32 @@ describe("plan engine", function()
     assert.same({ "file:a", "file:c" }, { ctx.made[1].id, ctx.made[2].id })
   end)
 
+  it("runs a step again when the config it follows changed, stopping it first", function()
+    local conf = dir .. "/conf"
+    local function steps(text)
+      return {
+        { id = "conf", what = "write conf", write = { path = conf, content = text },
+          probe = { { file = conf, content = text } }, inverse = { { "rm", "-f", conf } } },
+        { id = "daemon", what = "start", follows = "conf",
+          run = { { "sh", "-c", "cp " .. conf .. " " .. dir .. "/running; echo start >> " .. dir .. "/log" } },
+          probe = { { argv = { "test", "-e", dir .. "/running" } } },
+          stop = { { "sh", "-c", "rm " .. dir .. "/running; echo stop >> " .. dir .. "/log" } },
+          inverse = { { "rm", "-f", dir .. "/running" } } },
+      }
+    end
+    local ctx = new_ctx()
+    assert.is_true((plan.apply(steps("v1"), ctx)))
+    local ok, msg = plan.apply(steps("v1"), ctx)
+    assert.equal("nothing to do: all 2 steps already in place", msg)
+    ok, msg = plan.apply(steps("v2"), ctx)
+    assert.is_true(ok, msg)
+    assert.equal("2 steps made, 0 already in place", msg)
+    assert.equal("v2", read(dir .. "/running"))
+    assert.equal("start\nstop\nstart\n", read(dir .. "/log"))
+    assert.equal(2, #ctx.made)
+    assert.matches("again:   when step conf changes", plan.format(steps("v2")), 1, true)
+  end)
+
   it("status tells ok, missing and drift apart", function()
     local steps = { file_step(dir, "a"), file_step(dir, "b"), file_step(dir, "c") }
     local ctx = new_ctx()
