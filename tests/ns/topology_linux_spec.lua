@@ -8,6 +8,32 @@ local ns = require("ns")
 
 local reason = ns.skip_unless_root("nft", "dnsmasq", "busybox", "bridge")
 
+-- Processes this spec starts (each a session leader: ns spawns with
+-- setsid) and topologies it applies; stopped and destroyed at teardown
+-- even when a test fails, before ns.cleanup removes the namespaces.
+local started, applied = {}, {}
+
+local function spawn(n, cmd)
+  local pid, log = n:spawn(cmd)
+  started[#started + 1] = pid
+  return pid, log
+end
+
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return true end
+  local st = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return st == "Z"
+end
+
+local function stop(pid)
+  ns.sh("kill -TERM -" .. pid .. " 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
+  if not ns.wait_for(function() return gone(pid) end, 3) then
+    ns.sh("kill -KILL -" .. pid .. " 2>/dev/null; kill -KILL " .. pid .. " 2>/dev/null")
+  end
+end
+
 -- Runs `netbe CMD FILE --os linux --netns T` with the test's state dir.
 local function netbe(env, cmd, file, extra)
   return ns.sh("NETBE_STATE_DIR=" .. ns.quote(env.state) .. " " .. ns.netbe .. " " .. cmd .. " "
@@ -25,7 +51,15 @@ end
 local function setup_env(topology_text)
   local env = { t = ns.new("topo"), state = ns.tmpdir() .. "/state" }
   env.file = write(ns.tmpdir() .. "/topo.lua", topology_text)
+  applied[#applied + 1] = env
   return env
+end
+
+local function cleanup()
+  for i = #started, 1, -1 do stop(started[i]) end
+  for _, env in ipairs(applied) do netbe(env, "destroy", env.file) end
+  started, applied = {}, {}
+  ns.cleanup()
 end
 
 -- Interfaces in namespace N, by name, from `ip -j link` (parsed just enough:
@@ -58,7 +92,7 @@ local function guest(env, vm, addr)
   nic = nic:match("^(%S+)")
   local g = ns.new("guest")
   local gtap = ns.unique("tap")
-  local _, log = env.t:spawn(ns.netbe .. " wire " .. ns.quote(nic) .. " " .. gtap)
+  local pid, log = spawn(env.t, ns.netbe .. " wire " .. ns.quote(nic) .. " " .. gtap)
   if not ns.wait_for("ip -n " .. env.t.name .. " link show " .. gtap .. " >/dev/null 2>&1", 5) then
     local _, text = ns.sh("cat " .. log)
     error("netbe wire " .. nic .. " " .. gtap .. " did not make " .. gtap .. ": " .. text)
@@ -67,7 +101,7 @@ local function guest(env, vm, addr)
                            .. " && ip -n " .. g.name .. " link set " .. gtap .. " up")
   assert(moved, out)
   if addr then assert(g:exec("ip addr add " .. addr .. " dev " .. gtap)) end
-  return g, gtap
+  return g, gtap, pid
 end
 
 local function state_files(env)
@@ -76,7 +110,7 @@ local function state_files(env)
 end
 
 describe("linux topology: bridge with taps", function()
-  teardown(ns.cleanup)
+  teardown(cleanup)
   if reason then pending(reason) return end
 
   it("applies, joins two guests that then talk, is idempotent, and destroys to nothing", function()
@@ -115,8 +149,8 @@ vms = {
     assert.is_true(ok, out)
     assert.matches("status: 10 ok, 0 missing, 0 drifted", out, 1, true)
 
-    local g1, t1 = guest(env, "g1", "192.168.50.11/24")
-    local g2 = guest(env, "g2", "192.168.50.12/24")
+    local g1, t1, w1 = guest(env, "g1", "192.168.50.11/24")
+    local g2, _, w2 = guest(env, "g2", "192.168.50.12/24")
     ok, out = g1:exec("ping -c 2 -i 0.2 -W 3 192.168.50.12")
     assert.is_true(ok, "g1 -> g2 through the topology's bridge: " .. out)
     ok, out = g2:exec("ping -c 1 -W 3 192.168.50.1")
@@ -124,6 +158,7 @@ vms = {
     local _, mac = g1:exec("cat /sys/class/net/" .. t1 .. "/address")
     assert.is_string(mac)
 
+    stop(w1); stop(w2)                             -- the VMs stop before their network goes
     ok, out = netbe(env, "destroy", env.file)
     assert.is_true(ok, out)
     assert.matches("destroy twotaps: 10 steps undone, 0 already gone", out, 1, true)
@@ -217,7 +252,7 @@ vms = { g = { nics = { { switch = "lan", ifname = "gtap" } } } }
 end)
 
 describe("linux topology: NAT switch", function()
-  teardown(ns.cleanup)
+  teardown(cleanup)
   if reason then pending(reason) return end
 
   it("gives a guest a DHCP lease and masquerades it to a service, then destroys to nothing", function()
@@ -238,7 +273,7 @@ vms = { app = { nics = { { switch = "nat0", ifname = "apptap", mac = "52:54:00:0
                  .. " && ip -n " .. s.name .. " link set svc0 up"))
     local www = ns.tmpdir()
     write(www .. "/index.html", "hello from the service namespace\n")
-    s:spawn("busybox httpd -f -p 192.168.77.1:8080 -h " .. www)
+    spawn(s, "busybox httpd -f -p 192.168.77.1:8080 -h " .. www)
 
     local ok, out = netbe(env, "apply", env.file)
     assert.is_true(ok, out)
@@ -252,7 +287,7 @@ vms = { app = { nics = { { switch = "nat0", ifname = "apptap", mac = "52:54:00:0
     f:close()
     assert.is_true(ns.alive(dpid))
 
-    local g, gtap = guest(env, "app")
+    local g, gtap, wire = guest(env, "app")
     local script = write(ns.tmpdir() .. "/udhcpc.sh", [[
 #!/bin/sh
 case "$1" in
@@ -303,6 +338,7 @@ esac
     assert.matches("dhcp-range=10.0.0.130,10.0.0.140,", assert(io.open(env.state .. "/natlab/dnsmasq-nat0.conf")):read("a"), 1, true)
     dpid = dpid2
 
+    stop(wire)
     ok, out = netbe(env, "destroy", env.file)
     assert.is_true(ok, out)
     ok = ns.sh("ip netns exec " .. t .. " nft list table ip netbe_natlab")
@@ -322,7 +358,7 @@ esac
 end)
 
 describe("linux topology: VLANs", function()
-  teardown(ns.cleanup)
+  teardown(cleanup)
   if reason then pending(reason) return end
   -- Probe the kernel: some lack 802.1Q links or bridge VLAN filtering.
   local probe = ns.new("vlanprobe")
