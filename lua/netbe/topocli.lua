@@ -169,6 +169,10 @@ function topocli.main(cmd, args)
     io.write(plan.format(steps))
     return 0
   end
+  if opt.netns then
+    local ok, out = plan.runner({ "ip", "netns", "exec", opt.netns })({ "true" })
+    if not ok then return fail(1, "%s: --netns %s: %s", cmd, opt.netns, (out:gsub("%s+$", ""))) end
+  end
   if cmd == "status" then
     local st, serr = state.load(topo.name)
     if not st then return fail(1, "%s", serr) end

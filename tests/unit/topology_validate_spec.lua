@@ -218,6 +218,12 @@ vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
     local _, left = sh("ls -A " .. dir)
     assert.equal("", left)                       -- lock released, nothing recorded
     sh("rm -rf " .. dir)
+    code, out = sh(netbe_cmd .. " status examples/topologies/nat.lua --os linux --netns nbnosuchns")
+    assert.equal(1, code)
+    assert.matches('status: --netns nbnosuchns: Cannot open network namespace "nbnosuchns"', out, 1, true)
+    code, out = sh(netbe_cmd .. " apply examples/topologies/nat.lua --os freebsd --netns x")
+    assert.equal(2, code)
+    assert.matches("apply: --netns is for --os linux", out, 1, true)
     code, out = sh(netbe_cmd .. " bhyve-args examples/topologies/nat.lua --vm nosuch")
     assert.equal(1, code)
     assert.matches("no VM named 'nosuch' in topology natlab", out, 1, true)
