@@ -6,9 +6,10 @@
 --   run      list of argv lists, run in order; the step fails at the first
 --            one that exits non-zero (unless its output matches `ok_output`)
 --   write    { path = P, content = C }: write a file instead of running
---   rename   { to = NAME, argv = { argv... } }: the first command prints
---            the name the kernel chose; when it is not NAME, run these with
---            "%s" replaced by that name (FreeBSD cloners; see substitute)
+--   rename   { to = NAME, argv = { argv... }, cleanup = argv }: the first
+--            command prints the name the kernel chose; when it is not NAME,
+--            run these with "%s" replaced by that name (FreeBSD cloners; see
+--            substitute); if one fails, cleanup removes what was made
 --   probe    list of checks { argv = {...}, match = PATTERN, plain = TEXT,
 --            nomatch = PATTERN }; the step is in place when every check
 --            exits 0 and its output fits. A step without probe always runs.
@@ -36,29 +37,17 @@ function plan.argv_text(argv)
   return table.concat(out, " ")
 end
 
--- A runner runs one argv and returns ok, output (stdout and stderr). PREFIX
--- (an argv list, e.g. { "ip", "netns", "exec", "ns1" }) is put in front.
+-- A runner runs one argv (stdin from /dev/null) and returns ok, output
+-- (stdout and stderr). PREFIX (an argv list, e.g. { "ip", "netns", "exec",
+-- "ns1" }) is put in front.
 function plan.runner(prefix)
-  return function(argv, stdin)
+  return function(argv)
     local full = {}
     for _, a in ipairs(prefix or {}) do full[#full + 1] = a end
     for _, a in ipairs(argv) do full[#full + 1] = a end
-    local cmd = plan.argv_text(full)
-    local tmp
-    if stdin then
-      tmp = os.tmpname()
-      local f = assert(io.open(tmp, "w"))
-      f:write(stdin)
-      f:close()
-      cmd = cmd .. " <" .. shquote(tmp)
-    else
-      cmd = cmd .. " </dev/null"
-    end
-    local p = io.popen(cmd .. " 2>&1", "r")
+    local p = io.popen(plan.argv_text(full) .. " </dev/null 2>&1", "r")
     local out = p:read("a")
-    local ok = p:close()
-    if tmp then os.remove(tmp) end
-    return ok == true, out
+    return p:close() == true, out
   end
 end
 
@@ -113,7 +102,7 @@ function plan.execute(step, run, log)
   end
   for i, argv in ipairs(step.run or {}) do
     log(plan.argv_text(argv))
-    local ok, out = run(argv, step.stdin)
+    local ok, out = run(argv)
     if not ok and step.ok_output and out:match(step.ok_output) then ok = true end
     if not ok then
       return false, string.format("'%s' failed: %s", plan.argv_text(argv), (out:gsub("%s+$", ""))), i > 1
@@ -127,7 +116,14 @@ function plan.execute(step, run, log)
           log(plan.argv_text(argv2))
           local ok2, out2 = run(argv2)
           if not ok2 then
-            return false, string.format("'%s' failed: %s", plan.argv_text(argv2), out2), true
+            -- The step's inverse names the wanted interface, not this one.
+            if step.rename.cleanup then
+              local c = plan.substitute(step.rename.cleanup, got)
+              log(plan.argv_text(c))
+              run(c)
+            end
+            return false, string.format("'%s' failed: %s", plan.argv_text(argv2),
+                                        (out2:gsub("%s+$", ""))), false
           end
         end
       end

@@ -128,7 +128,8 @@ local function nic_steps(nic, add)
     -- The kernel picks the unit; rename when it is not the one asked for.
     add { id = "tap:" .. nic.ifname, what = "create tap " .. nic.ifname .. " for " .. nic.vm,
           run = { { "ifconfig", "tap", "create", "up" } },
-          rename = { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname } } },
+          rename = { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname } },
+                     cleanup = { "ifconfig", "%s", "destroy" } },
           probe = if_probe(nic.ifname),
           inverse = { { "ifconfig", nic.ifname, "destroy" } } }
   elseif nic.type == "veth" then
@@ -136,7 +137,8 @@ local function nic_steps(nic, add)
             .. " for " .. nic.vm,
           run = { { "ifconfig", "epair", "create", "up" } },
           rename = { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname },
-                                               { "ifconfig", "%p", "name", nic.peer } } },
+                                               { "ifconfig", "%p", "name", nic.peer } },
+                     cleanup = { "ifconfig", "%s", "destroy" } },
           probe = if_probe(nic.ifname),
           inverse = { { "ifconfig", nic.ifname, "destroy" } } }
   else

@@ -118,7 +118,8 @@ describe("FreeBSD bridged recipe", function()
 
   it("renames the tap the kernel made when it is not tap1, and probes by name", function()
     local s = find(steps, "tap:tap1")
-    assert.same({ to = "tap1", argv = { { "ifconfig", "%s", "name", "tap1" } } }, s.rename)
+    assert.same({ to = "tap1", argv = { { "ifconfig", "%s", "name", "tap1" } },
+                  cleanup = { "ifconfig", "%s", "destroy" } }, s.rename)
     assert.same({ "ifconfig", "tap0", "name", "tap1" }, plan.substitute(s.rename.argv[1], "tap0"))
     assert.same({ { argv = { "ifconfig", "tap1" } } }, s.probe)
     assert.same({ { "ifconfig", "tap1", "destroy" } }, s.inverse)
