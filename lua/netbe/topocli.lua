@@ -68,10 +68,7 @@ end
 
 -- The plan of TOPO for OS_NAME, or nil and an error.
 function topocli.steps(topo, os_name)
-  local r = renderer(os_name)
-  local steps, err = r.render(topo, state.files(topo.name))
-  if not steps then return nil, err end
-  return steps
+  return renderer(os_name).render(topo, state.files(topo.name))
 end
 
 local function bhyve_args(topo, opt)
@@ -98,7 +95,7 @@ local function bhyve_args(topo, opt)
   return 0
 end
 
-local function context(topo, st, opt)
+local function context(st, opt)
   local prefix = opt.netns and { "ip", "netns", "exec", opt.netns } or nil
   return {
     run = plan.runner(prefix),
@@ -130,7 +127,7 @@ local function change(cmd, topo, steps, os_name, opt)
   local st, serr = state.load(topo.name)
   if not st then return fail(1, "%s", serr) end
   st.os = st.os or os_name
-  local ctx = context(topo, st, opt)
+  local ctx = context(st, opt)
   if cmd == "apply" then
     local ok, msg = plan.apply(steps, ctx)
     if not ok then return fail(1, "apply %s: %s", topo.name, msg) end
@@ -176,7 +173,7 @@ function topocli.main(cmd, args)
   if cmd == "status" then
     local st, serr = state.load(topo.name)
     if not st then return fail(1, "%s", serr) end
-    return do_status(steps, context(topo, st, opt))
+    return do_status(steps, context(st, opt))
   end
   local unlock, lerr = state.lock(topo.name)
   if not unlock then return fail(1, "%s: %s", cmd, lerr) end
