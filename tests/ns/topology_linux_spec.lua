@@ -218,6 +218,26 @@ vms = { g = { nics = { { switch = "lan", ifname = "gtap", private = true } } } }
     assert.equal(1, count(links(env.t.name)))
   end)
 
+  it("plugs a veth NIC into the bridge for a container-style guest", function()
+    local env = setup_env([[
+name = "veths"
+switches = { lan = { type = "bridge", address = "192.168.53.1/24" } }
+vms = { c = { nics = { { switch = "lan", type = "veth", ifname = "cveth", peer = "cpeer" } } } }
+]])
+    local ok, out = netbe(env, "apply", env.file)
+    assert.is_true(ok, out)
+    assert.equal("lan", links(env.t.name).cveth.master)
+    local g = ns.new("guest")
+    assert(ns.sh("ip -n " .. env.t.name .. " link set cpeer netns " .. g.name))
+    assert(g:exec("ip addr add 192.168.53.7/24 dev cpeer && ip link set cpeer up"))
+    ok, out = g:exec("ping -c 1 -W 3 192.168.53.1")
+    assert.is_true(ok, out)
+    ok, out = netbe(env, "destroy", env.file)
+    assert.is_true(ok, out)
+    assert.is_nil(links(g.name).cpeer)           -- deleting one end took the peer too
+    assert.equal(1, count(links(env.t.name)))
+  end)
+
   it("uses an existing bridge as is and leaves it on destroy", function()
     local env = setup_env([[
 name = "reuse"
