@@ -51,8 +51,10 @@ function plan.runner(prefix)
   end
 end
 
--- True when every check of the step's probe passes.
-function plan.probe(step, run)
+-- True when every check of the step's probe passes. CACHE (optional)
+-- keeps command outputs between probes; whoever changes the host must
+-- empty it.
+function plan.probe(step, run, cache)
   if not step.probe then return false end
   for _, c in ipairs(step.probe) do
     if c.file then
@@ -61,7 +63,13 @@ function plan.probe(step, run)
       if f then f:close() end
       if text ~= c.content then return false end
     else
-      local ok, out = run(c.argv)
+      local key = plan.argv_text(c.argv)
+      local hit = cache and cache[key]
+      if not hit then
+        hit = table.pack(run(c.argv))
+        if cache then cache[key] = hit end
+      end
+      local ok, out = hit[1], hit[2]
       if not ok then return false end
       if c.match and not out:match(c.match) then return false end
       if c.plain and not out:find(c.plain, 1, true) then return false end
@@ -157,10 +165,10 @@ function plan.apply(steps, ctx)
   if not removed then return false, rerr end
   local known = {}
   for _, r in ipairs(ctx.made) do known[r.id] = true end
-  local changed = {}
+  local changed, cache = {}, {}
   for _, step in ipairs(steps) do
     local dep = step.follows and changed[step.follows]
-    local here = plan.probe(step, ctx.run)
+    local here = plan.probe(step, ctx.run, cache)
     local why = dep and here and " (again: " .. step.follows .. " changed)" or ""
     if here and not dep then
       in_place = in_place + 1
@@ -177,6 +185,7 @@ function plan.apply(steps, ctx)
       changed[step.id] = true
     else
       ctx.log("# " .. step.what .. why)
+      cache = {}
       local ok, err, partial = true, nil, false
       if here and step.stop then ok, err = plan.stop(step, ctx) end
       if ok then ok, err, partial = plan.execute(step, ctx.run, ctx.log) end
@@ -303,10 +312,10 @@ end
 function plan.status(steps, ctx)
   local mine = {}
   for _, r in ipairs(ctx.made) do mine[r.id] = true end
-  local rows, all_ok = {}, true
+  local rows, all_ok, cache = {}, true, {}
   for _, step in ipairs(steps) do
     local state
-    if plan.probe(step, ctx.run) then state = "ok"
+    if plan.probe(step, ctx.run, cache) then state = "ok"
     elseif mine[step.id] then state = "drift"
     else state = "missing" end
     if state ~= "ok" then all_ok = false end

@@ -223,6 +223,21 @@ describe("plan engine", function()
     assert.matches("again:   when step conf changes", plan.format(steps("v2")), 1, true)
   end)
 
+  it("runs a probe command once while nothing changes, again after a change", function()
+    local counter = { argv = { "sh", "-c", "echo x >> " .. dir .. "/probes" } }
+    local function step(name)
+      return { id = name, what = name, probe = { counter, { argv = { "test", "-e", dir .. "/" .. name } } },
+               run = { { "touch", dir .. "/" .. name } }, inverse = {} }
+    end
+    sh("touch " .. dir .. "/a " .. dir .. "/b")
+    local ctx = new_ctx()
+    plan.status({ step("a"), step("b") }, ctx)
+    assert.equal("x\n", read(dir .. "/probes"))
+    os.remove(dir .. "/probes")
+    assert.is_true((plan.apply({ step("a"), step("c"), step("b") }, ctx)))
+    assert.equal("x\nx\n", read(dir .. "/probes"))   -- a and c share one; after making c, b probes anew
+  end)
+
   it("status tells ok, missing and drift apart", function()
     local steps = { file_step(dir, "a"), file_step(dir, "b"), file_step(dir, "c") }
     local ctx = new_ctx()
