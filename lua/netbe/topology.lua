@@ -29,6 +29,7 @@ local NIC_TYPES = {
   netgraph = { "netgraph", "ngd" },
 }
 local SWITCHLESS = { slirp = true, stream = true }
+local NIC_KINDS = { tap = true, veth = true, netgraph = true, ngd = true, slirp = true, stream = true }
 local TOP_KEYS = { name = true, switches = true, vms = true }
 local DHCP_KEYS = { range = true, lease = true }
 
@@ -42,12 +43,19 @@ local function describe(v)
   return tostring(v) .. " (" .. type(v) .. ")"
 end
 
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
+  return ks
+end
+
 local function check_keys(t, allowed, field, what)
   if type(t) ~= "table" then bad(field, "expected a table, got %s", describe(t)) end
   local names = {}
   for k in pairs(allowed) do names[#names + 1] = k end
   table.sort(names)
-  for k in pairs(t) do
+  for _, k in ipairs(sorted_keys(t)) do
     if not allowed[k] then
       bad(field .. "." .. tostring(k), "unknown key for %s (expected one of: %s)",
           what, table.concat(names, ", "))
@@ -155,13 +163,6 @@ function topology.is_mac(s)
   return first & 1 == 0 and s ~= "00:00:00:00:00:00"
 end
 
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do ks[#ks + 1] = k end
-  table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
-  return ks
-end
-
 local function check_dhcp(v, field, addr)
   if v == nil or v == false then return nil end
   if v == true then v = {} end
@@ -253,6 +254,9 @@ local function check_nic(vm, i, n, switches, field)
   local allowed = sw and NIC_TYPES[sw.type] or {}
   nic.type = n.type or allowed[1]
   if nic.type == nil then bad(field .. ".switch", "a NIC needs a switch, or type slirp or stream") end
+  if not NIC_KINDS[nic.type] then
+    bad(field .. ".type", "expected tap, veth, netgraph, ngd, slirp or stream, got %s", describe(nic.type))
+  end
   if SWITCHLESS[nic.type] then
     if sw then bad(field .. ".switch", "a %s NIC has no switch", nic.type) end
   else
@@ -274,8 +278,11 @@ local function check_nic(vm, i, n, switches, field)
   if not nic.slot:match("^%d+$") and not nic.slot:match("^%d+:%d+$") and not nic.slot:match("^%d+:%d+:%d+$") then
     bad(field .. ".slot", "expected a PCI slot like 5, 2:0 or 0:2:0, got %s", describe(n.slot))
   end
-  nic.private = bool_field(n.private, field .. ".private")
-  if n.vlan ~= nil then nic.vlan = int_field(n.vlan, field .. ".vlan", 1, 4094, "a VLAN id") end
+  local bridge_port = nic.type == "tap" or nic.type == "veth"
+  if bridge_port then
+    nic.private = bool_field(n.private, field .. ".private")
+    if n.vlan ~= nil then nic.vlan = int_field(n.vlan, field .. ".vlan", 1, 4094, "a VLAN id") end
+  end
   if nic.type == "tap" or nic.type == "veth" then
     nic.ifname = n.ifname ~= nil and name_field(n.ifname, field .. ".ifname", "an interface name")
       or name_field(vm .. "n" .. nic.index, field .. ".ifname",
@@ -305,12 +312,10 @@ local function check_nic(vm, i, n, switches, field)
       bad(field .. ".connect", "expected an address like unix:/run/vm.sock, got %s", describe(n.connect))
     end
     nic.connect = n.connect
-  else
-    bad(field .. ".type", "expected tap, veth, netgraph, ngd, slirp or stream, got %s", describe(nic.type))
   end
-  for k in pairs(n) do
-    local used = { switch = 1, type = 1, mac = 1, slot = 1, private = 1, vlan = 1 }
-    if not used[k] and nic[k] == nil then
+  local common = { switch = true, type = true, mac = true, slot = true }
+  for _, k in ipairs(sorted_keys(n)) do
+    if not common[k] and nic[k] == nil then
       bad(field .. "." .. k, "not used by a %s NIC", nic.type)
     end
   end

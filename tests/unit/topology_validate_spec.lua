@@ -107,6 +107,11 @@ vms = { a = { nics = { { switch = "b", vlan = 5000 } } } }]]))
                  err_of([[vms = { a = { memory = 512 } }]]))
     assert.equal("switches.n.dhcp.start: unknown key for dhcp (expected one of: lease, range)",
                  err_of([[switches = { n = { type = "nat", address = "10.0.0.1/24", outbound = "e0", dhcp = { start = 1 } } }]]))
+    assert.equal("vms.a.nics[1].private: not used by a slirp NIC",
+                 err_of([[vms = { a = { nics = { { type = "slirp", private = true } } } }]]))
+    assert.equal("vms.a.nics[1].vlan: not used by a netgraph NIC",
+                 err_of([[switches = { g = { type = "netgraph", uplink = "re0" } }
+vms = { a = { nics = { { switch = "g", vlan = 3 } } } }]]))
     assert.equal("vms.a.nics[1].ifname: not used by a netgraph NIC",
                  err_of([[switches = { g = { type = "netgraph", uplink = "re0" } }
 vms = { a = { nics = { { switch = "g", ifname = "x" } } } }]]))
@@ -147,6 +152,8 @@ vms = { a = { nics = { { switch = "b", type = "netgraph" } } } }]],
         [[vms.a.nics[1].type: a bridge switch takes NIC types tap, veth, got "netgraph"]] },
       { [[vms = { a = { nics = { { type = "slirp", hostfwd = { "2222:22" } } } } }]],
         [[vms.a.nics[1].hostfwd[1]: expected a forward like tcp::2222-:22, got "2222:22"]] },
+      { [[vms = { a = { nics = { { type = "vde" } } } }]],
+        [[vms.a.nics[1].type: expected tap, veth, netgraph, ngd, slirp or stream, got "vde"]] },
       { [[vms = { a = { nics = { { type = "stream" } } } }]],
         "vms.a.nics[1].connect: expected an address like unix:/run/vm.sock, got nil (nil)" },
       { [[switches = { g = { type = "netgraph", uplink = "re0" } }
