@@ -213,6 +213,18 @@ vms = { g = { nics = { { switch = "lan", ifname = "gtap", private = true } } } }
     assert.matches("isolated on", d, 1, true)
     ok = netbe(env, "status", env.file)
     assert.is_true(ok)
+    ok, out = netbe(env, "destroy", env.file, "--dry-run")
+    assert.is_true(ok, out)
+    assert.matches("would undo (create tap gtap for g):\n  ip link del gtap\n", out, 1, true)
+    assert.is_truthy(links(env.t.name).gtap)      -- a dry run removes nothing
+    -- A damaged state file stops destroy with its name instead of guessing.
+    local sf = env.state .. "/drifty.state"
+    local saved = assert(io.open(sf)):read("a")
+    write(sf, "return {")
+    ok, out = netbe(env, "destroy", env.file)
+    assert.is_false(ok)
+    assert.matches(sf .. ": corrupt state file", out, 1, true)
+    write(sf, saved)
     ok, out = netbe(env, "destroy", env.file)
     assert.is_true(ok, out)
     assert.equal(1, count(links(env.t.name)))
