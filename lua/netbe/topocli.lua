@@ -166,6 +166,11 @@ function topocli.main(cmd, args)
     io.write(plan.format(steps))
     return 0
   end
+  local here = host_os()
+  if os_name ~= here then
+    return fail(2, "%s: --os %s on a %s host: only plan and bhyve-args work for another system",
+                cmd, os_name, here)
+  end
   if opt.netns then
     local ok, out = plan.runner({ "ip", "netns", "exec", opt.netns })({ "true" })
     if not ok then return fail(1, "%s: --netns %s: %s", cmd, opt.netns, (out:gsub("%s+$", ""))) end
