@@ -7,7 +7,8 @@
 --   vms      = { NAME = { nics = { { switch = NAME, ... }, ... } }, ... }
 -- Switch types and their keys are in SWITCH_KEYS below; NIC keys in NIC_KEYS.
 -- The file may compute (string, table, math, pairs, ...) but cannot reach
--- io, os, require or load: it describes, it does not act. Errors name the file, the field and what was expected.
+-- io, os, require or load: it describes, it does not act. Errors name the
+-- file, the field and what was expected.
 local topology = {}
 
 local SWITCH_KEYS = {
@@ -38,16 +39,22 @@ local function bad(field, fmt, ...)
   error({ field = field, msg = string.format(fmt, ...) }, 0)
 end
 
-local function describe(v)
-  if type(v) == "string" then return string.format("%q", v) end
-  return tostring(v) .. " (" .. type(v) .. ")"
-end
-
 local function sorted_keys(t)
   local ks = {}
   for k in pairs(t) do ks[#ks + 1] = k end
   table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
   return ks
+end
+
+local function describe(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "table" then
+    local ks = sorted_keys(v)
+    if #ks == 0 then return "an empty table" end
+    for i, k in ipairs(ks) do ks[i] = type(k) == "string" and string.format("%q", k) or tostring(k) end
+    return "a table with keys " .. table.concat(ks, ", ", 1, math.min(#ks, 4)) .. (#ks > 4 and ", ..." or "")
+  end
+  return tostring(v) .. " (" .. type(v) .. ")"
 end
 
 local function check_keys(t, allowed, field, what)
@@ -397,7 +404,9 @@ local function check(raw, default_name)
     check_keys(vms[k], { nics = true }, field, "a VM")
     local vm = { name = k, nics = {} }
     local nics = vms[k].nics or {}
-    if type(nics) ~= "table" then bad(field .. ".nics", "expected a list of NICs, got %s", describe(nics)) end
+    if type(nics) ~= "table" or #nics ~= #sorted_keys(nics) then
+      bad(field .. ".nics", "expected a list of NICs { {...}, {...} }, got %s", describe(nics))
+    end
     for i, n in ipairs(nics) do
       local nf = field .. ".nics[" .. i .. "]"
       local nic = check_nic(k, i, n, t.switches, nf)
