@@ -156,7 +156,7 @@ end
 
 local function list_field(v, field, each)
   if v == nil then return {} end
-  if type(v) ~= "table" or #v == 0 and next(v) ~= nil then
+  if type(v) ~= "table" or #v ~= #sorted_keys(v) then
     bad(field, "expected a list, got %s", describe(v))
   end
   local out = {}
