@@ -457,6 +457,7 @@ struct netbe {
     struct event *rx_ev;         /* readiness of the receive descriptor */
     struct event *tx_ev;         /* one-shot: the send descriptor is writable */
     int rx_enabled;
+    int down;                    /* 0, or the error that ended the backend */
     unsigned fe_hdr_len, be_hdr_len;
     uint64_t features;
     unsigned mtu;
@@ -773,6 +774,19 @@ static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
     return r - (ssize_t)bl + (ssize_t)fe;
 }
 
+/* Receive errors after which a backend never works again. */
+static int nb_is_fatal(ssize_t r)
+{
+    return r == -EBADFD || r == -EBADF || r == -ENODEV || r == -ENXIO || r == -ENOTCONN;
+}
+
+static void nb_go_down(netbe *be, int error)
+{
+    be->down = error;
+    netbe_rx_disable(be);
+    nb_fire(be, NETBE_EV_DOWN);
+}
+
 /* Receive one frame, counting it; the bounce buffer goes first. */
 static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
 {
@@ -783,12 +797,16 @@ static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
         nb_buf_to_iov(be->bounce, (size_t)r < room ? (size_t)r : room, iov, iovcnt, 0);
         be->bounce_len = 0;
     } else {
+        if (be->down)
+            return be->down;
         r = nb_recv_convert(be, iov, iovcnt);
         if (r == -EAGAIN || r == 0)
             return 0;
         if (r < 0) {
             if (r != -EPROTO)
                 nb_count(&be->st.rx_errors, 1);
+            if (nb_is_fatal(r))
+                nb_go_down(be, (int)r);
             return r;
         }
     }
@@ -835,6 +853,8 @@ ssize_t netbe_rx_discard(netbe *be)
 
 void netbe_rx_enable(netbe *be)
 {
+    if (be->down)
+        return;
     be->rx_enabled = 1;
     if (be->rx_ev)
         event_add(be->rx_ev, NULL);
@@ -848,6 +868,11 @@ void netbe_rx_disable(netbe *be)
     be->rx_enabled = 0;
     if (be->rx_ev)
         event_del(be->rx_ev);
+}
+
+int netbe_down(netbe *be)
+{
+    return be->down;
 }
 
 uint64_t netbe_get_cap(netbe *be)
@@ -1262,12 +1287,14 @@ struct nb_addr {
     struct sockaddr_storage sa;
     socklen_t len;
     int family;
+    char text[112];              /* the address as configured, for messages */
 };
 
 static int nb_parse_addr(const char *key, const char *text, int passive,
                          struct nb_addr *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
+    snprintf(a->text, sizeof a->text, "%s", text ? text : "");
     const char *path = strncmp(text, "unix:", 5) == 0 ? text + 5 :
                        text[0] == '/' ? text : NULL;
     if (path) {
@@ -1436,7 +1463,7 @@ static int stream_connect(netbe *be, char *err, size_t errlen)
     if (connect(fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
         int e = errno;
         close(fd);
-        return NB_ERR(e, "stream: cannot connect: %s", strerror(e));
+        return NB_ERR(e, "stream: cannot connect to %s: %s", p->addr.text, strerror(e));
     }
     nb_set_nonblock(fd);
     stream_use_fd(be, fd);
@@ -1465,7 +1492,8 @@ static int stream_listen(netbe *be, char *err, size_t errlen)
     p->listen_fd = nb_socket_for(&p->addr, SOCK_STREAM);
     if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&p->addr.sa,
                                  p->addr.len) < 0 || listen(p->listen_fd, 4) < 0)
-        return NB_ERR(errno, "stream: cannot listen: %s", strerror(errno));
+        return NB_ERR(errno, "stream: cannot listen on %s: %s", p->addr.text,
+                      strerror(errno));
     p->accept_ev = event_new(be->base, p->listen_fd, EV_READ | EV_PERSIST,
                              stream_on_accept, be);
     if (!p->accept_ev)
@@ -1633,7 +1661,8 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
             return 0;
         if (n < 0) {
             stream_drop_peer(be);
-            return 0;
+            /* A client that will not reconnect has nothing left to do. */
+            return p->accept_ev || p->reconnect ? 0 : -ENOTCONN;
         }
     }
 }
@@ -1690,14 +1719,14 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     if (bind(p->fd, (struct sockaddr *)&p->local.sa, p->local.len) < 0) {
         int e = errno;
         close(p->fd);
-        return NB_ERR(e, "dgram: cannot bind local address: %s", strerror(e));
+        return NB_ERR(e, "dgram: cannot bind local=%s: %s", p->local.text, strerror(e));
     }
     p->unlink_local = p->local.family == AF_UNIX;
     /* A UNIX peer may bind after us; connect lazily on the first send then. */
     if (connect(p->fd, (struct sockaddr *)&ra.sa, ra.len) < 0 && ra.family != AF_UNIX) {
         int e = errno;
         close(p->fd);
-        return NB_ERR(e, "dgram: cannot set remote address: %s", strerror(e));
+        return NB_ERR(e, "dgram: cannot use remote=%s: %s", ra.text, strerror(e));
     }
     sock_grow_buffers(p->fd, 4 << 20);
     return nb_watch_fd(be, p->fd);

@@ -167,7 +167,7 @@ describe("stream", function()
 
   it("says why listening failed", function()
     assert.has_error(function() netbe.open("stream,listen=unix:/nonexistent-dir/x.sock") end,
-      "stream: cannot listen: No such file or directory")
+      "stream: cannot listen on unix:/nonexistent-dir/x.sock: No such file or directory")
   end)
 end)
 
