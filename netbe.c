@@ -1772,8 +1772,10 @@ static int netgraph_check_path(const char *path, char *err, size_t errlen)
 {
     const char *colon = strchr(path, ':');
     size_t node = colon ? (size_t)(colon - path) : 0;
-    if (node == 0 || memchr(path, '.', node) || node >= NETGRAPH_NODESIZ ||
-        strlen(path) >= NETGRAPH_PATHSIZ)
+    if (strlen(path) >= NETGRAPH_PATHSIZ)
+        return NB_ERR(EINVAL, "netgraph: path of %zu characters: expected at most %d",
+                      strlen(path), NETGRAPH_PATHSIZ - 1);
+    if (node == 0 || memchr(path, '.', node) || node >= NETGRAPH_NODESIZ)
         return NB_ERR(EINVAL, "netgraph: path '%s': expected an absolute netgraph "
                       "address: a node name or [ID] of 1 to %d characters, then ':', "
                       "then optional hook names joined by '.' (like bnet0:)",
@@ -1859,7 +1861,7 @@ static int netgraph_open(netbe *be, const netbe_config *cfg, char *err, size_t e
         int e = errno;
         close(ctrl);
         close(p->fd);
-        return NB_ERR(e, "netgraph: cannot connect hook '%s' to hook '%s' of %s: %s",
+        return NB_ERR(e, "netgraph: cannot connect hook '%s' to hook '%s' of node '%s': %s",
                       c.ourhook, c.peerhook, path, strerror(e));
     }
     /* The node lives on while its data socket is open. */
@@ -1931,7 +1933,8 @@ static int netmap_number(const char **p, unsigned long lo, unsigned long hi)
 ** bind one direction and t, r, z make a monitor, none of which is a NIC. */
 static const char *netmap_suffix_error(const char *p)
 {
-    int memid = 0;
+    static const char flags[] = "flags after '/': only x (exclusive) can serve a NIC";
+    int memid = 0, after_flags = 0;
     if (*p == '^' || *p == '*') {
         p++;
     } else if (*p == '-' || *p == '{' || *p == '}') {
@@ -1940,16 +1943,18 @@ static const char *netmap_suffix_error(const char *p)
             return "a ring or pipe number from 0 to 4094 after '-', '{' or '}'";
     }
     while (*p) {
-        if (*p == '/') {
+        if (*p == '/' && !after_flags) {
             if (*++p != 'x')
-                return "flags after '/': only x (exclusive) can serve a NIC";
+                return flags;
             while (*p == 'x')
                 p++;
-            if (*p && *p != '@')
-                return "flags after '/': only x (exclusive) can serve a NIC";
+            if (*p && strchr("zrtRT", *p))
+                return flags;
+            after_flags = 1;
         } else if (*p == '@' && !memid) {
             p++;
             memid = 1;
+            after_flags = 0;
             if (!netmap_number(&p, 1, 65536))
                 return "a memory region number from 1 to 65535 after '@'";
         } else {
