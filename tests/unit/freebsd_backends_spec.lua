@@ -4,6 +4,7 @@
 -- The FreeBSD code paths that open ng_socket nodes and netmap ports are not
 -- run here: there is no FreeBSD machine, and nothing in the tree fakes one.
 local netbe = require "netbe"
+local ns = require "ns"
 
 local function uname()
   local p = io.popen("uname -s")
@@ -27,12 +28,11 @@ local function rejects(spec, pattern)
 end
 
 -- Runs scripts/netbe with ARGS; returns exit status, stdout, stderr.
-local root = os.getenv("PWD")
 local function netbe_cmd(...)
   local args = {}
-  for i, a in ipairs({ ... }) do args[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  for i, a in ipairs({ ... }) do args[i] = ns.quote(a) end
   local errfile = os.tmpname()
-  local p = io.popen(root .. "/scripts/netbe " .. table.concat(args, " ") .. " 2>" .. errfile)
+  local p = io.popen(ns.netbe .. " " .. table.concat(args, " ") .. " 2>" .. errfile)
   local out = p:read("a")
   local _, _, status = p:close()
   local f = io.open(errfile)
