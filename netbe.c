@@ -1869,7 +1869,8 @@ static int netgraph_open(netbe *be, const netbe_config *cfg, char *err, size_t e
     if ((rc = nb_set_nonblock(p->fd)) < 0 || (rc = netgraph_grow_buffers(p->fd)) < 0 ||
         (rc = nb_watch_fd(be, p->fd)) < 0) {
         close(p->fd);
-        return NB_ERR(-rc, "netgraph: data socket for %s: %s", path, strerror(-rc));
+        return NB_ERR(-rc, "netgraph: data socket of the hook to node '%s': %s", path,
+                      strerror(-rc));
     }
     return 0;
 }
