@@ -92,7 +92,7 @@ function guest.start(opts)
   local args = {"qemu-system-x86_64", "-accel", "tcg", "-m", tostring(mem),
     "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
     "-kernel", kernel, "-initrd", tmp .. "/initrd.img",
-    "-append", ns.quote("console=ttyS0 panic=-1 quiet loglevel=3 " .. (opts.append or ""))}
+    "-append", ns.quote("console=ttyS0 panic=-1 quiet loglevel=3 no_timer_check " .. (opts.append or ""))}
   if opts.shared_mem then
     for _, a in ipairs({"-object", "memory-backend-memfd,id=mem0,size=" .. mem .. "M,share=on",
                         "-machine", "pc,memory-backend=mem0"}) do args[#args + 1] = a end
