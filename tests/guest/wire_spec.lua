@@ -17,22 +17,15 @@ nc 10.0.9.1 5001 </tmp/blob && echo GUEST-SENT
 i=0; while [ ! -e /tmp/never ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
 ]]
 
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  return s
-end
-
 -- Runs the guest against SPEC (netbe side) and NETDEV (QEMU side).
 local function exercise(spec, netdev, wait_socket)
   local h = ns.new("h")
   local tap = ns.unique("tap")
   local tmp = ns.tmpdir()
   local wire_pid, wire_log = h:spawn(ns.netbe .. " wire " .. ns.quote(spec) .. " " .. tap)
-  assert(ns.wait_for(function() return (h:exec("ip link show " .. tap)) end, 10), read(wire_log))
+  assert(ns.wait_for(function() return (h:exec("ip link show " .. tap)) end, 10), ns.read(wire_log))
   assert(h:exec("ip addr add 10.0.9.1/24 dev " .. tap .. " && ip link set " .. tap .. " up"))
-  if wait_socket then assert(ns.wait_for("test -S " .. wait_socket, 10), read(wire_log)) end
+  if wait_socket then assert(ns.wait_for("test -S " .. wait_socket, 10), ns.read(wire_log)) end
   h:spawn("socat -u TCP-LISTEN:5001,reuseaddr OPEN:" .. tmp .. "/got,creat,trunc")
   local g = guest.start{netdev = netdev, script = SCRIPT, ns = h}
   assert.truthy(g:wait_for("GUEST%-PING%-OK", 60), g:transcript())
@@ -46,8 +39,8 @@ local function exercise(spec, netdev, wait_socket)
   assert(ok, "host to guest ping: " .. out)
   g:stop()
   ns.kill(wire_pid, "INT")
-  local frames = tonumber(read(wire_log):match(tap .. "%s+rx_frames=(%d+)"))
-  assert.is_true(frames and frames > 100, read(wire_log))
+  local frames = tonumber(ns.read(wire_log):match(tap .. "%s+rx_frames=(%d+)"))
+  assert.is_true(frames and frames > 100, ns.read(wire_log))
 end
 
 describe("a QEMU guest on netbe sockets #guest", function()

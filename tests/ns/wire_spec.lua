@@ -24,13 +24,6 @@ local function plug(from, ifname, to, addr, mtu)
   assert(ok, out)
 end
 
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  return s
-end
-
 -- Copy SIZE random bytes over TCP from namespace A to B's ADDR; returns the
 -- two sha256 sums.
 local function tcp_copy(a, b, addr, size)
@@ -59,11 +52,11 @@ describe("netbe wire between namespaces #ns", function()
     local pid, log = wire(h, ta, tb)
     plug(h, ta, a, "192.168.77.1/24"); plug(h, tb, b, "192.168.77.2/24")
     local ok, out = a:exec("ping -c 3 -i 0.2 -W 2 192.168.77.2")
-    assert(ok, "ping failed: " .. out .. read(log))
+    assert(ok, "ping failed: " .. out .. ns.read(log))
     local s1, s2 = tcp_copy(a, b, "192.168.77.2", 8 * 1024 * 1024)
     assert.equal(s1, s2)
     ns.kill(pid, "INT")
-    local text = read(log)
+    local text = ns.read(log)
     assert.matches("stopped by SIGINT", text)
     local frames = tonumber(text:match(ta .. "%s+rx_frames=(%d+)"))
     assert.is_true(frames and frames > 1000, "tap counters missing: " .. text)
@@ -75,7 +68,7 @@ describe("netbe wire between namespaces #ns", function()
     local _, log = wire(h, ta .. ",mtu=9000", tb .. ",mtu=9000")
     plug(h, ta, a, "192.168.78.1/24", 9000); plug(h, tb, b, "192.168.78.2/24", 9000)
     local ok, out = a:exec("ping -c 2 -i 0.2 -W 2 -M do -s 8972 192.168.78.2")
-    assert(ok, "jumbo ping failed: " .. out .. read(log))
+    assert(ok, "jumbo ping failed: " .. out .. ns.read(log))
     ok = a:exec("ping -c 1 -W 1 -M do -s 8973 192.168.78.2")
     assert.is_false(ok, "a frame over the MTU must not pass")
   end)
@@ -97,7 +90,7 @@ describe("netbe wire between namespaces #ns", function()
       local _, log = wire(h, tb, right)
       plug(h, ta, a, "192.168.79.1/24"); plug(h, tb, b, "192.168.79.2/24")
       local ok, out = a:exec("ping -c 3 -i 0.2 -W 2 192.168.79.2")
-      assert(ok, kind .. " ping failed: " .. out .. read(log))
+      assert(ok, kind .. " ping failed: " .. out .. ns.read(log))
       local s1, s2 = tcp_copy(a, b, "192.168.79.2", 2 * 1024 * 1024)
       assert.equal(s1, s2)
     end)
@@ -131,11 +124,11 @@ describe("netbe wire between namespaces #ns", function()
     local server = wire(h, "null", "stream,listen=unix:" .. sock)
     assert(ns.wait_for("test -S " .. sock, 10))
     local _, log = wire(h, "null", "stream,connect=unix:" .. sock)
-    assert(ns.wait_for(function() return read(log):find("until SIGINT", 1, true) end, 10))
+    assert(ns.wait_for(function() return ns.read(log):find("until SIGINT", 1, true) end, 10))
     ns.kill(server, "INT")
-    assert.is_true(ns.wait_for(function() return read(log):find("went down", 1, true) end, 10),
-                   "the client kept running: " .. read(log))
-    assert.matches("not connected", read(log))
+    assert.is_true(ns.wait_for(function() return ns.read(log):find("went down", 1, true) end, 10),
+                   "the client kept running: " .. ns.read(log))
+    assert.matches("not connected", ns.read(log))
   end)
 
   it("rejects a bad spec with a message on stderr and a non-zero exit", function()
