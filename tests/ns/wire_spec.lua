@@ -131,6 +131,18 @@ describe("netbe wire between namespaces #ns", function()
     assert.matches("not connected", ns.read(log))
   end)
 
+  it("ends with an error, not a busy loop, when its tap is deleted", function()
+    local h = ns.new("h")
+    local ta = ns.unique("tap")
+    local pid, log = wire(h, ta, "null")
+    wait_link(h, ta)
+    assert(h:exec("ip link del " .. ta))
+    assert.is_true(ns.wait_for(function() return not ns.alive(pid) end, 10),
+                   "netbe wire kept running: " .. ns.read(log))
+    assert.matches(ta .. " went down: File descriptor in bad state", ns.read(log))
+    assert.matches(ta .. "%s+rx_frames=%d+ .* rx_errors=1 ", ns.read(log))
+  end)
+
   it("rejects a bad spec with a message on stderr and a non-zero exit", function()
     local ok, out = ns.sh(ns.netbe .. " wire null 'stream,listen=unix:/nonexistent-dir/s'")
     assert.is_false(ok)
