@@ -12,6 +12,8 @@ MODLIBS = $(shell pkg-config --libs libevent slirp 2>/dev/null) -lpthread
 OSLIBS  := $(if $(filter FreeBSD,$(shell uname -s)),-lnetgraph)
 LIBS    += $(OSLIBS)
 MODLIBS += $(OSLIBS)
+# Embedders that call netbe_send from another thread make the base thread-aware.
+LIBS    += $(shell pkg-config --libs libevent_pthreads 2>/dev/null)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 PREFIX  ?= /usr/local
 LUAVER  := 5.4

@@ -1,0 +1,232 @@
+/*
+** slirp_test.c: the slirp backend through the C API under ASan and UBSan,
+** with frames built by hand: an ARP request for the gateway and a DHCP
+** discover must be answered through the embedder's event loop; a second
+** thread sends while the loop runs; run-time forwarding and bad configs.
+** The backend is restricted (no outbound connections) and forwards only
+** from a UNIX socket in a temporary directory.
+*/
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "check.h"
+#include "netbe.h"
+
+static const uint8_t guest_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+
+struct seen {
+    int arp_reply, dhcp_offer, frames;
+    uint8_t offered[4];
+};
+
+static void on_ready(netbe *be, int events, void *arg)
+{
+    struct seen *s = arg;
+    uint8_t f[NETBE_MAX_FRAME];
+    struct iovec v = {f, sizeof f};
+    ssize_t n;
+    while ((n = netbe_recv(be, &v, 1)) > 0) {
+        s->frames++;
+        if (n >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[21] == 2 &&
+            memcmp(f + 28, "\x0a\x00\x02\x02", 4) == 0)
+            s->arp_reply++;
+        /* UDP 67 -> 68 with a BOOTP reply whose message type is OFFER (2). */
+        if (n > 282 && f[12] == 0x08 && f[23] == 17 && f[36] == 0 && f[37] == 68 &&
+            f[42] == 2) {
+            memcpy(s->offered, f + 58, 4);
+            for (ssize_t i = 282; i + 2 < n && f[i] != 255; i += 2 + f[i + 1])
+                if (f[i] == 53 && f[i + 2] == 2)
+                    s->dhcp_offer++;
+        }
+    }
+}
+
+static uint16_t ip_checksum(const uint8_t *p, size_t len)
+{
+    uint32_t sum = 0;
+    for (size_t i = 0; i + 1 < len; i += 2)
+        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static size_t arp_request(uint8_t *f)
+{
+    memset(f, 0, 60);
+    memset(f, 0xff, 6);
+    memcpy(f + 6, guest_mac, 6);
+    f[12] = 0x08, f[13] = 0x06;
+    const uint8_t head[8] = {0, 1, 8, 0, 6, 4, 0, 1};
+    memcpy(f + 14, head, 8);
+    memcpy(f + 22, guest_mac, 6);
+    memcpy(f + 28, "\x0a\x00\x02\x0f", 4);      /* 10.0.2.15 asks */
+    memcpy(f + 38, "\x0a\x00\x02\x02", 4);      /* who has 10.0.2.2 */
+    return 60;
+}
+
+static size_t dhcp_discover(uint8_t *f)
+{
+    size_t udp = 34, bootp = 42, len = bootp + 300;
+    memset(f, 0, len);
+    memset(f, 0xff, 6);
+    memcpy(f + 6, guest_mac, 6);
+    f[12] = 0x08;
+    uint8_t *ip = f + 14;
+    ip[0] = 0x45;
+    ip[2] = (uint8_t)((len - 14) >> 8), ip[3] = (uint8_t)(len - 14);
+    ip[8] = 64, ip[9] = 17;
+    memset(ip + 16, 0xff, 4);
+    uint16_t c = ip_checksum(ip, 20);
+    ip[10] = (uint8_t)(c >> 8), ip[11] = (uint8_t)c;
+    f[udp + 1] = 68, f[udp + 3] = 67;
+    f[udp + 4] = (uint8_t)((len - udp) >> 8), f[udp + 5] = (uint8_t)(len - udp);
+    uint8_t *b = f + bootp;
+    b[0] = 1, b[1] = 1, b[2] = 6;
+    memcpy(b + 4, "\x12\x34\x56\x78", 4);
+    memcpy(b + 28, guest_mac, 6);
+    memcpy(b + 236, "\x63\x82\x53\x63", 4);
+    const uint8_t opts[] = {53, 1, 1, 255};
+    memcpy(b + 240, opts, sizeof opts);
+    return len;
+}
+
+static void run_until(struct event_base *base, int *flag, int want)
+{
+    struct timeval tick = {0, 20000};
+    for (int i = 0; i < 150 && *flag < want; i++) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+}
+
+struct sender {
+    netbe *be;
+    int sent;
+};
+
+static void *send_arps(void *arg)
+{
+    struct sender *s = arg;
+    uint8_t f[60];
+    struct iovec v = {f, arp_request(f)};
+    for (int i = 0; i < 50; i++)
+        if (netbe_send(s->be, &v, 1) == 60)
+            s->sent++;
+    return NULL;
+}
+
+static void test_answers(struct event_base *base)
+{
+    char err[NETBE_ERRMAX];
+    struct seen s = {0};
+    netbe *be;
+    int rc = netbe_open_str(&be, "slirp", base, on_ready, &s, err, sizeof err);
+    CHECK(rc == 0, "open: %s", err);
+    if (rc < 0)
+        return;
+    netbe_rx_enable(be);
+    uint8_t f[400];
+    struct iovec v = {f, arp_request(f)};
+    CHECK(netbe_send(be, &v, 1) == 60, "ARP request taken");
+    run_until(base, &s.arp_reply, 1);
+    CHECK(s.arp_reply == 1, "one ARP reply for 10.0.2.2 (got %d of %d frames)",
+          s.arp_reply, s.frames);
+    v.iov_len = dhcp_discover(f);
+    CHECK(netbe_send(be, &v, 1) == (ssize_t)v.iov_len, "DHCP discover taken");
+    run_until(base, &s.dhcp_offer, 1);
+    CHECK(s.dhcp_offer == 1, "a DHCP offer");
+    CHECK(memcmp(s.offered, "\x0a\x00\x02\x0f", 4) == 0, "offered 10.0.2.15, got %u.%u.%u.%u",
+          s.offered[0], s.offered[1], s.offered[2], s.offered[3]);
+
+    /* netbe_send from another thread while this one runs the loop. */
+    struct sender snd = {be, 0};
+    pthread_t t;
+    int before = s.arp_reply;
+    pthread_create(&t, NULL, send_arps, &snd);
+    run_until(base, &s.arp_reply, before + 50);
+    pthread_join(t, NULL);
+    run_until(base, &s.arp_reply, before + 50);
+    CHECK(snd.sent == 50 && s.arp_reply == before + 50,
+          "50 ARPs from another thread, 50 replies (sent %d, replies %d)", snd.sent,
+          s.arp_reply - before);
+    struct netbe_stats st;
+    netbe_get_stats(be, &st);
+    CHECK(st.tx_frames == 52 && st.rx_frames == (uint64_t)s.frames,
+          "counters: tx %llu rx %llu", (unsigned long long)st.tx_frames,
+          (unsigned long long)st.rx_frames);
+    netbe_close(be);
+}
+
+static void test_hostfwd(struct event_base *base)
+{
+    char err[NETBE_ERRMAX], dir[] = "/tmp/netbe-slirp-c.XXXXXX", rule[200], list[600];
+    netbe *be, *null;
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(rule, sizeof rule, "slirp,hostfwd=unix:%s/a.sock-:22", dir);
+    int rc = netbe_open_str(&be, rule, base, NULL, NULL, err, sizeof err);
+    CHECK(rc == 0, "open with a UNIX hostfwd: %s", err);
+    if (rc < 0)
+        return;
+    snprintf(rule, sizeof rule, "unix:%s/b.sock-10.0.2.16:80", dir);
+    CHECK(netbe_slirp_hostfwd_add(be, rule, err, sizeof err) == 0, "add: %s", err);
+    CHECK(netbe_slirp_hostfwd_add(be, rule, err, sizeof err) == -EEXIST, "add twice");
+    CHECK(netbe_slirp_hostfwd_add(be, "tcp:x:1-:2", err, sizeof err) == -EINVAL &&
+          strstr(err, "hostfwd 'tcp:x:1-:2'"), "bad rule: %s", err);
+    ssize_t n = netbe_slirp_hostfwd_list(be, list, sizeof list);
+    char want[600];
+    snprintf(want, sizeof want, "unix:%s/a.sock-10.0.2.15:22\nunix:%s/b.sock-10.0.2.16:80\n",
+             dir, dir);
+    CHECK(n == (ssize_t)strlen(want) && strcmp(list, want) == 0, "list: %s", list);
+    CHECK(netbe_slirp_hostfwd_list(be, list, 5) == n && strlen(list) == 4,
+          "a short buffer is cut and terminated, the full length returned");
+    snprintf(rule, sizeof rule, "unix:%s/b.sock", dir);
+    CHECK(netbe_slirp_hostfwd_remove(be, rule, err, sizeof err) == 0, "remove: %s", err);
+    CHECK(netbe_slirp_hostfwd_remove(be, rule, err, sizeof err) == -ENOENT, "remove twice");
+    netbe_close(be);
+    snprintf(rule, sizeof rule, "%s/a.sock", dir);
+    CHECK(access(rule, F_OK) < 0, "close removes the forwarding socket");
+    rmdir(dir);
+    CHECK(netbe_open_str(&null, "null", base, NULL, NULL, err, sizeof err) == 0, "null");
+    CHECK(netbe_slirp_hostfwd_add(null, "tcp::1-:2", err, sizeof err) == -ENOTSUP &&
+          strstr(err, "not a slirp backend"), "hostfwd on null: %s", err);
+    CHECK(netbe_slirp_hostfwd_list(null, NULL, 0) == -ENOTSUP, "list on null");
+    netbe_close(null);
+}
+
+static void test_bad_configs(struct event_base *base)
+{
+    static const char *const bad[][2] = {
+        {"slirp,hostfwd=tcp::22", "hostfwd 'tcp::22'"},
+        {"slirp,net=10.0.2.1/24", "host bits are set"},
+        {"slirp,mtu=65530", "68 to 65521"},
+        {"slirp,ipv6=sometimes", "ipv6='sometimes'"},
+        {"slirp,dnssearch=;", "dnssearch=';'"},
+        {"slirp,guestfwd=tcp:10.0.2.100:1-cmd:", "guestfwd="},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[NETBE_ERRMAX] = "";
+        netbe *be = NULL;
+        int rc = netbe_open_str(&be, bad[i][0], base, NULL, NULL, err, sizeof err);
+        CHECK(rc == -EINVAL && be == NULL && strstr(err, bad[i][1]), "%s: %d %s", bad[i][0],
+              rc, err);
+    }
+}
+
+int main(void)
+{
+    evthread_use_pthreads();
+    struct event_base *base = event_base_new();
+    test_answers(base);
+    test_hostfwd(base);
+    test_bad_configs(base);
+    event_base_free(base);
+    return check_summary();
+}
