@@ -237,9 +237,13 @@ void netbe_get_stats(netbe *be, struct netbe_stats *st);
 **                            are served by COMMAND's stdin and stdout
 **   mtu=N                    68 to 65521: libslirp's MTU and MRU
 ** Calls into libslirp are serialized by a mutex, so netbe_send may run on
-** another thread than the event loop. libslirp writes to host sockets
-** without MSG_NOSIGNAL, so opening a slirp backend sets SIGPIPE to be
-** ignored when its disposition is still the default (QEMU does the same).
+** another thread than the event loop; the base must then be thread-aware
+** (evthread_use_pthreads() before event_base_new()), because a send wakes
+** the loop. Without "open" libslirp also leaves router and DNS out of the
+** DHCP lease and drops the guest's UDP except DHCP and TFTP, answers to
+** forwarded datagrams included. libslirp writes to host sockets without
+** MSG_NOSIGNAL, so opening a slirp backend sets SIGPIPE to be ignored when
+** its disposition is still the default (QEMU does the same).
 */
 
 /* Add a host forwarding RULE (the hostfwd= form above, one rule) to a
