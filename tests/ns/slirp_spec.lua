@@ -97,6 +97,28 @@ local function serve(n, listen, text)
   return pid
 end
 
+-- A tap and slirp joined by tests/helpers/slirp_ctl.lua (MODE "offload"
+-- pumps TSO frames itself); returns the setup and ctl(command) -> answer.
+local function controlled(spec, mode)
+  local dir = ns.tmpdir()
+  local helper = ns.root .. "/tests/helpers/slirp_ctl.lua"
+  local env = setup(function(tap)
+    return "cd " .. ns.quote(ns.root) .. " && exec lua5.4 " .. helper .. " " .. tap .. " " ..
+           ns.quote(spec) .. " " .. dir .. " " .. (mode or "")
+  end)
+  local function ctl(cmd)
+    os.remove(dir .. "/out")
+    write(dir .. "/cmd.tmp", cmd .. "\n")
+    os.rename(dir .. "/cmd.tmp", dir .. "/cmd")
+    assert.is_true(ns.wait_for("test -e " .. dir .. "/out", 5), "no answer to " .. cmd)
+    local f = io.open(dir .. "/out")
+    local text = f:read("a"):gsub("\n$", "")
+    f:close()
+    return text
+  end
+  return env, ctl
+end
+
 describe("slirp backend in namespaces", function()
   after_each(stop_started)
   teardown(ns.cleanup)
@@ -173,22 +195,7 @@ describe("slirp backend in namespaces", function()
   end)
 
   it("adds, lists and removes forwarding rules at run time", function()
-    local dir = ns.tmpdir()
-    local helper = ns.root .. "/tests/helpers/slirp_ctl.lua"
-    local env = setup(function(tap)
-      return "cd " .. ns.quote(ns.root) .. " && lua5.4 " .. helper .. " " .. tap ..
-             " slirp " .. dir
-    end)
-    local function ctl(cmd)
-      os.remove(dir .. "/out")
-      write(dir .. "/cmd.tmp", cmd .. "\n")
-      os.rename(dir .. "/cmd.tmp", dir .. "/cmd")
-      assert.is_true(ns.wait_for("test -e " .. dir .. "/out", 5), "no answer to " .. cmd)
-      local f = io.open(dir .. "/out")
-      local text = f:read("a"):gsub("\n$", "")
-      f:close()
-      return text
-    end
+    local env, ctl = controlled("slirp")
     assert.is_not_nil(dhcp(env))
     serve(env.g, "TCP4-LISTEN:22", "hello-from-guest")
     local fetch = "socat -T 3 - TCP4:127.0.0.1:2224 </dev/null"
@@ -202,6 +209,28 @@ describe("slirp backend in namespaces", function()
     assert.equal("", ctl("list"))
     assert.not_matches("hello%-from%-guest", select(2, env.h:exec(fetch)))
     assert.matches("no forwarding", ctl("remove tcp:127.0.0.1:2224"))
+  end)
+
+  it("takes the guest's TSO frames whole, checksums completed, data intact", function()
+    local env, ctl = controlled("slirp,open", "offload")
+    assert.is_not_nil(dhcp(env))
+    local dir = ns.tmpdir()
+    spawn(env.h, "exec socat -u TCP4-LISTEN:7004,bind=127.0.0.1,reuseaddr OPEN:" .. dir ..
+                 "/got,creat,trunc")
+    assert.is_true(ns.wait_for(function()
+      local _, out = env.h:exec("ss -ltn | grep -q ':7004 ' && echo yes")
+      return out:match("yes")
+    end, 5))
+    assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
+    local ok, out = env.g:exec("socat -u OPEN:" .. dir .. "/blob TCP4:10.0.2.2:7004")
+    assert.is_true(ok, out)
+    assert.is_true(ns.wait_for(function()
+      local _, a = ns.sh("md5sum <" .. dir .. "/blob")
+      local _, b = ns.sh("md5sum <" .. dir .. "/got")
+      return a:match("^%x+") == b:match("^%x+")
+    end, 10), "the 4 MiB arrived damaged or short")
+    local biggest = tonumber(ctl("maxframe"))
+    assert.is_true(biggest > 10 + 1514, "no frame beyond the MTU: " .. biggest)
   end)
 
   it("gives the guest an IPv6 address in the prefix and reaches the host's ::1", function()
