@@ -2829,6 +2829,7 @@ static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
 struct slirp_fdw {
     struct event *rd, *wr;
     int want;                    /* SLIRP_POLL_IN/OUT currently registered */
+    int wanted;                  /* what slirp asked for in the last round */
     int revents;                 /* what fired since the last round */
     unsigned round;              /* the last fill round that asked for it */
 };
@@ -2857,6 +2858,7 @@ struct slirp_priv {
     struct pollfd *pfd;          /* poll index -> descriptor, from the last fill */
     int npoll, cappoll;
     unsigned round;
+    int gained;                  /* the last fill asked for something new */
     struct event *run_ev, *timeout_ev;
     int run_pending;             /* run_ev is active: no need to activate it again */
     struct slirp_timer *timers;
@@ -3045,7 +3047,7 @@ static void slirp_cb_unregister(int fd, void *opaque)
         event_del(w->rd);
     if (w->wr)
         event_del(w->wr);
-    w->want = 0;
+    w->want = w->wanted = 0;
     w->revents = 0;
 }
 
@@ -3070,9 +3072,11 @@ static void slirp_on_fd(evutil_socket_t fd, short what, void *arg)
 {
     netbe *be = arg;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    pthread_mutex_lock(&p->lock);    /* a send on another thread may close fds */
     if (fd < p->nfdw)
         p->fdw[fd].revents |= (what & EV_READ ? SLIRP_POLL_IN : 0) |
                               (what & EV_WRITE ? SLIRP_POLL_OUT : 0);
+    pthread_mutex_unlock(&p->lock);
     /* Every descriptor that fired in this loop pass is recorded before the
     ** run event, activated after them, does one round for all. */
     if (!__atomic_exchange_n(&p->run_pending, 1, __ATOMIC_ACQ_REL))
@@ -3137,6 +3141,11 @@ static int slirp_add_poll(int fd, int events, void *opaque)
     if (p->throttled)
         want &= ~SLIRP_POLL_IN;
     struct slirp_fdw *w = &p->fdw[fd];
+    /* Readiness that came while slirp did not care produced its edge
+    ** already: only a new interest needs a look without waiting. */
+    if (want & ~w->wanted)
+        p->gained = 1;
+    w->wanted = w->round == p->round ? w->wanted | want : want;
     w->round = p->round;
     slirp_fdw_set(be, fd, w->want | want);
     p->pfd[p->npoll].fd = fd;
@@ -3186,14 +3195,24 @@ static void slirp_round(netbe *be)
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     uint32_t timeout;
     for (int r = 0;; r++) {
+        /* libslirp reads or writes once per readiness: a descriptor it
+        ** acted on may still be ready (an EOF behind the data), and its
+        ** edge has passed, so it is polled again below. */
+        int acted = 0;
+        for (int i = 0; i < p->npoll; i++)
+            acted |= p->fdw[p->pfd[i].fd].revents;
         slirp_pollfds_poll(p->slirp, 0, slirp_get_revents, be);
         for (int i = 0; i < p->npoll; i++)
             p->fdw[p->pfd[i].fd].revents = 0;
         p->round++;
         p->npoll = 0;
+        p->gained = 0;
         timeout = UINT32_MAX;
         slirp_pollfds_fill(p->slirp, &timeout, slirp_add_poll, be);
-        if (!slirp_poll_now(p))
+        for (int fd = 0; fd < p->nfdw; fd++)
+            if (p->fdw[fd].round != p->round)
+                p->fdw[fd].wanted = 0;
+        if (!(p->gained || acted) || !slirp_poll_now(p))
             break;
         if (r + 1 == SLIRP_ROUNDS) {
             slirp_kick(p);   /* edge-triggered events will not repeat it */
