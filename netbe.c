@@ -5,6 +5,7 @@
 **   1. Utilities: errors, iovecs, MD5
 **   2. Config: legacy strings, keys, MAC and MTU
 **   3. Frames: virtio-net headers and header conversion
+**  3a. Policy: rules compiled into an index, matched per frame
 **   4. Backend core: open, send, recv, events, counters
 **   5. Backend null
 **   6. Backend pair
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -38,6 +40,9 @@
 #include <sys/un.h>
 
 #include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 
 #ifdef __linux__
 #include <linux/if_tun.h>
@@ -423,6 +428,898 @@ struct nb_vnet_hdr {
 static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
 {
     return (h->flags & NB_HDR_F_NEEDS_CSUM) || h->gso_type != NB_HDR_GSO_NONE;
+}
+
+/* ====================================================================
+** 3a. Policy: rules compiled into an index, matched per frame
+** ====================================================================
+** A frame is parsed once into a pol_pkt (every header read checked against
+** the frame length), which selects one candidate list: the rules that can
+** match its direction, ethertype class, IP protocol class and destination
+** port bucket, in their original order. Only those are tested. Counters
+** have one writer (the thread evaluating) and readers anywhere, so they are
+** bumped with relaxed load and store, not a locked add.
+*/
+
+/* Ethertype classes and L4 classes that select a candidate list. */
+enum { POL_L3_OTHER, POL_L3_ARP, POL_L3_IP4, POL_L3_IP6, POL_L3_N };
+enum { POL_L4_NONE, POL_L4_TCP, POL_L4_UDP, POL_L4_ICMP, POL_L4_N };
+#define POL_BUCKETS 256          /* destination port buckets for TCP and UDP */
+#define POL_SLOTS   (2 * POL_L3_N * POL_L4_N * POL_BUCKETS)
+#define POL_MAX_RULES 65535
+#define POL_M_ALL   ((NETBE_M_LEN << 1) - 1)
+
+/* What a frame carries, parsed once. Pointers point into the frame. */
+struct pol_pkt {
+    const uint8_t *p;
+    size_t len;
+    unsigned have;               /* NETBE_M_* bits the frame can be tested on */
+    int dir;
+    int l3class, l4class;
+    uint16_t ethertype, vlan;
+    int family;
+    const uint8_t *src_ip, *dst_ip;
+    uint8_t proto, tcp_flags, icmp_type;
+    uint16_t sport, dport;
+};
+
+struct pol_rule {
+    unsigned match;
+    int dir;
+    enum netbe_action action;
+    int family;
+    uint16_t ethertype, vlan;
+    uint8_t proto, tcp_flags, tcp_mask, icmp_type;
+    uint8_t src_mac[6], src_mmask[6], dst_mac[6], dst_mmask[6];
+    uint8_t src_ip[16], src_imask[16], dst_ip[16], dst_imask[16];
+    uint16_t sport_lo, sport_hi, dport_lo, dport_hi;
+    unsigned len_lo, len_hi;
+    int rate_unit;
+    double rate_per_ns, burst;
+    int hook_ref;                /* LUA: the hook in the registry of P->L */
+    char name[64];
+};
+
+/* The mutable part of a rule; carried over by name on reload. */
+struct pol_state {
+    uint64_t hits, bytes, drops;
+    double tokens;
+    uint64_t last_ns;
+};
+
+/* The Lua packet view: points at the frame only during a hook call. */
+struct pol_view {
+    const struct pol_pkt *pk;
+};
+
+struct netbe_policy {
+    struct pol_rule *rules;
+    struct pol_state *state;
+    int nrules;
+    int def, fail;
+    uint32_t *list_off;          /* POL_SLOTS + 1 offsets into list */
+    uint16_t *list;              /* rule indices, grouped by slot */
+    int *byname;                 /* open-addressing table of rule indices */
+    unsigned byname_mask;
+    struct netbe_policy_stats st;
+    lua_State *L;                /* hooks' sandbox, NULL without LUA rules */
+    struct pol_view *view;       /* kept at stack index 1 of L */
+    size_t mem_used, mem_limit;
+    unsigned budget;
+};
+
+static void pol_add(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+static uint64_t pol_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint16_t pol_be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* ---- Parsing ---- */
+
+static int pol_has_ports(uint8_t proto)
+{
+    return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == 132 || proto == 136;
+}
+
+/* L4 header at OFF for protocol PROTO. */
+static void pol_parse_l4(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *p = pk->p;
+    size_t len = pk->len;
+    pk->have |= NETBE_M_PROTO;
+    switch (pk->proto) {
+    case IPPROTO_TCP: pk->l4class = POL_L4_TCP; break;
+    case IPPROTO_UDP: pk->l4class = POL_L4_UDP; break;
+    case IPPROTO_ICMP: case IPPROTO_ICMPV6: pk->l4class = POL_L4_ICMP; break;
+    default: pk->l4class = POL_L4_NONE;
+    }
+    if (pol_has_ports(pk->proto) && off + 4 <= len) {
+        pk->sport = pol_be16(p + off);
+        pk->dport = pol_be16(p + off + 2);
+        pk->have |= NETBE_M_SPORT | NETBE_M_DPORT;
+    }
+    if (pk->proto == IPPROTO_TCP && off + 20 <= len) {
+        pk->tcp_flags = p[off + 13];
+        pk->have |= NETBE_M_TCP_FLAGS;
+    }
+    if (pk->l4class == POL_L4_ICMP && off + 4 <= len) {
+        pk->icmp_type = p[off];
+        pk->have |= NETBE_M_ICMP_TYPE;
+    }
+}
+
+static void pol_parse_ip4(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *ip = pk->p + off;
+    if (off + 20 > pk->len || ip[0] >> 4 != 4 || (ip[0] & 15) < 5)
+        return;
+    size_t hl = (size_t)(ip[0] & 15) * 4;
+    if (off + hl > pk->len)
+        return;
+    pk->family = 4;
+    pk->src_ip = ip + 12;
+    pk->dst_ip = ip + 16;
+    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+    pk->proto = ip[9];
+    /* A later fragment carries no L4 header: only the protocol is known. */
+    if (pol_be16(ip + 6) & 0x1fff) {
+        pk->have |= NETBE_M_PROTO;
+        return;
+    }
+    pol_parse_l4(pk, off + hl);
+}
+
+/* IPv6 with hop-by-hop, routing, destination options, fragment and AH
+** extension headers walked to the transport header. */
+static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *ip = pk->p + off;
+    if (off + 40 > pk->len || ip[0] >> 4 != 6)
+        return;
+    pk->family = 6;
+    pk->src_ip = ip + 8;
+    pk->dst_ip = ip + 24;
+    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+    uint8_t nh = ip[6];
+    off += 40;
+    for (int n = 0; n < 8; n++) {
+        const uint8_t *h = pk->p + off;
+        if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
+            break;
+        if (off + 8 > pk->len)
+            return;
+        if (nh == 44) {
+            if (pol_be16(h + 2) & 0xfff8) {
+                pk->proto = h[0];
+                pk->have |= NETBE_M_PROTO;
+                return;
+            }
+            off += 8;
+        } else {
+            off += nh == 51 ? ((size_t)h[1] + 2) * 4 : ((size_t)h[1] + 1) * 8;
+        }
+        nh = h[0];
+    }
+    if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51)
+        return;                  /* too many extension headers: no L4 */
+    pk->proto = nh;
+    pol_parse_l4(pk, off);
+}
+
+static void pol_parse_arp(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *a = pk->p + off;
+    if (off + 28 > pk->len || pol_be16(a) != 1 || pol_be16(a + 2) != 0x0800 ||
+        a[4] != 6 || a[5] != 4)
+        return;
+    pk->family = 4;
+    pk->src_ip = a + 14;
+    pk->dst_ip = a + 24;
+    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+}
+
+static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
+{
+    memset(pk, 0, sizeof *pk);
+    pk->p = p;
+    pk->len = len;
+    pk->dir = dir;
+    pk->have = NETBE_M_DIR | NETBE_M_LEN;
+    if (len < 14)
+        return;
+    pk->have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
+    size_t off = 12;
+    pk->ethertype = pol_be16(p + off);
+    pk->vlan = 0xffff;
+    /* Up to two tags (802.1ad outer, 802.1Q inner); the outer id counts. */
+    for (int tags = 0; tags < 2; tags++) {
+        if (pk->ethertype != 0x8100 && pk->ethertype != 0x88a8)
+            break;
+        if (off + 6 > len)
+            return;
+        if (tags == 0)
+            pk->vlan = pol_be16(p + off + 2) & 0x0fff;
+        off += 4;
+        pk->ethertype = pol_be16(p + off);
+    }
+    off += 2;
+    switch (pk->ethertype) {
+    case 0x0800: pk->l3class = POL_L3_IP4; pol_parse_ip4(pk, off); break;
+    case 0x86dd: pk->l3class = POL_L3_IP6; pol_parse_ip6(pk, off); break;
+    case 0x0806: pk->l3class = POL_L3_ARP; pol_parse_arp(pk, off); break;
+    default: pk->l3class = POL_L3_OTHER;
+    }
+}
+
+/* ---- Matching ---- */
+
+static int pol_mac_eq(const uint8_t *a, const uint8_t *want, const uint8_t *mask)
+{
+    for (int i = 0; i < 6; i++)
+        if ((a[i] & mask[i]) != want[i])
+            return 0;
+    return 1;
+}
+
+static int pol_ip_eq(const uint8_t *a, const uint8_t *net, const uint8_t *mask, int family)
+{
+    if (family == 4) {
+        uint32_t x, n, m;
+        memcpy(&x, a, 4), memcpy(&n, net, 4), memcpy(&m, mask, 4);
+        return (x & m) == n;
+    }
+    uint64_t x[2], n[2], m[2];
+    memcpy(x, a, 16), memcpy(n, net, 16), memcpy(m, mask, 16);
+    return ((x[0] & m[0]) == n[0]) & ((x[1] & m[1]) == n[1]);
+}
+
+static int pol_match(const struct pol_rule *r, const struct pol_pkt *pk)
+{
+    unsigned m = r->match;
+    if (m & ~pk->have)
+        return 0;
+    if ((m & NETBE_M_DIR) && pk->dir != r->dir)
+        return 0;
+    if ((m & NETBE_M_ETHERTYPE) && pk->ethertype != r->ethertype)
+        return 0;
+    if ((m & NETBE_M_PROTO) && pk->proto != r->proto)
+        return 0;
+    if ((m & NETBE_M_DPORT) && (pk->dport < r->dport_lo || pk->dport > r->dport_hi))
+        return 0;
+    if ((m & NETBE_M_SPORT) && (pk->sport < r->sport_lo || pk->sport > r->sport_hi))
+        return 0;
+    if ((m & NETBE_M_SRC_MAC) && !pol_mac_eq(pk->p + 6, r->src_mac, r->src_mmask))
+        return 0;
+    if ((m & NETBE_M_DST_MAC) && !pol_mac_eq(pk->p, r->dst_mac, r->dst_mmask))
+        return 0;
+    if ((m & (NETBE_M_SRC_IP | NETBE_M_DST_IP)) && pk->family != r->family)
+        return 0;
+    if ((m & NETBE_M_SRC_IP) && !pol_ip_eq(pk->src_ip, r->src_ip, r->src_imask, r->family))
+        return 0;
+    if ((m & NETBE_M_DST_IP) && !pol_ip_eq(pk->dst_ip, r->dst_ip, r->dst_imask, r->family))
+        return 0;
+    if ((m & NETBE_M_VLAN) && pk->vlan != r->vlan)
+        return 0;
+    if ((m & NETBE_M_TCP_FLAGS) && (pk->tcp_flags & r->tcp_mask) != r->tcp_flags)
+        return 0;
+    if ((m & NETBE_M_ICMP_TYPE) && pk->icmp_type != r->icmp_type)
+        return 0;
+    if ((m & NETBE_M_LEN) && (pk->len < r->len_lo || pk->len > r->len_hi))
+        return 0;
+    return 1;
+}
+
+static unsigned pol_slot(int dir, int l3, int l4, unsigned bucket)
+{
+    return (((unsigned)dir * POL_L3_N + (unsigned)l3) * POL_L4_N + (unsigned)l4) *
+           POL_BUCKETS + bucket;
+}
+
+static unsigned pol_pkt_slot(const struct pol_pkt *pk)
+{
+    int ports = pk->l4class == POL_L4_TCP || pk->l4class == POL_L4_UDP;
+    unsigned bucket = ports && (pk->have & NETBE_M_DPORT) ? pk->dport % POL_BUCKETS : 0;
+    return pol_slot(pk->dir, pk->l3class, pk->l4class, bucket);
+}
+
+/* ---- Token buckets ---- */
+
+/* Take the frame's cost from the bucket of rule I; 0 when it does not fit. */
+static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
+{
+    const struct pol_rule *r = &p->rules[i];
+    struct pol_state *s = &p->state[i];
+    if (!*now)
+        *now = pol_now_ns();
+    if (*now > s->last_ns) {
+        s->tokens += (double)(*now - s->last_ns) * r->rate_per_ns;
+        if (s->tokens > r->burst)
+            s->tokens = r->burst;
+        s->last_ns = *now;
+    }
+    double cost = r->rate_unit == NETBE_RATE_BITS ? (double)len * 8 : 1;
+    if (s->tokens < cost)
+        return 0;
+    s->tokens -= cost;
+    return 1;
+}
+
+/* ---- Lua hooks ---- */
+
+/* The sandbox allocator: fails once the state would outgrow its limit. */
+static void *pol_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    netbe_policy *p = ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        p->mem_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && p->mem_used + (nsize - osize) > p->mem_limit)
+        return NULL;
+    void *q = realloc(ptr, nsize);
+    if (q)
+        p->mem_used = p->mem_used - osize + nsize;
+    return q;
+}
+
+static void pol_lua_budget(lua_State *L, lua_Debug *ar)
+{
+    luaL_error(L, "instruction budget exhausted");
+}
+
+static struct pol_view *pol_view_check(lua_State *L)
+{
+    struct pol_view *v = luaL_checkudata(L, 1, "netbe.packet");
+    if (!v->pk)
+        luaL_error(L, "packet view used outside its hook call");
+    return v;
+}
+
+/* pkt:byte(off), pkt:u16(off), pkt:u32(off): big-endian, 0-based offsets
+** into the Ethernet frame; nil past its end. */
+static int pol_view_bytes(lua_State *L, unsigned n)
+{
+    const struct pol_pkt *pk = pol_view_check(L)->pk;
+    lua_Integer off = luaL_checkinteger(L, 2);
+    if (off < 0 || (uint64_t)off + n > pk->len) {
+        lua_pushnil(L);
+        return 1;
+    }
+    uint32_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = v << 8 | pk->p[off + i];
+    lua_pushinteger(L, v);
+    return 1;
+}
+
+static int pol_view_byte(lua_State *L) { return pol_view_bytes(L, 1); }
+static int pol_view_u16(lua_State *L) { return pol_view_bytes(L, 2); }
+static int pol_view_u32(lua_State *L) { return pol_view_bytes(L, 4); }
+
+static void pol_push_mac(lua_State *L, const uint8_t *m)
+{
+    char text[18];
+    snprintf(text, sizeof text, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+             m[4], m[5]);
+    lua_pushstring(L, text);
+}
+
+static void pol_push_ip(lua_State *L, const struct pol_pkt *pk, const uint8_t *ip)
+{
+    char text[INET6_ADDRSTRLEN];
+    inet_ntop(pk->family == 4 ? AF_INET : AF_INET6, ip, text, sizeof text);
+    lua_pushstring(L, text);
+}
+
+/* Push field KEY of the packet, or nil when the frame does not carry it. */
+static int pol_view_index(lua_State *L)
+{
+    const struct pol_pkt *pk = pol_view_check(L)->pk;
+    const char *k = luaL_checkstring(L, 2);
+    unsigned h = pk->have;
+#define IS(s) (strcmp(k, s) == 0)
+#define INT_IF(bit, v) (h & (bit) ? lua_pushinteger(L, (v)) : lua_pushnil(L))
+    if (IS("len")) lua_pushinteger(L, (lua_Integer)pk->len);
+    else if (IS("dir")) lua_pushstring(L, pk->dir ? "from_guest" : "to_guest");
+    else if (IS("dport")) INT_IF(NETBE_M_DPORT, pk->dport);
+    else if (IS("sport")) INT_IF(NETBE_M_SPORT, pk->sport);
+    else if (IS("proto")) INT_IF(NETBE_M_PROTO, pk->proto);
+    else if (IS("ethertype")) INT_IF(NETBE_M_ETHERTYPE, pk->ethertype);
+    else if (IS("vlan")) INT_IF(pk->vlan != 0xffff ? NETBE_M_VLAN : 0, pk->vlan);
+    else if (IS("tcp_flags")) INT_IF(NETBE_M_TCP_FLAGS, pk->tcp_flags);
+    else if (IS("icmp_type")) INT_IF(NETBE_M_ICMP_TYPE, pk->icmp_type);
+    else if (IS("family")) INT_IF(NETBE_M_SRC_IP, pk->family);
+    else if (IS("src_mac")) h & NETBE_M_SRC_MAC ? pol_push_mac(L, pk->p + 6) : lua_pushnil(L);
+    else if (IS("dst_mac")) h & NETBE_M_DST_MAC ? pol_push_mac(L, pk->p) : lua_pushnil(L);
+    else if (IS("src_ip")) h & NETBE_M_SRC_IP ? pol_push_ip(L, pk, pk->src_ip) : lua_pushnil(L);
+    else if (IS("dst_ip")) h & NETBE_M_DST_IP ? pol_push_ip(L, pk, pk->dst_ip) : lua_pushnil(L);
+    else if (IS("byte")) lua_pushcfunction(L, pol_view_byte);
+    else if (IS("u16")) lua_pushcfunction(L, pol_view_u16);
+    else if (IS("u32")) lua_pushcfunction(L, pol_view_u32);
+    else lua_pushnil(L);
+#undef INT_IF
+#undef IS
+    return 1;
+}
+
+/* Open the sandbox: base, string, table, math and utf8, minus everything
+** that reaches files, loads code, prints, or catches errors (pcall could
+** swallow the budget error). The packet view sits at stack index 1. */
+static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
+{
+    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
+    static const char *const unsafe[] = {"dofile", "loadfile", "load", "require",
+        "collectgarbage", "print", "pcall", "xpcall", NULL};
+    lua_State *L = p->L = lua_newstate(pol_lua_alloc, p);
+    if (!L)
+        return NB_ERR(ENOMEM, "policy: cannot create the Lua sandbox (memory limit %zu bytes)",
+                      p->mem_limit);
+    for (const luaL_Reg *l = libs; l->name; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    lua_pushglobaltable(L);
+    for (const char *const *u = unsafe; *u; u++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *u);
+    }
+    lua_getfield(L, -1, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 2);
+    p->view = lua_newuserdatauv(L, sizeof *p->view, 0);
+    p->view->pk = NULL;
+    luaL_newmetatable(L, "netbe.packet");
+    lua_pushcfunction(L, pol_view_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    return 0;
+}
+
+/* Load the hook of rule R (index I in DESC) into the sandbox. */
+static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
+                             const struct netbe_rule *d, char *err, size_t errlen)
+{
+    lua_State *L = p->L;
+    if (!d->hook || !d->hook_len)
+        return NB_ERR(EINVAL, "rule '%s': action lua needs a hook", r->name);
+    if (luaL_loadbufferx(L, d->hook, d->hook_len, r->name, "bt") != LUA_OK) {
+        int rc = NB_ERR(EINVAL, "rule '%s': hook does not load: %s", r->name,
+                        lua_tostring(L, -1));
+        lua_settop(L, 1);
+        return rc;
+    }
+    int nvals = 0, fn = lua_gettop(L);
+    if (d->hook_upvalues) {
+        if (luaL_loadstring(L, d->hook_upvalues) != LUA_OK ||
+            lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK) {
+            int rc = NB_ERR(EINVAL, "rule '%s': hook upvalues: %s", r->name,
+                            lua_tostring(L, -1));
+            lua_settop(L, 1);
+            return rc;
+        }
+        nvals = lua_gettop(L) - fn;
+    }
+    for (int u = 1;; u++) {
+        const char *name = lua_getupvalue(L, fn, u);
+        if (!name)
+            break;
+        lua_pop(L, 1);
+        if (strcmp(name, "_ENV") == 0)
+            lua_pushglobaltable(L);
+        else if (u <= nvals)
+            lua_pushvalue(L, fn + u);
+        else
+            lua_pushnil(L);
+        lua_setupvalue(L, fn, u);
+    }
+    lua_settop(L, fn);
+    r->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. */
+static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct pol_pkt *pk)
+{
+    lua_State *L = p->L;
+    int verdict = p->fail;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->hook_ref);
+    lua_pushvalue(L, 1);
+    p->view->pk = pk;
+    lua_sethook(L, pol_lua_budget, LUA_MASKCOUNT, (int)p->budget);
+    int rc = lua_pcall(L, 1, 1, 0);
+    lua_sethook(L, NULL, 0, 0);
+    p->view->pk = NULL;
+    if (rc == LUA_OK) {
+        size_t n;
+        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (lua_isnil(L, -1))
+            verdict = -1;
+        else if (s && n == 4 && memcmp(s, "pass", 4) == 0)
+            verdict = NETBE_PASS;
+        else if (s && n == 4 && memcmp(s, "drop", 4) == 0)
+            verdict = NETBE_DROP;
+        else
+            rc = LUA_ERRRUN;
+    }
+    if (rc != LUA_OK)
+        pol_add(&p->st.hook_errors, 1);
+    lua_settop(L, 1);
+    return verdict;
+}
+
+/* ---- Building ---- */
+
+static uint32_t pol_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* Index of the rule named NAME, or -1. */
+static int pol_find(const netbe_policy *p, const char *name)
+{
+    for (unsigned h = pol_hash(name) & p->byname_mask;; h = (h + 1) & p->byname_mask) {
+        int i = p->byname[h];
+        if (i < 0 || strcmp(p->rules[i].name, name) == 0)
+            return i;
+    }
+}
+
+static void pol_prefix_mask(uint8_t mask[16], unsigned plen)
+{
+    memset(mask, 0, 16);
+    for (unsigned i = 0; i < 16 && plen; i++) {
+        unsigned b = plen > 8 ? 8 : plen;
+        mask[i] = (uint8_t)(0xff << (8 - b));
+        plen -= b;
+    }
+}
+
+/* Check rule D and compile it into R. */
+static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int i,
+                            char *err, size_t errlen)
+{
+    if (!d->name || !d->name[0] || strlen(d->name) >= sizeof r->name)
+        return NB_ERR(EINVAL, "rule %d: name must be 1 to %zu characters", i + 1,
+                      sizeof r->name - 1);
+    snprintf(r->name, sizeof r->name, "%s", d->name);
+    const char *n = r->name;
+    if (d->match & ~POL_M_ALL)
+        return NB_ERR(EINVAL, "rule '%s': unknown match bits 0x%x", n, d->match & ~POL_M_ALL);
+    r->match = d->match;
+    if ((d->match & NETBE_M_DIR) && d->dir != NETBE_DIR_TO_GUEST && d->dir != NETBE_DIR_FROM_GUEST)
+        return NB_ERR(EINVAL, "rule '%s': direction %d (expected to_guest or from_guest)",
+                      n, d->dir);
+    r->dir = d->dir;
+    r->ethertype = d->ethertype;
+    r->vlan = d->vlan;
+    r->proto = d->proto;
+    for (int k = 0; k < 6; k++) {
+        r->src_mmask[k] = d->src_mac_mask[k];
+        r->src_mac[k] = d->src_mac[k] & d->src_mac_mask[k];
+        r->dst_mmask[k] = d->dst_mac_mask[k];
+        r->dst_mac[k] = d->dst_mac[k] & d->dst_mac_mask[k];
+    }
+    if (d->match & (NETBE_M_SRC_IP | NETBE_M_DST_IP)) {
+        unsigned max = d->ip_family == 4 ? 32 : d->ip_family == 6 ? 128 : 0;
+        if (!max)
+            return NB_ERR(EINVAL, "rule '%s': ip family %d (expected 4 or 6)", n, d->ip_family);
+        if (d->src_plen > max || d->dst_plen > max)
+            return NB_ERR(EINVAL, "rule '%s': prefix length over %u", n, max);
+        r->family = d->ip_family;
+        pol_prefix_mask(r->src_imask, d->src_plen);
+        pol_prefix_mask(r->dst_imask, d->dst_plen);
+        for (int k = 0; k < 16; k++) {
+            r->src_ip[k] = d->src_ip[k] & r->src_imask[k];
+            r->dst_ip[k] = d->dst_ip[k] & r->dst_imask[k];
+        }
+    }
+    if (d->sport_lo > d->sport_hi || d->dport_lo > d->dport_hi)
+        return NB_ERR(EINVAL, "rule '%s': port range low end above high end", n);
+    if (d->len_lo > d->len_hi)
+        return NB_ERR(EINVAL, "rule '%s': length range low end above high end", n);
+    r->sport_lo = d->sport_lo, r->sport_hi = d->sport_hi;
+    r->dport_lo = d->dport_lo, r->dport_hi = d->dport_hi;
+    r->tcp_flags = d->tcp_flags & d->tcp_flags_mask;
+    r->tcp_mask = d->tcp_flags_mask;
+    r->icmp_type = d->icmp_type;
+    r->len_lo = d->len_lo, r->len_hi = d->len_hi;
+    r->action = d->action;
+    r->hook_ref = LUA_NOREF;
+    if ((unsigned)d->action > NETBE_ACT_LUA)
+        return NB_ERR(EINVAL, "rule '%s': unknown action %d", n, (int)d->action);
+    if (d->action == NETBE_ACT_RATE) {
+        if (!(d->rate > 0) || !(d->burst > 0) ||
+            (d->rate_unit != NETBE_RATE_BITS && d->rate_unit != NETBE_RATE_FRAMES))
+            return NB_ERR(EINVAL, "rule '%s': rate and burst must be positive", n);
+        r->rate_unit = d->rate_unit;
+        r->rate_per_ns = d->rate / 1e9;
+        r->burst = d->burst;
+    }
+    return 0;
+}
+
+/* The ethertype classes rule R can match, as bits. */
+static unsigned pol_rule_l3(const struct pol_rule *r)
+{
+    if (r->match & NETBE_M_ETHERTYPE) {
+        switch (r->ethertype) {
+        case 0x0800: return 1u << POL_L3_IP4;
+        case 0x86dd: return 1u << POL_L3_IP6;
+        case 0x0806: return 1u << POL_L3_ARP;
+        default: return 1u << POL_L3_OTHER;
+        }
+    }
+    if (r->match & (NETBE_M_SRC_IP | NETBE_M_DST_IP))
+        return r->family == 4 ? (1u << POL_L3_IP4 | 1u << POL_L3_ARP) : 1u << POL_L3_IP6;
+    if (r->match & (NETBE_M_PROTO | NETBE_M_SPORT | NETBE_M_DPORT | NETBE_M_TCP_FLAGS |
+                    NETBE_M_ICMP_TYPE))
+        return 1u << POL_L3_IP4 | 1u << POL_L3_IP6;
+    return (1u << POL_L3_N) - 1;
+}
+
+/* The L4 classes rule R can match within an IP class. */
+static unsigned pol_rule_l4(const struct pol_rule *r)
+{
+    if (r->match & NETBE_M_PROTO) {
+        switch (r->proto) {
+        case IPPROTO_TCP: return 1u << POL_L4_TCP;
+        case IPPROTO_UDP: return 1u << POL_L4_UDP;
+        case IPPROTO_ICMP: case IPPROTO_ICMPV6: return 1u << POL_L4_ICMP;
+        default: return 1u << POL_L4_NONE;
+        }
+    }
+    if (r->match & NETBE_M_TCP_FLAGS)
+        return 1u << POL_L4_TCP;
+    if (r->match & NETBE_M_ICMP_TYPE)
+        return 1u << POL_L4_ICMP;
+    if (r->match & (NETBE_M_SPORT | NETBE_M_DPORT))
+        return 1u << POL_L4_TCP | 1u << POL_L4_UDP | 1u << POL_L4_NONE;
+    return (1u << POL_L4_N) - 1;
+}
+
+/* Call FN(p, slot, rule) for every slot rule I belongs to. */
+static void pol_each_slot(netbe_policy *p, int i, void (*fn)(netbe_policy *, unsigned, int))
+{
+    const struct pol_rule *r = &p->rules[i];
+    unsigned l3s = pol_rule_l3(r), l4s = pol_rule_l4(r);
+    int narrow = (r->match & NETBE_M_DPORT) && r->dport_hi - r->dport_lo < POL_BUCKETS;
+    for (int dir = 0; dir < 2; dir++) {
+        if ((r->match & NETBE_M_DIR) && r->dir != dir)
+            continue;
+        for (int l3 = 0; l3 < POL_L3_N; l3++) {
+            if (!(l3s & 1u << l3))
+                continue;
+            int ip = l3 == POL_L3_IP4 || l3 == POL_L3_IP6;
+            for (int l4 = 0; l4 < POL_L4_N; l4++) {
+                if (!(l4s & 1u << l4) || (!ip && l4 != POL_L4_NONE))
+                    continue;
+                if (l4 != POL_L4_TCP && l4 != POL_L4_UDP) {
+                    fn(p, pol_slot(dir, l3, l4, 0), i);
+                } else if (narrow) {
+                    for (unsigned port = r->dport_lo; port <= r->dport_hi; port++)
+                        fn(p, pol_slot(dir, l3, l4, port % POL_BUCKETS), i);
+                } else {
+                    for (unsigned b = 0; b < POL_BUCKETS; b++)
+                        fn(p, pol_slot(dir, l3, l4, b), i);
+                }
+            }
+        }
+    }
+}
+
+static void pol_count_slot(netbe_policy *p, unsigned slot, int i)
+{
+    p->list_off[slot + 1]++;
+}
+
+/* list_off[slot] is used as the fill cursor while filling. */
+static void pol_fill_slot(netbe_policy *p, unsigned slot, int i)
+{
+    p->list[p->list_off[slot]++] = (uint16_t)i;
+}
+
+static int pol_build_index(netbe_policy *p)
+{
+    p->list_off = calloc(POL_SLOTS + 1, sizeof *p->list_off);
+    if (!p->list_off)
+        return -ENOMEM;
+    for (int i = 0; i < p->nrules; i++)
+        pol_each_slot(p, i, pol_count_slot);
+    for (unsigned s = 0; s < POL_SLOTS; s++)
+        p->list_off[s + 1] += p->list_off[s];
+    p->list = malloc((p->list_off[POL_SLOTS] + 1) * sizeof *p->list);
+    if (!p->list)
+        return -ENOMEM;
+    for (int i = 0; i < p->nrules; i++)
+        pol_each_slot(p, i, pol_fill_slot);
+    /* Filling moved each start to the next slot's start: shift back. */
+    memmove(p->list_off + 1, p->list_off, POL_SLOTS * sizeof *p->list_off);
+    p->list_off[0] = 0;
+    return 0;
+}
+
+static int pol_build_names(netbe_policy *p, char *err, size_t errlen)
+{
+    unsigned size = 16;
+    while (size < 2u * (unsigned)p->nrules)
+        size *= 2;
+    p->byname = malloc(size * sizeof *p->byname);
+    if (!p->byname)
+        return NB_ERR(ENOMEM, "out of memory");
+    p->byname_mask = size - 1;
+    for (unsigned k = 0; k < size; k++)
+        p->byname[k] = -1;
+    for (int i = 0; i < p->nrules; i++) {
+        unsigned h = pol_hash(p->rules[i].name) & p->byname_mask;
+        for (; p->byname[h] >= 0; h = (h + 1) & p->byname_mask)
+            if (strcmp(p->rules[p->byname[h]].name, p->rules[i].name) == 0)
+                return NB_ERR(EINVAL, "rule %d: name '%s' is already used by rule %d",
+                              i + 1, p->rules[i].name, p->byname[h] + 1);
+        p->byname[h] = i;
+    }
+    return 0;
+}
+
+int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
+                     char *err, size_t errlen)
+{
+    *pp = NULL;
+    if (desc->nrules < 0 || desc->nrules > POL_MAX_RULES || (desc->nrules && !desc->rules))
+        return NB_ERR(EINVAL, "policy: %d rules (expected 0 to %d)", desc->nrules,
+                      POL_MAX_RULES);
+    if ((desc->default_verdict != NETBE_PASS && desc->default_verdict != NETBE_DROP) ||
+        (desc->fail_verdict != NETBE_PASS && desc->fail_verdict != NETBE_DROP))
+        return NB_ERR(EINVAL, "policy: default and fail verdicts must be pass or drop");
+    netbe_policy *p = calloc(1, sizeof *p);
+    if (!p)
+        return NB_ERR(ENOMEM, "out of memory");
+    p->nrules = desc->nrules;
+    p->def = desc->default_verdict;
+    p->fail = desc->fail_verdict;
+    p->budget = desc->hook_budget ? desc->hook_budget : 10000;
+    p->mem_limit = desc->hook_memory ? desc->hook_memory : 4u << 20;
+    p->rules = calloc((size_t)p->nrules + 1, sizeof *p->rules);
+    p->state = calloc((size_t)p->nrules + 1, sizeof *p->state);
+    int rc = p->rules && p->state ? 0 : NB_ERR(ENOMEM, "out of memory");
+    for (int i = 0; rc == 0 && i < p->nrules; i++) {
+        rc = pol_compile_rule(&p->rules[i], &desc->rules[i], i, err, errlen);
+        p->state[i].tokens = p->rules[i].burst;
+        if (rc == 0 && p->rules[i].action == NETBE_ACT_LUA) {
+            if (!p->L)
+                rc = pol_lua_open(p, err, errlen);
+            if (rc == 0)
+                rc = pol_lua_load_hook(p, &p->rules[i], &desc->rules[i], err, errlen);
+        }
+    }
+    if (rc == 0)
+        rc = pol_build_names(p, err, errlen);
+    if (rc == 0 && pol_build_index(p) < 0)
+        rc = NB_ERR(ENOMEM, "out of memory");
+    if (rc < 0) {
+        netbe_policy_free(p);
+        return rc;
+    }
+    p->st.nrules = p->nrules;
+    *pp = p;
+    return 0;
+}
+
+void netbe_policy_free(netbe_policy *p)
+{
+    if (!p)
+        return;
+    if (p->L)
+        lua_close(p->L);
+    free(p->rules);
+    free(p->state);
+    free(p->list_off);
+    free(p->list);
+    free(p->byname);
+    free(p);
+}
+
+/* ---- Evaluating ---- */
+
+int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
+                      uint64_t now_ns)
+{
+    struct pol_pkt pk;
+    pol_parse(&pk, frame, len, dir & 1);
+    unsigned slot = pol_pkt_slot(&pk);
+    const uint16_t *it = p->list + p->list_off[slot], *end = p->list + p->list_off[slot + 1];
+    int verdict = p->def;
+    for (; it < end; it++) {
+        const struct pol_rule *r = &p->rules[*it];
+        if (!pol_match(r, &pk))
+            continue;
+        struct pol_state *s = &p->state[*it];
+        pol_add(&s->hits, 1);
+        pol_add(&s->bytes, len);
+        int v = -1;
+        switch (r->action) {
+        case NETBE_ACT_PASS: v = NETBE_PASS; break;
+        case NETBE_ACT_DROP: v = NETBE_DROP; break;
+        case NETBE_ACT_COUNT: break;
+        case NETBE_ACT_RATE:
+            if (!pol_bucket_take(p, *it, len, &now_ns))
+                v = NETBE_DROP;
+            break;
+        case NETBE_ACT_LUA: v = pol_lua_call(p, r, &pk); break;
+        }
+        if (v >= 0) {
+            if (v == NETBE_DROP)
+                pol_add(&s->drops, 1);
+            verdict = v;
+            break;
+        }
+    }
+    if (verdict == NETBE_PASS) {
+        pol_add(&p->st.pass_frames[pk.dir], 1);
+        pol_add(&p->st.pass_bytes[pk.dir], len);
+    } else {
+        pol_add(&p->st.drop_frames[pk.dir], 1);
+        pol_add(&p->st.drop_bytes[pk.dir], len);
+    }
+    return verdict;
+}
+
+/* ---- Counters and carrying over ---- */
+
+void netbe_policy_carry(netbe_policy *newp, const netbe_policy *old)
+{
+    if (!old)
+        return;
+    for (int i = 0; i < newp->nrules; i++) {
+        int j = pol_find(old, newp->rules[i].name);
+        if (j < 0)
+            continue;
+        newp->state[i] = old->state[j];
+        if (newp->state[i].tokens > newp->rules[i].burst)
+            newp->state[i].tokens = newp->rules[i].burst;
+    }
+    int n = newp->st.nrules;
+    newp->st = old->st;
+    newp->st.nrules = n;
+}
+
+void netbe_policy_get_stats(const netbe_policy *p, struct netbe_policy_stats *st)
+{
+    const uint64_t *src = (const uint64_t *)&p->st;
+    uint64_t *dst = (uint64_t *)st;
+    for (size_t i = 0; i < offsetof(struct netbe_policy_stats, nrules) / sizeof(uint64_t); i++)
+        dst[i] = nb_load(&src[i]);
+    st->nrules = p->nrules;
+}
+
+int netbe_policy_rule_stats(const netbe_policy *p, int i, struct netbe_rule_stats *rs)
+{
+    if (i < 0 || i >= p->nrules)
+        return -ENOENT;
+    snprintf(rs->name, sizeof rs->name, "%s", p->rules[i].name);
+    rs->hits = nb_load(&p->state[i].hits);
+    rs->bytes = nb_load(&p->state[i].bytes);
+    rs->drops = nb_load(&p->state[i].drops);
+    return 0;
 }
 
 /* ====================================================================
@@ -1751,13 +2648,55 @@ struct wire_dir {
 };
 
 struct netbe_wire {
-    struct wire_dir dir[2];      /* a->b, b->a */
+    struct wire_dir dir[2];      /* a->b (to the guest), b->a (from it) */
     uint64_t drops;
+    /* The policy is used by the loop thread only; a new one waits in
+    ** pending until a batch boundary. The lock orders the swap against
+    ** netbe_wire_set_policy and counter readers on other threads. */
+    netbe_policy *policy, *pending;
+    int swap_pending;            /* pending is meant, even when NULL (removal) */
+    pthread_mutex_t policy_lock;
+    struct event *swap;          /* takes a pending policy when no frames flow */
 };
+
+/* At a batch boundary: put a pending policy in force, carrying counters. */
+static void wire_take_policy(struct netbe_wire *w)
+{
+    if (!__atomic_load_n(&w->swap_pending, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&w->policy_lock);
+    netbe_policy *old = w->policy, *np = w->pending;
+    if (np) {
+        netbe_policy_carry(np, old);
+        if (old)
+            np->st.reloads++;
+    }
+    w->policy = np;
+    w->pending = NULL;
+    __atomic_store_n(&w->swap_pending, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&w->policy_lock);
+    netbe_policy_free(old);
+}
+
+static void wire_on_swap(evutil_socket_t fd, short what, void *arg)
+{
+    wire_take_policy(arg);
+}
+
+/* The policy's verdict on the frame of length N in D's buffer. */
+static int wire_judge(struct netbe_wire *w, struct wire_dir *d, size_t n)
+{
+    if (!w->policy)
+        return NETBE_PASS;
+    size_t hl = netbe_get_vnet_hdr_len(d->from);
+    return netbe_policy_eval(w->policy, d == &w->dir[0] ? NETBE_DIR_TO_GUEST :
+                             NETBE_DIR_FROM_GUEST, d->buf + hl, n > hl ? n - hl : 0, 0);
+}
 
 static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
 {
     struct iovec v = {d->buf, NETBE_MAX_FRAME + 12};
+    wire_take_policy(w);
     for (int i = 0; i < WIRE_BUDGET; i++) {
         if (!d->held) {
             ssize_t n = netbe_recv(d->from, &v, 1);
@@ -1765,6 +2704,8 @@ static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
                 continue;
             if (n <= 0)
                 return;
+            if (wire_judge(w, d, (size_t)n) == NETBE_DROP)
+                continue;
             d->held = (size_t)n;
         }
         struct iovec out = {d->buf, d->held};
@@ -1815,6 +2756,11 @@ int netbe_wire_new(netbe_wire **wp, netbe *a, netbe *b, char *err, size_t errlen
     struct netbe_wire *w = calloc(1, sizeof *w);
     if (!w)
         return NB_ERR(ENOMEM, "out of memory");
+    pthread_mutex_init(&w->policy_lock, NULL);
+    if (!(w->swap = event_new(a->base, -1, 0, wire_on_swap, w))) {
+        netbe_wire_free(w);
+        return NB_ERR(ENOMEM, "out of memory");
+    }
     unsigned hl = wire_hdr_len(a, b);
     netbe_set_cap(a, 0, hl);
     netbe_set_cap(b, 0, hl);
@@ -1853,10 +2799,53 @@ void netbe_wire_free(netbe_wire *w)
             event_free(d->resume);
         free(d->buf);
     }
+    if (w->swap)
+        event_free(w->swap);
+    netbe_policy_free(w->policy);
+    netbe_policy_free(w->pending);
+    pthread_mutex_destroy(&w->policy_lock);
     free(w);
 }
 
 uint64_t netbe_wire_drops(netbe_wire *w)
 {
     return w->drops;
+}
+
+int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p)
+{
+    pthread_mutex_lock(&w->policy_lock);
+    netbe_policy *displaced = w->pending;
+    w->pending = p;
+    __atomic_store_n(&w->swap_pending, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&w->policy_lock);
+    netbe_policy_free(displaced);
+    event_active(w->swap, 0, 0);
+    return 0;
+}
+
+/* The policy whose counters readers see: the one in force, else the one
+** waiting. Called with the lock held. */
+static const netbe_policy *wire_visible_policy(struct netbe_wire *w)
+{
+    return w->policy ? w->policy : w->pending;
+}
+
+int netbe_wire_policy_stats(netbe_wire *w, struct netbe_policy_stats *st)
+{
+    pthread_mutex_lock(&w->policy_lock);
+    const netbe_policy *p = wire_visible_policy(w);
+    if (p)
+        netbe_policy_get_stats(p, st);
+    pthread_mutex_unlock(&w->policy_lock);
+    return p ? 0 : -ENOENT;
+}
+
+int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs)
+{
+    pthread_mutex_lock(&w->policy_lock);
+    const netbe_policy *p = wire_visible_policy(w);
+    int rc = p ? netbe_policy_rule_stats(p, i, rs) : -ENOENT;
+    pthread_mutex_unlock(&w->policy_lock);
+    return rc;
 }

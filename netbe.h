@@ -221,6 +221,153 @@ void netbe_wire_free(netbe_wire *w);
 /* Frames dropped because the other side refused them (not -EAGAIN). */
 uint64_t netbe_wire_drops(netbe_wire *w);
 
+/* ====================================================================
+** Policy: per-packet rules matched in C
+** ====================================================================
+** A policy is an ordered list of rules and a default verdict, built once
+** from a C description into an immutable structure and then matched per
+** frame. The first rule that matches and whose action is terminal decides;
+** "count" and conforming "rate" rules record the frame and go on. Rules
+** are indexed by direction, ethertype class, IP protocol class and
+** destination port, so a frame is only checked against rules that can
+** match it. Header access is bounds-checked: a field a frame is too short
+** to carry is absent, and a rule that tests an absent field does not match.
+**
+** The Lua compiler (lua/netbe/policy.lua) turns Lua tables into this
+** description; C embedders may fill it directly.
+**
+** Counters (per rule, per direction and verdict) and rate-limit buckets
+** live in the policy; when a wire swaps one policy for another, both carry
+** over to the rules of the new policy that have the same name.
+**
+** Threads: a policy is evaluated by one thread at a time (the thread that
+** runs its wire's event base). Its Lua hooks run in a lua_State of its
+** own, created when the policy is built.
+*/
+typedef struct netbe_policy netbe_policy;
+
+/* Directions, seen from the guest. On a wire A <-> B, B is the guest side:
+** frames A -> B go to the guest, frames B -> A come from it. */
+#define NETBE_DIR_TO_GUEST    0
+#define NETBE_DIR_FROM_GUEST  1
+
+/* Verdicts. */
+#define NETBE_PASS  0
+#define NETBE_DROP  1
+
+/* Rule actions. PASS and DROP decide. COUNT records and continues. RATE
+** drops what exceeds a token bucket and lets the rest continue. LUA calls
+** the rule's hook, which returns "pass", "drop", or nil to continue. */
+enum netbe_action {
+    NETBE_ACT_PASS, NETBE_ACT_DROP, NETBE_ACT_COUNT, NETBE_ACT_RATE, NETBE_ACT_LUA
+};
+
+/* Which match fields of a rule apply (struct netbe_rule.match). */
+#define NETBE_M_DIR        (1u << 0)
+#define NETBE_M_SRC_MAC    (1u << 1)
+#define NETBE_M_DST_MAC    (1u << 2)
+#define NETBE_M_ETHERTYPE  (1u << 3)   /* after any VLAN tags */
+#define NETBE_M_VLAN       (1u << 4)   /* the outer VLAN id; 0xffff: untagged */
+#define NETBE_M_SRC_IP     (1u << 5)   /* ARP: the sender protocol address */
+#define NETBE_M_DST_IP     (1u << 6)   /* ARP: the target protocol address */
+#define NETBE_M_PROTO      (1u << 7)   /* IPv4 protocol / IPv6 last next header */
+#define NETBE_M_SPORT      (1u << 8)   /* TCP, UDP, SCTP, UDP-Lite */
+#define NETBE_M_DPORT      (1u << 9)
+#define NETBE_M_TCP_FLAGS  (1u << 10)
+#define NETBE_M_ICMP_TYPE  (1u << 11)  /* ICMP and ICMPv6 */
+#define NETBE_M_LEN        (1u << 12)  /* Ethernet frame length, no vnet header */
+
+/* Rate units of NETBE_ACT_RATE. */
+#define NETBE_RATE_BITS    0           /* rate in bits/s, burst in bits */
+#define NETBE_RATE_FRAMES  1           /* rate in frames/s, burst in frames */
+
+/* One rule. Strings and buffers are copied by netbe_policy_new. */
+struct netbe_rule {
+    const char *name;                  /* unique in the policy, 1..63 chars */
+    unsigned match;                    /* NETBE_M_* bits */
+    int dir;                           /* NETBE_DIR_* */
+    uint8_t src_mac[6], src_mac_mask[6];
+    uint8_t dst_mac[6], dst_mac_mask[6];
+    uint16_t ethertype;
+    uint16_t vlan;
+    int ip_family;                     /* 4 or 6, when SRC_IP or DST_IP is set */
+    uint8_t src_ip[16], dst_ip[16];    /* network order; IPv4 in the first 4 */
+    unsigned src_plen, dst_plen;       /* prefix lengths */
+    uint8_t proto;
+    uint16_t sport_lo, sport_hi, dport_lo, dport_hi;   /* inclusive */
+    uint8_t tcp_flags, tcp_flags_mask; /* (flags & mask) == tcp_flags */
+    uint8_t icmp_type;
+    unsigned len_lo, len_hi;           /* inclusive */
+    enum netbe_action action;
+    int rate_unit;                     /* NETBE_RATE_* */
+    double rate, burst;                /* RATE: per second, bucket size */
+    /* LUA: a chunk (Lua source or a string.dump of a function) that is the
+    ** hook: it is called with the packet view and returns a verdict. */
+    const char *hook;
+    size_t hook_len;
+    /* LUA, optional: Lua source returning one value per upvalue of the
+    ** hook, in order (the _ENV upvalue gets the sandbox). NULL: none. */
+    const char *hook_upvalues;
+};
+
+/* A whole policy. */
+struct netbe_policy_desc {
+    const struct netbe_rule *rules;
+    int nrules;
+    int default_verdict;               /* NETBE_PASS or NETBE_DROP */
+    int fail_verdict;                  /* what a failing hook gets */
+    unsigned hook_budget;              /* Lua instructions per call; 0: 10000 */
+    size_t hook_memory;                /* bytes for the Lua state; 0: 4 MiB */
+};
+
+/* Build a policy from DESC. Checks every rule (names unique, prefixes and
+** ranges sane, hooks load in the sandbox) and returns 0 and *PP, or a
+** negative errno value with ERR naming the rule and the problem. */
+int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
+                     char *err, size_t errlen);
+
+/* Free P and its Lua state. Not for a policy given to a wire. */
+void netbe_policy_free(netbe_policy *p);
+
+/* Decide on one Ethernet frame (no virtio-net header) travelling in DIR.
+** Counts it and returns NETBE_PASS or NETBE_DROP. NOW_NS is the monotonic
+** time for rate limits in nanoseconds, or 0 to read the clock when needed. */
+int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
+                      uint64_t now_ns);
+
+/* Copy counters and rate-limit buckets from OLD to the rules of NEW that
+** have the same names, and the direction totals. Wires do this on swap. */
+void netbe_policy_carry(netbe_policy *newp, const netbe_policy *old);
+
+/* Counters. Readers may run on any thread while the policy is in use. */
+struct netbe_policy_stats {
+    uint64_t pass_frames[2], pass_bytes[2];   /* indexed by NETBE_DIR_* */
+    uint64_t drop_frames[2], drop_bytes[2];
+    uint64_t hook_errors;                     /* hooks that failed or ran away */
+    uint64_t reloads;                         /* swaps onto this rule chain */
+    int nrules;
+};
+struct netbe_rule_stats {
+    char name[64];
+    uint64_t hits, bytes;                     /* frames that matched the rule */
+    uint64_t drops;                           /* frames the rule dropped */
+};
+void netbe_policy_get_stats(const netbe_policy *p, struct netbe_policy_stats *st);
+/* Counters of rule I (0-based). Returns 0, or -ENOENT when I is out of range. */
+int netbe_policy_rule_stats(const netbe_policy *p, int i, struct netbe_rule_stats *rs);
+
+/* Give policy P to wire W (W owns it from now on; NULL removes the policy).
+** The wire takes it at its next batch boundary, carries counters and
+** buckets over by rule name, and frees the policy it replaces; a frame is
+** always judged by exactly one whole policy. Safe from another thread when
+** the event base is thread-aware (evthread_use_pthreads). */
+int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p);
+
+/* The counters of the policy W uses (or the one waiting to be taken).
+** Return -ENOENT when W has no policy. Safe from any thread. */
+int netbe_wire_policy_stats(netbe_wire *w, struct netbe_policy_stats *st);
+int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs);
+
 #ifdef __cplusplus
 }
 #endif
