@@ -532,18 +532,24 @@ static int pol_has_ports(uint8_t proto)
     return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == 132 || proto == 136;
 }
 
-/* L4 header at OFF for protocol PROTO. */
-static void pol_parse_l4(struct pol_pkt *pk, size_t off)
+static void pol_set_proto(struct pol_pkt *pk, uint8_t proto)
 {
-    const uint8_t *p = pk->p;
-    size_t len = pk->len;
+    pk->proto = proto;
     pk->have |= NETBE_M_PROTO;
-    switch (pk->proto) {
+    switch (proto) {
     case IPPROTO_TCP: pk->l4class = POL_L4_TCP; break;
     case IPPROTO_UDP: pk->l4class = POL_L4_UDP; break;
     case IPPROTO_ICMP: case IPPROTO_ICMPV6: pk->l4class = POL_L4_ICMP; break;
     default: pk->l4class = POL_L4_NONE;
     }
+}
+
+/* L4 header at OFF for protocol PROTO. */
+static void pol_parse_l4(struct pol_pkt *pk, uint8_t proto, size_t off)
+{
+    const uint8_t *p = pk->p;
+    size_t len = pk->len;
+    pol_set_proto(pk, proto);
     if (pol_has_ports(pk->proto) && off + 4 <= len) {
         pk->sport = pol_be16(p + off);
         pk->dport = pol_be16(p + off + 2);
@@ -571,13 +577,11 @@ static void pol_parse_ip4(struct pol_pkt *pk, size_t off)
     pk->src_ip = ip + 12;
     pk->dst_ip = ip + 16;
     pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
-    pk->proto = ip[9];
     /* A later fragment carries no L4 header: only the protocol is known. */
-    if (pol_be16(ip + 6) & 0x1fff) {
-        pk->have |= NETBE_M_PROTO;
-        return;
-    }
-    pol_parse_l4(pk, off + hl);
+    if (pol_be16(ip + 6) & 0x1fff)
+        pol_set_proto(pk, ip[9]);
+    else
+        pol_parse_l4(pk, ip[9], off + hl);
 }
 
 /* IPv6 with hop-by-hop, routing, destination options, fragment and AH
@@ -601,8 +605,7 @@ static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
             return;
         if (nh == 44) {
             if (pol_be16(h + 2) & 0xfff8) {
-                pk->proto = h[0];
-                pk->have |= NETBE_M_PROTO;
+                pol_set_proto(pk, h[0]);
                 return;
             }
             off += 8;
@@ -613,8 +616,7 @@ static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
     }
     if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51)
         return;                  /* too many extension headers: no L4 */
-    pk->proto = nh;
-    pol_parse_l4(pk, off);
+    pol_parse_l4(pk, nh, off);
 }
 
 static void pol_parse_arp(struct pol_pkt *pk, size_t off)

@@ -4,7 +4,9 @@ local cli = {}
 
 local USAGE = [==[
 usage: netbe COMMAND ...
-  netbe wire SPEC_A SPEC_B [--stats N]   join two backends until SIGINT/SIGTERM
+  netbe wire SPEC_A SPEC_B [--stats N] [--policy FILE]
+                                          join two backends until SIGINT/SIGTERM;
+                                          B is the guest side; SIGHUP reloads FILE
   netbe check SPEC                        validate a backend config, print it normalized
   netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--dry-run]
                                           host topology (see README)
@@ -53,7 +55,7 @@ function cli.format_stats(be)
 end
 
 function cli.wire(args)
-  local pos, opt = options(args, { stats = true })
+  local pos, opt = options(args, { stats = true, policy = true })
   if not pos then return fail(2, "wire: %s", opt) end
   if #pos ~= 2 then return fail(2, "wire: expected two backend specs, got %d", #pos) end
   local every = opt.stats and tonumber(opt.stats)
@@ -67,13 +69,34 @@ function cli.wire(args)
   ok, b = pcall(netbe.open, pos[2])
   if not ok then a:close(); return fail(1, "wire: %s", b) end
   local w = netbe.wire(a, b)
+  local policy = opt.policy and require("netbe.policy")
+  if policy then
+    local n, e = policy.apply(w, opt.policy)
+    if not n then w:close(); a:close(); b:close(); return fail(1, "wire: %s", e) end
+    print(string.format("wire: policy %s, %d rules (SIGHUP reloads it)", opt.policy, n))
+  end
   print(string.format("wire: %s (%s) <-> %s (%s), until SIGINT or SIGTERM",
                       a:name(), a:type(), b:name(), b:type()))
   io.stdout:flush()
   local function report()
-    print(cli.format_stats(a)); print(cli.format_stats(b)); io.stdout:flush()
+    print(cli.format_stats(a)); print(cli.format_stats(b))
+    local st = w:policy_stats()
+    if st then print(policy.format_stats(st)) end
+    io.stdout:flush()
   end
-  local reason = netbe.run{ signals = true, every = every, tick = every and report }
+  -- SIGHUP: reload the policy; a file that fails keeps the rules in force.
+  local function on_signal()
+    if not policy then return end
+    local n, e = policy.apply(w, opt.policy)
+    if n then
+      print(string.format("wire: policy %s reloaded, %d rules", opt.policy, n))
+      io.stdout:flush()
+    else
+      fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
+    end
+  end
+  local reason = netbe.run{ signals = true, every = every, tick = every and report,
+                            on_signal = on_signal }
   print("wire: stopped by " .. reason)
   report()
   print(string.format("wire: %d frames dropped by the wire", w:drops()))
