@@ -436,7 +436,11 @@ static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
 ** A frame is parsed once into a pol_pkt (every header read checked against
 ** the frame length), which selects one candidate list: the rules that can
 ** match its direction, ethertype class, IP protocol class and destination
-** port bucket, in their original order. Only those are tested. Counters
+** port bucket, in their original order. Rules on one host address (a /32
+** or /128) that no port narrows are listed under that address instead, so
+** a long host list costs a hash lookup; the frame's slot list and the lists
+** under its source and destination addresses are merged in rule order.
+** Only those candidates are tested. Counters
 ** have one writer (the thread evaluating) and readers anywhere, so they are
 ** bumped with relaxed load and store, not a locked add.
 */
@@ -474,6 +478,7 @@ struct pol_rule {
     uint8_t src_ip[16], src_imask[16], dst_ip[16], dst_imask[16];
     uint16_t sport_lo, sport_hi, dport_lo, dport_hi;
     unsigned len_lo, len_hi;
+    unsigned src_plen, dst_plen;
     int rate_unit;
     double rate_per_ns, burst;
     int hook_ref;                /* LUA: the hook in the registry of P->L */
@@ -485,6 +490,12 @@ struct pol_state {
     uint64_t hits, bytes, drops;
     double tokens;
     uint64_t last_ns;
+};
+
+/* The rules listed under one host address. */
+struct pol_host {
+    uint8_t key[20];             /* side (0 source, 1 destination), family, 0, 0, address */
+    uint32_t off, n;             /* its rules: host_list[off .. off + n) */
 };
 
 /* The Lua packet view: points at the frame only during a hook call. */
@@ -501,6 +512,9 @@ struct netbe_policy {
     uint16_t *list;              /* rule indices, grouped by slot */
     int *byname;                 /* open-addressing table of rule indices */
     unsigned byname_mask;
+    struct pol_host *hosts;      /* open-addressing table, NULL without host rules */
+    unsigned host_mask;
+    uint16_t *host_list;
     struct netbe_policy_stats st;
     lua_State *L;                /* hooks' sandbox, NULL without LUA rules */
     struct pol_view *view;       /* kept at stack index 1 of L */
@@ -1028,6 +1042,8 @@ static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int 
         if (d->src_plen > max || d->dst_plen > max)
             return NB_ERR(EINVAL, "rule '%s': prefix length over %u", n, max);
         r->family = d->ip_family;
+        r->src_plen = d->match & NETBE_M_SRC_IP ? d->src_plen : 0;
+        r->dst_plen = d->match & NETBE_M_DST_IP ? d->dst_plen : 0;
         pol_prefix_mask(r->src_imask, d->src_plen);
         pol_prefix_mask(r->dst_imask, d->dst_plen);
         for (int k = 0; k < 16; k++) {
@@ -1099,12 +1115,130 @@ static unsigned pol_rule_l4(const struct pol_rule *r)
     return (1u << POL_L4_N) - 1;
 }
 
+static int pol_narrow_port(const struct pol_rule *r)
+{
+    return (r->match & NETBE_M_DPORT) && r->dport_hi - r->dport_lo < POL_BUCKETS;
+}
+
+/* 0 when rule R is listed under its source host, 1 under its destination
+** host, -1 when it goes into slots. */
+static int pol_host_side(const struct pol_rule *r)
+{
+    unsigned full = r->family == 4 ? 32 : 128;
+    if (pol_narrow_port(r))
+        return -1;
+    if ((r->match & NETBE_M_SRC_IP) && r->src_plen == full)
+        return 0;
+    if ((r->match & NETBE_M_DST_IP) && r->dst_plen == full)
+        return 1;
+    return -1;
+}
+
+static void pol_host_key(uint8_t key[20], int side, int family, const uint8_t *addr)
+{
+    memset(key, 0, 20);
+    key[0] = (uint8_t)side;
+    key[1] = (uint8_t)family;
+    memcpy(key + 4, addr, family == 4 ? 4 : 16);
+}
+
+/* A word-at-a-time hash: this runs per frame, FNV's byte chain is too slow. */
+static uint32_t pol_host_hash(const uint8_t key[20])
+{
+    uint32_t h = 0, w;
+    for (int i = 0; i < 20; i += 4) {
+        memcpy(&w, key + i, 4);
+        h = (h ^ w) * 0x9e3779b1u;
+        h ^= h >> 15;
+    }
+    return h;
+}
+
+/* The entry for KEY: found, or the empty one where it would go. */
+static struct pol_host *pol_host_slot(const netbe_policy *p, const uint8_t key[20])
+{
+    for (unsigned h = pol_host_hash(key) & p->host_mask;; h = (h + 1) & p->host_mask) {
+        struct pol_host *e = &p->hosts[h];
+        if (e->n == 0 || memcmp(e->key, key, 20) == 0)
+            return e;
+    }
+}
+
+/* The entry of host rule I, claimed for its key if it was empty. */
+static struct pol_host *pol_host_of_rule(netbe_policy *p, int i)
+{
+    const struct pol_rule *r = &p->rules[i];
+    uint8_t key[20];
+    int side = pol_host_side(r);
+    pol_host_key(key, side, r->family, side == 0 ? r->src_ip : r->dst_ip);
+    struct pol_host *e = pol_host_slot(p, key);
+    memcpy(e->key, key, 20);
+    return e;
+}
+
+/* Candidates listed under the frame's host address on SIDE. */
+static void pol_host_lookup(const netbe_policy *p, const struct pol_pkt *pk, int side,
+                            const uint16_t **it, const uint16_t **end)
+{
+    *it = *end = NULL;
+    if (!(pk->have & (side ? NETBE_M_DST_IP : NETBE_M_SRC_IP)))
+        return;
+    uint8_t key[20];
+    pol_host_key(key, side, pk->family, side ? pk->dst_ip : pk->src_ip);
+    const struct pol_host *e = pol_host_slot(p, key);
+    if (e->n) {
+        *it = p->host_list + e->off;
+        *end = *it + e->n;
+    }
+}
+
+/* Build the host table: count each host's rules, lay the lists out, fill
+** them in rule order (n counts again while filling). */
+static int pol_build_hosts(netbe_policy *p)
+{
+    int nhost = 0;
+    for (int i = 0; i < p->nrules; i++)
+        nhost += pol_host_side(&p->rules[i]) >= 0;
+    if (!nhost)
+        return 0;
+    unsigned size = 16;
+    while (size < 2u * (unsigned)nhost)
+        size *= 2;
+    p->hosts = calloc(size, sizeof *p->hosts);
+    p->host_list = malloc((size_t)nhost * sizeof *p->host_list);
+    if (!p->hosts || !p->host_list)
+        return -ENOMEM;
+    p->host_mask = size - 1;
+    for (int i = 0; i < p->nrules; i++)
+        if (pol_host_side(&p->rules[i]) >= 0)
+            pol_host_of_rule(p, i)->n++;
+    uint32_t off = 0;
+    for (unsigned k = 0; k < size; k++) {
+        p->hosts[k].off = off;
+        off += p->hosts[k].n;
+    }
+    uint32_t *fill = calloc(size, sizeof *fill);
+    if (!fill)
+        return -ENOMEM;
+    for (int i = 0; i < p->nrules; i++) {
+        if (pol_host_side(&p->rules[i]) < 0)
+            continue;
+        struct pol_host *e = pol_host_of_rule(p, i);
+        size_t k = (size_t)(e - p->hosts);
+        p->host_list[e->off + fill[k]++] = (uint16_t)i;
+    }
+    free(fill);
+    return 0;
+}
+
 /* Call FN(p, slot, rule) for every slot rule I belongs to. */
 static void pol_each_slot(netbe_policy *p, int i, void (*fn)(netbe_policy *, unsigned, int))
 {
     const struct pol_rule *r = &p->rules[i];
     unsigned l3s = pol_rule_l3(r), l4s = pol_rule_l4(r);
-    int narrow = (r->match & NETBE_M_DPORT) && r->dport_hi - r->dport_lo < POL_BUCKETS;
+    int narrow = pol_narrow_port(r);
+    if (pol_host_side(r) >= 0)
+        return;
     for (int dir = 0; dir < 2; dir++) {
         if ((r->match & NETBE_M_DIR) && r->dir != dir)
             continue;
@@ -1215,7 +1349,7 @@ int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
     }
     if (rc == 0)
         rc = pol_build_names(p, err, errlen);
-    if (rc == 0 && pol_build_index(p) < 0)
+    if (rc == 0 && (pol_build_index(p) < 0 || pol_build_hosts(p) < 0))
         rc = NB_ERR(ENOMEM, "out of memory");
     if (rc < 0) {
         netbe_policy_free(p);
@@ -1237,10 +1371,59 @@ void netbe_policy_free(netbe_policy *p)
     free(p->list_off);
     free(p->list);
     free(p->byname);
+    free(p->hosts);
+    free(p->host_list);
     free(p);
 }
 
 /* ---- Evaluating ---- */
+
+/* Apply rule I, which matched PK: count it and return its verdict, or -1
+** when evaluation goes on. */
+static int pol_apply(netbe_policy *p, unsigned i, const struct pol_pkt *pk, uint64_t *now)
+{
+    const struct pol_rule *r = &p->rules[i];
+    struct pol_state *s = &p->state[i];
+    int v = -1;
+    pol_add(&s->hits, 1);
+    pol_add(&s->bytes, pk->len);
+    switch (r->action) {
+    case NETBE_ACT_PASS: v = NETBE_PASS; break;
+    case NETBE_ACT_DROP: v = NETBE_DROP; break;
+    case NETBE_ACT_COUNT: break;
+    case NETBE_ACT_RATE:
+        if (!pol_bucket_take(p, (int)i, pk->len, now))
+            v = NETBE_DROP;
+        break;
+    case NETBE_ACT_LUA: v = pol_lua_call(p, r, pk); break;
+    }
+    if (v == NETBE_DROP)
+        pol_add(&s->drops, 1);
+    return v;
+}
+
+/* Walk the slot list and the two host lists in rule order. */
+static int pol_eval_merged(netbe_policy *p, const struct pol_pkt *pk, const uint16_t *it,
+                           const uint16_t *end, uint64_t *now)
+{
+    const uint16_t *at[3] = {it, NULL, NULL}, *stop[3] = {end, NULL, NULL};
+    pol_host_lookup(p, pk, 0, &at[1], &stop[1]);
+    pol_host_lookup(p, pk, 1, &at[2], &stop[2]);
+    for (;;) {
+        int best = -1;
+        for (int k = 0; k < 3; k++)
+            if (at[k] < stop[k] && (best < 0 || *at[k] < *at[best]))
+                best = k;
+        if (best < 0)
+            return -1;
+        unsigned i = *at[best]++;
+        if (pol_match(&p->rules[i], pk)) {
+            int v = pol_apply(p, i, pk, now);
+            if (v >= 0)
+                return v;
+        }
+    }
+}
 
 int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
                       uint64_t now_ns)
@@ -1249,32 +1432,16 @@ int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
     pol_parse(&pk, frame, len, dir & 1);
     unsigned slot = pol_pkt_slot(&pk);
     const uint16_t *it = p->list + p->list_off[slot], *end = p->list + p->list_off[slot + 1];
-    int verdict = p->def;
-    for (; it < end; it++) {
-        const struct pol_rule *r = &p->rules[*it];
-        if (!pol_match(r, &pk))
-            continue;
-        struct pol_state *s = &p->state[*it];
-        pol_add(&s->hits, 1);
-        pol_add(&s->bytes, len);
-        int v = -1;
-        switch (r->action) {
-        case NETBE_ACT_PASS: v = NETBE_PASS; break;
-        case NETBE_ACT_DROP: v = NETBE_DROP; break;
-        case NETBE_ACT_COUNT: break;
-        case NETBE_ACT_RATE:
-            if (!pol_bucket_take(p, *it, len, &now_ns))
-                v = NETBE_DROP;
-            break;
-        case NETBE_ACT_LUA: v = pol_lua_call(p, r, &pk); break;
-        }
-        if (v >= 0) {
-            if (v == NETBE_DROP)
-                pol_add(&s->drops, 1);
-            verdict = v;
-            break;
-        }
+    int verdict = -1;
+    if (p->hosts) {
+        verdict = pol_eval_merged(p, &pk, it, end, &now_ns);
+    } else {
+        for (; it < end && verdict < 0; it++)
+            if (pol_match(&p->rules[*it], &pk))
+                verdict = pol_apply(p, *it, &pk, &now_ns);
     }
+    if (verdict < 0)
+        verdict = p->def;
     if (verdict == NETBE_PASS) {
         pol_add(&p->st.pass_frames[pk.dir], 1);
         pol_add(&p->st.pass_bytes[pk.dir], len);

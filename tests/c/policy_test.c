@@ -585,6 +585,65 @@ static void test_index(void)
     netbe_policy_free(p);
 }
 
+/* Host rules (one address, no port) go under a hash of the address; the
+** frame's slot list and host lists must merge in rule order. Rules 1..N
+** drop one source host each, except that rule "mid", a /16 in the slot
+** lists, sits in the middle and passes every host after it. */
+static void test_host_index(void)
+{
+    char err[NETBE_ERRMAX];
+    enum { N = 1000, MID = 500 };
+    static struct netbe_rule r[N + 3];
+    static char names[N + 3][16];
+    int n = 0;
+    r[n++] = rule("first", NETBE_ACT_COUNT);
+    for (int k = 0; k < N; k++) {
+        if (k == MID) {
+            r[n] = rule("mid", NETBE_ACT_PASS);
+            r[n].match = NETBE_M_SRC_IP; r[n].ip_family = 4;
+            set_ip4(r[n].src_ip, "10.1.0.0"); r[n].src_plen = 16;
+            n++;
+        }
+        snprintf(names[n], sizeof names[n], "host%d", k);
+        r[n] = rule(names[n], NETBE_ACT_DROP);
+        r[n].match = NETBE_M_SRC_IP | NETBE_M_DIR;
+        r[n].dir = NETBE_DIR_FROM_GUEST;
+        r[n].ip_family = 4;
+        r[n].src_ip[0] = 10; r[n].src_ip[1] = 1;
+        r[n].src_ip[2] = (uint8_t)(k >> 8); r[n].src_ip[3] = (uint8_t)k;
+        r[n].src_plen = 32;
+        n++;
+    }
+    r[n] = rule("to-host", NETBE_ACT_DROP);       /* a destination host rule */
+    r[n].match = NETBE_M_DST_IP; r[n].ip_family = 4;
+    set_ip4(r[n].dst_ip, "10.9.9.9"); r[n].dst_plen = 32;
+    n++;
+    netbe_policy *p = build(r, n, NETBE_PASS, err);
+    struct fb f;
+    char src[32];
+    int wrong = 0;
+    for (int k = 0; k < N; k++) {
+        snprintf(src, sizeof src, "10.1.%d.%d", k >> 8, k & 255);
+        tcp4(&f, src, "10.0.0.1", 1, 80, 0);
+        int v = netbe_policy_eval(p, NETBE_DIR_FROM_GUEST, f.b, f.n, 0);
+        wrong += v != (k < MID ? NETBE_DROP : NETBE_PASS);
+        wrong += netbe_policy_eval(p, NETBE_DIR_TO_GUEST, f.b, f.n, 0) != NETBE_PASS;
+    }
+    CHECK(wrong == 0, "%d frames judged out of rule order", wrong);
+    tcp4(&f, "10.2.0.1", "10.9.9.9", 1, 80, 0);
+    CHECK(netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_DROP, "destination host rule");
+    tcp4(&f, "10.2.0.1", "10.9.9.8", 1, 80, 0);
+    CHECK(netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_PASS, "other destination");
+    struct netbe_rule_stats rs;
+    netbe_policy_rule_stats(p, 0, &rs);
+    CHECK(rs.hits == 2 * N + 2, "the first rule saw every frame: %llu",
+          (unsigned long long)rs.hits);
+    netbe_policy_rule_stats(p, MID + 1, &rs);
+    CHECK(strcmp(rs.name, "mid") == 0 && rs.hits == N + N - MID, "mid passed %llu",
+          (unsigned long long)rs.hits);
+    netbe_policy_free(p);
+}
+
 int main(void)
 {
     test_fields();
@@ -595,5 +654,6 @@ int main(void)
     test_errors();
     test_carry();
     test_index();
+    test_host_index();
     return check_summary();
 }
