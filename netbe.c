@@ -872,20 +872,18 @@ static int pol_view_index(lua_State *L)
     return 1;
 }
 
-/* Open the sandbox: base, string, table, math and utf8, minus everything
-** that reaches files, loads code, prints, or catches errors (pcall could
-** swallow the budget error). The packet view sits at stack index 1. */
-static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
+/* Set up the sandbox (run protected: any allocation may fail): base,
+** string, table, math and utf8, minus everything that reaches files, loads
+** code, prints, catches errors (pcall could swallow the budget error) or
+** sets metatables (a __gc finalizer would run outside the budget). Returns
+** the packet view. */
+static int pol_lua_setup(lua_State *L)
 {
     static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
         {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
         {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
     static const char *const unsafe[] = {"dofile", "loadfile", "load", "require",
-        "collectgarbage", "print", "pcall", "xpcall", NULL};
-    lua_State *L = p->L = lua_newstate(pol_lua_alloc, p);
-    if (!L)
-        return NB_ERR(ENOMEM, "policy: cannot create the Lua sandbox (memory limit %zu bytes)",
-                      p->mem_limit);
+        "collectgarbage", "print", "pcall", "xpcall", "setmetatable", "getmetatable", NULL};
     for (const luaL_Reg *l = libs; l->name; l++) {
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
@@ -899,37 +897,50 @@ static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pop(L, 2);
-    p->view = lua_newuserdatauv(L, sizeof *p->view, 0);
-    p->view->pk = NULL;
+    struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 0);
+    v->pk = NULL;
     luaL_newmetatable(L, "netbe.packet");
     lua_pushcfunction(L, pol_view_index);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, -2);
-    return 0;
+    return 1;
 }
 
-/* Load the hook of rule R (index I in DESC) into the sandbox. */
-static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
-                             const struct netbe_rule *d, char *err, size_t errlen)
+/* Open the sandbox; the packet view stays at stack index 1. */
+static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
 {
-    lua_State *L = p->L;
-    if (!d->hook || !d->hook_len)
-        return NB_ERR(EINVAL, "rule '%s': action lua needs a hook", r->name);
-    if (luaL_loadbufferx(L, d->hook, d->hook_len, r->name, "bt") != LUA_OK) {
-        int rc = NB_ERR(EINVAL, "rule '%s': hook does not load: %s", r->name,
-                        lua_tostring(L, -1));
-        lua_settop(L, 1);
-        return rc;
+    lua_State *L = p->L = lua_newstate(pol_lua_alloc, p);
+    if (L) {
+        lua_pushcfunction(L, pol_lua_setup);
+        if (lua_pcall(L, 0, 1, 0) == LUA_OK) {
+            p->view = lua_touserdata(L, 1);
+            return 0;
+        }
     }
+    return NB_ERR(ENOMEM, "policy: cannot set up the Lua sandbox within hook_memory "
+                  "%zu bytes", p->mem_limit);
+}
+
+/* What pol_lua_install needs, passed as a light userdata. */
+struct pol_hook_load {
+    const struct netbe_rule *d;
+    const char *name;
+    int ref;
+};
+
+/* Load the hook chunk, give it its upvalues (the sandbox for _ENV), keep it
+** in the registry. Runs protected; errors carry the reason. */
+static int pol_lua_install(lua_State *L)
+{
+    struct pol_hook_load *h = lua_touserdata(L, 1);
+    const struct netbe_rule *d = h->d;
+    if (luaL_loadbufferx(L, d->hook, d->hook_len, h->name, "bt") != LUA_OK)
+        return luaL_error(L, "hook does not load: %s", lua_tostring(L, -1));
     int nvals = 0, fn = lua_gettop(L);
     if (d->hook_upvalues) {
-        if (luaL_loadstring(L, d->hook_upvalues) != LUA_OK ||
-            lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK) {
-            int rc = NB_ERR(EINVAL, "rule '%s': hook upvalues: %s", r->name,
-                            lua_tostring(L, -1));
-            lua_settop(L, 1);
-            return rc;
-        }
+        if (luaL_loadstring(L, d->hook_upvalues) != LUA_OK)
+            return luaL_error(L, "hook upvalues do not load: %s", lua_tostring(L, -1));
+        lua_call(L, 0, LUA_MULTRET);
         nvals = lua_gettop(L) - fn;
     }
     for (int u = 1;; u++) {
@@ -946,7 +957,29 @@ static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
         lua_setupvalue(L, fn, u);
     }
     lua_settop(L, fn);
-    r->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Load the hook of rule R, described by D, into the sandbox. */
+static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
+                             const struct netbe_rule *d, char *err, size_t errlen)
+{
+    lua_State *L = p->L;
+    if (!d->hook || !d->hook_len)
+        return NB_ERR(EINVAL, "rule '%s': action lua needs a hook", r->name);
+    struct pol_hook_load h = {d, r->name, LUA_NOREF};
+    lua_pushcfunction(L, pol_lua_install);
+    lua_pushlightuserdata(L, &h);
+    lua_sethook(L, pol_lua_budget, LUA_MASKCOUNT, (int)p->budget);
+    int rc = lua_pcall(L, 1, 0, 0);
+    lua_sethook(L, NULL, 0, 0);
+    if (rc != LUA_OK) {
+        rc = NB_ERR(EINVAL, "rule '%s': %s", r->name, lua_tostring(L, -1));
+        lua_settop(L, 1);
+        return rc;
+    }
+    r->hook_ref = h.ref;
     return 0;
 }
 

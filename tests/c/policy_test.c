@@ -455,6 +455,9 @@ static void test_hooks(void)
         {"return require('os')", "require is not in the sandbox"},
         {"return pcall(function() while true do end end)", "pcall is not in the sandbox"},
         {"return string.dump(print)", "string.dump is not in the sandbox"},
+        {"setmetatable({}, {__gc = function() while true do end end})",
+         "no finalizers: setmetatable is not in the sandbox"},
+        {"return string.rep('x', 1 << 30)", "a huge string"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = hook_policy(bad[i].src, NETBE_DROP, 100000, 1 << 20, err);
@@ -474,6 +477,23 @@ static void test_hooks(void)
     netbe_policy_free(p);
     p = hook_policy("this is not lua", NETBE_PASS, 0, 0, err);
     CHECK(!p && strstr(err, "rule 'hook'") && strstr(err, "does not load"), "syntax: %s", err);
+    p = hook_policy("return 'pass'", NETBE_PASS, 0, 2000, err);
+    CHECK(!p && strstr(err, "hook_memory 2000 bytes"), "tiny memory limit: %s", err);
+    struct netbe_rule r = rule("ups", NETBE_ACT_LUA);
+    r.hook = "return 'pass'";
+    r.hook_len = strlen(r.hook);
+    r.hook_upvalues = "while true do end";
+    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 1000, 0};
+    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL &&
+          strstr(err, "rule 'ups': ") && strstr(err, "instruction budget exhausted"),
+          "runaway upvalue source: %s", err);
+    r.hook_upvalues = "return 'captured'";
+    r.hook = "local pkt = ... ; return X";
+    r.hook_len = strlen(r.hook);
+    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "%s", err);
+    CHECK(p && netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_PASS && hook_errors(p) == 0,
+          "_ENV stays the sandbox: X is an unset global, nil goes on to the default");
+    netbe_policy_free(p);
 }
 
 static void test_errors(void)
