@@ -797,9 +797,13 @@ static void pol_lua_budget(lua_State *L, lua_Debug *ar)
     luaL_error(L, "instruction budget exhausted");
 }
 
+/* The view functions are closures over the view (upvalue 1): comparing
+** identities is cheaper than luaL_checkudata's registry lookup. */
 static struct pol_view *pol_view_check(lua_State *L)
 {
-    struct pol_view *v = luaL_checkudata(L, 1, "netbe.packet");
+    struct pol_view *v = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_touserdata(L, 1) != v)
+        luaL_error(L, "expected the packet view as first argument (pkt:byte(i))");
     if (!v->pk)
         luaL_error(L, "packet view used outside its hook call");
     return v;
@@ -863,9 +867,9 @@ static int pol_view_index(lua_State *L)
     else if (IS("dst_mac")) h & NETBE_M_DST_MAC ? pol_push_mac(L, pk->p) : lua_pushnil(L);
     else if (IS("src_ip")) h & NETBE_M_SRC_IP ? pol_push_ip(L, pk, pk->src_ip) : lua_pushnil(L);
     else if (IS("dst_ip")) h & NETBE_M_DST_IP ? pol_push_ip(L, pk, pk->dst_ip) : lua_pushnil(L);
-    else if (IS("byte")) lua_pushcfunction(L, pol_view_byte);
-    else if (IS("u16")) lua_pushcfunction(L, pol_view_u16);
-    else if (IS("u32")) lua_pushcfunction(L, pol_view_u32);
+    else if (IS("byte")) lua_pushvalue(L, lua_upvalueindex(2));
+    else if (IS("u16")) lua_pushvalue(L, lua_upvalueindex(3));
+    else if (IS("u32")) lua_pushvalue(L, lua_upvalueindex(4));
     else lua_pushnil(L);
 #undef INT_IF
 #undef IS
@@ -897,10 +901,16 @@ static int pol_lua_setup(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pop(L, 2);
+    static const lua_CFunction methods[] = {pol_view_byte, pol_view_u16, pol_view_u32};
     struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 0);
     v->pk = NULL;
-    luaL_newmetatable(L, "netbe.packet");
-    lua_pushcfunction(L, pol_view_index);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    for (int i = 0; i < 3; i++) {
+        lua_pushvalue(L, -3 - i);
+        lua_pushcclosure(L, methods[i], 1);
+    }
+    lua_pushcclosure(L, pol_view_index, 4);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, -2);
     return 1;
