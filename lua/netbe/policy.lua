@@ -379,7 +379,12 @@ function policy.parse_file(path)
   local collect = { rules = {}, lines = {}, settings = {} }
   local chunk, err = load(src, "@" .. path, "t", file_env(collect))
   if not chunk then return nil, err end
-  local ok, ret = pcall(chunk)
+  -- The file runs on the thread that forwards frames: bound its work.
+  local co = coroutine.create(chunk)
+  debug.sethook(co, function()
+    error("the policy file runs too long (over 10 million instructions)", 2)
+  end, "", 10000000)
+  local ok, ret = coroutine.resume(co)
   if not ok then return nil, tostring(ret) end
   local spec = collect.settings
   spec.rules = collect.rules

@@ -77,6 +77,7 @@ describe("policy compiler", function()
     { "family mix", "rule { src_ip = '10.0.0.0/8', dst_ip = 'fd00::/8' }\n",
       ":1: rule 1: src_ip and dst_ip must be of one family" },
     { "sandboxed file", "os.execute('true')\n", ":1: attempt to index a nil value %(global 'os'%)" },
+    { "endless file", "rule {}\nwhile true do end\n", ":2: the policy file runs too long" },
   }
   for _, c in ipairs(cases) do
     it("rejects " .. c[1] .. " with the line and the reason", function()
@@ -204,5 +205,54 @@ describe("policy on a wire", function()
     assert.has_error(function() p:stats() end,
       "netbe: this policy was given to a wire; read wire:policy_stats()")
     w:close()
+  end)
+end)
+
+describe("netbe wire --policy", function()
+  local function sh(cmd)
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+  local function wait_for(path, text)
+    for _ = 1, 100 do
+      local f = io.open(path)
+      local s = f and f:read("a") or ""
+      if f then f:close() end
+      if s:find(text, 1, true) then return s end
+      os.execute("sleep 0.05")
+    end
+    local f = io.open(path)
+    return nil, f and f:read("a")
+  end
+
+  it("reloads on SIGHUP, keeps the rules in force when the file is broken, prints counters", function()
+    local file = write("cli.lua", "rule { name = 'one', action = 'count' }\n")
+    local log = tmp .. "/cli.log"
+    local pid = tonumber(sh("exec scripts/netbe wire null null --policy " .. file ..
+                            " >" .. log .. " 2>&1 & echo $!"))
+    assert.truthy(wait_for(log, "until SIGINT or SIGTERM"))
+    write("cli.lua", "rule { name = 'one', action = 'count' }\nrule { name = 'two', proto = 'tcpx' }\n")
+    os.execute("kill -HUP " .. pid)
+    local s, got = wait_for(log, "reload failed")
+    assert.truthy(s, got)
+    assert.truthy(s:find("netbe: wire: policy reload failed, keeping the rules in force: " ..
+                         file .. ":2: rule 'two': proto \"tcpx\": expected one of", 1, true), s)
+    write("cli.lua", "rule { name = 'one' }\nrule { name = 'two' }\nrule { name = 'three' }\n")
+    os.execute("kill -HUP " .. pid)
+    assert.truthy(wait_for(log, "reloaded, 3 rules"))
+    os.execute("kill -TERM " .. pid)
+    s = assert(wait_for(log, "frames dropped by the wire"))
+    assert.truthy(s:find("policy hook_errors=0 reloads=1 rules=3", 1, true), s)
+    assert.truthy(s:find("policy rule three", 1, true), s)
+  end)
+
+  it("refuses to start with a broken policy and says where", function()
+    local file = write("broken.lua", "rule { name = 'x', src_ip = '10.0.0.1/33' }\n")
+    local out = sh("scripts/netbe wire null null --policy " .. file .. " 2>&1; echo status=$?")
+    assert.truthy(out:find(file .. ":1: rule 'x': src_ip '10.0.0.1/33': prefix length 33 is over 32",
+                           1, true), out)
+    assert.truthy(out:find("status=1", 1, true), out)
   end)
 end)
