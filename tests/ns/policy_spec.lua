@@ -133,19 +133,33 @@ describe("policy in network namespaces", function()
       rule { name = "tcp", proto = "tcp", action = "count" }
     ]])
     local secs = 3
-    local _, base_retr = iperf(t, secs)
+    local _, base_retr = iperf(t, secs, "-b 50M")
     -- SIGHUP every 10 ms for the length of the second transfer, and 100
     -- datagrams the rules drop.
-    ns.spawn(("for i in $(seq %d); do kill -HUP %d; sleep 0.004; done"):format(secs * 150, t.pid))
-    t.a:spawn("bash -c " .. ns.quote(("for i in $(seq 100); do echo x > /dev/udp/%s/9; " ..
-                                      "sleep 0.02; done"):format(t.ip_g)))
-    local bps, retr = iperf(t, secs)
-    ns.sh("sleep 0.5")
+    -- (bash's own kill and read -t: no fork per signal, so the rate holds
+    -- on a busy machine.)
+    local sent_file = t.dir .. "/sent"
+    ns.spawn("bash -c " .. ns.quote(("exec 3<> <(:); end=$((SECONDS + %d)); n=0; " ..
+      "while [ $SECONDS -lt $end ]; do kill -HUP %d; n=$((n + 1)); read -t 0.009 -u 3; done; " ..
+      "echo $n > %s"):format(secs + 1, t.pid, sent_file)))
+    local udp_done = t.dir .. "/udp-done"
+    t.a:spawn("bash -c " .. ns.quote(("exec 3<> <(:); for i in $(seq 100); do " ..
+      "echo x > /dev/udp/%s/9; read -t 0.02 -u 3; done; touch %s"):format(t.ip_g, udp_done)))
+    local bps, retr = iperf(t, secs, "-b 50M")
+    assert(ns.wait_for(function() return read(sent_file) ~= "" end, 10))
+    assert(ns.wait_for("test -e " .. udp_done, 10))
+    ns.sh("sleep 0.2")
+    local sent = tonumber(read(sent_file))
     local log = stop(t)
-    local reloads = last_field(t, "reloads=(%d+)")
+    local swaps = last_field(t, "reloads=(%d+)")
+    local _, reloads = log:gsub("policy [^\n]* reloaded, 2 rules", "")
     local drops = last_field(t, "policy to_guest +pass=%d+/%d+B drop=(%d+)/")
     local from_drops = last_field(t, "policy from_guest +pass=%d+/%d+B drop=(%d+)/")
-    assert.is_true(reloads >= secs * 100, "only " .. tostring(reloads) .. " reloads")
+    -- Signals sent while the wire waits for a CPU merge into one (the
+    -- kernel does not queue them): on a loaded machine not every one is a
+    -- reload of its own.
+    assert.is_true(sent >= secs * 80, "the sender managed only " .. sent .. " signals")
+    assert.is_true(reloads >= sent // 2, ("%d reloads for %d signals"):format(reloads, sent))
     assert.equal(100, rule_counter(t, "discard", "drops"), log)
     assert.equal(100, drops, "to_guest drops are exactly what the rule dropped")
     assert.equal(0, from_drops)
@@ -153,10 +167,14 @@ describe("policy in network namespaces", function()
     local a_rx = last_field(t, t.tap_a .. " +rx_frames=(%d+)")
     local passed = last_field(t, "policy to_guest +pass=(%d+)/")
     assert.equal(a_rx, passed + drops)
-    print(string.format("reloads=%d retransmits %d (none: %d) %.0f Mbit/s", reloads, retr,
-                        base_retr, bps / 1e6))
+    print(string.format("SIGHUPs=%d reloads=%d swaps=%d retransmits %d (none: %d) %.0f Mbit/s",
+                        sent, reloads, swaps, retr, base_retr, bps / 1e6))
     assert.is_true(bps > 0)
-    assert.is_true(retr <= 2 * base_retr + 20,
+    -- Both transfers are paced to 50 Mbit/s, well under what the wire
+    -- moves, so queues do not overflow and retransmits come only from
+    -- frames lost or delayed on the way: a reload that stalled the wire
+    -- would show here.
+    assert.is_true(retr <= base_retr + 10,
       string.format("retransmits %d with reloads vs %d without", retr, base_retr))
   end)
 end)
