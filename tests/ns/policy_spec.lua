@@ -112,12 +112,15 @@ describe("policy in network namespaces", function()
     assert.is_true(rule_counter(t, "own-arp", "hits") >= 1)
   end)
 
+  -- Policing TCP needs a burst near the path's window (with 256 KiB TCP
+  -- backs off to ~12 Mbit/s); iperf3 -O 1 leaves out the first second, in
+  -- which the full bucket adds its burst on top of the rate.
   it("rate limit: iperf3 through a 20 Mbit/s policer lands within 10%", function()
     if skip then return pending(skip) end
     local t = topology([[
       rule { name = "limit", dir = "to_guest", action = "rate", rate = "20mbit", burst = "1mb" }
     ]])
-    local bps = iperf(t, 4)
+    local bps = iperf(t, 4, "-O 1")
     stop(t)
     print(string.format("rate limit 20 Mbit/s: iperf3 %.2f Mbit/s", bps / 1e6))
     local rate = 20e6
@@ -173,8 +176,8 @@ describe("policy in network namespaces", function()
     -- Both transfers are paced to 50 Mbit/s, well under what the wire
     -- moves, so queues do not overflow and retransmits come only from
     -- frames lost or delayed on the way: a reload that stalled the wire
-    -- would show here.
-    assert.is_true(retr <= base_retr + 10,
+    -- would show here: losing one frame per reload would add hundreds.
+    assert.is_true(retr <= base_retr + 50,
       string.format("retransmits %d with reloads vs %d without", retr, base_retr))
   end)
 end)
