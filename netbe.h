@@ -311,8 +311,19 @@ struct netbe_rule {
     enum netbe_action action;
     int rate_unit;                     /* NETBE_RATE_* */
     double rate, burst;                /* RATE: per second, bucket size */
-    /* LUA: a chunk (Lua source or a string.dump of a function) that is the
-    ** hook: it is called with the packet view and returns a verdict. */
+    /* LUA: a chunk that is the hook: it is called with the packet view
+    ** (source: "local pkt = ..."), and returns "pass", "drop" or nil to
+    ** continue. Lua source, or the string.dump of a function: Lua does not
+    ** verify bytecode, so pass only bytecode you produced yourself. The
+    ** view has fields len, dir, src_mac, dst_mac, ethertype, vlan, family,
+    ** src_ip, dst_ip, proto, sport, dport, tcp_flags, icmp_type (nil when
+    ** the frame does not carry one) and pkt:byte(off), pkt:u16(off),
+    ** pkt:u32(off): big-endian, 0-based into the frame, nil past its end.
+    ** The sandbox has base (without load, require, pcall, print,
+    ** collectgarbage, metatables), string (without dump), table, math and
+    ** utf8. A hook that errors, runs past hook_budget instructions, grows
+    ** the state past hook_memory or returns anything else counts a hook
+    ** error and gets fail_verdict. */
     const char *hook;
     size_t hook_len;
     /* LUA, optional: Lua source returning one value per upvalue of the
