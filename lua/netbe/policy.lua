@@ -20,6 +20,7 @@ local ACTIONS = { pass = 0, drop = 1, count = 2, rate = 3, lua = 4 }
 local ETHERTYPES = { ipv4 = 0x0800, ipv6 = 0x86dd, arp = 0x0806, vlan = 0x8100,
                      qinq = 0x88a8, lldp = 0x88cc }
 local PROTOS = { icmp = 1, tcp = 6, udp = 17, icmpv6 = 58, sctp = 132, udplite = 136 }
+local PORT_PROTOS = { [6] = true, [17] = true, [132] = true, [136] = true }
 local TCP_FLAGS = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ece = 64, cwr = 128 }
 local ICMP_TYPES = { ["echo-reply"] = 0, unreachable = 3, redirect = 5, ["echo-request"] = 8,
                      ["time-exceeded"] = 11, ["echo-request-v6"] = 128, ["echo-reply-v6"] = 129,
@@ -266,7 +267,7 @@ local function normalize_rule(r, i)
   if r.proto ~= nil then n.proto = enum(r.proto, PROTOS, 255, "proto") end
   if r.sport ~= nil then n.sport_lo, n.sport_hi = parse_range(r.sport, 65535, "sport") end
   if r.dport ~= nil then n.dport_lo, n.dport_hi = parse_range(r.dport, 65535, "dport") end
-  if (r.sport ~= nil or r.dport ~= nil) and n.proto and not ({[6]=1, [17]=1, [132]=1, [136]=1})[n.proto] then
+  if (r.sport ~= nil or r.dport ~= nil) and n.proto and not PORT_PROTOS[n.proto] then
     error("ports need proto tcp, udp, sctp or udplite", 0)
   end
   if r.tcp_flags ~= nil then n.tcp_flags, n.tcp_flags_mask = parse_tcp_flags(r.tcp_flags) end
@@ -333,6 +334,9 @@ local function normalize(spec, where)
     if spec.hook_memory ~= nil then d.hook_memory = size_bytes(spec.hook_memory) end
   end)
   if not ok then error(where(nil) .. ": " .. e, 0) end
+  if spec.rules ~= nil and type(spec.rules) ~= "table" then
+    error(where(nil) .. ": rules: expected a list of rule tables", 0)
+  end
   local names = {}
   for i, r in ipairs(spec.rules or {}) do
     local ok2, n = pcall(normalize_rule, r, i)
