@@ -127,7 +127,7 @@ int main(void)
     int found = 0;
     for (int i = 0; netbe_wire_rule_stats(wire, i, &rs) == 0; i++) {
         if (strcmp(rs.name, "discard") == 0)
-            found = rs.drops == FRAMES / 2;
+            found += rs.drops == FRAMES / 2;
         if (strcmp(rs.name, "seen") == 0)
             found += rs.hits == FRAMES / 2;
     }
