@@ -1297,7 +1297,7 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
         /* Segments of an earlier frame go before this one. */
         if (nb_sw_tx_drain(be, be->sw_tx) < 0)
             return -EAGAIN;
-        if (h.flags | h.gso_type) {
+        if (h.flags | h.gso_type | h.hdr_len) {
             int sw = nb_tx_classify(be, iov, iovcnt, len, &h);
             if (sw < 0)
                 return sw;
