@@ -5,8 +5,9 @@
 -- bridge whose other port is a tap without offloads, so the kernel's GSO
 -- cuts it). The segments must match byte for byte, and netbe's segments
 -- are what the receiver gets: its kernel checks every checksum and the
--- data must arrive intact. Then `netbe wire` moves a multi-MB stream with
--- offloads on, tap<->tap and through a stream socket (segmented by netbe).
+-- data must arrive intact. The same for USO (UDP_SEGMENT) frames. Then
+-- `netbe wire` moves a multi-MB stream with offloads on, tap<->tap and
+-- through a stream socket (segmented by netbe).
 local ns = require("ns")
 local netbe = require("netbe")
 
@@ -15,6 +16,7 @@ local XFER = ns.root .. "/tests/helpers/tcpxfer.py"
 local ZERO12 = string.rep("\0", 12)
 local GUEST = netbe.F_GUEST_CSUM | netbe.F_GUEST_TSO4 | netbe.F_GUEST_TSO6
 local HOST = netbe.F_CSUM | netbe.F_HOST_TSO4 | netbe.F_HOST_TSO6
+local USO = netbe.F_GUEST_USO4 | netbe.F_GUEST_USO6 | netbe.F_HOST_USO
 
 -- A tap opened here, moved into namespace N (if any), up, with addresses.
 local function tap(n, features, addrs)
@@ -63,14 +65,16 @@ describe("software segmentation against the kernel", function()
   teardown(ns.cleanup)
 
   -- S --t1--> [this test] --t4--> R, with t2 -> bridge -> t3 in K beside it.
-  local function setup()
+  -- EXTRA: more features for t1 and t2 (USO).
+  local function setup(extra)
+    extra = extra or 0
     local S, R, K = ns.new("snd"), ns.new("rcv"), ns.new("seg")
     assert(K:exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"))
-    local st = { gso = 0, csum = 0, compared = 0, mismatches = {} }
-    st.t1 = tap(S, GUEST | HOST, { "10.77.0.1/24", "fd77::1/64" })
+    local st = { gso = 0, csum = 0, compared = 0, mismatches = {}, types = {} }
+    st.t1, st.n1 = tap(S, GUEST | HOST | extra, { "10.77.0.1/24", "fd77::1/64" })
     st.t4 = tap(R, HOST, { "10.77.0.2/24", "fd77::2/64" })
     local n2, n3
-    st.t2, n2 = tap(K, HOST)
+    st.t2, n2 = tap(K, HOST | (extra & netbe.F_HOST_USO))
     st.t3, n3 = tap(K, 0)
     assert(K:exec("ip link add br0 type bridge && ip link set br0 up && ip link set " .. n2 ..
                   " master br0 && ip link set " .. n3 .. " master br0"))
@@ -104,6 +108,7 @@ describe("software segmentation against the kernel", function()
     local flags, gso = f:byte(1), f:byte(2)
     if gso ~= 0 then
       st.gso = st.gso + 1
+      st.types[gso] = (st.types[gso] or 0) + 1
       local ours = assert(netbe.offload(f, 12))
       local kern = kernel_segments(st, f, #ours)
       if #kern ~= #ours then
@@ -173,11 +178,33 @@ describe("software segmentation against the kernel", function()
     end)
   end
 
+  it("cuts real USO frames (UDP_SEGMENT) as the kernel does", function()
+    if skip then return pending(skip) end
+    local probe = netbe.open({ backend = ns.unique("tap"), type = "tap" })
+    local caps = probe:get_cap()
+    probe:close()
+    if caps & USO ~= USO then return pending("this kernel's tun has no USO") end
+    local S, R, st = setup(USO)
+    local pid = S:spawn("python3 -c " .. ns.quote([[
+import socket, time
+for fam, addr in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(17, 103, 1200)  # SOL_UDP, UDP_SEGMENT
+    for i in range(10):
+        s.sendto(bytes((i * 7 + j) & 255 for j in range(9000 + i * 333)), (addr, 9))
+        time.sleep(0.05)
+]]))
+    run(st, function() return not ns.alive(pid) end, 20)
+    assert.is_true((st.types[5] or 0) >= 10, "only " .. tostring(st.types[5]) .. " USO frames")
+    assert.is_true(st.compared >= 10 * 8, "compared " .. st.compared .. " segments")
+    assert.same({}, st.mismatches)
+  end)
+
   it("segments on receive the TSO frames a frontend stopped accepting", function()
     if skip then return pending(skip) end
     local S, R, st = setup()
     -- A large initial window: the sender queues several TSO frames at once.
-    assert(S:exec("ip route replace 10.77.0.0/24 dev $(ip -o link | awk -F': ' '/tap/{print $2; exit}' | cut -d@ -f1) initcwnd 100"))
+    assert(S:exec("ip route replace 10.77.0.0/24 dev " .. st.n1 .. " initcwnd 100"))
     local done, results = start_transfer(S, R, "10.77.0.2", 5002, 2 * 1024 * 1024)
     -- Pump until the first TSO frame, keep it, turn TSO off, then go on.
     local first
