@@ -129,8 +129,13 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg);
 ** Ethernet frame). Returns the number of bytes taken, -EAGAIN when the
 ** backend cannot take it now (NETBE_EV_TX follows once it can; the frame
 ** was not taken), or another negative errno value when the frame was
-** dropped (counted as a drop or error). Safe to call from one thread other
-** than the event_base's while that thread runs the loop. */
+** dropped (counted as a drop or error); -EINVAL when its header lies (see
+** netbe_frame_check). An offload the header asks for and the backend
+** cannot do is done in software (netbe_frame_offload); if the backend
+** fills up halfway through the segments, the frame still counts as taken
+** and the rest go out, in order, before any later frame. Safe to call
+** from one thread other than the event_base's while that thread runs the
+** loop. */
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt);
 
 /* Length of the next received frame including the frontend's header, or
@@ -139,7 +144,11 @@ ssize_t netbe_peek_recvlen(netbe *be);
 
 /* Receive one frame into IOV. Returns its length (header included), 0 when
 ** none is waiting, or a negative errno value. A frame longer than IOV is
-** truncated to fit and counted as an rx drop; -EMSGSIZE is returned. */
+** truncated to fit and counted as an rx drop; -EMSGSIZE is returned.
+** Frames from the backend whose header lies are dropped and counted
+** (rx_bad_hdr) and the next one is read; a frame needing an offload the
+** frontend did not negotiate comes out as the segments netbe made of it,
+** one per call. */
 ssize_t netbe_recv(netbe *be, const struct iovec *iov, int iovcnt);
 
 /* Drop the next received frame (bhyve calls this when the guest has no
