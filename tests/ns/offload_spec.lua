@@ -200,6 +200,52 @@ for fam, addr in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
     assert.same({}, st.mismatches)
   end)
 
+  -- Crafted frames the kernel's TCP does not send: CWR, FIN and PSH on a
+  -- TSO frame; UFO (the kernel fragments it, but never makes one now).
+  it("cuts crafted ECN TSO and UFO frames as the kernel does", function()
+    if skip then return pending(skip) end
+    local _, _, st = setup()
+    local function fold(t)
+      while t > 0xffff do t = (t & 0xffff) + (t >> 16) end
+      return t
+    end
+    local function sum(b)
+      local t = 0
+      if #b % 2 == 1 then b = b .. "\0" end
+      for i = 1, #b, 2 do t = t + (b:byte(i) << 8 | b:byte(i + 1)) end
+      return fold(t)
+    end
+    local eth = "\2\0\0\0\0\2\2\0\0\0\0\1\8\0"
+    local addrs = "\10\77\0\1\10\77\0\2"
+    local function ipv4(proto, len, id)
+      local h = string.pack(">BBI2I2I2BBI2", 0x45, 0, len, id, 0x4000, 64, proto, 0) .. addrs
+      return h:sub(1, 10) .. string.pack(">I2", 0xffff - sum(h)) .. h:sub(13)
+    end
+    local data = {}
+    for i = 1, 7000 do data[i] = string.char((i * 13) & 255) end
+    data = table.concat(data)
+    -- TCP: CWR|ECE|PSH|ACK|FIN, 32-byte header with options.
+    local tcplen = 32 + #data
+    local partial = sum(addrs .. string.pack(">BBI2", 0, 6, tcplen))
+    local tcp = string.pack(">I2I2I4I4BBI2I2I2", 40000, 5001, 0xfffffff0, 77, 0x80, 0xc9, 500,
+                            partial, 0) .. "\1\1\8\10\0\0\0\1\0\0\0\2"
+    local tso = string.pack("<BBI2I2I2I2I2", 1, 0x81, 14 + 20 + 32, 1400, 34, 16, 0)
+                .. eth .. ipv4(6, 20 + tcplen, 0xfffe) .. tcp .. data
+    -- UDP, fragmented by UFO with 1480-byte pieces.
+    local udplen = 8 + #data
+    local udp = string.pack(">I2I2I2I2", 40000, 9, udplen,
+                            sum(addrs .. string.pack(">BBI2", 0, 17, udplen)))
+    local ufo = string.pack("<BBI2I2I2I2I2", 1, 3, 14 + 20 + 8, 1480, 34, 6, 0)
+                .. eth .. ipv4(17, 20 + udplen, 4242) .. udp .. data
+    for _, f in ipairs({ tso, ufo }) do
+      assert.is_true(netbe.frame_check(f, 12))
+      handle(st, f)
+    end
+    assert.equal(2, st.gso)
+    assert.equal(5 + 5, st.compared)
+    assert.same({}, st.mismatches)
+  end)
+
   it("segments on receive the TSO frames a frontend stopped accepting", function()
     if skip then return pending(skip) end
     local S, R, st = setup()
