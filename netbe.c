@@ -672,6 +672,15 @@ static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
     s->len = len;
     s->left = 1;
     s->gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (s->gso != NB_HDR_GSO_NONE) {
+        nb_pkt_parse(f, len, &s->p);
+        s->mss = nb_hdr_mss(h);
+        s->start = s->gso == NB_HDR_GSO_UDP ? s->p.l4 : s->p.hdrs;
+        /* What fits in one piece is not really GSO: Linux sends it as it
+        ** is, with only its checksum completed. */
+        if (s->p.end - s->start <= s->mss)
+            s->gso = NB_HDR_GSO_NONE;
+    }
     if (s->gso == NB_HDR_GSO_NONE) {
         if (h->flags & NB_HDR_F_NEEDS_CSUM) {
             uint8_t *field = f + h->csum_start + h->csum_offset;
@@ -679,9 +688,6 @@ static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
         }
         return 0;
     }
-    nb_pkt_parse(f, len, &s->p);
-    s->mss = nb_hdr_mss(h);
-    s->start = s->p.hdrs;
     if (s->gso == NB_HDR_GSO_UDP) {
         if (s->p.v6)
             return -EOPNOTSUPP;
@@ -693,7 +699,6 @@ static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
             nb_csum_store(uh + 6, nb_sum(nb_pseudo_sum(f + s->p.l3, 0, IPPROTO_UDP, ulen),
                                          uh, ulen), 1);
         }
-        s->start = s->p.l4;
     }
     return 0;
 }

@@ -84,6 +84,9 @@ static size_t build(uint8_t *buf, const struct spec *sp, size_t *l3out, size_t *
         ip[4] = (uint8_t)(sp->ip_id >> 8); ip[5] = (uint8_t)sp->ip_id;
         ip[6] = 0x40; ip[8] = 64; ip[9] = sp->udp ? 17 : 6;
         ip[12] = 10; ip[15] = 1; ip[16] = 10; ip[19] = 2;
+        uint16_t c = (uint16_t)~fold(sum16(ip, 20, 0));
+        ip[10] = (uint8_t)(c >> 8);
+        ip[11] = (uint8_t)c;
     }
     uint8_t *th = f + l4;
     memset(th, 0, l4hl);
@@ -101,6 +104,12 @@ static size_t build(uint8_t *buf, const struct spec *sp, size_t *l3out, size_t *
     }
     for (size_t i = 0; i < sp->payload; i++)
         th[l4hl + i] = (uint8_t)(i * 7 + (i >> 8));
+    /* As a driver does for NEEDS_CSUM: the pseudo header sum in the field. */
+    uint32_t ps = (sp->v6 ? sum16(ip + 8, 32, 0) : sum16(ip + 12, 8, 0)) +
+                  (sp->udp ? 17u : 6u) + (uint32_t)(l4hl + sp->payload);
+    uint16_t partial = fold(ps);
+    th[sp->udp ? 6 : 16] = (uint8_t)(partial >> 8);
+    th[sp->udp ? 7 : 17] = (uint8_t)partial;
     *l3out = l3;
     *l4out = l4;
     return HL + l3 + iplen;

@@ -237,12 +237,18 @@ for fam, addr in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
                             sum(addrs .. string.pack(">BBI2", 0, 17, udplen)))
     local ufo = string.pack("<BBI2I2I2I2I2", 1, 3, 14 + 20 + 8, 1480, 34, 6, 0)
                 .. eth .. ipv4(17, 20 + udplen, 4242) .. udp .. data
-    for _, f in ipairs({ tso, ufo }) do
+    -- A UFO frame that fits in one piece is sent whole (DF kept).
+    local small = data:sub(1, 1000)
+    local sudp = string.pack(">I2I2I2I2", 40000, 9, 8 + #small,
+                             sum(addrs .. string.pack(">BBI2", 0, 17, 8 + #small)))
+    local ufo1 = string.pack("<BBI2I2I2I2I2", 1, 3, 14 + 20 + 8, 1480, 34, 6, 0)
+                 .. eth .. ipv4(17, 28 + #small, 4243) .. sudp .. small
+    for _, f in ipairs({ tso, ufo, ufo1 }) do
       assert.is_true(netbe.frame_check(f, 12))
       handle(st, f)
     end
-    assert.equal(2, st.gso)
-    assert.equal(5 + 5, st.compared)
+    assert.equal(3, st.gso)
+    assert.equal(5 + 5 + 1, st.compared)
     assert.same({}, st.mismatches)
   end)
 
