@@ -416,8 +416,11 @@ static uint32_t rnd(void)
 static void test_random(void)
 {
     static uint8_t buf[70000];
-    int believed = 0, bad = 0;
-    for (int iter = 0; iter < 20000; iter++) {
+    int believed = 0, bad = 0, rounds = 20000;
+    const char *env = getenv("FUZZ_ITERATIONS");
+    if (env && atoi(env) > rounds)
+        rounds = atoi(env);
+    for (int iter = 0; iter < rounds; iter++) {
         struct spec sp = {rnd() & 1, rnd() % 3, rnd() & 1, rnd() % 9000, (uint8_t)rnd(),
                           rnd() & 0xffff, rnd()};
         size_t l3, l4;
@@ -453,7 +456,7 @@ static void test_random(void)
         free(f);
     }
     CHECK(bad == 0, "%d randomized frames went wrong", bad);
-    CHECK(believed > 5000, "only %d randomized frames believed", believed);
+    CHECK(believed > rounds / 4, "only %d of %d randomized frames believed", believed, rounds);
 }
 
 /* A TSO frame sent to a pair (no offloads) arrives as the segments
