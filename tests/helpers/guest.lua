@@ -33,13 +33,7 @@ end
 local Guest = {}
 Guest.__index = Guest
 
-function Guest:output()
-  local f = io.open(self.console)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+function Guest:output() return ns.read(self.console) end
 
 function Guest:running() return ns.alive(self.pid) end
 

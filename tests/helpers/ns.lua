@@ -50,6 +50,15 @@ function ns.unique(prefix)
   return name:sub(1, 15)
 end
 
+-- The contents of file PATH, or "" when it cannot be read.
+function ns.read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 function ns.tmpdir()
   local ok, out = ns.sh("mktemp -d /tmp/netbe-test.XXXXXX")
   assert(ok, "mktemp failed: " .. out)
