@@ -5,7 +5,8 @@
 **   1. Utilities: errors, iovecs, MD5
 **   2. Config: legacy strings, keys, MAC and MTU
 **   3. Frames: virtio-net headers and header conversion
-**  3a. Policy: rules compiled into an index, matched per frame
+**  3a. Frames: software offloads (checks, checksums, segmentation)
+**  3b. Policy: rules compiled into an index, matched per frame
 **   4. Backend core: open, send, recv, events, counters
 **   5. Backend null
 **   6. Backend pair
@@ -26,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -426,14 +428,455 @@ struct nb_vnet_hdr {
 #define NB_HDR_F_NEEDS_CSUM  1
 #define NB_HDR_GSO_NONE      0
 
-/* True when a frame with header H needs work the other side may not do. */
+/* ====================================================================
+** 3a. Frames: software offloads
+** ====================================================================
+** What a NIC without offloads does when a header asks for one: complete a
+** partial checksum, cut a TSO frame into TCP segments, a USO frame into
+** UDP datagrams, a UFO frame into IPv4 fragments. The segments are the
+** ones Linux's GSO sends (tcp_gso_segment, inet_gso_segment), so a peer
+** cannot tell who cut them. Headers are checked against the frame before
+** any offset in them is used: a header that lies is refused, not followed.
+*/
+
+#define NB_HDR_F_DATA_VALID  2
+#define NB_HDR_GSO_TCPV4     1
+#define NB_HDR_GSO_UDP       3
+#define NB_HDR_GSO_TCPV6     4
+#define NB_HDR_GSO_UDP_L4    5
+#define NB_HDR_GSO_ECN       0x80
+
+/* A GSO frame cut into more pieces than this is an attack, not traffic
+** (Linux's smallest MSS, 88 bytes, makes 745 of a 64 KiB frame). */
+#define NB_SEG_MAX 1024
+/* Bytes of a frame the header parser may look at: Ethernet with two VLAN
+** tags (22), the largest IPv4 header (60) and TCP header (60). */
+#define NB_HEAD_MAX 160
+
+#define NB_TCP_FIN 0x01
+#define NB_TCP_PSH 0x08
+#define NB_TCP_CWR 0x80
+
+static uint16_t nb_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static uint32_t nb_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void nb_put16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void nb_put32(uint8_t *p, uint32_t v)
+{
+    nb_put16(p, v >> 16);
+    nb_put16(p + 2, v & 0xffff);
+}
+
+/* Where the headers of an Ethernet frame are. */
+struct nb_pkt {
+    unsigned l3, l4;             /* offsets of the IP and transport headers */
+    unsigned hdrs;               /* end of the transport header */
+    size_t end;                  /* end of the IP packet (Ethernet padding follows) */
+    unsigned proto;              /* IPPROTO_TCP or IPPROTO_UDP */
+    int v6;
+    int frag;                    /* an IPv4 fragment */
+};
+
+/* Parse Ethernet (up to two VLAN tags), IPv4 or IPv6 without extension
+** headers, and a TCP or UDP header, in frame F of LEN bytes. Reads only
+** the first NB_HEAD_MAX bytes. Returns 0, or -1 when the frame is not
+** such a packet or its lengths run past LEN. */
+static int nb_pkt_parse(const uint8_t *f, size_t len, struct nb_pkt *p)
+{
+    unsigned off = 12, type;
+    memset(p, 0, sizeof *p);
+    for (int tags = 0;; tags++) {
+        if (off + 2 > len)
+            return -1;
+        type = nb_get16(f + off);
+        off += 2;
+        if ((type != 0x8100 && type != 0x88a8) || tags == 2)
+            break;
+        off += 2;
+    }
+    p->l3 = off;
+    if (type == 0x0800) {
+        if (off + 20 > len || f[off] >> 4 != 4)
+            return -1;
+        unsigned ihl = (f[off] & 15u) * 4;
+        size_t tot = nb_get16(f + off + 2);
+        if (ihl < 20 || tot < ihl || off + tot > len)
+            return -1;
+        p->l4 = off + ihl;
+        p->end = off + tot;
+        p->proto = f[off + 9];
+        p->frag = (nb_get16(f + off + 6) & 0x3fff) != 0;
+    } else if (type == 0x86dd) {
+        if (off + 40 > len || f[off] >> 4 != 6)
+            return -1;
+        p->v6 = 1;
+        p->l4 = off + 40;
+        p->end = p->l4 + nb_get16(f + off + 4);
+        p->proto = f[off + 6];
+        if (p->end > len)
+            return -1;
+    } else {
+        return -1;
+    }
+    if (p->proto == IPPROTO_TCP) {
+        if (p->l4 + 20 > p->end)
+            return -1;
+        unsigned doff = (f[p->l4 + 12] >> 4) * 4u;
+        if (doff < 20 || p->l4 + doff > p->end)
+            return -1;
+        p->hdrs = p->l4 + doff;
+    } else if (p->proto == IPPROTO_UDP) {
+        if (p->l4 + 8 > p->end)
+            return -1;
+        p->hdrs = p->l4 + 8;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* Segments a GSO frame of payload PAYLOAD makes with MSS bytes each. */
+static size_t nb_seg_count(size_t payload, unsigned mss)
+{
+    return payload ? (payload + mss - 1) / mss : 1;
+}
+
+/* The payload size of one piece: UFO fragments carry multiples of 8. */
+static unsigned nb_hdr_mss(const struct nb_vnet_hdr *h)
+{
+    return (h->gso_type & ~NB_HDR_GSO_ECN) == NB_HDR_GSO_UDP ? h->gso_size & ~7u
+                                                             : h->gso_size;
+}
+
+/* 0 when header H tells the truth about Ethernet frame F of LEN bytes (F
+** holds at least min(LEN, NB_HEAD_MAX) bytes), else -EINVAL. P is filled
+** for a GSO frame. See netbe_frame_check for the rules. */
+static int nb_hdr_check(const struct nb_vnet_hdr *h, const uint8_t *f, size_t len,
+                        struct nb_pkt *p)
+{
+    if (h->flags & ~(NB_HDR_F_NEEDS_CSUM | NB_HDR_F_DATA_VALID) || h->hdr_len > len)
+        return -EINVAL;
+    if (h->flags & NB_HDR_F_NEEDS_CSUM &&
+        (h->csum_start < 14 || (size_t)h->csum_start + h->csum_offset + 2 > len))
+        return -EINVAL;
+    unsigned gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (gso == NB_HDR_GSO_NONE)
+        return h->gso_type & NB_HDR_GSO_ECN ? -EINVAL : 0;
+    int tcp = gso == NB_HDR_GSO_TCPV4 || gso == NB_HDR_GSO_TCPV6;
+    if (!tcp && gso != NB_HDR_GSO_UDP && gso != NB_HDR_GSO_UDP_L4)
+        return -EINVAL;
+    if (!tcp && h->gso_type & NB_HDR_GSO_ECN)
+        return -EINVAL;
+    if (nb_pkt_parse(f, len, p) < 0 || p->frag)
+        return -EINVAL;
+    if (p->proto != (tcp ? IPPROTO_TCP : IPPROTO_UDP) ||
+        (gso == NB_HDR_GSO_TCPV4 && p->v6) || (gso == NB_HDR_GSO_TCPV6 && !p->v6))
+        return -EINVAL;
+    if (h->hdr_len && h->hdr_len < p->hdrs)
+        return -EINVAL;
+    if (h->flags & NB_HDR_F_NEEDS_CSUM &&
+        (h->csum_start != p->l4 || h->csum_offset != (tcp ? 16 : 6)))
+        return -EINVAL;
+    unsigned mss = nb_hdr_mss(h);
+    size_t payload = p->end - (gso == NB_HDR_GSO_UDP ? p->l4 : p->hdrs);
+    if (!mss || nb_seg_count(payload, mss) > NB_SEG_MAX)
+        return -EINVAL;
+    return 0;
+}
+
+/* Internet checksum: sums are kept in host byte order words, which RFC
+** 1071 shows gives the right bytes when stored back the same way. */
+static uint64_t nb_sum(uint64_t s, const uint8_t *p, size_t len)
+{
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        s += w;
+        s += s < w;
+        p += 8;
+        len -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, len);          /* the tail, zero padded: an odd last byte too */
+    s += w;
+    s += s < w;
+    return s;
+}
+
+static uint16_t nb_sum_fold(uint64_t s)
+{
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+/* Store the checksum of sum S at P; ZERO_IS_FFFF for UDP, where 0 means none. */
+static void nb_csum_store(uint8_t *p, uint64_t s, int zero_is_ffff)
+{
+    uint16_t c = (uint16_t)~nb_sum_fold(s);
+    if (c == 0 && zero_is_ffff)
+        c = 0xffff;
+    memcpy(p, &c, 2);
+}
+
+/* The sum of the TCP/UDP pseudo header for an L4 length of L4LEN. */
+static uint64_t nb_pseudo_sum(const uint8_t *ip, int v6, unsigned proto, size_t l4len)
+{
+    uint8_t ph[40];
+    if (v6) {
+        memcpy(ph, ip + 8, 32);
+        return nb_sum(nb_sum(0, ph, 32), (uint8_t[8]){(uint8_t)(l4len >> 24),
+                      (uint8_t)(l4len >> 16), (uint8_t)(l4len >> 8), (uint8_t)l4len,
+                      0, 0, 0, (uint8_t)proto}, 8);
+    }
+    memcpy(ph, ip + 12, 8);
+    ph[8] = 0;
+    ph[9] = (uint8_t)proto;
+    nb_put16(ph + 10, (unsigned)l4len);
+    return nb_sum(0, ph, 12);
+}
+
+static void nb_ipv4_csum(uint8_t *ip)
+{
+    ip[10] = ip[11] = 0;
+    nb_csum_store(ip + 10, nb_sum(0, ip, (ip[0] & 15u) * 4), 0);
+}
+
+/* A frame being cut into segments, one at a time, so that a send that
+** has to wait can resume where it stopped. */
+struct nb_seg {
+    uint8_t *f;                  /* the Ethernet frame; owned by the caller */
+    size_t len;
+    struct nb_pkt p;
+    unsigned gso;                /* NB_HDR_GSO_*, ECN bit cleared */
+    unsigned mss;
+    size_t start;                /* where the payload cut into pieces starts */
+    size_t off;                  /* payload bytes already sent */
+    unsigned n;                  /* segments already sent */
+    int left;                    /* a segment remains to be sent */
+    uint8_t hdr[NB_HEAD_MAX];    /* the current segment's headers */
+};
+
+/* Start cutting frame F (LEN bytes) as header H (already checked) asks.
+** A frame that needs only its checksum becomes one segment. Returns 0 or
+** -EOPNOTSUPP (UFO over IPv6). */
+static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
+                        const struct nb_vnet_hdr *h)
+{
+    memset(s, 0, offsetof(struct nb_seg, hdr));
+    s->f = f;
+    s->len = len;
+    s->left = 1;
+    s->gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (s->gso != NB_HDR_GSO_NONE) {
+        nb_pkt_parse(f, len, &s->p);
+        s->mss = nb_hdr_mss(h);
+        s->start = s->gso == NB_HDR_GSO_UDP ? s->p.l4 : s->p.hdrs;
+        /* What fits in one piece is not really GSO: Linux sends it as it
+        ** is, with only its checksum completed. */
+        if (s->p.end - s->start <= s->mss)
+            s->gso = NB_HDR_GSO_NONE;
+    }
+    if (s->gso == NB_HDR_GSO_NONE) {
+        if (h->flags & NB_HDR_F_NEEDS_CSUM) {
+            uint8_t *field = f + h->csum_start + h->csum_offset;
+            nb_csum_store(field, nb_sum(0, f + h->csum_start, len - h->csum_start), 1);
+        }
+        return 0;
+    }
+    if (s->gso == NB_HDR_GSO_UDP) {
+        if (s->p.v6)
+            return -EOPNOTSUPP;
+        /* UFO: checksum the whole datagram, then fragment it at IP level. */
+        uint8_t *uh = f + s->p.l4;
+        size_t ulen = s->p.end - s->p.l4;
+        if (h->flags & NB_HDR_F_NEEDS_CSUM) {
+            uh[6] = uh[7] = 0;
+            nb_csum_store(uh + 6, nb_sum(nb_pseudo_sum(f + s->p.l3, 0, IPPROTO_UDP, ulen),
+                                         uh, ulen), 1);
+        }
+    }
+    return 0;
+}
+
+/* Build the next segment into V (headers, payload); returns the iovec
+** count, 0 when none is left. Does not advance: see nb_seg_advance. */
+static int nb_seg_build(struct nb_seg *s, struct iovec v[2])
+{
+    if (!s->left)
+        return 0;
+    if (s->gso == NB_HDR_GSO_NONE) {
+        v[0].iov_base = s->f;
+        v[0].iov_len = s->len;
+        return 1;
+    }
+    const struct nb_pkt *p = &s->p;
+    size_t rest = p->end - s->start - s->off;
+    size_t chunk = rest < s->mss ? rest : s->mss;
+    int last = chunk == rest;
+    uint8_t *hd = s->hdr, *ip = hd + p->l3, *l4 = hd + p->l4;
+    size_t hl = s->start;
+    memcpy(hd, s->f, hl);
+    if (s->gso == NB_HDR_GSO_UDP) {
+        /* An IPv4 fragment: same id, offset in 8-byte units, MF but last. */
+        nb_put16(ip + 2, (unsigned)(p->l4 - p->l3 + chunk));
+        nb_put16(ip + 6, (unsigned)(s->off >> 3) | (last ? 0 : 0x2000));
+        nb_ipv4_csum(ip);
+    } else {
+        size_t l4len = p->hdrs - p->l4 + chunk;
+        if (p->v6) {
+            nb_put16(ip + 4, (unsigned)(p->hdrs - p->l3 - 40 + chunk));
+        } else {
+            nb_put16(ip + 2, (unsigned)(p->hdrs - p->l3 + chunk));
+            nb_put16(ip + 4, (nb_get16(s->f + p->l3 + 4) + s->n) & 0xffff);
+            nb_ipv4_csum(ip);
+        }
+        int tcp = p->proto == IPPROTO_TCP;
+        if (tcp) {
+            nb_put32(l4 + 4, nb_get32(s->f + p->l4 + 4) + (uint32_t)s->off);
+            if (s->n > 0)
+                l4[13] &= (uint8_t)~NB_TCP_CWR;
+            if (!last)
+                l4[13] &= (uint8_t)~(NB_TCP_FIN | NB_TCP_PSH);
+            l4[16] = l4[17] = 0;
+        } else {
+            nb_put16(l4 + 4, (unsigned)l4len);
+            l4[6] = l4[7] = 0;
+        }
+        uint64_t sum = nb_pseudo_sum(ip, p->v6, p->proto, l4len);
+        sum = nb_sum(sum, l4, p->hdrs - p->l4);
+        sum = nb_sum(sum, s->f + p->hdrs + s->off, chunk);
+        nb_csum_store(l4 + (tcp ? 16 : 6), sum, !tcp);
+    }
+    v[0].iov_base = hd;
+    v[0].iov_len = hl;
+    v[1].iov_base = s->f + s->start + s->off;
+    v[1].iov_len = chunk;
+    return 2;
+}
+
+/* The segment built last was sent: move to the next. */
+static void nb_seg_advance(struct nb_seg *s)
+{
+    if (s->gso == NB_HDR_GSO_NONE) {
+        s->left = 0;
+        return;
+    }
+    size_t rest = s->p.end - s->start - s->off;
+    size_t chunk = rest < s->mss ? rest : s->mss;
+    s->off += chunk;
+    s->n++;
+    s->left = s->off < s->p.end - s->start;
+}
+
+/* True when header H asks for work: a checksum or segmentation. */
 static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
 {
     return (h->flags & NB_HDR_F_NEEDS_CSUM) || h->gso_type != NB_HDR_GSO_NONE;
 }
 
+/* The feature bits a frame with header H needs from whoever takes it:
+** SEND for a sender (CSUM, HOST_*), else for a receiver (GUEST_*). */
+static uint64_t nb_hdr_features(const struct nb_vnet_hdr *h, int send)
+{
+    uint64_t f = 0;
+    unsigned gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (h->flags & NB_HDR_F_NEEDS_CSUM)
+        f |= send ? NETBE_F_CSUM : NETBE_F_GUEST_CSUM;
+    if (h->gso_type & NB_HDR_GSO_ECN)
+        f |= send ? NETBE_F_HOST_ECN : NETBE_F_GUEST_ECN;
+    if (gso == NB_HDR_GSO_TCPV4)
+        f |= send ? NETBE_F_HOST_TSO4 : NETBE_F_GUEST_TSO4;
+    else if (gso == NB_HDR_GSO_TCPV6)
+        f |= send ? NETBE_F_HOST_TSO6 : NETBE_F_GUEST_TSO6;
+    else if (gso == NB_HDR_GSO_UDP)
+        f |= send ? NETBE_F_HOST_UFO : NETBE_F_GUEST_UFO;
+    else if (gso == NB_HDR_GSO_UDP_L4)
+        f |= send ? NETBE_F_HOST_USO : NETBE_F_GUEST_USO4 | NETBE_F_GUEST_USO6;
+    return f;
+}
+
+/* Read a header of LEN bytes (0, 10 or 12) from the start of BUF. */
+static void nb_hdr_parse(const uint8_t *buf, unsigned len, struct nb_vnet_hdr *h)
+{
+    memset(h, 0, sizeof *h);
+    if (len < 10)
+        return;
+    h->flags = buf[0];
+    h->gso_type = buf[1];
+    h->hdr_len = (uint16_t)(buf[2] | buf[3] << 8);
+    h->gso_size = (uint16_t)(buf[4] | buf[5] << 8);
+    h->csum_start = (uint16_t)(buf[6] | buf[7] << 8);
+    h->csum_offset = (uint16_t)(buf[8] | buf[9] << 8);
+    if (len >= 12)
+        h->num_buffers = (uint16_t)(buf[10] | buf[11] << 8);
+}
+
+int netbe_frame_check(const void *frame, size_t len, unsigned hdr_len)
+{
+    struct nb_vnet_hdr h;
+    struct nb_pkt p;
+    if ((hdr_len != 10 && hdr_len != 12) || len < hdr_len)
+        return -EINVAL;
+    nb_hdr_parse(frame, hdr_len, &h);
+    return nb_hdr_check(&h, (const uint8_t *)frame + hdr_len, len - hdr_len, &p);
+}
+
+int netbe_frame_offload(void *frame, size_t len, unsigned hdr_len,
+                        netbe_frame_cb cb, void *arg)
+{
+    struct nb_vnet_hdr h;
+    struct nb_seg s;
+    struct iovec v[2];
+    int rc = netbe_frame_check(frame, len, hdr_len), n = 0, cnt;
+    if (rc < 0)
+        return rc;
+    nb_hdr_parse(frame, hdr_len, &h);
+    if ((rc = nb_seg_start(&s, (uint8_t *)frame + hdr_len, len - hdr_len, &h)) < 0)
+        return rc;
+    while ((cnt = nb_seg_build(&s, v)) > 0) {
+        if ((rc = cb(v, cnt, arg)) < 0)
+            return rc;
+        nb_seg_advance(&s);
+        n++;
+    }
+    return n;
+}
+
+int netbe_rx_merge(const struct iovec *frame, int framecnt,
+                   const struct iovec *bufs, int nbufs, uint32_t *lens)
+{
+    size_t len = nb_iov_len(frame, framecnt), off = 0;
+    if (len < 12 || nbufs < 1 || bufs[0].iov_len < 12)
+        return -EINVAL;
+    int used = 0;
+    while (off < len) {
+        if (used == nbufs)
+            return -EMSGSIZE;
+        size_t n = bufs[used].iov_len < len - off ? bufs[used].iov_len : len - off;
+        nb_iov_to_buf(frame, framecnt, off, bufs[used].iov_base, n);
+        lens[used++] = (uint32_t)n;
+        off += n;
+    }
+    uint8_t *hdr = bufs[0].iov_base;
+    hdr[10] = (uint8_t)used;
+    hdr[11] = (uint8_t)(used >> 8);
+    return used;
+}
+
 /* ====================================================================
-** 3a. Policy: rules compiled into an index, matched per frame
+** 3b. Policy: rules compiled into an index, matched per frame
 ** ====================================================================
 ** A frame is parsed once into a pol_pkt (every header read checked against
 ** the frame length), which selects one candidate list: the rules that can
@@ -1576,12 +2019,42 @@ struct netbe {
     uint8_t mac[6];
     uint8_t *bounce;             /* a frame read ahead by netbe_peek_recvlen */
     ssize_t bounce_len;
+    struct nb_sw_tx *sw_tx;      /* software offloads on send, once headers are on */
+    struct nb_sw_rx *sw_rx;      /* and on receive, made when first needed */
     struct netbe_stats st;
     void *priv;                  /* the backend's private state, same allocation */
 };
 
 static const struct nb_ops *const nb_backends[];
 static const char *const nb_common_keys[] = {"backend", "type", "mac", "mtu", NULL};
+
+/* What netbe offers any backend on the sending side, doing in software
+** what the backend cannot. */
+#define NB_SW_CAPS (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_TSO6 | \
+    NETBE_F_HOST_ECN | NETBE_F_HOST_UFO | NETBE_F_HOST_USO)
+
+/* Frames with lying headers one receive call may skip before giving up. */
+#define NB_RX_TRIES 64
+
+/* A frame accepted from the frontend and being sent in software-made
+** segments. Senders and the TX event both drain it, under the lock. */
+struct nb_sw_tx {
+    pthread_mutex_t lock;
+    int busy;                    /* segments wait; set by the sender only */
+    uint64_t native;             /* the offloads the backend does itself */
+    struct nb_seg seg;
+    uint8_t frame[NETBE_MAX_FRAME];
+};
+
+/* A received frame being handed to the frontend one segment at a time.
+** Only the event_base's thread receives, so no lock. */
+struct nb_sw_rx {
+    int busy;
+    struct nb_seg seg;
+    uint8_t frame[NETBE_MAX_FRAME];
+};
+
+static const uint8_t nb_zero_hdr[12];
 
 #define NB_PRIV(be, T) ((T *)(be)->priv)
 /* Private state starts at this offset of the netbe allocation. */
@@ -1698,9 +2171,15 @@ static void nb_on_rx(evutil_socket_t fd, short what, void *arg)
     nb_fire(arg, NETBE_EV_RX);
 }
 
+static int nb_sw_tx_drain(netbe *be, struct nb_sw_tx *tx);
+
+/* Segments left waiting go first; the frontend hears only once they went. */
 static void nb_on_tx(evutil_socket_t fd, short what, void *arg)
 {
-    nb_fire(arg, NETBE_EV_TX);
+    netbe *be = arg;
+    if (be->sw_tx && nb_sw_tx_drain(be, be->sw_tx) < 0)
+        return;
+    nb_fire(be, NETBE_EV_TX);
 }
 
 /* Watch FD for receive and send readiness (FD -1 stops watching). Backends
@@ -1799,6 +2278,10 @@ void netbe_close(netbe *be)
         return;
     nb_watch_fd(be, -1);
     be->ops->close(be);
+    if (be->sw_tx)
+        pthread_mutex_destroy(&be->sw_tx->lock);
+    free(be->sw_tx);
+    free(be->sw_rx);
     free(be->bounce);
     free(be->name);
     free(be);
@@ -1835,22 +2318,112 @@ static void nb_hdr_read(const struct iovec *iov, int iovcnt, unsigned len,
     nb_iov_to_buf(iov, iovcnt, 0, h, len);
 }
 
+/* Send the segments left in TX; 0 when all went, -EAGAIN when the backend
+** is full (TX readiness is armed). A segment refused for another reason
+** is counted and skipped, as a NIC drops a frame. Lock held. */
+static int nb_sw_flush(netbe *be, struct nb_sw_tx *tx)
+{
+    struct iovec v[3] = {{(void *)nb_zero_hdr, be->be_hdr_len}};
+    int cnt;
+    while ((cnt = nb_seg_build(&tx->seg, v + 1)) > 0) {
+        ssize_t r = be->be_hdr_len ? nb_send_raw(be, v, cnt + 1)
+                                   : nb_send_raw(be, v + 1, cnt);
+        if (r == -EAGAIN)
+            return -EAGAIN;
+        nb_seg_advance(&tx->seg);
+    }
+    __atomic_store_n(&tx->busy, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int nb_sw_tx_drain(netbe *be, struct nb_sw_tx *tx)
+{
+    if (!__atomic_load_n(&tx->busy, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&tx->lock);
+    int rc = tx->busy ? nb_sw_flush(be, tx) : 0;
+    pthread_mutex_unlock(&tx->lock);
+    return rc;
+}
+
+/* Do what header H of the LEN-byte frame in IOV asks, in software. The
+** frame is taken once its first segment is out; the rest wait for TX
+** readiness if the backend fills up. */
+static ssize_t nb_sw_send(netbe *be, const struct iovec *iov, int iovcnt, size_t len,
+                          const struct nb_vnet_hdr *h)
+{
+    struct nb_sw_tx *tx = be->sw_tx;
+    unsigned fe = be->fe_hdr_len;
+    pthread_mutex_lock(&tx->lock);
+    if (tx->busy && nb_sw_flush(be, tx) < 0) {
+        pthread_mutex_unlock(&tx->lock);
+        return -EAGAIN;
+    }
+    nb_iov_to_buf(iov, iovcnt, fe, tx->frame, len - fe);
+    int rc = nb_seg_start(&tx->seg, tx->frame, len - fe, h);
+    if (rc < 0) {
+        pthread_mutex_unlock(&tx->lock);
+        nb_count(&be->st.tx_drops, 1);
+        return rc;
+    }
+    __atomic_store_n(&tx->busy, 1, __ATOMIC_RELEASE);
+    if (nb_sw_flush(be, tx) < 0 && tx->seg.n == 0 && tx->seg.left) {
+        /* Nothing went out: the frame is not taken, the frontend retries. */
+        __atomic_store_n(&tx->busy, 0, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&tx->lock);
+        return -EAGAIN;
+    }
+    pthread_mutex_unlock(&tx->lock);
+    nb_count(&be->st.tx_sw_frames, 1);
+    return (ssize_t)len;
+}
+
+/* Check header H of the LEN-byte frame in IOV (frontend header first).
+** Returns 0 when the backend can take the frame as it is, 1 when netbe
+** must do the offload, -EINVAL (counted) when the header lies. */
+static int nb_tx_classify(netbe *be, const struct iovec *iov, int iovcnt, size_t len,
+                          const struct nb_vnet_hdr *h)
+{
+    unsigned fe = be->fe_hdr_len;
+    uint8_t head[NB_HEAD_MAX];
+    struct nb_pkt p;
+    size_t flen = len - fe;
+    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
+    if (nb_hdr_check(h, head, flen, &p) < 0) {
+        nb_count(&be->st.tx_drops, 1);
+        nb_count(&be->st.tx_bad_hdr, 1);
+        return -EINVAL;
+    }
+    if (!nb_hdr_needs_offload(h))
+        return 0;
+    uint64_t need = nb_hdr_features(h, 1);
+    return be->be_hdr_len && !(need & ~be->sw_tx->native) ? 0 : 1;
+}
+
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
 {
     unsigned fe = be->fe_hdr_len, bl = be->be_hdr_len;
-    if (iovcnt < 0 || iovcnt > IOV_MAX - 1 || nb_iov_len(iov, iovcnt) < fe + 14) {
+    size_t len = iovcnt < 0 || iovcnt > IOV_MAX - 1 ? 0 : nb_iov_len(iov, iovcnt);
+    if (len < fe + 14) {
         nb_count(&be->st.tx_drops, 1);
         return -EINVAL;
     }
-    if (fe == bl)
-        return nb_send_raw(be, iov, iovcnt);
     struct nb_vnet_hdr h;
     nb_hdr_read(iov, iovcnt, fe, &h);
-    if (bl == 0 && nb_hdr_needs_offload(&h)) {
-        /* The frontend negotiated an offload this backend cannot do. */
-        nb_count(&be->st.tx_drops, 1);
-        return -EOPNOTSUPP;
+    if (fe) {
+        /* Segments of an earlier frame go before this one. */
+        if (nb_sw_tx_drain(be, be->sw_tx) < 0)
+            return -EAGAIN;
+        if (h.flags | h.gso_type | h.hdr_len) {
+            int sw = nb_tx_classify(be, iov, iovcnt, len, &h);
+            if (sw < 0)
+                return sw;
+            if (sw)
+                return nb_sw_send(be, iov, iovcnt, len, &h);
+        }
     }
+    if (fe == bl)
+        return nb_send_raw(be, iov, iovcnt);
     struct iovec v[iovcnt + 1];
     int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
     h.num_buffers = 0;
@@ -1860,29 +2433,114 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
     return r < 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
 }
 
-/* Receive from the backend, converting its header to the frontend's. */
-static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
+/* Receive one frame from the backend into IOV behind a frontend header of
+** fe_hdr_len bytes (left for the caller to fill); its header goes to H. */
+static ssize_t nb_recv_one(netbe *be, const struct iovec *iov, int iovcnt,
+                           struct nb_vnet_hdr *h)
 {
     unsigned fe = be->fe_hdr_len, bl = be->be_hdr_len;
-    if (fe == bl)
-        return be->ops->recv(be, iov, iovcnt);
-    struct nb_vnet_hdr h;
-    memset(&h, 0, sizeof h);
+    memset(h, 0, sizeof *h);
+    if (fe == bl) {
+        ssize_t r = be->ops->recv(be, iov, iovcnt);
+        if (r > 0 && fe)
+            nb_hdr_read(iov, iovcnt, fe, h);
+        return r;
+    }
     struct iovec v[iovcnt + 1];
     int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
-    v[0].iov_base = &h;
+    v[0].iov_base = h;
     v[0].iov_len = bl;
     ssize_t r = bl ? be->ops->recv(be, v, n + 1) : be->ops->recv(be, v + 1, n);
-    if (r <= 0)
-        return r;
-    if (fe == 0 && nb_hdr_needs_offload(&h)) {
-        /* Never hand a frontend an offload it did not negotiate. */
-        nb_count(&be->st.rx_drops, 1);
-        return -EPROTO;
+    return r <= 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
+}
+
+/* Hand the frontend the next software-made segment. */
+static ssize_t nb_sw_recv_next(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct nb_sw_rx *rx = be->sw_rx;
+    unsigned fe = be->fe_hdr_len;
+    struct iovec v[2];
+    int cnt = nb_seg_build(&rx->seg, v);
+    uint8_t hdr[12] = {0};
+    hdr[10] = fe == 12;
+    size_t off = nb_buf_to_iov(hdr, fe, iov, iovcnt, 0), total = fe;
+    for (int i = 0; i < cnt; i++) {
+        off += nb_buf_to_iov(v[i].iov_base, v[i].iov_len, iov, iovcnt, off);
+        total += v[i].iov_len;
     }
-    h.num_buffers = fe == 12 ? 1 : 0;
-    nb_buf_to_iov(&h, fe, iov, iovcnt, 0);
-    return r - (ssize_t)bl + (ssize_t)fe;
+    nb_seg_advance(&rx->seg);
+    rx->busy = rx->seg.left;
+    return (ssize_t)total;
+}
+
+/* The frame of R bytes in IOV came with header H. Returns 0 when the
+** frontend can take it as it is, the length of its first segment when
+** netbe did the offload, or a negative value when it was dropped. */
+static ssize_t nb_rx_offload(netbe *be, const struct iovec *iov, int iovcnt, ssize_t r,
+                             const struct nb_vnet_hdr *h)
+{
+    unsigned fe = be->fe_hdr_len;
+    size_t flen = (size_t)r - fe, room = nb_iov_len(iov, iovcnt);
+    uint8_t head[NB_HEAD_MAX];
+    struct nb_pkt p;
+    if ((size_t)r > room)
+        return 0;                /* truncated: counted as such by the caller */
+    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
+    if (nb_hdr_check(h, head, flen, &p) < 0) {
+        nb_count(&be->st.rx_drops, 1);
+        nb_count(&be->st.rx_bad_hdr, 1);
+        return -EINVAL;
+    }
+    uint64_t need = nb_hdr_features(h, 0), accept = fe ? be->features : 0;
+    if ((h->gso_type & ~NB_HDR_GSO_ECN) == NB_HDR_GSO_UDP_L4)
+        need &= p.v6 ? ~NETBE_F_GUEST_USO4 : ~NETBE_F_GUEST_USO6;
+    if (!(need & ~accept))
+        return 0;
+    if (!be->sw_rx && !(be->sw_rx = malloc(sizeof *be->sw_rx))) {
+        nb_count(&be->st.rx_drops, 1);
+        return -ENOMEM;
+    }
+    struct nb_sw_rx *rx = be->sw_rx;
+    nb_iov_to_buf(iov, iovcnt, fe, rx->frame, flen);
+    int rc = nb_seg_start(&rx->seg, rx->frame, flen, h);
+    if (rc < 0) {
+        nb_count(&be->st.rx_drops, 1);
+        return rc;
+    }
+    nb_count(&be->st.rx_sw_frames, 1);
+    rx->busy = 1;
+    return nb_sw_recv_next(be, iov, iovcnt);
+}
+
+/* Receive from the backend, converting its header to the frontend's and
+** doing in software the offloads the frontend did not negotiate. Frames
+** with lying headers are dropped and the next one read. */
+static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    unsigned fe = be->fe_hdr_len;
+    if (be->sw_rx && be->sw_rx->busy)
+        return nb_sw_recv_next(be, iov, iovcnt);
+    for (int tries = 0; tries < NB_RX_TRIES; tries++) {
+        struct nb_vnet_hdr h;
+        ssize_t r = nb_recv_one(be, iov, iovcnt, &h);
+        if (r <= 0 || (fe == 0 && be->be_hdr_len == 0))
+            return r;
+        if (h.flags | h.gso_type) {
+            ssize_t s = nb_rx_offload(be, iov, iovcnt, r, &h);
+            if (s < 0)
+                continue;
+            if (s > 0)
+                return s;
+        }
+        if (fe) {
+            if (!(be->features & NETBE_F_GUEST_CSUM))
+                h.flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
+            h.num_buffers = fe == 12;
+            nb_buf_to_iov(&h, fe, iov, iovcnt, 0);
+        }
+        return r;
+    }
+    return 0;
 }
 
 /* Receive errors after which a backend never works again. */
@@ -1969,8 +2627,9 @@ void netbe_rx_enable(netbe *be)
     be->rx_enabled = 1;
     if (be->rx_ev)
         event_add(be->rx_ev, NULL);
-    /* A frame already read ahead produces no new readiness: report it. */
-    if (be->bounce_len > 0 && be->rx_ev)
+    /* A frame already read ahead, or segments made of one, produce no new
+    ** readiness: report them. */
+    if ((be->bounce_len > 0 || (be->sw_rx && be->sw_rx->busy)) && be->rx_ev)
         event_active(be->rx_ev, EV_READ, 0);
 }
 
@@ -1986,9 +2645,29 @@ int netbe_down(netbe *be)
     return be->down;
 }
 
-uint64_t netbe_get_cap(netbe *be)
+static uint64_t nb_backend_cap(netbe *be)
 {
     return be->ops->get_cap ? be->ops->get_cap(be) : 0;
+}
+
+uint64_t netbe_get_cap(netbe *be)
+{
+    return nb_backend_cap(be) | NB_SW_CAPS;
+}
+
+/* Software offload state for a frontend that uses headers. */
+static int nb_sw_setup(netbe *be)
+{
+    if (!be->sw_tx) {
+        if (!(be->sw_tx = malloc(sizeof *be->sw_tx)))
+            return -ENOMEM;
+        pthread_mutex_init(&be->sw_tx->lock, NULL);
+    }
+    be->sw_tx->busy = 0;
+    be->sw_tx->native = be->be_hdr_len ? nb_backend_cap(be) : 0;
+    if (be->sw_rx)
+        be->sw_rx->busy = 0;
+    return 0;
 }
 
 int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
@@ -2000,15 +2679,19 @@ int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
     if (features && vnet_hdr_len == 0)
         return -EINVAL;
     if (be->ops->set_cap) {
-        int rc = be->ops->set_cap(be, features, vnet_hdr_len);
+        int rc = be->ops->set_cap(be, features & nb_backend_cap(be), vnet_hdr_len);
         if (rc < 0)
             return rc;
     }
+    if (vnet_hdr_len && nb_sw_setup(be) < 0)
+        return -ENOMEM;
     be->features = features;
     be->fe_hdr_len = vnet_hdr_len;
     be->bounce_len = 0;
     return 0;
 }
+
+uint64_t netbe_get_features(netbe *be) { return be->features; }
 
 unsigned netbe_get_vnet_hdr_len(netbe *be) { return be->fe_hdr_len; }
 const char *netbe_name(netbe *be) { return be->name; }
@@ -2188,6 +2871,7 @@ static const struct nb_ops nb_pair = {
 
 struct tap_priv {
     int fd;
+    uint64_t caps;               /* Linux: offloads this kernel's tun has */
 };
 
 static void tap_close(netbe *be)
@@ -2240,10 +2924,31 @@ static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
 
 #ifdef __linux__
 
-/* Offloads the tun driver can take, in VIRTIO_NET_F terms. */
+/* Offloads every tun driver since Linux 2.6.27 has, in VIRTIO_NET_F terms:
+** it takes checksum, TSO and UFO frames, and delivers them when asked by
+** TUNSETOFFLOAD. USO (Linux 6.2) is probed. */
 #define TAP_CAPS (NETBE_F_CSUM | NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | \
-    NETBE_F_GUEST_TSO6 | NETBE_F_GUEST_ECN | NETBE_F_GUEST_UFO | NETBE_F_HOST_TSO4 | \
+    NETBE_F_GUEST_TSO6 | NETBE_F_GUEST_ECN | NETBE_F_HOST_TSO4 | \
     NETBE_F_HOST_TSO6 | NETBE_F_HOST_ECN | NETBE_F_HOST_UFO)
+
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
+
+/* Ask the kernel which offloads it takes: TUNSETOFFLOAD refuses flags it
+** does not know. Leaves offloads off. */
+static uint64_t tap_probe_caps(int fd)
+{
+    uint64_t caps = 0;
+    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) == 0)
+        caps |= TAP_CAPS;
+    /* Linux 4.14 and later accept TUN_F_UFO but never deliver UFO frames. */
+    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6) == 0)
+        caps |= NETBE_F_GUEST_USO4 | NETBE_F_GUEST_USO6 | NETBE_F_HOST_USO;
+    ioctl(fd, TUNSETOFFLOAD, 0);
+    return caps;
+}
 
 static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
@@ -2269,6 +2974,7 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
         return NB_ERR(e, "tap %s: cannot attach to the interface: %s", name, strerror(e));
     }
     be->be_hdr_len = 10;
+    p->caps = tap_probe_caps(p->fd);
     if (strcmp(ifr.ifr_name, be->name) != 0) {
         char *n = strdup(ifr.ifr_name);
         if (n) {
@@ -2286,7 +2992,7 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
 
 static uint64_t tap_get_cap(netbe *be)
 {
-    return TAP_CAPS;
+    return NB_PRIV(be, struct tap_priv)->caps;
 }
 
 /* The kernel's TUN_F_* flags for what we agreed to receive. */
@@ -2299,6 +3005,8 @@ static unsigned tap_offload_flags(uint64_t f)
         if (f & NETBE_F_GUEST_TSO6) t |= TUN_F_TSO6;
         if (f & NETBE_F_GUEST_ECN) t |= TUN_F_TSO_ECN;
         if (f & NETBE_F_GUEST_UFO) t |= TUN_F_UFO;
+        if (f & NETBE_F_GUEST_USO4) t |= TUN_F_USO4;
+        if (f & NETBE_F_GUEST_USO6) t |= TUN_F_USO6;
     }
     return t;
 }
@@ -3458,11 +4166,65 @@ static unsigned wire_hdr_len(netbe *a, netbe *b)
     return a->be_hdr_len == b->be_hdr_len ? a->be_hdr_len : 0;
 }
 
+/* Each kind of offloaded frame a receiver may deliver, and what the
+** sender on the other side needs to pass it on. */
+static const uint64_t wire_offloads[][2] = {
+    {NETBE_F_GUEST_CSUM, NETBE_F_CSUM}, {NETBE_F_GUEST_TSO4, NETBE_F_HOST_TSO4},
+    {NETBE_F_GUEST_TSO6, NETBE_F_HOST_TSO6}, {NETBE_F_GUEST_ECN, NETBE_F_HOST_ECN},
+    {NETBE_F_GUEST_UFO, NETBE_F_HOST_UFO}, {NETBE_F_GUEST_USO4, NETBE_F_HOST_USO},
+    {NETBE_F_GUEST_USO6, NETBE_F_HOST_USO},
+};
+
+/* What FROM may deliver (its GUEST_* bits) that TO can send; offloads
+** need the partial checksum under them. */
+static uint64_t wire_rx_features(uint64_t from, uint64_t to)
+{
+    uint64_t f = 0;
+    for (size_t i = 0; i < sizeof wire_offloads / sizeof wire_offloads[0]; i++)
+        if (from & wire_offloads[i][0] && to & wire_offloads[i][1])
+            f |= wire_offloads[i][0];
+    return f & NETBE_F_GUEST_CSUM ? f : 0;
+}
+
+/* The sending bits matching receive features RX. */
+static uint64_t wire_tx_features(uint64_t rx)
+{
+    uint64_t f = 0;
+    for (size_t i = 0; i < sizeof wire_offloads / sizeof wire_offloads[0]; i++)
+        if (rx & wire_offloads[i][0])
+            f |= wire_offloads[i][1];
+    return f;
+}
+
+/* Turn offloads on both ways when a direction gains from them; else, or
+** when a backend refuses, plain frames (headers only where both have them). */
+static void wire_negotiate(netbe *a, netbe *b, unsigned flags)
+{
+    uint64_t ca = netbe_get_cap(a), cb = netbe_get_cap(b);
+    uint64_t ra = wire_rx_features(ca, cb), rb = wire_rx_features(cb, ca);
+    if (!(flags & NETBE_WIRE_NO_OFFLOAD) && (ra | rb) &&
+        netbe_set_cap(a, ra | wire_tx_features(rb), 12) == 0 &&
+        netbe_set_cap(b, rb | wire_tx_features(ra), 12) == 0)
+        return;
+    unsigned hl = wire_hdr_len(a, b);
+    netbe_set_cap(a, 0, hl);
+    netbe_set_cap(b, 0, hl);
+}
+
 int netbe_wire_new(netbe_wire **wp, netbe *a, netbe *b, char *err, size_t errlen)
+{
+    return netbe_wire_new_flags(wp, a, b, 0, err, errlen);
+}
+
+int netbe_wire_new_flags(netbe_wire **wp, netbe *a, netbe *b, unsigned flags,
+                         char *err, size_t errlen)
 {
     *wp = NULL;
     if (a == b || a->base != b->base)
         return NB_ERR(EINVAL, "wire: the two backends must differ and share one event base");
+    if (flags & ~NETBE_WIRE_NO_OFFLOAD)
+        return NB_ERR(EINVAL, "wire: unknown flags 0x%x (expected NETBE_WIRE_NO_OFFLOAD)",
+                      flags);
     struct netbe_wire *w = calloc(1, sizeof *w);
     if (!w)
         return NB_ERR(ENOMEM, "out of memory");
@@ -3471,9 +4233,7 @@ int netbe_wire_new(netbe_wire **wp, netbe *a, netbe *b, char *err, size_t errlen
         netbe_wire_free(w);
         return NB_ERR(ENOMEM, "out of memory");
     }
-    unsigned hl = wire_hdr_len(a, b);
-    netbe_set_cap(a, 0, hl);
-    netbe_set_cap(b, 0, hl);
+    wire_negotiate(a, b, flags);
     netbe *ends[2][2] = {{a, b}, {b, a}};
     for (int i = 0; i < 2; i++) {
         struct wire_dir *d = &w->dir[i];

@@ -319,10 +319,11 @@ static int lb_stats(lua_State *L)
 {
     struct netbe_stats st;
     netbe_get_stats(lb_checkbe(L, 1)->be, &st);
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 12);
 #define F(name) (lua_pushinteger(L, (lua_Integer)st.name), lua_setfield(L, -2, #name))
     F(tx_frames); F(tx_bytes); F(tx_drops); F(tx_errors);
     F(rx_frames); F(rx_bytes); F(rx_drops); F(rx_errors);
+    F(tx_bad_hdr); F(rx_bad_hdr); F(tx_sw_frames); F(rx_sw_frames);
 #undef F
     return 1;
 }
@@ -378,6 +379,12 @@ static int lb_set_cap(lua_State *L)
     if (rc < 0)
         return lb_fail(L, rc);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lb_get_features(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)netbe_get_features(lb_checkbe(L, 1)->be));
     return 1;
 }
 
@@ -634,11 +641,24 @@ static int lb_policy_stats(lua_State *L)
 ** Wires
 ** ==================================================================== */
 
-/* netbe.wire(a, b) -> wire. The wire keeps both backends alive. */
+/* netbe.wire(a, b [, {offload = false}]) -> wire. The wire keeps both
+** backends alive; offloads are negotiated unless offload is false. */
 static int lb_wire_new(lua_State *L)
 {
     char err[NETBE_ERRMAX];
     lb_backend *a = lb_checkbe(L, 1), *b = lb_checkbe(L, 2);
+    unsigned flags = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "offload");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            return luaL_error(L, "netbe.wire: option offload: expected a boolean, got %s",
+                              luaL_typename(L, -1));
+        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1))
+            flags |= NETBE_WIRE_NO_OFFLOAD;
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 2);
     if (a->wire || b->wire)
         return luaL_error(L, "netbe: backend %s is already wired",
                           netbe_name((a->wire ? a : b)->be));
@@ -649,7 +669,7 @@ static int lb_wire_new(lua_State *L)
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 2);
-    if (netbe_wire_new(&lw->w, a->be, b->be, err, sizeof err) < 0)
+    if (netbe_wire_new_flags(&lw->w, a->be, b->be, flags, err, sizeof err) < 0)
         return luaL_error(L, "%s", err);
     lw->ends[0] = a;
     lw->ends[1] = b;
@@ -850,6 +870,63 @@ static int lb_step(lua_State *L)
 }
 
 /* ====================================================================
+** Frames: software offloads
+** ==================================================================== */
+
+/* netbe.frame_check(frame, hdr_len) -> true | nil, message */
+static int lb_frame_check(lua_State *L)
+{
+    size_t len;
+    const char *f = luaL_checklstring(L, 1, &len);
+    lua_Integer hl = luaL_checkinteger(L, 2);
+    if (hl != 10 && hl != 12)
+        return luaL_error(L, "netbe.frame_check: header length %d (expected 10 or 12)",
+                          (int)hl);
+    if (netbe_frame_check(f, len, (unsigned)hl) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, "the virtio-net header does not match the frame");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lb_offload_one(const struct iovec *iov, int iovcnt, void *arg)
+{
+    lua_State *L = arg;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < iovcnt; i++)
+        luaL_addlstring(&b, iov[i].iov_base, iov[i].iov_len);
+    luaL_pushresult(&b);
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    return 0;
+}
+
+/* netbe.offload(frame, hdr_len) -> {plain frames} | nil, message
+** What a NIC without offloads sends for FRAME (header first). */
+static int lb_offload(lua_State *L)
+{
+    size_t len;
+    const char *f = luaL_checklstring(L, 1, &len);
+    lua_Integer hl = luaL_checkinteger(L, 2);
+    if (hl != 10 && hl != 12)
+        return luaL_error(L, "netbe.offload: header length %d (expected 10 or 12)",
+                          (int)hl);
+    char *copy = lua_newuserdatauv(L, len ? len : 1, 0);
+    memcpy(copy, f, len);
+    lua_newtable(L);
+    int rc = netbe_frame_offload(copy, len, (unsigned)hl, lb_offload_one, L);
+    if (rc < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, rc == -EINVAL ? "the virtio-net header does not match the frame"
+                                        : strerror(-rc));
+        return 2;
+    }
+    return 1;
+}
+
+/* ====================================================================
 ** Helpers: MACs and MTUs
 ** ==================================================================== */
 
@@ -896,7 +973,8 @@ static const luaL_Reg lb_backend_methods[] = {
     {"send", lb_send}, {"recv", lb_recv}, {"peek", lb_peek}, {"discard", lb_discard},
     {"on", lb_on}, {"down", lb_down}, {"stats", lb_stats}, {"name", lb_name}, {"type", lb_type},
     {"mtu", lb_mtu}, {"mac", lb_mac}, {"get_cap", lb_get_cap}, {"set_cap", lb_set_cap},
-    {"hdr_len", lb_hdr_len}, {"close", lb_close}, {NULL, NULL}};
+    {"hdr_len", lb_hdr_len}, {"features", lb_get_features}, {"close", lb_close},
+    {NULL, NULL}};
 
 static const luaL_Reg lb_wire_methods[] = {
     {"drops", lb_wire_drops}, {"close", lb_wire_close}, {"set_policy", lb_wire_set_policy},
@@ -909,7 +987,8 @@ static const luaL_Reg lb_policy_methods[] = {
 static const luaL_Reg lb_functions[] = {
     {"open", lb_open}, {"check", lb_check}, {"wire", lb_wire_new}, {"run", lb_run_loop},
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
-    {"parse_mtu", lb_parse_mtu}, {"policy_new", lb_policy_new}, {NULL, NULL}};
+    {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
+    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)
@@ -933,7 +1012,9 @@ static void lb_features(lua_State *L)
         {"F_GUEST_ECN", NETBE_F_GUEST_ECN}, {"F_GUEST_UFO", NETBE_F_GUEST_UFO},
         {"F_HOST_TSO4", NETBE_F_HOST_TSO4}, {"F_HOST_TSO6", NETBE_F_HOST_TSO6},
         {"F_HOST_ECN", NETBE_F_HOST_ECN}, {"F_HOST_UFO", NETBE_F_HOST_UFO},
-        {"F_MRG_RXBUF", NETBE_F_MRG_RXBUF}, {"F_OFFLOADS", NETBE_F_OFFLOADS}};
+        {"F_MRG_RXBUF", NETBE_F_MRG_RXBUF}, {"F_OFFLOADS", NETBE_F_OFFLOADS},
+        {"F_GUEST_USO4", NETBE_F_GUEST_USO4}, {"F_GUEST_USO6", NETBE_F_GUEST_USO6},
+        {"F_HOST_USO", NETBE_F_HOST_USO}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         lua_pushinteger(L, (lua_Integer)f[i].bit);
         lua_setfield(L, -2, f[i].name);
