@@ -812,7 +812,7 @@ static void dev_free(struct dev *d)
 
 int main(int argc, char **argv)
 {
-    static struct dev d = {.listen_fd = -1};
+    static struct dev d = {.listen_fd = -1, .conn_fd = -1};
     if (argc != 4 || strcmp(argv[1], "--socket") != 0) {
         fprintf(stderr, "usage: %s --socket PATH BACKEND-SPEC\n", argv[0]);
         return 2;
