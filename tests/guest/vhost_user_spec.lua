@@ -25,7 +25,8 @@ local function tap_rx(n, tap)
 end
 
 describe("vhost-user-net with QEMU guests", function()
-  teardown(ns.cleanup)
+  after_each(vhost.cleanup)
+  teardown(vhost.cleanup)
   local why = vhost.skip_unless_ready()
   if why then
     pending("vhost-user guest tests skipped: " .. why)
@@ -40,7 +41,7 @@ describe("vhost-user-net with QEMU guests", function()
     vhost.device(sock, tap, n)
     vhost.tap_addr(n, tap, "10.201.0.1/24")
     assert(ns.sh("dd if=/dev/urandom of=" .. dir .. "/tx.bin bs=1M count=" .. MB .. " 2>/dev/null"))
-    n:spawn("exec busybox httpd -f -p 10.201.0.1:8080 -h " .. dir)
+    vhost.spawn(n, "exec busybox httpd -f -p 10.201.0.1:8080 -h " .. dir)
     local g = vhost.guest(sock, {timeout = 180, script = [[
 ip addr add 10.201.0.2/24 dev eth0
 echo "FEATURES=$(cat /sys/bus/virtio/devices/virtio0/features)"
@@ -96,7 +97,7 @@ done
     local dev_pid, dev_log = vhost.device(sock, tap, n)
     vhost.tap_addr(n, tap, "10.202.0.1/24")
     assert(ns.sh("echo netbe-hello >" .. dir .. "/hello.txt"))
-    n:spawn("exec busybox httpd -f -p 10.202.0.1:8080 -h " .. dir)
+    vhost.spawn(n, "exec busybox httpd -f -p 10.202.0.1:8080 -h " .. dir)
     local script = [[
 ip addr add 10.202.0.2/24 dev eth0
 wget -q -O - http://10.202.0.1:8080/hello.txt | grep -q netbe-hello && echo "ROUND-OK"
@@ -128,10 +129,10 @@ wget -q -O - http://10.202.0.1:8080/hello.txt | grep -q netbe-hello && echo "ROU
     local dir = ns.tmpdir()
     local sock, stream = dir .. "/vu.sock", dir .. "/st.sock"
     vhost.device(sock, "stream,listen=unix:" .. stream, n)
-    n:spawn("exec " .. ns.netbe .. " wire " .. ns.quote("stream,connect=unix:" .. stream) .. " " .. tap)
+    vhost.spawn(n, "exec " .. ns.netbe .. " wire " .. ns.quote("stream,connect=unix:" .. stream) .. " " .. tap)
     vhost.tap_addr(n, tap, "10.203.0.1/24")
     assert(ns.sh("dd if=/dev/urandom of=" .. dir .. "/tx.bin bs=1M count=1 2>/dev/null"))
-    n:spawn("exec busybox httpd -f -p 10.203.0.1:8080 -h " .. dir)
+    vhost.spawn(n, "exec busybox httpd -f -p 10.203.0.1:8080 -h " .. dir)
     local g = vhost.guest(sock, {script = [[
 ip addr add 10.203.0.2/24 dev eth0
 echo "FEATURES=$(cat /sys/bus/virtio/devices/virtio0/features)"

@@ -7,6 +7,34 @@ local vhost = {}
 
 vhost.bin = ns.root .. "/examples/vhost-user-net"
 
+-- ns.kill's "kill -- -PID" is rejected by dash (/bin/sh on Debian), so
+-- processes started here are tracked and stopped by pid here.
+local pids = {}
+
+function vhost.kill(pid)
+  ns.sh("kill -TERM " .. pid .. " 2>/dev/null")
+  if not ns.wait_for(function() return not ns.alive(pid) end, 3) then
+    ns.sh("kill -KILL " .. pid .. " 2>/dev/null")
+  end
+end
+
+-- Stop everything started through this module, then ns.cleanup().
+function vhost.cleanup()
+  for i = #pids, 1, -1 do
+    if ns.alive(pids[i]) then vhost.kill(pids[i]) end
+  end
+  pids = {}
+  ns.cleanup()
+end
+
+-- Start CMD in the background in namespace N (or on the host); returns pid, log.
+function vhost.spawn(n, cmd)
+  local pid, log
+  if n then pid, log = n:spawn(cmd) else pid, log = ns.spawn(cmd) end
+  pids[#pids + 1] = pid
+  return pid, log
+end
+
 -- QEMU 7.2 under TCG crashes in vhost_net_start when the virtio-net-pci
 -- device uses MSI-X with a vhost-user backend (no irqfd without KVM), so
 -- the guest's NIC uses legacy interrupts.
@@ -24,9 +52,8 @@ end
 -- the host). Returns pid, log once it listens.
 function vhost.device(sock, backend, n)
   local debug = os.getenv("VHOST_USER_NET_DEBUG") and "VHOST_USER_NET_DEBUG=1 " or ""
-  local cmd = "exec " .. debug .. ns.quote(vhost.bin) .. " --socket " .. ns.quote(sock) .. " " .. ns.quote(backend)
-  local pid, log
-  if n then pid, log = n:spawn(cmd) else pid, log = ns.spawn(cmd) end
+  local cmd = debug .. "exec " .. ns.quote(vhost.bin) .. " --socket " .. ns.quote(sock) .. " " .. ns.quote(backend)
+  local pid, log = vhost.spawn(n, cmd)
   local up = ns.wait_for(function()
     local f = io.open(log)
     local s = f and f:read("a") or ""
@@ -56,7 +83,10 @@ function vhost.guest(sock, opts)
   local extra = {"-chardev", "socket,id=c0,path=" .. sock .. ",reconnect=1"}
   for _, a in ipairs(opts and opts.extra or {}) do extra[#extra + 1] = a end
   o.extra = extra
-  return guest.start(o)
+  local g = guest.start(o)
+  pids[#pids + 1] = g.pid
+  g.stop = function(self) if self:running() then vhost.kill(self.pid) end end
+  return g
 end
 
 -- A tap made by the device in namespace N, given ADDR (CIDR) once it exists.
