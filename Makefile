@@ -8,6 +8,10 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -fPIC -I. $(PKG_CFLAGS)
 LIBS    = $(PKG_LIBS) -lpthread
 MODLIBS = $(shell pkg-config --libs libevent slirp 2>/dev/null) -lpthread
+# FreeBSD: the netgraph backend calls libnetgraph.
+OSLIBS  := $(if $(filter FreeBSD,$(shell uname -s)),-lnetgraph)
+LIBS    += $(OSLIBS)
+MODLIBS += $(OSLIBS)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 PREFIX  ?= /usr/local
 LUAVER  := 5.4

@@ -12,6 +12,8 @@
 **   8. Socket addresses, shared by stream and dgram
 **   9. Backend stream
 **  10. Backend dgram
+**      Backend netgraph (FreeBSD ng_socket; config checked everywhere)
+**      Backends netmap and vale (FreeBSD netmap; config checked everywhere)
 **  11. The backend table
 **  12. Wire
 **  13. virtio: split virtqueues
@@ -458,6 +460,7 @@ struct netbe {
     struct event *rx_ev;         /* readiness of the receive descriptor */
     struct event *tx_ev;         /* one-shot: the send descriptor is writable */
     int rx_enabled;
+    int down;                    /* 0, or the error that ended the backend */
     unsigned fe_hdr_len, be_hdr_len;
     uint64_t features;
     unsigned mtu;
@@ -774,6 +777,19 @@ static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
     return r - (ssize_t)bl + (ssize_t)fe;
 }
 
+/* Receive errors after which a backend never works again. */
+static int nb_is_fatal(ssize_t r)
+{
+    return r == -EBADFD || r == -EBADF || r == -ENODEV || r == -ENXIO || r == -ENOTCONN;
+}
+
+static void nb_go_down(netbe *be, int error)
+{
+    be->down = error;
+    netbe_rx_disable(be);
+    nb_fire(be, NETBE_EV_DOWN);
+}
+
 /* Receive one frame, counting it; the bounce buffer goes first. */
 static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
 {
@@ -784,12 +800,16 @@ static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
         nb_buf_to_iov(be->bounce, (size_t)r < room ? (size_t)r : room, iov, iovcnt, 0);
         be->bounce_len = 0;
     } else {
+        if (be->down)
+            return be->down;
         r = nb_recv_convert(be, iov, iovcnt);
         if (r == -EAGAIN || r == 0)
             return 0;
         if (r < 0) {
             if (r != -EPROTO)
                 nb_count(&be->st.rx_errors, 1);
+            if (nb_is_fatal(r))
+                nb_go_down(be, (int)r);
             return r;
         }
     }
@@ -836,6 +856,8 @@ ssize_t netbe_rx_discard(netbe *be)
 
 void netbe_rx_enable(netbe *be)
 {
+    if (be->down)
+        return;
     be->rx_enabled = 1;
     if (be->rx_ev)
         event_add(be->rx_ev, NULL);
@@ -849,6 +871,11 @@ void netbe_rx_disable(netbe *be)
     be->rx_enabled = 0;
     if (be->rx_ev)
         event_del(be->rx_ev);
+}
+
+int netbe_down(netbe *be)
+{
+    return be->down;
 }
 
 uint64_t netbe_get_cap(netbe *be)
@@ -1263,12 +1290,14 @@ struct nb_addr {
     struct sockaddr_storage sa;
     socklen_t len;
     int family;
+    char text[112];              /* the address as configured, for messages */
 };
 
 static int nb_parse_addr(const char *key, const char *text, int passive,
                          struct nb_addr *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
+    snprintf(a->text, sizeof a->text, "%s", text ? text : "");
     const char *path = strncmp(text, "unix:", 5) == 0 ? text + 5 :
                        text[0] == '/' ? text : NULL;
     if (path) {
@@ -1437,7 +1466,7 @@ static int stream_connect(netbe *be, char *err, size_t errlen)
     if (connect(fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
         int e = errno;
         close(fd);
-        return NB_ERR(e, "stream: cannot connect: %s", strerror(e));
+        return NB_ERR(e, "stream: cannot connect to %s: %s", p->addr.text, strerror(e));
     }
     nb_set_nonblock(fd);
     stream_use_fd(be, fd);
@@ -1466,7 +1495,8 @@ static int stream_listen(netbe *be, char *err, size_t errlen)
     p->listen_fd = nb_socket_for(&p->addr, SOCK_STREAM);
     if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&p->addr.sa,
                                  p->addr.len) < 0 || listen(p->listen_fd, 4) < 0)
-        return NB_ERR(errno, "stream: cannot listen: %s", strerror(errno));
+        return NB_ERR(errno, "stream: cannot listen on %s: %s", p->addr.text,
+                      strerror(errno));
     p->accept_ev = event_new(be->base, p->listen_fd, EV_READ | EV_PERSIST,
                              stream_on_accept, be);
     if (!p->accept_ev)
@@ -1634,7 +1664,8 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
             return 0;
         if (n < 0) {
             stream_drop_peer(be);
-            return 0;
+            /* A client that will not reconnect has nothing left to do. */
+            return p->accept_ev || p->reconnect ? 0 : -ENOTCONN;
         }
     }
 }
@@ -1691,14 +1722,14 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     if (bind(p->fd, (struct sockaddr *)&p->local.sa, p->local.len) < 0) {
         int e = errno;
         close(p->fd);
-        return NB_ERR(e, "dgram: cannot bind local address: %s", strerror(e));
+        return NB_ERR(e, "dgram: cannot bind local=%s: %s", p->local.text, strerror(e));
     }
     p->unlink_local = p->local.family == AF_UNIX;
     /* A UNIX peer may bind after us; connect lazily on the first send then. */
     if (connect(p->fd, (struct sockaddr *)&ra.sa, ra.len) < 0 && ra.family != AF_UNIX) {
         int e = errno;
         close(p->fd);
-        return NB_ERR(e, "dgram: cannot set remote address: %s", strerror(e));
+        return NB_ERR(e, "dgram: cannot use remote=%s: %s", ra.text, strerror(e));
     }
     sock_grow_buffers(p->fd, 4 << 20);
     return nb_watch_fd(be, p->fd);
@@ -1729,11 +1760,478 @@ static const struct nb_ops nb_dgram = {
 };
 
 /* ====================================================================
+** Backend netgraph: an ng_socket node hooked into a netgraph graph
+** ====================================================================
+** bhyve's netgraph backend. We make an ng_socket(4) node (named "socket"
+** when given), connect its hook "hook" (vmlink by default) to hook
+** "peerhook" of the node at "path" (an ng_bridge's link2, an ng_eiface's
+** ether), and close the control socket. The data socket carries one frame
+** per datagram and, while exactly one hook is connected, takes plain
+** writes: from then on it is used exactly like a tap descriptor.
+** The config is checked on every OS; only opening needs FreeBSD.
+*/
+
+static const char *const netgraph_keys[] = {"path", "peerhook", "hook", "socket", NULL};
+
+/* Limits from <netgraph/ng_message.h> (NG_NODESIZ, NG_HOOKSIZ, NG_PATHSIZ,
+** each counting the NUL), spelled out so configs check on every OS. */
+#define NETGRAPH_NODESIZ 32
+#define NETGRAPH_HOOKSIZ 32
+#define NETGRAPH_PATHSIZ 512
+
+/* A node or hook name by netgraph(4): 1 to SIZE-1 characters, no '.' or ':'. */
+static int netgraph_name_ok(const char *s, size_t size)
+{
+    size_t n = strcspn(s, ".:");
+    return n > 0 && s[n] == '\0' && n < size;
+}
+
+static int netgraph_check_hook(const netbe_config *cfg, const char *key,
+                               char *err, size_t errlen)
+{
+    const char *v = netbe_config_get(cfg, key);
+    if (!netgraph_name_ok(v, NETGRAPH_HOOKSIZ))
+        return NB_ERR(EINVAL, "netgraph: %s '%s': expected a hook name of 1 to %d "
+                      "characters without '.' or ':'", key, v, NETGRAPH_HOOKSIZ - 1);
+    return 0;
+}
+
+/* PATH must be absolute: a connect message is sent from a fresh node that
+** has no hooks, so a relative address could never resolve. */
+static int netgraph_check_path(const char *path, char *err, size_t errlen)
+{
+    const char *colon = strchr(path, ':');
+    size_t node = colon ? (size_t)(colon - path) : 0;
+    if (strlen(path) >= NETGRAPH_PATHSIZ)
+        return NB_ERR(EINVAL, "netgraph: path of %zu characters: expected at most %d",
+                      strlen(path), NETGRAPH_PATHSIZ - 1);
+    if (node == 0 || memchr(path, '.', node) || node >= NETGRAPH_NODESIZ)
+        return NB_ERR(EINVAL, "netgraph: path '%s': expected an absolute netgraph "
+                      "address: a node name or [ID] of 1 to %d characters, then ':', "
+                      "then optional hook names joined by '.' (like bnet0:)",
+                      path, NETGRAPH_NODESIZ - 1);
+    return 0;
+}
+
+static int netgraph_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *path = netbe_config_get(cfg, "path");
+    const char *sock = netbe_config_get(cfg, "socket");
+    if (!path)
+        return NB_ERR(EINVAL, "netgraph: path=ADDRESS is required (the node to "
+                      "connect to, like path=bnet0:)");
+    if (!netbe_config_get(cfg, "peerhook"))
+        return NB_ERR(EINVAL, "netgraph: peerhook=HOOK is required (the hook of the "
+                      "node at path, like peerhook=link2)");
+    if (!netbe_config_get(cfg, "hook") && netbe_config_set(cfg, "hook", "vmlink") < 0)
+        return NB_ERR(ENOMEM, "out of memory");
+    int rc = netgraph_check_path(path, err, errlen);
+    if (rc == 0)
+        rc = netgraph_check_hook(cfg, "peerhook", err, errlen);
+    if (rc == 0)
+        rc = netgraph_check_hook(cfg, "hook", err, errlen);
+    if (rc < 0)
+        return rc;
+    /* An empty name leaves the node unnamed, as NgMkSockNode() does; a name
+    ** in the [ID] form would shadow node IDs and the kernel refuses it. */
+    size_t n = sock ? strlen(sock) : 0;
+    if (n && (!netgraph_name_ok(sock, NETGRAPH_NODESIZ) ||
+              (sock[0] == '[' && sock[n - 1] == ']')))
+        return NB_ERR(EINVAL, "netgraph: socket '%s': expected a node name of 1 to %d "
+                      "characters without '.' or ':', not in the [ID] form",
+                      sock, NETGRAPH_NODESIZ - 1);
+    return 0;
+}
+
+#ifdef __FreeBSD__
+
+#include <sys/param.h>
+#include <sys/sysctl.h>
+#include <netgraph.h>
+
+_Static_assert(NETGRAPH_NODESIZ == NG_NODESIZ && NETGRAPH_HOOKSIZ == NG_HOOKSIZ &&
+               NETGRAPH_PATHSIZ == NG_PATHSIZ, "netgraph limits differ from ng_message.h");
+
+/* The ng_socket default buffers hold a handful of frames; bhyve asks for
+** 4 MiB, or what kern.ipc.maxsockbuf allows once mbuf overhead is taken off. */
+#define NETGRAPH_SOCKBUF (4 * 1024 * 1024)
+
+static int netgraph_grow_buffers(int fd)
+{
+    unsigned long max;
+    size_t len = sizeof max;
+    if (sysctlbyname("kern.ipc.maxsockbuf", &max, &len, NULL, 0) < 0)
+        return -errno;
+    max = max / (MSIZE + MCLBYTES) * MCLBYTES;
+    int size = max < NETGRAPH_SOCKBUF ? (int)max : NETGRAPH_SOCKBUF;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0)
+        return -errno;
+    return 0;
+}
+
+static int netgraph_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct tap_priv *p = NB_PRIV(be, struct tap_priv);
+    const char *path = netbe_config_get(cfg, "path");
+    const char *sock = netbe_config_get(cfg, "socket");
+    struct ngm_connect c;
+    int ctrl, rc;
+
+    memset(&c, 0, sizeof c);
+    snprintf(c.path, sizeof c.path, "%s", path);
+    snprintf(c.ourhook, sizeof c.ourhook, "%s", netbe_config_get(cfg, "hook"));
+    snprintf(c.peerhook, sizeof c.peerhook, "%s", netbe_config_get(cfg, "peerhook"));
+    if (NgMkSockNode(sock, &ctrl, &p->fd) < 0) {
+        int e = errno;
+        return NB_ERR(e, "netgraph: cannot make an ng_socket node %s: %s",
+                      sock && *sock ? sock : "(unnamed)", strerror(e));
+    }
+    if (NgSendMsg(ctrl, ".", NGM_GENERIC_COOKIE, NGM_CONNECT, &c, sizeof c) < 0) {
+        int e = errno;
+        close(ctrl);
+        close(p->fd);
+        return NB_ERR(e, "netgraph: cannot connect hook '%s' to hook '%s' of node '%s': %s",
+                      c.ourhook, c.peerhook, path, strerror(e));
+    }
+    /* The node lives on while its data socket is open. */
+    close(ctrl);
+    if ((rc = nb_set_nonblock(p->fd)) < 0 || (rc = netgraph_grow_buffers(p->fd)) < 0 ||
+        (rc = nb_watch_fd(be, p->fd)) < 0) {
+        close(p->fd);
+        return NB_ERR(-rc, "netgraph: data socket of the hook to node '%s': %s", path,
+                      strerror(-rc));
+    }
+    return 0;
+}
+
+static const struct nb_ops nb_netgraph = {
+    .prefix = "netgraph", .keys = netgraph_keys, .priv_size = sizeof(struct tap_priv),
+    .check = netgraph_check, .open = netgraph_open, .close = tap_close,
+    .send = tap_send, .recv = tap_recv,
+};
+
+#else
+
+static const struct nb_ops nb_netgraph = {
+    .prefix = "netgraph", .keys = netgraph_keys, .check = netgraph_check,
+    .open = tap_needs_freebsd, .close = tap_close,
+};
+
+#endif /* __FreeBSD__ */
+
+/* ====================================================================
+** Backends netmap and vale: a netmap port, one TX and one RX ring
+** ====================================================================
+** bhyve's netmap and vale backends, one implementation under two
+** prefixes: "netmap:IF" is a NIC in netmap mode, "valeSWITCH:PORT" a port
+** of a VALE software switch. The name goes to nm_open() as bhyve passes
+** it, so its suffixes work too (IF-N one ring pair, IF^ host rings, {N }N
+** pipe ends, /x exclusive, @N memory region). We serve the first TX and
+** RX ring bound; a frame spans several slots chained with NS_MOREFRAG.
+** VALE ports take a virtio-net header and then exchange TSO and
+** checksum-offloaded frames; NICs do not, and get_cap() says so.
+** The name is checked on every OS; only opening needs FreeBSD.
+*/
+
+/* The largest base name (struct nmreq's nr_name holds IFNAMSIZ with the
+** NUL) and ring number (below NETMAP_RING_MASK) netmap takes. */
+#define NETMAP_NAMESIZ IFNAMSIZ
+#define NETMAP_RINGS   0x0fff
+
+static int netmap_is_id(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] == '_' || (s[i] >= '0' && s[i] <= '9') ||
+              ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')))
+            return 0;
+    return n > 0;
+}
+
+/* Decimal number in [LO, HI) at *P; advances *P past it. */
+static int netmap_number(const char **p, unsigned long lo, unsigned long hi)
+{
+    char *end;
+    if (**p < '0' || **p > '9')
+        return 0;
+    unsigned long v = strtoul(*p, &end, 10);
+    *p = end;
+    return v >= lo && v < hi;
+}
+
+/* The suffix grammar of nm_open(): [^ | * | -N | {N | }N] then "/FLAGS"
+** and "@MEMID" groups. Of the flags only x (exclusive) is taken: R and T
+** bind one direction and t, r, z make a monitor, none of which is a NIC. */
+static const char *netmap_suffix_error(const char *p)
+{
+    static const char flags[] = "flags after '/': only x (exclusive) can serve a NIC";
+    int memid = 0, after_flags = 0;
+    if (*p == '^' || *p == '*') {
+        p++;
+    } else if (*p == '-' || *p == '{' || *p == '}') {
+        p++;
+        if (!netmap_number(&p, 0, NETMAP_RINGS))
+            return "a ring or pipe number from 0 to 4094 after '-', '{' or '}'";
+    }
+    while (*p) {
+        if (*p == '/' && !after_flags) {
+            if (*++p != 'x')
+                return flags;
+            while (*p == 'x')
+                p++;
+            if (*p && strchr("zrtRT", *p))
+                return flags;
+            after_flags = 1;
+        } else if (*p == '@' && !memid) {
+            p++;
+            memid = 1;
+            after_flags = 0;
+            if (!netmap_number(&p, 1, 65536))
+                return "a memory region number from 1 to 65535 after '@'";
+        } else {
+            return "one of the suffixes ^ * -N {N }N /x @N, in that order";
+        }
+    }
+    return NULL;
+}
+
+static int netmap_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *name = netbe_config_get(cfg, "backend");
+    const char *base, *end, *why = NULL;
+    if (strncmp(name, "netmap:", 7) == 0) {
+        base = name + 7;
+        end = base + strcspn(base, "-*^{}/@");
+        if (end == base)
+            why = "an interface name after 'netmap:'";
+    } else if (strncmp(name, "vale", 4) == 0) {
+        /* vale(4): valeSSS:PPP, both [0-9a-zA-Z_]+. */
+        const char *colon = strchr(name, ':');
+        base = name;
+        end = colon ? colon + 1 + strcspn(colon + 1, "-*^{}/@") : name + strlen(name);
+        if (!colon)
+            why = "valeSWITCH:PORT, with a ':' between switch and port";
+        else if (!netmap_is_id(name + 4, colon - name - 4))
+            why = "a switch name of letters, digits and '_' between 'vale' and ':'";
+        else if (!netmap_is_id(colon + 1, end - colon - 1))
+            why = "a port name of letters, digits and '_' after ':'";
+    } else {
+        return NB_ERR(EINVAL, "%s: expected a netmap port: netmap:IFNAME or "
+                      "valeSWITCH:PORT", name);
+    }
+    if (!why && end - base >= NETMAP_NAMESIZ)
+        why = "a port name of at most 15 characters, not counting 'netmap:' or suffixes";
+    if (!why)
+        why = netmap_suffix_error(end);
+    if (why)
+        return NB_ERR(EINVAL, "%s: bad netmap port name (expected %s)", name, why);
+    return 0;
+}
+
+#ifdef __FreeBSD__
+
+/* netmap_user.h reports nm_open() failures on stderr through D() unless the
+** includer defines ND and D itself; a library does not print, errno says
+** what failed. */
+#define ND(...) do { } while (0)
+#define D(...) do { } while (0)
+#define NETMAP_WITH_LIBS
+#include <net/netmap_user.h>
+#undef D
+#undef ND
+
+_Static_assert(sizeof(((struct nmreq *)0)->nr_name) == NETMAP_NAMESIZ &&
+               NETMAP_RING_MASK == NETMAP_RINGS, "netmap limits differ from netmap.h");
+
+/* What bhyve offers on a port that takes a virtio-net header. */
+#define NETMAP_CAPS (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_TSO6 | \
+    NETBE_F_HOST_UFO | NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6 | \
+    NETBE_F_GUEST_UFO)
+
+struct netmap_priv {
+    struct nm_desc *nmd;
+    struct netmap_ring *tx, *rx;
+    int hdr_ok;                  /* the port takes a virtio-net header */
+    pthread_mutex_t tx_lock;     /* one writer of the TX ring at a time */
+};
+
+/* The virtio-net header length every frame of the port carries, set as
+** bhyve does (NIOCREGIF with NETMAP_BDG_VNET_HDR). Only VALE ports agree. */
+static int netmap_set_hdr_len(struct netmap_priv *p, unsigned len)
+{
+    struct nmreq req;
+    memset(&req, 0, sizeof req);
+    memcpy(req.nr_name, p->nmd->req.nr_name, sizeof req.nr_name);
+    req.nr_version = NETMAP_API;
+    req.nr_cmd = NETMAP_BDG_VNET_HDR;
+    req.nr_arg1 = (uint16_t)len;
+    return ioctl(p->nmd->fd, NIOCREGIF, &req) < 0 ? -errno : 0;
+}
+
+static int netmap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    struct netmap_priv *p = NB_PRIV(be, struct netmap_priv);
+    int rc = -pthread_mutex_init(&p->tx_lock, NULL);
+    if (rc < 0)
+        return NB_ERR(-rc, "%s: %s", be->name, strerror(-rc));
+    errno = 0;
+    p->nmd = nm_open(be->name, NULL, NETMAP_NO_TX_POLL, NULL);
+    if (!p->nmd) {
+        int e = errno ? errno : EINVAL;
+        pthread_mutex_destroy(&p->tx_lock);
+        return NB_ERR(e, "%s: cannot open the netmap port: %s", be->name, strerror(e));
+    }
+    p->tx = NETMAP_TXRING(p->nmd->nifp, p->nmd->first_tx_ring);
+    p->rx = NETMAP_RXRING(p->nmd->nifp, p->nmd->first_rx_ring);
+    /* Probe for the header, then run without one until a frontend
+    ** negotiates offloads: a header-less port gets frames the switch has
+    ** already segmented and checksummed. */
+    p->hdr_ok = netmap_set_hdr_len(p, 12) == 0;
+    if (p->hdr_ok)
+        rc = netmap_set_hdr_len(p, 0);
+    if (rc == 0)
+        rc = nb_watch_fd(be, p->nmd->fd);
+    if (rc < 0) {
+        nm_close(p->nmd);
+        pthread_mutex_destroy(&p->tx_lock);
+        return NB_ERR(-rc, "%s: cannot set up the netmap port: %s", be->name,
+                      strerror(-rc));
+    }
+    return 0;
+}
+
+static void netmap_close(netbe *be)
+{
+    struct netmap_priv *p = NB_PRIV(be, struct netmap_priv);
+    nm_close(p->nmd);
+    pthread_mutex_destroy(&p->tx_lock);
+}
+
+/* Copy the frame into as many TX slots as it needs, all but the last
+** flagged NS_MOREFRAG, and push them out. A ring without room even after
+** a sync drops the frame (-ENOBUFS, a counted drop), as bhyve does. */
+static ssize_t netmap_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct netmap_priv *p = NB_PRIV(be, struct netmap_priv);
+    struct netmap_ring *r = p->tx;
+    size_t len = nb_iov_len(iov, iovcnt), off = 0;
+    uint32_t need = (uint32_t)((len + r->nr_buf_size - 1) / r->nr_buf_size);
+
+    pthread_mutex_lock(&p->tx_lock);
+    if (nm_ring_space(r) < need)
+        ioctl(p->nmd->fd, NIOCTXSYNC, NULL);
+    if (nm_ring_space(r) < need) {
+        pthread_mutex_unlock(&p->tx_lock);
+        return -ENOBUFS;
+    }
+    uint32_t i = r->head;
+    while (off < len) {
+        struct netmap_slot *s = &r->slot[i];
+        size_t n = len - off < r->nr_buf_size ? len - off : r->nr_buf_size;
+        nb_iov_to_buf(iov, iovcnt, off, NETMAP_BUF(r, s->buf_idx), n);
+        off += n;
+        s->len = (uint16_t)n;
+        s->flags = off < len ? NS_MOREFRAG : 0;
+        i = nm_ring_next(r, i);
+    }
+    r->head = r->cur = i;
+    ioctl(p->nmd->fd, NIOCTXSYNC, NULL);
+    pthread_mutex_unlock(&p->tx_lock);
+    return (ssize_t)len;
+}
+
+/* Find the slot after the next complete frame. Returns 0 when the ring
+** holds no complete frame. */
+static int netmap_frame_end(struct netmap_ring *r, uint32_t *end)
+{
+    for (uint32_t i = r->head; i != r->tail; i = nm_ring_next(r, i)) {
+        if (!(r->slot[i].flags & NS_MOREFRAG)) {
+            *end = nm_ring_next(r, i);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Gather the next frame's slots into IOV and hand them back. Returns the
+** whole frame's length even when IOV was shorter (the core counts that
+** as a drop). An empty ring is synced once: that returns the slots we
+** consumed and fetches new ones. */
+static ssize_t netmap_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct netmap_priv *p = NB_PRIV(be, struct netmap_priv);
+    struct netmap_ring *r = p->rx;
+    uint32_t end;
+    if (!netmap_frame_end(r, &end)) {
+        if (ioctl(p->nmd->fd, NIOCRXSYNC, NULL) < 0)
+            return -errno;
+        if (!netmap_frame_end(r, &end))
+            return 0;
+    }
+    size_t total = 0;
+    for (uint32_t i = r->head; i != end; i = nm_ring_next(r, i)) {
+        struct netmap_slot *s = &r->slot[i];
+        nb_buf_to_iov(NETMAP_BUF(r, s->buf_idx), s->len, iov, iovcnt, total);
+        total += s->len;
+    }
+    r->head = r->cur = end;
+    return (ssize_t)total;
+}
+
+static uint64_t netmap_get_cap(netbe *be)
+{
+    return NB_PRIV(be, struct netmap_priv)->hdr_ok ? NETMAP_CAPS : 0;
+}
+
+/* With offloads the port carries the frontend's header as is; without,
+** it stays header-less and the core adds an all-zero header. */
+static int netmap_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
+{
+    unsigned len = features ? fe_hdr_len : 0;
+    if (len != be->be_hdr_len) {
+        int rc = netmap_set_hdr_len(NB_PRIV(be, struct netmap_priv), len);
+        if (rc < 0)
+            return rc;
+        be->be_hdr_len = len;
+    }
+    return 0;
+}
+
+static const struct nb_ops nb_netmap = {
+    .prefix = "netmap", .priv_size = sizeof(struct netmap_priv),
+    .check = netmap_check, .open = netmap_open, .close = netmap_close,
+    .send = netmap_send, .recv = netmap_recv,
+    .get_cap = netmap_get_cap, .set_cap = netmap_set_cap,
+};
+
+static const struct nb_ops nb_vale = {
+    .prefix = "vale", .priv_size = sizeof(struct netmap_priv),
+    .check = netmap_check, .open = netmap_open, .close = netmap_close,
+    .send = netmap_send, .recv = netmap_recv,
+    .get_cap = netmap_get_cap, .set_cap = netmap_set_cap,
+};
+
+#else
+
+static const struct nb_ops nb_netmap = {
+    .prefix = "netmap", .check = netmap_check, .open = tap_needs_freebsd,
+    .close = tap_close,
+};
+
+static const struct nb_ops nb_vale = {
+    .prefix = "vale", .check = netmap_check, .open = tap_needs_freebsd,
+    .close = tap_close,
+};
+
+#endif /* __FreeBSD__ */
+
+/* ====================================================================
 ** 11. The backend table
 ** ==================================================================== */
 
 static const struct nb_ops *const nb_backends[] = {
-    &nb_tap, &nb_vmnet, &nb_ngd, &nb_stream, &nb_dgram, &nb_null, &nb_pair, NULL,
+    &nb_tap, &nb_vmnet, &nb_ngd, &nb_stream, &nb_dgram, &nb_null, &nb_pair,
+    &nb_netgraph, &nb_netmap, &nb_vale, NULL,
 };
 
 /* ====================================================================

@@ -103,6 +103,7 @@ typedef struct netbe netbe;
 /* What a callback is told. */
 #define NETBE_EV_RX  0x1   /* frames are waiting: call netbe_recv until it returns 0 */
 #define NETBE_EV_TX  0x2   /* a send that returned -EAGAIN may be retried now */
+#define NETBE_EV_DOWN 0x4  /* the backend failed for good: see netbe_down() */
 
 /* Called on the event_base's thread when BE becomes readable (only while
 ** receive is enabled) or writable again after -EAGAIN. */
@@ -149,6 +150,15 @@ ssize_t netbe_rx_discard(netbe *be);
 /* Start and stop receive notifications. */
 void netbe_rx_enable(netbe *be);
 void netbe_rx_disable(netbe *be);
+
+/* 0 while BE works; once its descriptor fails for good (a tap whose
+** interface was deleted, say) the negative errno value of that failure.
+** A backend goes down once: receive is disabled, NETBE_EV_DOWN is reported
+** and every later netbe_recv returns the same error. Errors that concern
+** one frame or a peer that may come back (a stream client reconnecting)
+** do not take a backend down; a stream client without reconnect= whose
+** server went away does (-ENOTCONN). */
+int netbe_down(netbe *be);
 
 /* virtio-net feature bits (VIRTIO_NET_F_*) a backend can offer. */
 #define NETBE_F_CSUM        (1ULL << 0)   /* host handles partial csum */

@@ -192,7 +192,8 @@ static void lb_on_event(netbe *be, int events, void *arg)
     if (b->cb_ref == LUA_NOREF)
         return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
-    lua_pushstring(L, events & NETBE_EV_RX ? (events & NETBE_EV_TX ? "rxtx" : "rx") : "tx");
+    lua_pushstring(L, events & NETBE_EV_DOWN ? "down" :
+                      events & NETBE_EV_RX ? (events & NETBE_EV_TX ? "rxtx" : "rx") : "tx");
     lb_protected_call(b->loop, 1);
 }
 
@@ -302,6 +303,16 @@ static int lb_on(lua_State *L)
     b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     netbe_rx_enable(b->be);
     return 0;
+}
+
+/* be:down() -> nil while the backend works, else why it stopped */
+static int lb_down(lua_State *L)
+{
+    int e = netbe_down(lb_checkbe(L, 1)->be);
+    if (!e)
+        return 0;
+    lua_pushstring(L, strerror(-e));
+    return 1;
 }
 
 static int lb_stats(lua_State *L)
@@ -431,10 +442,20 @@ static int lb_wire_drops(lua_State *L)
 ** The loop
 ** ==================================================================== */
 
+/* Calls the tick function at 1 and keeps a string it returns. */
+static int lb_tick_result(lua_State *L)
+{
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        lua_setfield(L, LUA_REGISTRYINDEX, "netbe.tick_reason");
+    return 0;
+}
+
 typedef struct lb_run {
     lb_loop *lp;
     int tick_ref, signal_ref;
     const char *reason;
+    char why[160];               /* a reason a tick returned */
 } lb_run;
 
 static void lb_on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -444,11 +465,25 @@ static void lb_on_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(r->lp->base);
 }
 
+/* A tick that returns a string ends the run with that string as reason. */
 static void lb_on_tick(evutil_socket_t fd, short what, void *arg)
 {
     lb_run *r = arg;
-    lua_rawgeti(r->lp->L, LUA_REGISTRYINDEX, r->tick_ref);
-    lb_protected_call(r->lp, 0);
+    lua_State *L = r->lp->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->tick_ref);
+    lua_pushcfunction(L, lb_tick_result);
+    lua_insert(L, -2);
+    lb_protected_call(r->lp, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "netbe.tick_reason");
+    if (lua_isstring(L, -1)) {
+        lua_pushnil(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, "netbe.tick_reason");
+        snprintf(r->why, sizeof r->why, "%s", lua_tostring(L, -1));
+        r->reason = r->why;
+        event_base_loopbreak(r->lp->base);
+    }
+    lua_settop(L, top);
 }
 
 /* SIGINT and SIGTERM stop the loop; other signals go to on_signal. */
@@ -499,7 +534,7 @@ static int lb_run_loop(lua_State *L)
     if (lua_isnoneornil(L, 1))
         lua_newtable(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    lb_run r = {lp, lb_optref(L, 1, "tick"), lb_optref(L, 1, "on_signal"), "done"};
+    lb_run r = {lp, lb_optref(L, 1, "tick"), lb_optref(L, 1, "on_signal"), "done", ""};
     double timeout = lb_optnumber(L, 1, "timeout", -1), every = lb_optnumber(L, 1, "every", 0);
     lua_getfield(L, 1, "signals");
     int signals = lua_toboolean(L, -1);
@@ -596,7 +631,7 @@ static int lb_parse_mtu(lua_State *L)
 
 static const luaL_Reg lb_backend_methods[] = {
     {"send", lb_send}, {"recv", lb_recv}, {"peek", lb_peek}, {"discard", lb_discard},
-    {"on", lb_on}, {"stats", lb_stats}, {"name", lb_name}, {"type", lb_type},
+    {"on", lb_on}, {"down", lb_down}, {"stats", lb_stats}, {"name", lb_name}, {"type", lb_type},
     {"mtu", lb_mtu}, {"mac", lb_mac}, {"get_cap", lb_get_cap}, {"set_cap", lb_set_cap},
     {"hdr_len", lb_hdr_len}, {"close", lb_close}, {NULL, NULL}};
 

@@ -73,11 +73,23 @@ function cli.wire(args)
   local function report()
     print(cli.format_stats(a)); print(cli.format_stats(b)); io.stdout:flush()
   end
-  local reason = netbe.run{ signals = true, every = every, tick = every and report }
+  -- Every second: stop if a side went down; print counters when due.
+  local elapsed, step = 0, math.min(every or 1, 1)
+  local function tick()
+    for _, be in ipairs({ a, b }) do
+      local why = be:down()
+      if why then return be:name() .. " went down: " .. why end
+    end
+    elapsed = elapsed + step
+    if every and elapsed + 1e-9 >= every then elapsed = 0; report() end
+  end
+  local reason = netbe.run{ signals = true, every = step, tick = tick }
+  local stopped = reason:match("^SIG") or reason == "done"
   print("wire: stopped by " .. reason)
   report()
   print(string.format("wire: %d frames dropped by the wire", w:drops()))
   w:close(); a:close(); b:close()
+  if not stopped then return fail(1, "wire: %s", reason) end
   return 0
 end
 

@@ -34,7 +34,8 @@ static void random_config(char *out, size_t len)
         "netgraph", ",", ",,", "=", "mac=", "00:a0:98:12:34:56", "ff:ff", "mtu=",
         "9000", "65536", "-1", "type=", "listen=", "connect=", "unix:/tmp/x",
         "127.0.0.1:", "[::1]:", "80", "reconnect=", "local=", "remote=", "name=",
-        "\xff", " ", ":", "[", "]", "x"};
+        "\xff", " ", ":", "[", "]", "x", "netmap:", "em0", "vale", "0:1", "path=",
+        "peerhook=", "hook=", "socket=", "bnet0:", "-", "{", "/x", "@", "^", "."};
     size_t used = 0;
     int n = 1 + (int)(rnd() % 8);
     out[0] = '\0';

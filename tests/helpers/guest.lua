@@ -33,13 +33,7 @@ end
 local Guest = {}
 Guest.__index = Guest
 
-function Guest:output()
-  local f = io.open(self.console)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+function Guest:output() return ns.read(self.console) end
 
 function Guest:running() return ns.alive(self.pid) end
 
@@ -92,7 +86,7 @@ function guest.start(opts)
   local args = {"qemu-system-x86_64", "-accel", "tcg", "-m", tostring(mem),
     "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
     "-kernel", kernel, "-initrd", tmp .. "/initrd.img",
-    "-append", ns.quote("console=ttyS0 panic=-1 quiet loglevel=3 " .. (opts.append or ""))}
+    "-append", ns.quote("console=ttyS0 panic=-1 quiet loglevel=3 no_timer_check " .. (opts.append or ""))}
   if opts.shared_mem then
     for _, a in ipairs({"-object", "memory-backend-memfd,id=mem0,size=" .. mem .. "M,share=on",
                         "-machine", "pc,memory-backend=mem0"}) do args[#args + 1] = a end

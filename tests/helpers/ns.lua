@@ -50,6 +50,15 @@ function ns.unique(prefix)
   return name:sub(1, 15)
 end
 
+-- The contents of file PATH, or "" when it cannot be read.
+function ns.read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 function ns.tmpdir()
   local ok, out = ns.sh("mktemp -d /tmp/netbe-test.XXXXXX")
   assert(ok, "mktemp failed: " .. out)
@@ -77,14 +86,19 @@ function ns.alive(pid)
   return (ns.sh("kill -0 " .. pid))
 end
 
+-- dash's kill builtin cannot signal a process group; procps' can.
+local function signal_session(pid, signal)
+  ns.sh("/bin/kill -s " .. signal .. " -- -" .. pid .. " " .. pid .. " 2>/dev/null")
+end
+
 -- Stop a process we started (its whole session): SIGTERM, then SIGKILL.
 function ns.kill(pid, signal)
-  ns.sh("kill -" .. (signal or "TERM") .. " -- -" .. pid .. " " .. pid .. " 2>/dev/null")
+  signal_session(pid, signal or "TERM")
   for _ = 1, 30 do
     if not ns.alive(pid) then return true end
     ns.sh("sleep 0.1")
   end
-  ns.sh("kill -KILL -- -" .. pid .. " " .. pid .. " 2>/dev/null")
+  signal_session(pid, "KILL")
   return not ns.alive(pid)
 end
 

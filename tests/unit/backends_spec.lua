@@ -158,7 +158,7 @@ describe("stream", function()
   it("fails to connect with the reason, unless reconnect is set", function()
     local path = "/tmp/netbe-nobody-" .. unique("s")
     assert.has_error(function() netbe.open("stream,connect=unix:" .. path) end,
-      "stream: cannot connect: No such file or directory")
+      "stream: cannot connect to unix:" .. path .. ": No such file or directory")
     local c = netbe.open("stream,connect=unix:" .. path .. ",reconnect=1")
     assert.is_nil(c:send(frame(60, 1)))
     assert.equal(1, c:stats().tx_drops)
@@ -167,7 +167,7 @@ describe("stream", function()
 
   it("says why listening failed", function()
     assert.has_error(function() netbe.open("stream,listen=unix:/nonexistent-dir/x.sock") end,
-      "stream: cannot listen: No such file or directory")
+      "stream: cannot listen on unix:/nonexistent-dir/x.sock: No such file or directory")
   end)
 end)
 

@@ -1,0 +1,193 @@
+-- netbe.render_linux: a topology as Linux steps (ip, bridge, sysctl, nft,
+-- dnsmasq). Firewall rules live only in the tool's own nft table
+-- "ip netbe_NAME", replaced as a whole in one `nft -f` transaction.
+local dnsmasq = require("netbe.dnsmasq")
+local plan = require("netbe.plan")
+
+local R = {}
+
+local function link_probe(ifname, extra)
+  local c = { argv = { "ip", "-o", "link", "show", "dev", ifname } }
+  if extra then for k, v in pairs(extra) do c[k] = v end end
+  return { c }
+end
+
+local function up_step(id, ifname)
+  return { id = "up:" .. id, what = "bring " .. ifname .. " up",
+           run = { { "ip", "link", "set", ifname, "up" } },
+           probe = link_probe(ifname, { match = "[<,]UP[,>]" }),
+           inverse = {} }
+end
+
+local function master_step(port, bridge)
+  return { id = "port:" .. bridge .. ":" .. port, what = "add " .. port .. " to bridge " .. bridge,
+           run = { { "ip", "link", "set", port, "master", bridge } },
+           probe = link_probe(port, { plain = " master " .. bridge .. " " }),
+           inverse = { { "ip", "link", "set", port, "nomaster" } } }
+end
+
+local function private_step(port)
+  return { id = "private:" .. port, what = "isolate bridge port " .. port,
+           run = { { "ip", "link", "set", "dev", port, "type", "bridge_slave", "isolated", "on" } },
+           probe = { { argv = { "ip", "-d", "-o", "link", "show", "dev", port }, plain = "isolated on" } },
+           inverse = { { "ip", "link", "set", "dev", port, "type", "bridge_slave", "isolated", "off" } } }
+end
+
+local function uses_vlans(topo, sw)
+  for _, nic in ipairs(topo.nics) do
+    if nic.switch == sw and nic.vlan then return true end
+  end
+  return false
+end
+
+local function switch_steps(topo, sw, add)
+  if sw.type == "existing" then
+    add { id = "exists:" .. sw.ifname, what = "check that bridge " .. sw.ifname .. " exists",
+          probe = link_probe(sw.ifname),
+          refuse = "switch " .. sw.name .. " uses the existing interface " .. sw.ifname
+            .. ", which does not exist; create it first or change the switch type" }
+    return
+  end
+  local create = { "ip", "link", "add", sw.ifname, "type", "bridge" }
+  if uses_vlans(topo, sw) then
+    create[#create + 1] = "vlan_filtering"; create[#create + 1] = "1"
+  end
+  add { id = "bridge:" .. sw.ifname, what = "create bridge " .. sw.ifname,
+        run = { create }, probe = link_probe(sw.ifname),
+        inverse = { { "ip", "link", "del", sw.ifname } } }
+  if sw.mtu then
+    add { id = "mtu:" .. sw.ifname, what = "set MTU " .. sw.mtu .. " on " .. sw.ifname,
+          run = { { "ip", "link", "set", sw.ifname, "mtu", tostring(sw.mtu) } },
+          probe = link_probe(sw.ifname, { plain = " mtu " .. sw.mtu .. " " }), inverse = {} }
+  end
+  local uplink = sw.uplink
+  if sw.vlan then
+    add { id = "vlan:" .. sw.vlan_if, what = "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
+          run = { { "ip", "link", "add", "link", sw.uplink, "name", sw.vlan_if, "type", "vlan",
+                    "id", tostring(sw.vlan) } },
+          probe = link_probe(sw.vlan_if),
+          inverse = { { "ip", "link", "del", sw.vlan_if } } }
+    add(up_step(sw.vlan_if, sw.vlan_if))
+    uplink = sw.vlan_if
+  end
+  if uplink then add(master_step(uplink, sw.ifname)) end
+  for _, m in ipairs(sw.members or {}) do add(master_step(m, sw.ifname)) end
+  if sw.address then
+    local a = sw.address.text
+    add { id = "addr:" .. sw.ifname, what = "address " .. a .. " on " .. sw.ifname,
+          run = { { "ip", "addr", "add", a, "dev", sw.ifname } },
+          probe = { { argv = { "ip", "-o", "-4", "addr", "show", "dev", sw.ifname },
+                      plain = " inet " .. a .. " " } },
+          inverse = { { "ip", "addr", "del", a, "dev", sw.ifname } } }
+  end
+  add(up_step(sw.ifname, sw.ifname))
+end
+
+local function nic_steps(topo, nic, add)
+  local sw = nic.switch
+  if nic.type == "tap" then
+    add { id = "tap:" .. nic.ifname, what = "create tap " .. nic.ifname .. " for " .. nic.vm,
+          run = { { "ip", "tuntap", "add", "dev", nic.ifname, "mode", "tap" } },
+          probe = link_probe(nic.ifname),
+          inverse = { { "ip", "link", "del", nic.ifname } } }
+  elseif nic.type == "veth" then
+    add { id = "veth:" .. nic.ifname, what = "create veth pair " .. nic.ifname .. "/" .. nic.peer
+            .. " for " .. nic.vm,
+          run = { { "ip", "link", "add", nic.ifname, "type", "veth", "peer", "name", nic.peer } },
+          probe = link_probe(nic.ifname),
+          inverse = { { "ip", "link", "del", nic.ifname } } }
+  else
+    return
+  end
+  add(master_step(nic.ifname, sw.ifname))
+  if nic.private or sw.private then add(private_step(nic.ifname)) end
+  if nic.vlan then
+    local v = tostring(nic.vlan)
+    add { id = "pvid:" .. nic.ifname, what = "VLAN " .. v .. " untagged on port " .. nic.ifname,
+          run = { { "bridge", "vlan", "add", "dev", nic.ifname, "vid", v, "pvid", "untagged" },
+                  { "bridge", "vlan", "del", "dev", nic.ifname, "vid", "1" } },
+          probe = { { argv = { "bridge", "vlan", "show", "dev", nic.ifname },
+                      match = "%f[%d]" .. v .. " PVID" } },
+          inverse = {} }
+    if sw.uplink then
+      local up = sw.vlan_if or sw.uplink
+      add { id = "tagged:" .. up .. ":" .. v, what = "VLAN " .. v .. " tagged on uplink " .. up,
+            run = { { "bridge", "vlan", "add", "dev", up, "vid", v } },
+            probe = { { argv = { "bridge", "vlan", "show", "dev", up }, match = "%f[%d]" .. v .. "%f[%D]" } },
+            inverse = { { "bridge", "vlan", "del", "dev", up, "vid", v } } }
+    end
+  end
+  add(up_step(nic.ifname, nic.ifname))
+end
+
+-- The tool's nft table: masquerade for every NAT switch.
+function R.nft_table(topo)
+  local t = "netbe_" .. topo.name
+  local rules = {}
+  for _, sw in ipairs(topo.switch_list) do
+    if sw.type == "nat" then
+      rules[#rules + 1] = string.format('\t\toifname "%s" ip saddr %s ip daddr != %s masquerade',
+                                        sw.outbound, sw.address.network, sw.address.network)
+    end
+  end
+  if #rules == 0 then return nil end
+  -- Declaring the table first makes the delete valid on the first run, so
+  -- the whole file is one transaction that replaces the table or fails.
+  local text = table.concat({
+    "# netbe: NAT for topology " .. topo.name .. "; written by netbe, do not edit",
+    "table ip " .. t .. " {}",
+    "delete table ip " .. t,
+    "table ip " .. t .. " {",
+    "\tchain postrouting {",
+    "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+    table.concat(rules, "\n"),
+    "\t}",
+    "}",
+    "",
+  }, "\n")
+  return t, text, rules
+end
+
+local function nat_steps(topo, files, add)
+  local t, text, rules = R.nft_table(topo)
+  if not t then return end
+  add { id = "forwarding", what = "enable IPv4 forwarding",
+        run = { { "sysctl", "-w", "net.ipv4.ip_forward=1" } },
+        probe = { { argv = { "sysctl", "-n", "net.ipv4.ip_forward" }, match = "^1%s*$" } },
+        inverse = { { "sysctl", "-w", "net.ipv4.ip_forward=0" } } }
+  local path = files .. "/nft.conf"
+  add { id = "nft-conf", what = "write the nft rules of table " .. t,
+        write = { path = path, content = text },
+        probe = { { file = path, content = text } },
+        inverse = { { "rm", "-f", path } } }
+  local probe = {}
+  for _, r in ipairs(rules) do
+    probe[#probe + 1] = { argv = { "nft", "list", "table", "ip", t }, plain = r:gsub("^%s+", "") }
+  end
+  add { id = "nft", what = "load table ip " .. t .. " in one transaction",
+        run = { { "nft", "-f", path } }, probe = probe, follows = "nft-conf",
+        inverse = { { "nft", "delete", "table", "ip", t } } }
+  for _, sw in ipairs(topo.switch_list) do
+    if sw.type == "nat" and sw.dhcp then
+      for _, s in ipairs(dnsmasq.steps(sw, files, topo.name)) do add(s) end
+    end
+  end
+end
+
+-- The steps for TOPO. FILES is the directory for the files the tool writes.
+-- Returns the list, or nil and an error for what Linux cannot render.
+function R.render(topo, files)
+  local steps = {}
+  local function add(s) steps[#steps + 1] = s end
+  for _, sw in ipairs(topo.switch_list) do
+    if sw.type == "netgraph" then
+      return nil, "switches." .. sw.name .. ": netgraph switches exist only on FreeBSD (use --os freebsd)"
+    end
+  end
+  for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
+  for _, nic in ipairs(topo.nics) do nic_steps(topo, nic, add) end
+  nat_steps(topo, files, add)
+  return plan.checks_first(steps)
+end
+
+return R

@@ -1,0 +1,243 @@
+-- Bad topology files are rejected with the file, the field and the reason.
+local topology = require("netbe.topology")
+
+local root = os.getenv("PWD")
+local netbe_cmd = root .. "/scripts/netbe"
+
+local tmpfiles = {}
+local function tmpfile(text)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  tmpfiles[#tmpfiles + 1] = path
+  return path
+end
+
+-- The error for TEXT loaded as a file, without the "FILE: " prefix.
+local function err_of(text)
+  local path = tmpfile(text)
+  local t, err = topology.load(path)
+  assert.is_nil(t, "expected an error for:\n" .. text)
+  local prefix = path .. ": "
+  assert.equal(prefix, err:sub(1, #prefix), "the error names the file")
+  return err:sub(#prefix + 1)
+end
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return code, out
+end
+
+describe("topology validation", function()
+  teardown(function() for _, p in ipairs(tmpfiles) do os.remove(p); os.remove(p:sub(1, -5)) end end)
+
+  it("accepts every example and fills defaults", function()
+    for _, name in ipairs({ "netgraph", "bridged", "nat", "lab" }) do
+      local t, err = topology.load("examples/topologies/" .. name .. ".lua")
+      assert.is_table(t, err)
+    end
+    local path = tmpfile([[
+switches = { n = { type = "nat", address = "10.1.0.1/24", outbound = "eth0", dhcp = true } }
+vms = { web = { nics = { { switch = "n" } } } }
+]])
+    local t = topology.load(path)
+    assert.equal(path:match("([^/]+)%.lua$"):lower(), t.name)   -- from the file name
+    assert.equal("10.1.0.128", t.switches.n.dhcp.first)
+    assert.equal("10.1.0.254", t.switches.n.dhcp.last)
+    assert.equal("12h", t.switches.n.dhcp.lease)
+    assert.equal("webn0", t.vms.web.nics[1].ifname)
+    assert.equal("5:0", t.vms.web.nics[1].slot)
+    assert.equal("tap", t.vms.web.nics[1].type)
+  end)
+
+  it("rejects names that are not legal interface or netgraph names", function()
+    assert.equal([[switches.br-ext: expected a switch name: a letter then letters, digits or '_', at most 15 characters, got "br-ext"]],
+                 err_of([[switches = { ["br-ext"] = { type = "bridge" } }]]))
+    assert.equal([[switches.averyveryverylongname: expected a switch name: a letter then letters, digits or '_', at most 15 characters, got "averyveryverylongname"]],
+                 err_of([[switches = { averyveryverylongname = { type = "bridge" } }]]))
+    assert.equal([[switches.b.uplink: expected an interface name (letters, digits, '_', '.', '-'; at most 15 characters), got "re0:"]],
+                 err_of([[switches = { b = { type = "bridge", uplink = "re0:" } }]]))
+    assert.equal([[vms.a.nics[1].ifname: expected an interface name: a letter then letters, digits or '_', at most 15 characters, got "tap.1"]],
+                 err_of([[switches = { b = { type = "bridge" } }
+vms = { a = { nics = { { switch = "b", ifname = "tap.1" } } } }]]))
+    assert.equal([[vms.a b: expected a VM name: a letter then letters, digits, '_' or '-', at most 31 characters, got "a b"]],
+                 err_of([[vms = { ["a b"] = { nics = {} } }]]))
+    assert.equal([[name: expected a topology name: a lower-case letter, then lower-case letters, digits or '_', at most 24 characters, got "My Lab"]],
+                 err_of([[name = "My Lab"]]))
+  end)
+
+  it("rejects bad CIDRs", function()
+    local function addr(a) return err_of('switches = { b = { type = "bridge", address = "' .. a .. '" } }') end
+    assert.equal([[switches.b.address: expected an IPv4 address with prefix like 10.0.0.1/24, got "10.0.0.1": expected ADDRESS/PREFIX like 10.0.0.1/24]],
+                 addr("10.0.0.1"))
+    assert.equal([[switches.b.address: expected an IPv4 address with prefix like 10.0.0.1/24, got "10.0.0.256/24": '10.0.0.256' is not an IPv4 address]],
+                 addr("10.0.0.256/24"))
+    assert.equal([[switches.b.address: expected an IPv4 address with prefix like 10.0.0.1/24, got "10.0.0.1/33": prefix /33 is not in 1..30]],
+                 addr("10.0.0.1/33"))
+    assert.equal([[switches.b.address: expected an IPv4 address with prefix like 10.0.0.1/24, got "10.0.0.0/24": '10.0.0.0' is the network or broadcast address of /24]],
+                 addr("10.0.0.0/24"))
+    assert.equal([[switches.b.address: expected an IPv4 address with prefix like 10.0.0.1/24, got "010.0.0.1/24": '010.0.0.1' is not an IPv4 address]],
+                 addr("010.0.0.1/24"))
+  end)
+
+  it("rejects VLANs outside 1..4094", function()
+    local function vlan(v) return err_of('switches = { b = { type = "bridge", uplink = "re0", vlan = ' .. v .. ' } }') end
+    assert.equal("switches.b.vlan: expected a VLAN id 1..4094, got 0 (number)", vlan("0"))
+    assert.equal("switches.b.vlan: expected a VLAN id 1..4094, got 4095 (number)", vlan("4095"))
+    assert.equal([[switches.b.vlan: expected a VLAN id 1..4094, got "10"]], vlan('"10"'))
+    assert.equal("switches.b.vlan: expected a VLAN id 1..4094, got 1.5 (number)", vlan("1.5"))
+    assert.equal("switches.b.vlan: a VLAN needs an uplink to tag on",
+                 err_of('switches = { b = { type = "bridge", vlan = 5 } }'))
+    assert.equal("vms.a.nics[1].vlan: expected a VLAN id 1..4094, got 5000 (number)",
+                 err_of([[switches = { b = { type = "bridge" } }
+vms = { a = { nics = { { switch = "b", vlan = 5000 } } } }]]))
+  end)
+
+  it("rejects unknown keys, naming the ones it knows", function()
+    assert.equal("topology.switchs: unknown key for a topology (expected one of: name, switches, vms)",
+                 err_of([[switchs = {}]]))
+    assert.equal("switches.b.uplinks: unknown key for bridge switch (expected one of: address, members, mtu, private, type, uplink, vlan)",
+                 err_of([[switches = { b = { type = "bridge", uplinks = "re0" } }]]))
+    assert.equal("vms.a.nics[1].bridge: unknown key for NIC (expected one of: connect, device, hostfwd, ifname, link, mac, peer, private, slot, socket, switch, type, vlan)",
+                 err_of([[vms = { a = { nics = { { bridge = "b" } } } }]]))
+    assert.equal("vms.a.memory: unknown key for a VM (expected one of: nics)",
+                 err_of([[vms = { a = { memory = 512 } }]]))
+    assert.equal("switches.n.dhcp.start: unknown key for dhcp (expected one of: lease, range)",
+                 err_of([[switches = { n = { type = "nat", address = "10.0.0.1/24", outbound = "e0", dhcp = { start = 1 } } }]]))
+    assert.equal("vms.a.nics[1].private: not used by a slirp NIC",
+                 err_of([[vms = { a = { nics = { { type = "slirp", private = true } } } }]]))
+    assert.equal("vms.a.nics[1].vlan: not used by a netgraph NIC",
+                 err_of([[switches = { g = { type = "netgraph", uplink = "re0" } }
+vms = { a = { nics = { { switch = "g", vlan = 3 } } } }]]))
+    assert.equal("vms.a.nics[1].ifname: not used by a netgraph NIC",
+                 err_of([[switches = { g = { type = "netgraph", uplink = "re0" } }
+vms = { a = { nics = { { switch = "g", ifname = "x" } } } }]]))
+  end)
+
+  it("rejects a NIC naming a switch that does not exist", function()
+    assert.equal([[vms.a.nics[2].switch: no switch named "lan" in this topology]],
+                 err_of([[switches = { wan = { type = "bridge" } }
+vms = { a = { nics = { { switch = "wan" }, { switch = "lan" } } } }]]))
+  end)
+
+  it("rejects other bad values with the field and the reason", function()
+    local cases = {
+      { [[switches = { b = { type = "router" } }]],
+        [[switches.b.type: expected one of bridge, nat, netgraph, existing, got "router"]] },
+      { [[switches = { n = { type = "nat", address = "10.0.0.1/24" } }]],
+        "switches.n.outbound: a NAT switch needs the outbound interface" },
+      { [[switches = { n = { type = "nat", outbound = "e0" } }]],
+        "switches.n.address: a NAT switch needs an address like 10.0.0.1/24" },
+      { [[switches = { n = { type = "nat", address = "10.0.0.1/24", outbound = "e0", dhcp = { range = { "10.0.1.5", "10.0.0.9" } } } }]],
+        "switches.n.dhcp.range[1]: 10.0.1.5 is outside 10.0.0.0/24" },
+      { [[switches = { n = { type = "nat", address = "10.0.0.1/24", outbound = "e0", dhcp = { range = { "10.0.0.50", "10.0.0.9" } } } }]],
+        "switches.n.dhcp.range: first address 10.0.0.50 is after last 10.0.0.9" },
+      { [[switches = { g = { type = "netgraph" } }]],
+        "switches.g.uplink: a netgraph switch needs an uplink interface" },
+      { [[switches = { b = { type = "bridge", mtu = 100000 } }]],
+        "switches.b.mtu: expected an MTU 576..65535, got 100000 (number)" },
+      { [[switches = { b = { type = "bridge", members = "re0" } }]],
+        [[switches.b.members: expected a list, got "re0"]] },
+      { [[switches = { b = { type = "bridge" } }
+vms = { a = { nics = { { switch = "b", mac = "01:00:5e:00:00:01" } } } }]],
+        [[vms.a.nics[1].mac: expected a unicast MAC like 52:54:00:12:34:56, got "01:00:5e:00:00:01"]] },
+      { [[switches = { b = { type = "bridge" } }
+vms = { a = { nics = { { switch = "b", slot = "x" } } } }]],
+        [[vms.a.nics[1].slot: expected a PCI slot like 5, 2:0 or 0:2:0, got "x"]] },
+      { [[switches = { b = { type = "bridge" } }
+vms = { a = { nics = { { switch = "b", type = "netgraph" } } } }]],
+        [[vms.a.nics[1].type: a bridge switch takes NIC types tap, veth, got "netgraph"]] },
+      { [[vms = { a = { nics = { { type = "slirp", hostfwd = { "2222:22" } } } } }]],
+        [[vms.a.nics[1].hostfwd[1]: expected a forward like tcp::2222-:22, got "2222:22"]] },
+      { [[vms = { a = { nics = { eth0 = { type = "slirp" } } } }]],
+        [[vms.a.nics: expected a list of NICs { {...}, {...} }, got a table with keys "eth0"]] },
+      { [[vms = { a = { nics = { { type = "vde" } } } }]],
+        [[vms.a.nics[1].type: expected tap, veth, netgraph, ngd, slirp or stream, got "vde"]] },
+      { [[vms = { a = { nics = { { type = "stream" } } } }]],
+        "vms.a.nics[1].connect: expected an address like unix:/run/vm.sock, got nil (nil)" },
+      { [[switches = { g = { type = "netgraph", uplink = "re0" } }
+vms = { a = { nics = { { switch = "g", link = 2 } } }, b = { nics = { { switch = "g", link = 2 } } } }]],
+        "vms.b.nics[1].link: link2 of g is already taken" },
+      { [[switches = { g = { type = "netgraph", uplink = "re0" } }
+vms = { a = { nics = { { switch = "g", link = 1 } } } }]],
+        "vms.a.nics[1].link: expected an ng_bridge link number 2..31, got 1 (number)" },
+      { [[switches = { b = { type = "bridge" } }
+vms = { a = { nics = { { switch = "b", ifname = "b" } } } }]],
+        "vms.a.nics[1].ifname: interface b is also made by switches.b" },
+      { [[switches = { b = { type = "bridge" } }
+vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
+        "vms.averyveryverylongvm.nics[1].ifname: expected an interface name (the default VM name + n + index is too long; set ifname): a letter then letters, digits or '_', at most 15 characters, got \"averyveryverylongvmn0\"" },
+    }
+    for _, c in ipairs(cases) do assert.equal(c[2], err_of(c[1])) end
+  end)
+
+  it("reports Lua errors and missing files with the file and line", function()
+    local path = tmpfile("switches = {\n  b = { type = 'bridge' ,, }\n}\n")
+    local t, err = topology.load(path)
+    assert.is_nil(t)
+    assert.matches(path:gsub("%p", "%%%0") .. ":2: ", err)
+    path = tmpfile("switches = {}\nerror('no such host')\n")
+    t, err = topology.load(path)
+    assert.is_nil(t)
+    assert.matches(path:gsub("%p", "%%%0") .. ":2: no such host", err)
+    -- The file can compute but cannot act.
+    path = tmpfile("vms = {}\nfor i = 1, 3 do vms['vm' .. i] = { nics = { { type = 'slirp' } } } end\n")
+    t = assert(topology.load(path))
+    assert.equal(3, #t.vm_list)
+    path = tmpfile("os.execute('true')\n")
+    t, err = topology.load(path)
+    assert.is_nil(t)
+    assert.matches("attempt to index a nil value %(global 'os'%)", err)
+    t, err = topology.load("/nonexistent/topo.lua")
+    assert.is_nil(t)
+    assert.matches("^/nonexistent/topo.lua: cannot read the topology file: ", err)
+  end)
+
+  it("makes the command exit 1 with the message, and 2 on bad usage", function()
+    local path = tmpfile([[switches = { b = { type = "bridge", vlan = 9999, uplink = "re0" } }]])
+    local code, out = sh(netbe_cmd .. " plan " .. path .. " --os linux")
+    assert.equal(1, code)
+    assert.equal("netbe: " .. path .. ": switches.b.vlan: expected a VLAN id 1..4094, got 9999 (number)\n", out)
+    code, out = sh(netbe_cmd .. " plan " .. path .. " --os windows")
+    assert.equal(2, code)
+    assert.matches("--os wants freebsd or linux, got 'windows'", out, 1, true)
+    code, out = sh(netbe_cmd .. " apply")
+    assert.equal(2, code)
+    assert.matches("expected one topology file, got 0", out, 1, true)
+    code, out = sh(netbe_cmd .. " status examples/topologies/nat.lua --bogus")
+    assert.equal(2, code)
+    assert.matches("unknown option --bogus", out, 1, true)
+    code, out = sh(netbe_cmd .. " plan examples/topologies/netgraph.lua --os linux")
+    assert.equal(1, code)
+    assert.matches("switches.bnet0: netgraph switches exist only on FreeBSD (use --os freebsd)", out, 1, true)
+    -- A live holder of the topology's lock keeps apply out; a dead one does not.
+    local _, dir = sh("mktemp -d /tmp/netbe-lock.XXXXXX")
+    dir = dir:gsub("%s+$", "")
+    sh("mkdir " .. dir .. "/bridged.lock && echo 1 > " .. dir .. "/bridged.lock/pid")
+    code, out = sh("NETBE_STATE_DIR=" .. dir .. " " .. netbe_cmd .. " apply examples/topologies/bridged.lua --os linux --dry-run")
+    assert.equal(1, code)
+    assert.matches("apply: topology bridged is busy: netbe process 1 holds " .. dir .. "/bridged.lock", out, 1, true)
+    sh("echo 999999999 > " .. dir .. "/bridged.lock/pid")
+    code, out = sh("NETBE_STATE_DIR=" .. dir .. " " .. netbe_cmd .. " apply examples/topologies/bridged.lua --os linux --dry-run")
+    assert.equal(0, code, out)
+    assert.matches("dry run: 6 steps would run", out, 1, true)
+    local _, left = sh("ls -A " .. dir)
+    assert.equal("", left)                       -- lock released, nothing recorded
+    sh("rm -rf " .. dir)
+    code, out = sh(netbe_cmd .. " status examples/topologies/nat.lua --os linux --netns nbnosuchns")
+    assert.equal(1, code)
+    assert.matches('status: --netns nbnosuchns: Cannot open network namespace "nbnosuchns"', out, 1, true)
+    code, out = sh(netbe_cmd .. " apply examples/topologies/nat.lua --os freebsd --netns x")
+    assert.equal(2, code)
+    assert.matches("apply: --netns is for --os linux", out, 1, true)
+    code, out = sh(netbe_cmd .. " apply examples/topologies/nat.lua --os freebsd")
+    assert.equal(2, code)
+    assert.matches("apply: --os freebsd on a linux host: only plan and bhyve-args work for another system", out, 1, true)
+    code, out = sh(netbe_cmd .. " bhyve-args examples/topologies/nat.lua --vm nosuch")
+    assert.equal(1, code)
+    assert.matches("no VM named 'nosuch' in topology natlab", out, 1, true)
+  end)
+end)
