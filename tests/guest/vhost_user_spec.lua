@@ -147,6 +147,41 @@ echo "RXMD5=$(md5sum /tmp/in.bin | cut -d' ' -f1)"
     assert.are.equal(md5(dir .. "/tx.bin"), g:output():match("RXMD5=(%x+)"))
   end)
 
+  it("serves a guest with netbe's slirp behind it: DHCP, a fetch from host loopback, hostfwd in", function()
+    if not ns.sh(ns.netbe .. " check slirp") then
+      pending("netbe has no slirp backend in this build")
+      return
+    end
+    local n = ns.new("vu")
+    local dir = ns.tmpdir()
+    local sock = dir .. "/vu.sock"
+    assert(ns.sh("echo netbe-hello >" .. dir .. "/hello.txt"))
+    vhost.spawn(n, "exec busybox httpd -f -p 127.0.0.1:8080 -h " .. dir)
+    -- "open" lets the guest reach the namespace's loopback through 10.0.2.2;
+    -- the namespace has no route off the machine.
+    vhost.device(sock, "slirp,open,hostfwd=tcp:127.0.0.1:2280-:80", n)
+    local g = vhost.guest(sock, {script = [[
+dhcp || exit 3
+wget -q -O - http://10.0.2.2:8080/hello.txt | grep -q netbe-hello && echo FETCH-OK
+mkdir -p /www
+echo netbe-inbound >/www/in.txt
+httpd -p 80 -h /www
+echo SERVING
+i=0
+while ! wget -q -O /dev/null http://10.0.2.2:8080/done 2>/dev/null; do
+  sleep 0.5; i=$((i+1)); [ $i -lt 240 ] || exit 4
+done
+]]})
+    assert.are.equal("10.0.2.15", g:wait_for("LEASE ip=(%S+)", 90), g:transcript())
+    assert.is_truthy(g:wait_for("SERVING", 60), g:transcript())
+    assert.is_truthy(g:output():find("FETCH-OK", 1, true), g:transcript())
+    local ok, out = n:exec("busybox wget -q -O - http://127.0.0.1:2280/in.txt")
+    assert.is_true(ok, out)
+    assert.are.equal("netbe-inbound\n", out)
+    assert(ns.sh("touch " .. dir .. "/done"))
+    assert.are.equal(0, g:wait_exit(60), g:transcript())
+  end)
+
   it("rejects bad command lines and malformed control messages without dying", function()
     local ok, out = ns.sh(ns.quote(vhost.bin) .. " tap0")
     assert.is_false(ok)
