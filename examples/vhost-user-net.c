@@ -16,7 +16,12 @@
 ** (netbe_get_cap) are offered to the guest. One QEMU is served at a time;
 ** when it goes away (shut down, killed, restarted) the device forgets the
 ** guest and waits for the next connection. A guest reboot stops and
-** re-sets the rings over the same connection. Runs until SIGINT or SIGTERM.
+** re-sets the rings over the same connection. Runs until SIGINT or SIGTERM,
+** then prints the backend's counters. VHOST_USER_NET_DEBUG=1 in the
+** environment logs every control message to stderr.
+**
+** Under TCG, QEMU 7.2 crashes in vhost_net_start when the virtio-net-pci
+** device uses MSI-X with a vhost-user backend; give the device vectors=0.
 **
 ** The protocol is QEMU's docs/interop/vhost-user.rst; only what a net device
 ** with one queue pair needs is offered (no multiqueue, no dirty logging, no
