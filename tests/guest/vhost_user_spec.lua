@@ -192,7 +192,7 @@ done
     assert.is_truthy(out:find("unknown key 'colour'", 1, true), out)
 
     local sock = dir .. "/vu.sock"
-    local pid, log = vhost.device(sock, "null")
+    local pid, log = vhost.device(sock, "null,mac=02:00:00:aa:bb:cc,mtu=1400")
     -- Send MSG (little-endian u32 fields, then raw bytes) and return the reply as bytes.
     local function send(msg)
       local f = assert(io.open(dir .. "/msg", "wb"))
@@ -222,5 +222,14 @@ done
     assert.are.equal(20, #bytes)
     assert.are.equal(5, bytes[5])                -- flags: version 1 | reply
     assert.are.equal(1, bytes[17] & 1)           -- feature bit 32
+    -- GET_CONFIG: virtio-net config space with the backend's MAC, link up, MTU.
+    bytes = send(hdr(24, 24) .. string.pack("<I4I4I4", 0, 12, 0) .. string.rep("\0", 12))
+    assert.are.equal(36, #bytes)
+    assert.are.same({2, 0, 0, 0xaa, 0xbb, 0xcc}, {table.unpack(bytes, 25, 30)})
+    assert.are.equal(1, bytes[31])               -- status: link up
+    assert.are.equal(1400, bytes[35] | bytes[36] << 8)
+    -- A config read past the 256-byte space ends the connection, not the device.
+    send(hdr(24, 12) .. string.pack("<I4I4I4", 250, 20, 0))
+    assert.is_true(ns.alive(pid))
   end)
 end)
