@@ -18,6 +18,7 @@
 **      Backends netmap and vale (FreeBSD netmap; config checked everywhere)
 **  11. The backend table
 **  12. Wire
+**  13. virtio: split virtqueues
 **
 ** Naming: nb_ is internal to this file; netbe_ is the public API.
 */
@@ -4318,4 +4319,336 @@ int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs)
     int rc = p ? netbe_policy_rule_stats(p, i, rs) : -ENOENT;
     pthread_mutex_unlock(&w->policy_lock);
     return rc;
+}
+
+/* ====================================================================
+** 13. virtio: split virtqueues
+** ====================================================================
+** The layout is virtio 1.x section 2.7. The guest may rewrite its rings
+** at any moment, so each descriptor and ring entry is read exactly once
+** into a local copy, indices are taken modulo the queue size, and walks
+** are bounded by counts, never by what the guest says comes next.
+*/
+
+#define VQ_DESC_F_NEXT      1
+#define VQ_DESC_F_WRITE     2
+#define VQ_DESC_F_INDIRECT  4
+#define VQ_AVAIL_F_NO_INTERRUPT 1
+#define VQ_USED_F_NO_NOTIFY     1
+
+struct vq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+
+/* Entries of one indirect table: a guest cannot ask for more. */
+#define VQ_MAX_INDIRECT NETBE_VQ_MAX_SIZE
+
+struct netbe_vq {
+    netbe_vq_map_fn map;
+    void *map_arg;
+    unsigned size;               /* 0 while not set up */
+    int event_idx, indirect;
+    uint8_t *desc;               /* size * 16 bytes */
+    uint16_t *avail;             /* flags, idx, ring[size], used_event */
+    uint16_t *used;              /* flags, idx, then {u32 id, u32 len}[size], avail_event */
+    uint16_t last_avail;         /* next available entry to take */
+    uint16_t used_idx;           /* next used entry to fill */
+    uint16_t published;          /* used index at the last publish */
+    int can_unpop;
+    char error[160];
+};
+
+int netbe_vq_new(netbe_vq **vqp, netbe_vq_map_fn map, void *arg)
+{
+    netbe_vq *vq = calloc(1, sizeof *vq);
+    *vqp = vq;
+    if (!vq)
+        return -ENOMEM;
+    vq->map = map;
+    vq->map_arg = arg;
+    return 0;
+}
+
+void netbe_vq_free(netbe_vq *vq)
+{
+    free(vq);
+}
+
+/* Mark VQ broken with a message; returns -CODE. */
+static int vq_fail(netbe_vq *vq, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int vq_fail(netbe_vq *vq, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(vq->error, sizeof vq->error, fmt, ap);
+    va_end(ap);
+    return -code;
+}
+
+static int vq_usable(const netbe_vq *vq)
+{
+    return vq->size && !vq->error[0];
+}
+
+/* Ring fields shared with the guest: indices need ordering, not locks. */
+static uint16_t vq_load16(const uint16_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static void vq_store16(uint16_t *p, uint16_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+/* Map one ring area; it must be aligned as the spec says so that the
+** index fields can be accessed atomically. */
+static void *vq_map_area(netbe_vq *vq, const char *what, uint64_t gpa, uint64_t len,
+                         unsigned align, char *err, size_t errlen, int *rc)
+{
+    if (*rc < 0)
+        return NULL;
+    void *p = gpa % align ? NULL : vq->map(vq->map_arg, gpa, len);
+    if (!p || (uintptr_t)p % align)
+        *rc = NB_ERR(EINVAL, "virtqueue %s at 0x%llx (%llu bytes): expected a %u-byte "
+                     "aligned area inside guest memory", what, (unsigned long long)gpa,
+                     (unsigned long long)len, align);
+    return p;
+}
+
+int netbe_vq_setup(netbe_vq *vq, unsigned size, uint64_t desc, uint64_t avail,
+                   uint64_t used, uint64_t features, char *err, size_t errlen)
+{
+    netbe_vq_reset(vq);
+    if (size == 0 || size > NETBE_VQ_MAX_SIZE || (size & (size - 1)))
+        return NB_ERR(EINVAL, "virtqueue size %u: expected a power of 2 from 1 to %d",
+                      size, NETBE_VQ_MAX_SIZE);
+    int rc = 0;
+    uint8_t *d = vq_map_area(vq, "descriptor table", desc, 16ULL * size, 16, err, errlen, &rc);
+    uint16_t *a = vq_map_area(vq, "available ring", avail, 6 + 2ULL * size, 2, err, errlen, &rc);
+    uint16_t *u = vq_map_area(vq, "used ring", used, 6 + 8ULL * size, 4, err, errlen, &rc);
+    if (rc < 0)
+        return rc;
+    vq->desc = d;
+    vq->avail = a;
+    vq->used = u;
+    vq->event_idx = (features & NETBE_F_RING_EVENT_IDX) != 0;
+    vq->indirect = (features & NETBE_F_RING_INDIRECT_DESC) != 0;
+    vq->used_idx = vq->published = vq_load16(&u[1]);
+    vq->error[0] = '\0';
+    vq->size = size;
+    return 0;
+}
+
+void netbe_vq_reset(netbe_vq *vq)
+{
+    vq->size = 0;
+    vq->desc = NULL;
+    vq->avail = vq->used = NULL;
+    vq->can_unpop = 0;
+    vq->error[0] = '\0';
+}
+
+int netbe_vq_ready(const netbe_vq *vq) { return vq_usable(vq); }
+uint16_t netbe_vq_get_base(const netbe_vq *vq) { return vq->last_avail; }
+
+void netbe_vq_set_base(netbe_vq *vq, uint16_t base)
+{
+    vq->last_avail = base;
+    vq->can_unpop = 0;
+}
+
+const char *netbe_vq_error(const netbe_vq *vq) { return vq->error; }
+
+int netbe_vq_pending(netbe_vq *vq)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    uint16_t idx = vq_load16(&vq->avail[1]);
+    uint16_t n = (uint16_t)(idx - vq->last_avail);
+    if (n > vq->size)
+        return vq_fail(vq, EINVAL, "available index jumped from %u to %u, more than "
+                       "the queue size %u", vq->last_avail, idx, vq->size);
+    return n;
+}
+
+/* The walk through one chain: where descriptors come from, and the limits. */
+struct vq_walk {
+    const uint8_t *table;        /* the ring's table or an indirect one */
+    unsigned entries;            /* entries in TABLE */
+    unsigned seen;               /* descriptors read from TABLE so far */
+    int in_indirect;
+};
+
+/* Enter the indirect table D points to. */
+static int vq_enter_indirect(netbe_vq *vq, struct vq_walk *w, const struct vq_desc *d)
+{
+    if (!vq->indirect)
+        return vq_fail(vq, EINVAL, "indirect descriptor without INDIRECT_DESC negotiated");
+    if (w->in_indirect)
+        return vq_fail(vq, EINVAL, "indirect descriptor inside an indirect table");
+    if (d->flags & VQ_DESC_F_NEXT)
+        return vq_fail(vq, EINVAL, "indirect descriptor with NEXT set");
+    if (d->len == 0 || d->len % 16 || d->len / 16 > VQ_MAX_INDIRECT)
+        return vq_fail(vq, EINVAL, "indirect table of %u bytes: expected a multiple of "
+                       "16 from 16 to %d", d->len, VQ_MAX_INDIRECT * 16);
+    const uint8_t *t = vq->map(vq->map_arg, d->addr, d->len);
+    if (!t)
+        return vq_fail(vq, EFAULT, "indirect table at 0x%llx (%u bytes) is outside "
+                       "guest memory", (unsigned long long)d->addr, d->len);
+    w->table = t;
+    w->entries = d->len / 16;
+    w->seen = 0;
+    w->in_indirect = 1;
+    return 0;
+}
+
+/* Add the buffer of descriptor D to the chain. */
+static int vq_add_buffer(netbe_vq *vq, const struct vq_desc *d, struct iovec *iov,
+                         int iovmax, int allow, struct netbe_vq_chain *ch)
+{
+    int writable = (d->flags & VQ_DESC_F_WRITE) != 0;
+    if (!(allow & (writable ? NETBE_VQ_WRITE : NETBE_VQ_READ)))
+        return vq_fail(vq, EINVAL, "device-%s buffer on a queue that takes only "
+                       "device-%s ones", writable ? "writable" : "readable",
+                       writable ? "readable" : "writable");
+    if (!writable && ch->nwrite)
+        return vq_fail(vq, EINVAL, "device-readable buffer after a writable one");
+    if (d->len == 0)
+        return 0;
+    if (ch->nread + ch->nwrite >= iovmax)
+        return vq_fail(vq, E2BIG, "chain has more than %d buffers", iovmax);
+    if (ch->read_len + ch->write_len + d->len > UINT32_MAX)
+        return vq_fail(vq, EINVAL, "chain longer than 4 GiB");
+    void *p = vq->map(vq->map_arg, d->addr, d->len);
+    if (!p)
+        return vq_fail(vq, EFAULT, "buffer at 0x%llx (%u bytes) is outside guest memory",
+                       (unsigned long long)d->addr, d->len);
+    struct iovec *v = &iov[ch->nread + ch->nwrite];
+    v->iov_base = p;
+    v->iov_len = d->len;
+    if (writable) {
+        ch->nwrite++;
+        ch->write_len += d->len;
+    } else {
+        ch->nread++;
+        ch->read_len += d->len;
+    }
+    return 0;
+}
+
+/* Follow the chain starting at HEAD. */
+static int vq_walk_chain(netbe_vq *vq, uint16_t head, struct iovec *iov, int iovmax,
+                         int allow, struct netbe_vq_chain *ch)
+{
+    struct vq_walk w = {vq->desc, vq->size, 0, 0};
+    unsigned i = head;
+    for (;;) {
+        if (w.seen++ >= w.entries)
+            return vq_fail(vq, ELOOP, "chain from head %u has more descriptors than its "
+                           "table (%u): a loop", head, w.entries);
+        struct vq_desc d;
+        memcpy(&d, w.table + 16 * (size_t)i, sizeof d);
+        int rc = d.flags & VQ_DESC_F_INDIRECT ? vq_enter_indirect(vq, &w, &d) :
+                 vq_add_buffer(vq, &d, iov, iovmax, allow, ch);
+        if (rc < 0)
+            return rc;
+        if (d.flags & VQ_DESC_F_INDIRECT) {
+            i = 0;
+            continue;
+        }
+        if (!(d.flags & VQ_DESC_F_NEXT))
+            return 0;
+        i = d.next;
+        if (i >= w.entries)
+            return vq_fail(vq, EINVAL, "descriptor next %u is outside its table (%u entries)",
+                           i, w.entries);
+    }
+}
+
+int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
+                 struct netbe_vq_chain *ch)
+{
+    int n = netbe_vq_pending(vq);
+    if (n <= 0)
+        return n;
+    uint16_t head = vq_load16(&vq->avail[2 + vq->last_avail % vq->size]);
+    if (head >= vq->size)
+        return vq_fail(vq, EINVAL, "available entry %u names head %u, outside the queue "
+                       "(%u entries)", vq->last_avail, head, vq->size);
+    memset(ch, 0, sizeof *ch);
+    ch->head = head;
+    int rc = vq_walk_chain(vq, head, iov, iovmax, allow, ch);
+    if (rc < 0)
+        return rc;
+    vq->last_avail++;
+    vq->can_unpop = 1;
+    return 1;
+}
+
+void netbe_vq_unpop(netbe_vq *vq)
+{
+    if (vq->can_unpop)
+        vq->last_avail--;
+    vq->can_unpop = 0;
+}
+
+int netbe_vq_push(netbe_vq *vq, uint16_t head, uint32_t len)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    if (head >= vq->size)
+        return -EINVAL;
+    uint32_t elem[2] = {head, len};
+    memcpy((uint8_t *)vq->used + 4 + 8 * (size_t)(vq->used_idx % vq->size), elem,
+           sizeof elem);
+    vq->used_idx++;
+    vq->can_unpop = 0;
+    return 0;
+}
+
+/* virtio's vring_need_event: has the index moved from OLD to NEW past EVENT? */
+static int vq_need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+int netbe_vq_publish(netbe_vq *vq)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    uint16_t old = vq->published, now = vq->used_idx;
+    if (old == now)
+        return 0;
+    vq_store16(&vq->used[1], now);
+    vq->published = now;
+    /* The driver's suppression fields must be read after it can see idx. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (vq->event_idx)
+        return vq_need_event(vq_load16(&vq->avail[2 + vq->size]), now, old);
+    return !(vq_load16(&vq->avail[0]) & VQ_AVAIL_F_NO_INTERRUPT);
+}
+
+int netbe_vq_notify_enable(netbe_vq *vq)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    if (vq->event_idx)
+        vq_store16((uint16_t *)((uint8_t *)vq->used + 4 + 8 * (size_t)vq->size),
+                   vq->last_avail);
+    else
+        vq_store16(&vq->used[0], 0);
+    /* A chain made available before the driver saw the request gets no kick. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    int n = netbe_vq_pending(vq);
+    return n < 0 ? n : n > 0;
+}
+
+void netbe_vq_notify_disable(netbe_vq *vq)
+{
+    if (vq_usable(vq) && !vq->event_idx)
+        vq_store16(&vq->used[0], VQ_USED_F_NO_NOTIFY);
 }

@@ -493,6 +493,133 @@ int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p);
 int netbe_wire_policy_stats(netbe_wire *w, struct netbe_policy_stats *st);
 int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs);
 
+
+/* ====================================================================
+** virtio: split virtqueues
+** ====================================================================
+** A helper for embedders that serve a guest's virtio queues themselves
+** (a bhyve-style device model, a vhost-user device). It walks a split
+** virtqueue (descriptor table, available ring, used ring: virtio 1.x,
+** section 2.7) that lives in guest memory, reached only through the
+** embedder's MAP callback. Supported: indirect descriptors,
+** VIRTIO_F_EVENT_IDX (used_event / avail_event notification suppression),
+** VIRTIO_F_VERSION_1 (rings little-endian; netbe supports little-endian
+** hosts only, where legacy rings look the same).
+**
+** Nothing the guest writes is trusted. Every index, address and length is
+** checked before use; each descriptor is copied out of guest memory once, so
+** a guest changing it meanwhile sees no effect. A queue whose guest breaks
+** the rules (a buffer outside guest memory, a loop in a chain, an indirect
+** table inside an indirect table, an available index that jumps by more than
+** the queue size, a buffer of the wrong direction, an absurd length) becomes
+** broken: the call returns a negative errno value, netbe_vq_error() names
+** what was wrong, and every later call fails the same way until
+** netbe_vq_setup() is called again (the guest resets the device). This is
+** what QEMU does with a misbehaving driver: stop the queue, never loop,
+** never touch memory outside the guest.
+**
+** A queue is used from one thread at a time; the helper takes no locks.
+*/
+typedef struct netbe_vq netbe_vq;
+
+/* Map LEN bytes of guest memory at guest physical address GPA into the
+** embedder's address space: a pointer to all LEN bytes, contiguous, or NULL
+** when any of them lies outside guest memory. LEN may be 0. The pointer must
+** stay valid until the queue is set up again, reset or freed. */
+typedef void *(*netbe_vq_map_fn)(void *arg, uint64_t gpa, uint64_t len);
+
+/* Transport and ring feature bits the helper understands. */
+#define NETBE_F_RING_INDIRECT_DESC (1ULL << 28)
+#define NETBE_F_RING_EVENT_IDX     (1ULL << 29)
+#define NETBE_F_VERSION_1          (1ULL << 32)
+
+/* Largest queue size of a split virtqueue (sizes are powers of 2). */
+#define NETBE_VQ_MAX_SIZE 32768
+
+/* Directions a chain may carry, for netbe_vq_pop's ALLOW. */
+#define NETBE_VQ_READ   0x1  /* device-readable: the driver's data (a tx frame) */
+#define NETBE_VQ_WRITE  0x2  /* device-writable: room for the device (an rx buffer) */
+
+/* A new queue, not yet set up, that reaches guest memory through MAP(ARG).
+** Returns 0 and *VQP, or -ENOMEM. Free with netbe_vq_free. */
+int netbe_vq_new(netbe_vq **vqp, netbe_vq_map_fn map, void *arg);
+void netbe_vq_free(netbe_vq *vq);
+
+/* Place the queue: SIZE entries (a power of 2 up to NETBE_VQ_MAX_SIZE), the
+** descriptor table at guest physical address DESC (16-byte aligned), the
+** available ring at AVAIL (2-byte aligned), the used ring at USED (4-byte
+** aligned). FEATURES are the negotiated bits; NETBE_F_RING_EVENT_IDX and
+** NETBE_F_RING_INDIRECT_DESC change behaviour, others are ignored. The three
+** areas are mapped now, so call this again after the guest memory map
+** changes. The next available entry is the one netbe_vq_set_base gave (0 by
+** default); the used index continues from the one in the used ring. Clears a
+** broken state. Returns 0, or -EINVAL with ERR naming the bad value. */
+int netbe_vq_setup(netbe_vq *vq, unsigned size, uint64_t desc, uint64_t avail,
+                   uint64_t used, uint64_t features, char *err, size_t errlen);
+
+/* Forget the rings: the queue is no longer ready; the base is kept. */
+void netbe_vq_reset(netbe_vq *vq);
+
+/* 1 when set up and not broken, else 0. */
+int netbe_vq_ready(const netbe_vq *vq);
+
+/* The index of the next available entry to take (vhost's "vring base"), and
+** setting it, e.g. when a device resumes a queue another process served. */
+uint16_t netbe_vq_get_base(const netbe_vq *vq);
+void netbe_vq_set_base(netbe_vq *vq, uint16_t base);
+
+/* What netbe_vq_pop found: give HEAD back to netbe_vq_push. The chain's
+** buffers are IOV[0 .. nread) (device-readable) followed by
+** IOV[nread .. nread + nwrite) (device-writable), mapped into host memory. */
+struct netbe_vq_chain {
+    uint16_t head;
+    int nread, nwrite;
+    uint64_t read_len, write_len;   /* bytes in each part */
+};
+
+/* Take the next available chain into IOV (room for IOVMAX entries; a chain
+** can have as many descriptors as the queue has entries). ALLOW says which
+** directions the caller accepts (NETBE_VQ_READ, NETBE_VQ_WRITE or both); a
+** buffer of another direction, or a readable buffer after a writable one,
+** breaks the queue. Returns 1 with *CH filled, 0 when no chain is
+** available, -EIO when the queue is not set up or broken, or the errno
+** value for the rule the guest broke (-EFAULT: a buffer or table outside
+** guest memory; -ELOOP: a chain longer than the queue; -EINVAL: a bad index,
+** flag or length; -E2BIG: more buffers than IOVMAX). Zero-length buffers are
+** skipped. */
+int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
+                 struct netbe_vq_chain *ch);
+
+/* Give back the chain netbe_vq_pop returned last, unused (e.g. no frame was
+** waiting after all): the next pop returns it again. Only one pop can be
+** undone, and only before the next pop. */
+void netbe_vq_unpop(netbe_vq *vq);
+
+/* Return chain HEAD to the driver with LEN bytes written into its writable
+** buffers. The driver sees it after netbe_vq_publish. Returns 0, -EIO when
+** the queue is not ready, or -EINVAL for a HEAD outside the queue. */
+int netbe_vq_push(netbe_vq *vq, uint16_t head, uint32_t len);
+
+/* Make the chains pushed so far visible to the driver. Returns 1 when the
+** driver wants an interrupt for them (used_event with EVENT_IDX, else the
+** avail ring's NO_INTERRUPT flag), 0 when it does not or nothing was
+** pushed since the last publish, -EIO when the queue is not ready. */
+int netbe_vq_publish(netbe_vq *vq);
+
+/* Ask the driver to notify (kick) when it makes more chains available, or
+** to stop notifying. Enabling returns 1 when chains became available before
+** the request was seen (process them, as no kick will come for them), 0
+** when the ring is empty, or -EIO. */
+int netbe_vq_notify_enable(netbe_vq *vq);
+void netbe_vq_notify_disable(netbe_vq *vq);
+
+/* Number of chains available now, or a negative errno value when the queue
+** is not ready or its available index is out of range (which breaks it). */
+int netbe_vq_pending(netbe_vq *vq);
+
+/* Why the queue broke, or "" when it is not broken. Belongs to VQ. */
+const char *netbe_vq_error(const netbe_vq *vq);
+
 #ifdef __cplusplus
 }
 #endif
