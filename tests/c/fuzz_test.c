@@ -154,9 +154,9 @@ int main(void)
     const char *it = getenv("FUZZ_ITERATIONS");
     int rounds = it ? atoi(it) : 20000;
     struct event_base *base = event_base_new();
-    fuzz_configs(rounds);
-    fuzz_frames(base, rounds);
-    fuzz_stream(base, rounds);
+    RUN(fuzz_configs(rounds));
+    RUN(fuzz_frames(base, rounds));
+    RUN(fuzz_stream(base, rounds));
     event_base_free(base);
     return check_summary();
 }

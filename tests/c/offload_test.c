@@ -594,14 +594,14 @@ static void test_rx_merge(void)
 
 int main(void)
 {
-    test_segmentation();
-    test_ufo();
-    test_csum();
-    test_lies();
-    test_truncated();
-    test_random();
-    test_pair();
-    test_backpressure();
-    test_rx_merge();
+    RUN(test_segmentation());
+    RUN(test_ufo());
+    RUN(test_csum());
+    RUN(test_lies());
+    RUN(test_truncated());
+    RUN(test_random());
+    RUN(test_pair());
+    RUN(test_backpressure());
+    RUN(test_rx_merge());
     return check_summary();
 }

@@ -666,14 +666,14 @@ static void test_host_index(void)
 
 int main(void)
 {
-    test_fields();
-    test_arp_vlan_ipv6();
-    test_truncated();
-    test_actions();
-    test_hooks();
-    test_errors();
-    test_carry();
-    test_index();
-    test_host_index();
+    RUN(test_fields());
+    RUN(test_arp_vlan_ipv6());
+    RUN(test_truncated());
+    RUN(test_actions());
+    RUN(test_hooks());
+    RUN(test_errors());
+    RUN(test_carry());
+    RUN(test_index());
+    RUN(test_host_index());
     return check_summary();
 }

@@ -414,13 +414,13 @@ static void test_random_rings(void)
 int main(void)
 {
     mem = calloc(1, MEM_SIZE);
-    test_setup_rejects();
-    test_normal_chain();
-    test_wraparound();
-    test_indirect();
-    test_event_idx();
-    test_hostile();
-    test_random_rings();
+    RUN(test_setup_rejects());
+    RUN(test_normal_chain());
+    RUN(test_wraparound());
+    RUN(test_indirect());
+    RUN(test_event_idx());
+    RUN(test_hostile());
+    RUN(test_random_rings());
     free(mem);
     return check_summary();
 }
