@@ -5,6 +5,8 @@
 **   1. Utilities: errors, iovecs, MD5
 **   2. Config: legacy strings, keys, MAC and MTU
 **   3. Frames: virtio-net headers and header conversion
+**  3a. Frames: software offloads (checks, checksums, segmentation)
+**  3b. Policy: rules compiled into an index, matched per frame
 **   4. Backend core: open, send, recv, events, counters
 **   5. Backend null
 **   6. Backend pair
@@ -17,6 +19,7 @@
 **  11. Backend slirp (libslirp user-mode NAT)
 **  12. The backend table
 **  13. Wire
+**  14. virtio: split virtqueues
 **
 ** Naming: nb_ is internal to this file; netbe_ is the public API.
 */
@@ -26,11 +29,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -38,7 +43,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -46,6 +50,9 @@
 
 #include <event2/event.h>
 #include <libslirp.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 
 #ifdef __linux__
 #include <linux/if_tun.h>
@@ -427,10 +434,1555 @@ struct nb_vnet_hdr {
 #define NB_HDR_F_NEEDS_CSUM  1
 #define NB_HDR_GSO_NONE      0
 
-/* True when a frame with header H needs work the other side may not do. */
+/* ====================================================================
+** 3a. Frames: software offloads
+** ====================================================================
+** What a NIC without offloads does when a header asks for one: complete a
+** partial checksum, cut a TSO frame into TCP segments, a USO frame into
+** UDP datagrams, a UFO frame into IPv4 fragments. The segments are the
+** ones Linux's GSO sends (tcp_gso_segment, inet_gso_segment), so a peer
+** cannot tell who cut them. Headers are checked against the frame before
+** any offset in them is used: a header that lies is refused, not followed.
+*/
+
+#define NB_HDR_F_DATA_VALID  2
+#define NB_HDR_GSO_TCPV4     1
+#define NB_HDR_GSO_UDP       3
+#define NB_HDR_GSO_TCPV6     4
+#define NB_HDR_GSO_UDP_L4    5
+#define NB_HDR_GSO_ECN       0x80
+
+/* A GSO frame cut into more pieces than this is an attack, not traffic
+** (Linux's smallest MSS, 88 bytes, makes 745 of a 64 KiB frame). */
+#define NB_SEG_MAX 1024
+/* Bytes of a frame the header parser may look at: Ethernet with two VLAN
+** tags (22), the largest IPv4 header (60) and TCP header (60). */
+#define NB_HEAD_MAX 160
+
+#define NB_TCP_FIN 0x01
+#define NB_TCP_PSH 0x08
+#define NB_TCP_CWR 0x80
+
+static uint16_t nb_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static uint32_t nb_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void nb_put16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void nb_put32(uint8_t *p, uint32_t v)
+{
+    nb_put16(p, v >> 16);
+    nb_put16(p + 2, v & 0xffff);
+}
+
+/* Where the headers of an Ethernet frame are. */
+struct nb_pkt {
+    unsigned l3, l4;             /* offsets of the IP and transport headers */
+    unsigned hdrs;               /* end of the transport header */
+    size_t end;                  /* end of the IP packet (Ethernet padding follows) */
+    unsigned proto;              /* IPPROTO_TCP or IPPROTO_UDP */
+    int v6;
+    int frag;                    /* an IPv4 fragment */
+};
+
+/* Parse Ethernet (up to two VLAN tags), IPv4 or IPv6 without extension
+** headers, and a TCP or UDP header, in frame F of LEN bytes. Reads only
+** the first NB_HEAD_MAX bytes. Returns 0, or -1 when the frame is not
+** such a packet or its lengths run past LEN. */
+static int nb_pkt_parse(const uint8_t *f, size_t len, struct nb_pkt *p)
+{
+    unsigned off = 12, type;
+    memset(p, 0, sizeof *p);
+    for (int tags = 0;; tags++) {
+        if (off + 2 > len)
+            return -1;
+        type = nb_get16(f + off);
+        off += 2;
+        if ((type != 0x8100 && type != 0x88a8) || tags == 2)
+            break;
+        off += 2;
+    }
+    p->l3 = off;
+    if (type == 0x0800) {
+        if (off + 20 > len || f[off] >> 4 != 4)
+            return -1;
+        unsigned ihl = (f[off] & 15u) * 4;
+        size_t tot = nb_get16(f + off + 2);
+        if (ihl < 20 || tot < ihl || off + tot > len)
+            return -1;
+        p->l4 = off + ihl;
+        p->end = off + tot;
+        p->proto = f[off + 9];
+        p->frag = (nb_get16(f + off + 6) & 0x3fff) != 0;
+    } else if (type == 0x86dd) {
+        if (off + 40 > len || f[off] >> 4 != 6)
+            return -1;
+        p->v6 = 1;
+        p->l4 = off + 40;
+        p->end = p->l4 + nb_get16(f + off + 4);
+        p->proto = f[off + 6];
+        if (p->end > len)
+            return -1;
+    } else {
+        return -1;
+    }
+    if (p->proto == IPPROTO_TCP) {
+        if (p->l4 + 20 > p->end)
+            return -1;
+        unsigned doff = (f[p->l4 + 12] >> 4) * 4u;
+        if (doff < 20 || p->l4 + doff > p->end)
+            return -1;
+        p->hdrs = p->l4 + doff;
+    } else if (p->proto == IPPROTO_UDP) {
+        if (p->l4 + 8 > p->end)
+            return -1;
+        p->hdrs = p->l4 + 8;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* Segments a GSO frame of payload PAYLOAD makes with MSS bytes each. */
+static size_t nb_seg_count(size_t payload, unsigned mss)
+{
+    return payload ? (payload + mss - 1) / mss : 1;
+}
+
+/* The payload size of one piece: UFO fragments carry multiples of 8. */
+static unsigned nb_hdr_mss(const struct nb_vnet_hdr *h)
+{
+    return (h->gso_type & ~NB_HDR_GSO_ECN) == NB_HDR_GSO_UDP ? h->gso_size & ~7u
+                                                             : h->gso_size;
+}
+
+/* 0 when header H tells the truth about Ethernet frame F of LEN bytes (F
+** holds at least min(LEN, NB_HEAD_MAX) bytes), else -EINVAL. P is filled
+** for a GSO frame. See netbe_frame_check for the rules. */
+static int nb_hdr_check(const struct nb_vnet_hdr *h, const uint8_t *f, size_t len,
+                        struct nb_pkt *p)
+{
+    if (h->flags & ~(NB_HDR_F_NEEDS_CSUM | NB_HDR_F_DATA_VALID) || h->hdr_len > len)
+        return -EINVAL;
+    if (h->flags & NB_HDR_F_NEEDS_CSUM &&
+        (h->csum_start < 14 || (size_t)h->csum_start + h->csum_offset + 2 > len))
+        return -EINVAL;
+    unsigned gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (gso == NB_HDR_GSO_NONE)
+        return h->gso_type & NB_HDR_GSO_ECN ? -EINVAL : 0;
+    int tcp = gso == NB_HDR_GSO_TCPV4 || gso == NB_HDR_GSO_TCPV6;
+    if (!tcp && gso != NB_HDR_GSO_UDP && gso != NB_HDR_GSO_UDP_L4)
+        return -EINVAL;
+    if (!tcp && h->gso_type & NB_HDR_GSO_ECN)
+        return -EINVAL;
+    if (nb_pkt_parse(f, len, p) < 0 || p->frag)
+        return -EINVAL;
+    if (p->proto != (tcp ? IPPROTO_TCP : IPPROTO_UDP) ||
+        (gso == NB_HDR_GSO_TCPV4 && p->v6) || (gso == NB_HDR_GSO_TCPV6 && !p->v6))
+        return -EINVAL;
+    if (h->hdr_len && h->hdr_len < p->hdrs)
+        return -EINVAL;
+    if (h->flags & NB_HDR_F_NEEDS_CSUM &&
+        (h->csum_start != p->l4 || h->csum_offset != (tcp ? 16 : 6)))
+        return -EINVAL;
+    unsigned mss = nb_hdr_mss(h);
+    size_t payload = p->end - (gso == NB_HDR_GSO_UDP ? p->l4 : p->hdrs);
+    if (!mss || nb_seg_count(payload, mss) > NB_SEG_MAX)
+        return -EINVAL;
+    return 0;
+}
+
+/* Internet checksum: sums are kept in host byte order words, which RFC
+** 1071 shows gives the right bytes when stored back the same way. */
+static uint64_t nb_sum(uint64_t s, const uint8_t *p, size_t len)
+{
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        s += w;
+        s += s < w;
+        p += 8;
+        len -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, len);          /* the tail, zero padded: an odd last byte too */
+    s += w;
+    s += s < w;
+    return s;
+}
+
+static uint16_t nb_sum_fold(uint64_t s)
+{
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+/* Store the checksum of sum S at P; ZERO_IS_FFFF for UDP, where 0 means none. */
+static void nb_csum_store(uint8_t *p, uint64_t s, int zero_is_ffff)
+{
+    uint16_t c = (uint16_t)~nb_sum_fold(s);
+    if (c == 0 && zero_is_ffff)
+        c = 0xffff;
+    memcpy(p, &c, 2);
+}
+
+/* The sum of the TCP/UDP pseudo header for an L4 length of L4LEN. */
+static uint64_t nb_pseudo_sum(const uint8_t *ip, int v6, unsigned proto, size_t l4len)
+{
+    uint8_t ph[40];
+    if (v6) {
+        memcpy(ph, ip + 8, 32);
+        return nb_sum(nb_sum(0, ph, 32), (uint8_t[8]){(uint8_t)(l4len >> 24),
+                      (uint8_t)(l4len >> 16), (uint8_t)(l4len >> 8), (uint8_t)l4len,
+                      0, 0, 0, (uint8_t)proto}, 8);
+    }
+    memcpy(ph, ip + 12, 8);
+    ph[8] = 0;
+    ph[9] = (uint8_t)proto;
+    nb_put16(ph + 10, (unsigned)l4len);
+    return nb_sum(0, ph, 12);
+}
+
+static void nb_ipv4_csum(uint8_t *ip)
+{
+    ip[10] = ip[11] = 0;
+    nb_csum_store(ip + 10, nb_sum(0, ip, (ip[0] & 15u) * 4), 0);
+}
+
+/* A frame being cut into segments, one at a time, so that a send that
+** has to wait can resume where it stopped. */
+struct nb_seg {
+    uint8_t *f;                  /* the Ethernet frame; owned by the caller */
+    size_t len;
+    struct nb_pkt p;
+    unsigned gso;                /* NB_HDR_GSO_*, ECN bit cleared */
+    unsigned mss;
+    size_t start;                /* where the payload cut into pieces starts */
+    size_t off;                  /* payload bytes already sent */
+    unsigned n;                  /* segments already sent */
+    int left;                    /* a segment remains to be sent */
+    uint8_t hdr[NB_HEAD_MAX];    /* the current segment's headers */
+};
+
+/* Start cutting frame F (LEN bytes) as header H (already checked) asks.
+** A frame that needs only its checksum becomes one segment. Returns 0 or
+** -EOPNOTSUPP (UFO over IPv6). */
+static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
+                        const struct nb_vnet_hdr *h)
+{
+    memset(s, 0, offsetof(struct nb_seg, hdr));
+    s->f = f;
+    s->len = len;
+    s->left = 1;
+    s->gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (s->gso != NB_HDR_GSO_NONE) {
+        nb_pkt_parse(f, len, &s->p);
+        s->mss = nb_hdr_mss(h);
+        s->start = s->gso == NB_HDR_GSO_UDP ? s->p.l4 : s->p.hdrs;
+        /* What fits in one piece is not really GSO: Linux sends it as it
+        ** is, with only its checksum completed. */
+        if (s->p.end - s->start <= s->mss)
+            s->gso = NB_HDR_GSO_NONE;
+    }
+    if (s->gso == NB_HDR_GSO_NONE) {
+        if (h->flags & NB_HDR_F_NEEDS_CSUM) {
+            uint8_t *field = f + h->csum_start + h->csum_offset;
+            nb_csum_store(field, nb_sum(0, f + h->csum_start, len - h->csum_start), 1);
+        }
+        return 0;
+    }
+    if (s->gso == NB_HDR_GSO_UDP) {
+        if (s->p.v6)
+            return -EOPNOTSUPP;
+        /* UFO: checksum the whole datagram, then fragment it at IP level. */
+        uint8_t *uh = f + s->p.l4;
+        size_t ulen = s->p.end - s->p.l4;
+        if (h->flags & NB_HDR_F_NEEDS_CSUM) {
+            uh[6] = uh[7] = 0;
+            nb_csum_store(uh + 6, nb_sum(nb_pseudo_sum(f + s->p.l3, 0, IPPROTO_UDP, ulen),
+                                         uh, ulen), 1);
+        }
+    }
+    return 0;
+}
+
+/* Build the next segment into V (headers, payload); returns the iovec
+** count, 0 when none is left. Does not advance: see nb_seg_advance. */
+static int nb_seg_build(struct nb_seg *s, struct iovec v[2])
+{
+    if (!s->left)
+        return 0;
+    if (s->gso == NB_HDR_GSO_NONE) {
+        v[0].iov_base = s->f;
+        v[0].iov_len = s->len;
+        return 1;
+    }
+    const struct nb_pkt *p = &s->p;
+    size_t rest = p->end - s->start - s->off;
+    size_t chunk = rest < s->mss ? rest : s->mss;
+    int last = chunk == rest;
+    uint8_t *hd = s->hdr, *ip = hd + p->l3, *l4 = hd + p->l4;
+    size_t hl = s->start;
+    memcpy(hd, s->f, hl);
+    if (s->gso == NB_HDR_GSO_UDP) {
+        /* An IPv4 fragment: same id, offset in 8-byte units, MF but last. */
+        nb_put16(ip + 2, (unsigned)(p->l4 - p->l3 + chunk));
+        nb_put16(ip + 6, (unsigned)(s->off >> 3) | (last ? 0 : 0x2000));
+        nb_ipv4_csum(ip);
+    } else {
+        size_t l4len = p->hdrs - p->l4 + chunk;
+        if (p->v6) {
+            nb_put16(ip + 4, (unsigned)(p->hdrs - p->l3 - 40 + chunk));
+        } else {
+            nb_put16(ip + 2, (unsigned)(p->hdrs - p->l3 + chunk));
+            nb_put16(ip + 4, (nb_get16(s->f + p->l3 + 4) + s->n) & 0xffff);
+            nb_ipv4_csum(ip);
+        }
+        int tcp = p->proto == IPPROTO_TCP;
+        if (tcp) {
+            nb_put32(l4 + 4, nb_get32(s->f + p->l4 + 4) + (uint32_t)s->off);
+            if (s->n > 0)
+                l4[13] &= (uint8_t)~NB_TCP_CWR;
+            if (!last)
+                l4[13] &= (uint8_t)~(NB_TCP_FIN | NB_TCP_PSH);
+            l4[16] = l4[17] = 0;
+        } else {
+            nb_put16(l4 + 4, (unsigned)l4len);
+            l4[6] = l4[7] = 0;
+        }
+        uint64_t sum = nb_pseudo_sum(ip, p->v6, p->proto, l4len);
+        sum = nb_sum(sum, l4, p->hdrs - p->l4);
+        sum = nb_sum(sum, s->f + p->hdrs + s->off, chunk);
+        nb_csum_store(l4 + (tcp ? 16 : 6), sum, !tcp);
+    }
+    v[0].iov_base = hd;
+    v[0].iov_len = hl;
+    v[1].iov_base = s->f + s->start + s->off;
+    v[1].iov_len = chunk;
+    return 2;
+}
+
+/* The segment built last was sent: move to the next. */
+static void nb_seg_advance(struct nb_seg *s)
+{
+    if (s->gso == NB_HDR_GSO_NONE) {
+        s->left = 0;
+        return;
+    }
+    size_t rest = s->p.end - s->start - s->off;
+    size_t chunk = rest < s->mss ? rest : s->mss;
+    s->off += chunk;
+    s->n++;
+    s->left = s->off < s->p.end - s->start;
+}
+
+/* True when header H asks for work: a checksum or segmentation. */
 static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
 {
     return (h->flags & NB_HDR_F_NEEDS_CSUM) || h->gso_type != NB_HDR_GSO_NONE;
+}
+
+/* The feature bits a frame with header H needs from whoever takes it:
+** SEND for a sender (CSUM, HOST_*), else for a receiver (GUEST_*). */
+static uint64_t nb_hdr_features(const struct nb_vnet_hdr *h, int send)
+{
+    uint64_t f = 0;
+    unsigned gso = h->gso_type & ~NB_HDR_GSO_ECN;
+    if (h->flags & NB_HDR_F_NEEDS_CSUM)
+        f |= send ? NETBE_F_CSUM : NETBE_F_GUEST_CSUM;
+    if (h->gso_type & NB_HDR_GSO_ECN)
+        f |= send ? NETBE_F_HOST_ECN : NETBE_F_GUEST_ECN;
+    if (gso == NB_HDR_GSO_TCPV4)
+        f |= send ? NETBE_F_HOST_TSO4 : NETBE_F_GUEST_TSO4;
+    else if (gso == NB_HDR_GSO_TCPV6)
+        f |= send ? NETBE_F_HOST_TSO6 : NETBE_F_GUEST_TSO6;
+    else if (gso == NB_HDR_GSO_UDP)
+        f |= send ? NETBE_F_HOST_UFO : NETBE_F_GUEST_UFO;
+    else if (gso == NB_HDR_GSO_UDP_L4)
+        f |= send ? NETBE_F_HOST_USO : NETBE_F_GUEST_USO4 | NETBE_F_GUEST_USO6;
+    return f;
+}
+
+/* Read a header of LEN bytes (0, 10 or 12) from the start of BUF. */
+static void nb_hdr_parse(const uint8_t *buf, unsigned len, struct nb_vnet_hdr *h)
+{
+    memset(h, 0, sizeof *h);
+    if (len < 10)
+        return;
+    h->flags = buf[0];
+    h->gso_type = buf[1];
+    h->hdr_len = (uint16_t)(buf[2] | buf[3] << 8);
+    h->gso_size = (uint16_t)(buf[4] | buf[5] << 8);
+    h->csum_start = (uint16_t)(buf[6] | buf[7] << 8);
+    h->csum_offset = (uint16_t)(buf[8] | buf[9] << 8);
+    if (len >= 12)
+        h->num_buffers = (uint16_t)(buf[10] | buf[11] << 8);
+}
+
+int netbe_frame_check(const void *frame, size_t len, unsigned hdr_len)
+{
+    struct nb_vnet_hdr h;
+    struct nb_pkt p;
+    if ((hdr_len != 10 && hdr_len != 12) || len < hdr_len)
+        return -EINVAL;
+    nb_hdr_parse(frame, hdr_len, &h);
+    return nb_hdr_check(&h, (const uint8_t *)frame + hdr_len, len - hdr_len, &p);
+}
+
+int netbe_frame_offload(void *frame, size_t len, unsigned hdr_len,
+                        netbe_frame_cb cb, void *arg)
+{
+    struct nb_vnet_hdr h;
+    struct nb_seg s;
+    struct iovec v[2];
+    int rc = netbe_frame_check(frame, len, hdr_len), n = 0, cnt;
+    if (rc < 0)
+        return rc;
+    nb_hdr_parse(frame, hdr_len, &h);
+    if ((rc = nb_seg_start(&s, (uint8_t *)frame + hdr_len, len - hdr_len, &h)) < 0)
+        return rc;
+    while ((cnt = nb_seg_build(&s, v)) > 0) {
+        if ((rc = cb(v, cnt, arg)) < 0)
+            return rc;
+        nb_seg_advance(&s);
+        n++;
+    }
+    return n;
+}
+
+int netbe_rx_merge(const struct iovec *frame, int framecnt,
+                   const struct iovec *bufs, int nbufs, uint32_t *lens)
+{
+    size_t len = nb_iov_len(frame, framecnt), off = 0;
+    if (len < 12 || nbufs < 1 || bufs[0].iov_len < 12)
+        return -EINVAL;
+    int used = 0;
+    while (off < len) {
+        if (used == nbufs)
+            return -EMSGSIZE;
+        size_t n = bufs[used].iov_len < len - off ? bufs[used].iov_len : len - off;
+        nb_iov_to_buf(frame, framecnt, off, bufs[used].iov_base, n);
+        lens[used++] = (uint32_t)n;
+        off += n;
+    }
+    uint8_t *hdr = bufs[0].iov_base;
+    hdr[10] = (uint8_t)used;
+    hdr[11] = (uint8_t)(used >> 8);
+    return used;
+}
+
+/* ====================================================================
+** 3b. Policy: rules compiled into an index, matched per frame
+** ====================================================================
+** A frame is parsed once into a pol_pkt (every header read checked against
+** the frame length), which selects one candidate list: the rules that can
+** match its direction, ethertype class, IP protocol class and destination
+** port bucket, in their original order. Rules on one host address (a /32
+** or /128) that no port narrows are listed under that address instead, so
+** a long host list costs a hash lookup; the frame's slot list and the lists
+** under its source and destination addresses are merged in rule order.
+** Only those candidates are tested. Counters
+** have one writer (the thread evaluating) and readers anywhere, so they are
+** bumped with relaxed load and store, not a locked add.
+*/
+
+/* Ethertype classes and L4 classes that select a candidate list. */
+enum { POL_L3_OTHER, POL_L3_ARP, POL_L3_IP4, POL_L3_IP6, POL_L3_N };
+enum { POL_L4_NONE, POL_L4_TCP, POL_L4_UDP, POL_L4_ICMP, POL_L4_N };
+#define POL_BUCKETS 256          /* destination port buckets for TCP and UDP */
+#define POL_SLOTS   (2 * POL_L3_N * POL_L4_N * POL_BUCKETS)
+#define POL_MAX_RULES 65535
+#define POL_M_ALL   ((NETBE_M_LEN << 1) - 1)
+
+/* What a frame carries, parsed once. Pointers point into the frame. */
+struct pol_pkt {
+    const uint8_t *p;
+    size_t len;
+    unsigned have;               /* NETBE_M_* bits the frame can be tested on */
+    int dir;
+    int l3class, l4class;
+    uint16_t ethertype, vlan;
+    int family;
+    const uint8_t *src_ip, *dst_ip;
+    uint8_t proto, tcp_flags, icmp_type;
+    uint16_t sport, dport;
+};
+
+struct pol_rule {
+    unsigned match;
+    int dir;
+    enum netbe_action action;
+    int family;
+    uint16_t ethertype, vlan;
+    uint8_t proto, tcp_flags, tcp_mask, icmp_type;
+    uint8_t src_mac[6], src_mmask[6], dst_mac[6], dst_mmask[6];
+    uint8_t src_ip[16], src_imask[16], dst_ip[16], dst_imask[16];
+    uint16_t sport_lo, sport_hi, dport_lo, dport_hi;
+    unsigned len_lo, len_hi;
+    unsigned src_plen, dst_plen;
+    int rate_unit;
+    double rate_per_ns, burst;
+    int hook_ref;                /* LUA: the hook in the registry of P->L */
+    char name[64];
+};
+
+/* The mutable part of a rule; carried over by name on reload. */
+struct pol_state {
+    uint64_t hits, bytes, drops;
+    double tokens;
+    uint64_t last_ns;
+};
+
+/* The rules listed under one host address. */
+struct pol_host {
+    uint8_t key[20];             /* side (0 source, 1 destination), family, 0, 0, address */
+    uint32_t off, n;             /* its rules: host_list[off .. off + n) */
+};
+
+/* The Lua packet view: points at the frame only during a hook call. */
+struct pol_view {
+    const struct pol_pkt *pk;
+};
+
+struct netbe_policy {
+    struct pol_rule *rules;
+    struct pol_state *state;
+    int nrules;
+    int def, fail;
+    uint32_t *list_off;          /* POL_SLOTS + 1 offsets into list */
+    uint16_t *list;              /* rule indices, grouped by slot */
+    int *byname;                 /* open-addressing table of rule indices */
+    unsigned byname_mask;
+    struct pol_host *hosts;      /* open-addressing table, NULL without host rules */
+    unsigned host_mask;
+    uint16_t *host_list;
+    struct netbe_policy_stats st;
+    lua_State *L;                /* hooks' sandbox, NULL without LUA rules */
+    struct pol_view *view;       /* kept at stack index 1 of L */
+    size_t mem_used, mem_limit;
+    unsigned budget;
+};
+
+static void pol_add(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+static uint64_t pol_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint16_t pol_be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* ---- Parsing ---- */
+
+static int pol_has_ports(uint8_t proto)
+{
+    return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == 132 || proto == 136;
+}
+
+static void pol_set_proto(struct pol_pkt *pk, uint8_t proto)
+{
+    pk->proto = proto;
+    pk->have |= NETBE_M_PROTO;
+    switch (proto) {
+    case IPPROTO_TCP: pk->l4class = POL_L4_TCP; break;
+    case IPPROTO_UDP: pk->l4class = POL_L4_UDP; break;
+    case IPPROTO_ICMP: case IPPROTO_ICMPV6: pk->l4class = POL_L4_ICMP; break;
+    default: pk->l4class = POL_L4_NONE;
+    }
+}
+
+/* L4 header at OFF for protocol PROTO. */
+static void pol_parse_l4(struct pol_pkt *pk, uint8_t proto, size_t off)
+{
+    const uint8_t *p = pk->p;
+    size_t len = pk->len;
+    pol_set_proto(pk, proto);
+    if (pol_has_ports(pk->proto) && off + 4 <= len) {
+        pk->sport = pol_be16(p + off);
+        pk->dport = pol_be16(p + off + 2);
+        pk->have |= NETBE_M_SPORT | NETBE_M_DPORT;
+    }
+    if (pk->proto == IPPROTO_TCP && off + 20 <= len) {
+        pk->tcp_flags = p[off + 13];
+        pk->have |= NETBE_M_TCP_FLAGS;
+    }
+    if (pk->l4class == POL_L4_ICMP && off + 4 <= len) {
+        pk->icmp_type = p[off];
+        pk->have |= NETBE_M_ICMP_TYPE;
+    }
+}
+
+static void pol_parse_ip4(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *ip = pk->p + off;
+    if (off + 20 > pk->len || ip[0] >> 4 != 4 || (ip[0] & 15) < 5)
+        return;
+    size_t hl = (size_t)(ip[0] & 15) * 4;
+    if (off + hl > pk->len)
+        return;
+    pk->family = 4;
+    pk->src_ip = ip + 12;
+    pk->dst_ip = ip + 16;
+    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+    /* A later fragment carries no L4 header: only the protocol is known. */
+    if (pol_be16(ip + 6) & 0x1fff)
+        pol_set_proto(pk, ip[9]);
+    else
+        pol_parse_l4(pk, ip[9], off + hl);
+}
+
+/* IPv6 with hop-by-hop, routing, destination options, fragment and AH
+** extension headers walked to the transport header. */
+static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *ip = pk->p + off;
+    if (off + 40 > pk->len || ip[0] >> 4 != 6)
+        return;
+    pk->family = 6;
+    pk->src_ip = ip + 8;
+    pk->dst_ip = ip + 24;
+    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+    uint8_t nh = ip[6];
+    off += 40;
+    for (int n = 0; n < 8; n++) {
+        const uint8_t *h = pk->p + off;
+        if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
+            break;
+        if (off + 8 > pk->len)
+            return;
+        if (nh == 44) {
+            if (pol_be16(h + 2) & 0xfff8) {
+                pol_set_proto(pk, h[0]);
+                return;
+            }
+            off += 8;
+        } else {
+            off += nh == 51 ? ((size_t)h[1] + 2) * 4 : ((size_t)h[1] + 1) * 8;
+        }
+        nh = h[0];
+    }
+    if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51)
+        return;                  /* too many extension headers: no L4 */
+    pol_parse_l4(pk, nh, off);
+}
+
+static void pol_parse_arp(struct pol_pkt *pk, size_t off)
+{
+    const uint8_t *a = pk->p + off;
+    if (off + 28 > pk->len || pol_be16(a) != 1 || pol_be16(a + 2) != 0x0800 ||
+        a[4] != 6 || a[5] != 4)
+        return;
+    pk->family = 4;
+    pk->src_ip = a + 14;
+    pk->dst_ip = a + 24;
+    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+}
+
+static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
+{
+    memset(pk, 0, sizeof *pk);
+    pk->p = p;
+    pk->len = len;
+    pk->dir = dir;
+    pk->have = NETBE_M_DIR | NETBE_M_LEN;
+    if (len < 14)
+        return;
+    pk->have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
+    size_t off = 12;
+    pk->ethertype = pol_be16(p + off);
+    pk->vlan = 0xffff;
+    /* Up to two tags (802.1ad outer, 802.1Q inner); the outer id counts. */
+    for (int tags = 0; tags < 2; tags++) {
+        if (pk->ethertype != 0x8100 && pk->ethertype != 0x88a8)
+            break;
+        if (off + 6 > len)
+            return;
+        if (tags == 0)
+            pk->vlan = pol_be16(p + off + 2) & 0x0fff;
+        off += 4;
+        pk->ethertype = pol_be16(p + off);
+    }
+    off += 2;
+    switch (pk->ethertype) {
+    case 0x0800: pk->l3class = POL_L3_IP4; pol_parse_ip4(pk, off); break;
+    case 0x86dd: pk->l3class = POL_L3_IP6; pol_parse_ip6(pk, off); break;
+    case 0x0806: pk->l3class = POL_L3_ARP; pol_parse_arp(pk, off); break;
+    default: pk->l3class = POL_L3_OTHER;
+    }
+}
+
+/* ---- Matching ---- */
+
+static int pol_mac_eq(const uint8_t *a, const uint8_t *want, const uint8_t *mask)
+{
+    for (int i = 0; i < 6; i++)
+        if ((a[i] & mask[i]) != want[i])
+            return 0;
+    return 1;
+}
+
+static int pol_ip_eq(const uint8_t *a, const uint8_t *net, const uint8_t *mask, int family)
+{
+    if (family == 4) {
+        uint32_t x, n, m;
+        memcpy(&x, a, 4), memcpy(&n, net, 4), memcpy(&m, mask, 4);
+        return (x & m) == n;
+    }
+    uint64_t x[2], n[2], m[2];
+    memcpy(x, a, 16), memcpy(n, net, 16), memcpy(m, mask, 16);
+    return ((x[0] & m[0]) == n[0]) & ((x[1] & m[1]) == n[1]);
+}
+
+static int pol_match(const struct pol_rule *r, const struct pol_pkt *pk)
+{
+    unsigned m = r->match;
+    if (m & ~pk->have)
+        return 0;
+    if ((m & NETBE_M_DIR) && pk->dir != r->dir)
+        return 0;
+    if ((m & NETBE_M_ETHERTYPE) && pk->ethertype != r->ethertype)
+        return 0;
+    if ((m & NETBE_M_PROTO) && pk->proto != r->proto)
+        return 0;
+    if ((m & NETBE_M_DPORT) && (pk->dport < r->dport_lo || pk->dport > r->dport_hi))
+        return 0;
+    if ((m & NETBE_M_SPORT) && (pk->sport < r->sport_lo || pk->sport > r->sport_hi))
+        return 0;
+    if ((m & NETBE_M_SRC_MAC) && !pol_mac_eq(pk->p + 6, r->src_mac, r->src_mmask))
+        return 0;
+    if ((m & NETBE_M_DST_MAC) && !pol_mac_eq(pk->p, r->dst_mac, r->dst_mmask))
+        return 0;
+    if ((m & (NETBE_M_SRC_IP | NETBE_M_DST_IP)) && pk->family != r->family)
+        return 0;
+    if ((m & NETBE_M_SRC_IP) && !pol_ip_eq(pk->src_ip, r->src_ip, r->src_imask, r->family))
+        return 0;
+    if ((m & NETBE_M_DST_IP) && !pol_ip_eq(pk->dst_ip, r->dst_ip, r->dst_imask, r->family))
+        return 0;
+    if ((m & NETBE_M_VLAN) && pk->vlan != r->vlan)
+        return 0;
+    if ((m & NETBE_M_TCP_FLAGS) && (pk->tcp_flags & r->tcp_mask) != r->tcp_flags)
+        return 0;
+    if ((m & NETBE_M_ICMP_TYPE) && pk->icmp_type != r->icmp_type)
+        return 0;
+    if ((m & NETBE_M_LEN) && (pk->len < r->len_lo || pk->len > r->len_hi))
+        return 0;
+    return 1;
+}
+
+static unsigned pol_slot(int dir, int l3, int l4, unsigned bucket)
+{
+    return (((unsigned)dir * POL_L3_N + (unsigned)l3) * POL_L4_N + (unsigned)l4) *
+           POL_BUCKETS + bucket;
+}
+
+static unsigned pol_pkt_slot(const struct pol_pkt *pk)
+{
+    int ports = pk->l4class == POL_L4_TCP || pk->l4class == POL_L4_UDP;
+    unsigned bucket = ports && (pk->have & NETBE_M_DPORT) ? pk->dport % POL_BUCKETS : 0;
+    return pol_slot(pk->dir, pk->l3class, pk->l4class, bucket);
+}
+
+/* ---- Token buckets ---- */
+
+/* Take the frame's cost from the bucket of rule I; 0 when it does not fit. */
+static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
+{
+    const struct pol_rule *r = &p->rules[i];
+    struct pol_state *s = &p->state[i];
+    if (!*now)
+        *now = pol_now_ns();
+    if (*now > s->last_ns) {
+        s->tokens += (double)(*now - s->last_ns) * r->rate_per_ns;
+        if (s->tokens > r->burst)
+            s->tokens = r->burst;
+        s->last_ns = *now;
+    }
+    double cost = r->rate_unit == NETBE_RATE_BITS ? (double)len * 8 : 1;
+    if (s->tokens < cost)
+        return 0;
+    s->tokens -= cost;
+    return 1;
+}
+
+/* ---- Lua hooks ---- */
+
+/* The sandbox allocator: fails once the state would outgrow its limit. */
+static void *pol_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    netbe_policy *p = ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        p->mem_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && p->mem_used + (nsize - osize) > p->mem_limit)
+        return NULL;
+    void *q = realloc(ptr, nsize);
+    if (q)
+        p->mem_used = p->mem_used - osize + nsize;
+    return q;
+}
+
+static void pol_lua_budget(lua_State *L, lua_Debug *ar)
+{
+    luaL_error(L, "instruction budget exhausted");
+}
+
+/* The view functions are closures over the view (upvalue 1): comparing
+** identities is cheaper than luaL_checkudata's registry lookup. */
+static struct pol_view *pol_view_check(lua_State *L)
+{
+    struct pol_view *v = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_touserdata(L, 1) != v)
+        luaL_error(L, "expected the packet view as first argument (pkt:byte(i))");
+    if (!v->pk)
+        luaL_error(L, "packet view used outside its hook call");
+    return v;
+}
+
+/* pkt:byte(off), pkt:u16(off), pkt:u32(off): big-endian, 0-based offsets
+** into the Ethernet frame; nil past its end. */
+static int pol_view_bytes(lua_State *L, unsigned n)
+{
+    const struct pol_pkt *pk = pol_view_check(L)->pk;
+    lua_Integer off = luaL_checkinteger(L, 2);
+    if (off < 0 || (uint64_t)off + n > pk->len) {
+        lua_pushnil(L);
+        return 1;
+    }
+    uint32_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = v << 8 | pk->p[off + i];
+    lua_pushinteger(L, v);
+    return 1;
+}
+
+static int pol_view_byte(lua_State *L) { return pol_view_bytes(L, 1); }
+static int pol_view_u16(lua_State *L) { return pol_view_bytes(L, 2); }
+static int pol_view_u32(lua_State *L) { return pol_view_bytes(L, 4); }
+
+static void pol_push_mac(lua_State *L, const uint8_t *m)
+{
+    char text[18];
+    snprintf(text, sizeof text, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+             m[4], m[5]);
+    lua_pushstring(L, text);
+}
+
+static void pol_push_ip(lua_State *L, const struct pol_pkt *pk, const uint8_t *ip)
+{
+    char text[INET6_ADDRSTRLEN];
+    inet_ntop(pk->family == 4 ? AF_INET : AF_INET6, ip, text, sizeof text);
+    lua_pushstring(L, text);
+}
+
+/* Push field KEY of the packet, or nil when the frame does not carry it. */
+static int pol_view_index(lua_State *L)
+{
+    const struct pol_pkt *pk = pol_view_check(L)->pk;
+    const char *k = luaL_checkstring(L, 2);
+    unsigned h = pk->have;
+#define IS(s) (strcmp(k, s) == 0)
+#define INT_IF(bit, v) (h & (bit) ? lua_pushinteger(L, (v)) : lua_pushnil(L))
+    if (IS("len")) lua_pushinteger(L, (lua_Integer)pk->len);
+    else if (IS("dir")) lua_pushstring(L, pk->dir ? "from_guest" : "to_guest");
+    else if (IS("dport")) INT_IF(NETBE_M_DPORT, pk->dport);
+    else if (IS("sport")) INT_IF(NETBE_M_SPORT, pk->sport);
+    else if (IS("proto")) INT_IF(NETBE_M_PROTO, pk->proto);
+    else if (IS("ethertype")) INT_IF(NETBE_M_ETHERTYPE, pk->ethertype);
+    else if (IS("vlan")) INT_IF(pk->vlan != 0xffff ? NETBE_M_VLAN : 0, pk->vlan);
+    else if (IS("tcp_flags")) INT_IF(NETBE_M_TCP_FLAGS, pk->tcp_flags);
+    else if (IS("icmp_type")) INT_IF(NETBE_M_ICMP_TYPE, pk->icmp_type);
+    else if (IS("family")) INT_IF(NETBE_M_SRC_IP, pk->family);
+    else if (IS("src_mac")) h & NETBE_M_SRC_MAC ? pol_push_mac(L, pk->p + 6) : lua_pushnil(L);
+    else if (IS("dst_mac")) h & NETBE_M_DST_MAC ? pol_push_mac(L, pk->p) : lua_pushnil(L);
+    else if (IS("src_ip")) h & NETBE_M_SRC_IP ? pol_push_ip(L, pk, pk->src_ip) : lua_pushnil(L);
+    else if (IS("dst_ip")) h & NETBE_M_DST_IP ? pol_push_ip(L, pk, pk->dst_ip) : lua_pushnil(L);
+    else if (IS("byte")) lua_pushvalue(L, lua_upvalueindex(2));
+    else if (IS("u16")) lua_pushvalue(L, lua_upvalueindex(3));
+    else if (IS("u32")) lua_pushvalue(L, lua_upvalueindex(4));
+    else lua_pushnil(L);
+#undef INT_IF
+#undef IS
+    return 1;
+}
+
+/* Set up the sandbox (run protected: any allocation may fail): base,
+** string, table, math and utf8, minus everything that reaches files, loads
+** code, prints, catches errors (pcall could swallow the budget error) or
+** sets metatables (a __gc finalizer would run outside the budget). Returns
+** the packet view. */
+static int pol_lua_setup(lua_State *L)
+{
+    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
+    static const char *const unsafe[] = {"dofile", "loadfile", "load", "require",
+        "collectgarbage", "print", "pcall", "xpcall", "setmetatable", "getmetatable", NULL};
+    for (const luaL_Reg *l = libs; l->name; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    lua_pushglobaltable(L);
+    for (const char *const *u = unsafe; *u; u++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *u);
+    }
+    lua_getfield(L, -1, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 2);
+    static const lua_CFunction methods[] = {pol_view_byte, pol_view_u16, pol_view_u32};
+    struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 0);
+    v->pk = NULL;
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    for (int i = 0; i < 3; i++) {
+        lua_pushvalue(L, -3 - i);
+        lua_pushcclosure(L, methods[i], 1);
+    }
+    lua_pushcclosure(L, pol_view_index, 4);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* Open the sandbox; the packet view stays at stack index 1. */
+static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
+{
+    lua_State *L = p->L = lua_newstate(pol_lua_alloc, p);
+    if (L) {
+        lua_pushcfunction(L, pol_lua_setup);
+        if (lua_pcall(L, 0, 1, 0) == LUA_OK) {
+            p->view = lua_touserdata(L, 1);
+            return 0;
+        }
+    }
+    return NB_ERR(ENOMEM, "policy: cannot set up the Lua sandbox within hook_memory "
+                  "%zu bytes", p->mem_limit);
+}
+
+/* What pol_lua_install needs, passed as a light userdata. */
+struct pol_hook_load {
+    const struct netbe_rule *d;
+    const char *name;
+    int ref;
+};
+
+/* Load the hook chunk, give it its upvalues (the sandbox for _ENV), keep it
+** in the registry. Runs protected; errors carry the reason. */
+static int pol_lua_install(lua_State *L)
+{
+    struct pol_hook_load *h = lua_touserdata(L, 1);
+    const struct netbe_rule *d = h->d;
+    if (luaL_loadbufferx(L, d->hook, d->hook_len, h->name, "bt") != LUA_OK)
+        return luaL_error(L, "hook does not load: %s", lua_tostring(L, -1));
+    int nvals = 0, fn = lua_gettop(L);
+    if (d->hook_upvalues) {
+        if (luaL_loadstring(L, d->hook_upvalues) != LUA_OK)
+            return luaL_error(L, "hook upvalues do not load: %s", lua_tostring(L, -1));
+        lua_call(L, 0, LUA_MULTRET);
+        nvals = lua_gettop(L) - fn;
+    }
+    for (int u = 1;; u++) {
+        const char *name = lua_getupvalue(L, fn, u);
+        if (!name)
+            break;
+        lua_pop(L, 1);
+        if (strcmp(name, "_ENV") == 0)
+            lua_pushglobaltable(L);
+        else if (u <= nvals)
+            lua_pushvalue(L, fn + u);
+        else
+            lua_pushnil(L);
+        lua_setupvalue(L, fn, u);
+    }
+    lua_settop(L, fn);
+    h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Load the hook of rule R, described by D, into the sandbox. */
+static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
+                             const struct netbe_rule *d, char *err, size_t errlen)
+{
+    lua_State *L = p->L;
+    if (!d->hook || !d->hook_len)
+        return NB_ERR(EINVAL, "rule '%s': action lua needs a hook", r->name);
+    struct pol_hook_load h = {d, r->name, LUA_NOREF};
+    lua_pushcfunction(L, pol_lua_install);
+    lua_pushlightuserdata(L, &h);
+    lua_sethook(L, pol_lua_budget, LUA_MASKCOUNT, (int)p->budget);
+    int rc = lua_pcall(L, 1, 0, 0);
+    lua_sethook(L, NULL, 0, 0);
+    if (rc != LUA_OK) {
+        rc = NB_ERR(EINVAL, "rule '%s': %s", r->name, lua_tostring(L, -1));
+        lua_settop(L, 1);
+        return rc;
+    }
+    r->hook_ref = h.ref;
+    return 0;
+}
+
+/* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. */
+static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct pol_pkt *pk)
+{
+    lua_State *L = p->L;
+    int verdict = p->fail;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->hook_ref);
+    lua_pushvalue(L, 1);
+    p->view->pk = pk;
+    lua_sethook(L, pol_lua_budget, LUA_MASKCOUNT, (int)p->budget);
+    int rc = lua_pcall(L, 1, 1, 0);
+    lua_sethook(L, NULL, 0, 0);
+    p->view->pk = NULL;
+    if (rc == LUA_OK) {
+        size_t n;
+        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (lua_isnil(L, -1))
+            verdict = -1;
+        else if (s && n == 4 && memcmp(s, "pass", 4) == 0)
+            verdict = NETBE_PASS;
+        else if (s && n == 4 && memcmp(s, "drop", 4) == 0)
+            verdict = NETBE_DROP;
+        else
+            rc = LUA_ERRRUN;
+    }
+    if (rc != LUA_OK)
+        pol_add(&p->st.hook_errors, 1);
+    lua_settop(L, 1);
+    return verdict;
+}
+
+/* ---- Building ---- */
+
+static uint32_t pol_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* Index of the rule named NAME, or -1. */
+static int pol_find(const netbe_policy *p, const char *name)
+{
+    for (unsigned h = pol_hash(name) & p->byname_mask;; h = (h + 1) & p->byname_mask) {
+        int i = p->byname[h];
+        if (i < 0 || strcmp(p->rules[i].name, name) == 0)
+            return i;
+    }
+}
+
+static void pol_prefix_mask(uint8_t mask[16], unsigned plen)
+{
+    memset(mask, 0, 16);
+    for (unsigned i = 0; i < 16 && plen; i++) {
+        unsigned b = plen > 8 ? 8 : plen;
+        mask[i] = (uint8_t)(0xff << (8 - b));
+        plen -= b;
+    }
+}
+
+/* Check rule D and compile it into R. */
+static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int i,
+                            char *err, size_t errlen)
+{
+    if (!d->name || !d->name[0] || strlen(d->name) >= sizeof r->name)
+        return NB_ERR(EINVAL, "rule %d: name must be 1 to %zu characters", i + 1,
+                      sizeof r->name - 1);
+    snprintf(r->name, sizeof r->name, "%s", d->name);
+    const char *n = r->name;
+    if (d->match & ~POL_M_ALL)
+        return NB_ERR(EINVAL, "rule '%s': unknown match bits 0x%x", n, d->match & ~POL_M_ALL);
+    r->match = d->match;
+    if ((d->match & NETBE_M_DIR) && d->dir != NETBE_DIR_TO_GUEST && d->dir != NETBE_DIR_FROM_GUEST)
+        return NB_ERR(EINVAL, "rule '%s': direction %d (expected to_guest or from_guest)",
+                      n, d->dir);
+    r->dir = d->dir;
+    r->ethertype = d->ethertype;
+    r->vlan = d->vlan;
+    r->proto = d->proto;
+    for (int k = 0; k < 6; k++) {
+        r->src_mmask[k] = d->src_mac_mask[k];
+        r->src_mac[k] = d->src_mac[k] & d->src_mac_mask[k];
+        r->dst_mmask[k] = d->dst_mac_mask[k];
+        r->dst_mac[k] = d->dst_mac[k] & d->dst_mac_mask[k];
+    }
+    if (d->match & (NETBE_M_SRC_IP | NETBE_M_DST_IP)) {
+        unsigned max = d->ip_family == 4 ? 32 : d->ip_family == 6 ? 128 : 0;
+        if (!max)
+            return NB_ERR(EINVAL, "rule '%s': ip family %d (expected 4 or 6)", n, d->ip_family);
+        if (d->src_plen > max || d->dst_plen > max)
+            return NB_ERR(EINVAL, "rule '%s': prefix length over %u", n, max);
+        r->family = d->ip_family;
+        r->src_plen = d->match & NETBE_M_SRC_IP ? d->src_plen : 0;
+        r->dst_plen = d->match & NETBE_M_DST_IP ? d->dst_plen : 0;
+        pol_prefix_mask(r->src_imask, d->src_plen);
+        pol_prefix_mask(r->dst_imask, d->dst_plen);
+        for (int k = 0; k < 16; k++) {
+            r->src_ip[k] = d->src_ip[k] & r->src_imask[k];
+            r->dst_ip[k] = d->dst_ip[k] & r->dst_imask[k];
+        }
+    }
+    if (d->sport_lo > d->sport_hi || d->dport_lo > d->dport_hi)
+        return NB_ERR(EINVAL, "rule '%s': port range low end above high end", n);
+    if (d->len_lo > d->len_hi)
+        return NB_ERR(EINVAL, "rule '%s': length range low end above high end", n);
+    r->sport_lo = d->sport_lo, r->sport_hi = d->sport_hi;
+    r->dport_lo = d->dport_lo, r->dport_hi = d->dport_hi;
+    r->tcp_flags = d->tcp_flags & d->tcp_flags_mask;
+    r->tcp_mask = d->tcp_flags_mask;
+    r->icmp_type = d->icmp_type;
+    r->len_lo = d->len_lo, r->len_hi = d->len_hi;
+    r->action = d->action;
+    r->hook_ref = LUA_NOREF;
+    if ((unsigned)d->action > NETBE_ACT_LUA)
+        return NB_ERR(EINVAL, "rule '%s': unknown action %d", n, (int)d->action);
+    if (d->action == NETBE_ACT_RATE) {
+        if (!(d->rate > 0) || !(d->burst > 0) ||
+            (d->rate_unit != NETBE_RATE_BITS && d->rate_unit != NETBE_RATE_FRAMES))
+            return NB_ERR(EINVAL, "rule '%s': rate and burst must be positive", n);
+        r->rate_unit = d->rate_unit;
+        r->rate_per_ns = d->rate / 1e9;
+        r->burst = d->burst;
+    }
+    return 0;
+}
+
+/* The ethertype classes rule R can match, as bits. */
+static unsigned pol_rule_l3(const struct pol_rule *r)
+{
+    if (r->match & NETBE_M_ETHERTYPE) {
+        switch (r->ethertype) {
+        case 0x0800: return 1u << POL_L3_IP4;
+        case 0x86dd: return 1u << POL_L3_IP6;
+        case 0x0806: return 1u << POL_L3_ARP;
+        default: return 1u << POL_L3_OTHER;
+        }
+    }
+    if (r->match & (NETBE_M_SRC_IP | NETBE_M_DST_IP))
+        return r->family == 4 ? (1u << POL_L3_IP4 | 1u << POL_L3_ARP) : 1u << POL_L3_IP6;
+    if (r->match & (NETBE_M_PROTO | NETBE_M_SPORT | NETBE_M_DPORT | NETBE_M_TCP_FLAGS |
+                    NETBE_M_ICMP_TYPE))
+        return 1u << POL_L3_IP4 | 1u << POL_L3_IP6;
+    return (1u << POL_L3_N) - 1;
+}
+
+/* The L4 classes rule R can match within an IP class. */
+static unsigned pol_rule_l4(const struct pol_rule *r)
+{
+    if (r->match & NETBE_M_PROTO) {
+        switch (r->proto) {
+        case IPPROTO_TCP: return 1u << POL_L4_TCP;
+        case IPPROTO_UDP: return 1u << POL_L4_UDP;
+        case IPPROTO_ICMP: case IPPROTO_ICMPV6: return 1u << POL_L4_ICMP;
+        default: return 1u << POL_L4_NONE;
+        }
+    }
+    if (r->match & NETBE_M_TCP_FLAGS)
+        return 1u << POL_L4_TCP;
+    if (r->match & NETBE_M_ICMP_TYPE)
+        return 1u << POL_L4_ICMP;
+    if (r->match & (NETBE_M_SPORT | NETBE_M_DPORT))
+        return 1u << POL_L4_TCP | 1u << POL_L4_UDP | 1u << POL_L4_NONE;
+    return (1u << POL_L4_N) - 1;
+}
+
+static int pol_narrow_port(const struct pol_rule *r)
+{
+    return (r->match & NETBE_M_DPORT) && r->dport_hi - r->dport_lo < POL_BUCKETS;
+}
+
+/* 0 when rule R is listed under its source host, 1 under its destination
+** host, -1 when it goes into slots. */
+static int pol_host_side(const struct pol_rule *r)
+{
+    unsigned full = r->family == 4 ? 32 : 128;
+    if (pol_narrow_port(r))
+        return -1;
+    if ((r->match & NETBE_M_SRC_IP) && r->src_plen == full)
+        return 0;
+    if ((r->match & NETBE_M_DST_IP) && r->dst_plen == full)
+        return 1;
+    return -1;
+}
+
+static void pol_host_key(uint8_t key[20], int side, int family, const uint8_t *addr)
+{
+    memset(key, 0, 20);
+    key[0] = (uint8_t)side;
+    key[1] = (uint8_t)family;
+    memcpy(key + 4, addr, family == 4 ? 4 : 16);
+}
+
+/* A word-at-a-time hash: this runs per frame, FNV's byte chain is too slow. */
+static uint32_t pol_host_hash(const uint8_t key[20])
+{
+    uint32_t h = 0, w;
+    for (int i = 0; i < 20; i += 4) {
+        memcpy(&w, key + i, 4);
+        h = (h ^ w) * 0x9e3779b1u;
+        h ^= h >> 15;
+    }
+    return h;
+}
+
+/* The entry for KEY: found, or the empty one where it would go. */
+static struct pol_host *pol_host_slot(const netbe_policy *p, const uint8_t key[20])
+{
+    for (unsigned h = pol_host_hash(key) & p->host_mask;; h = (h + 1) & p->host_mask) {
+        struct pol_host *e = &p->hosts[h];
+        if (e->n == 0 || memcmp(e->key, key, 20) == 0)
+            return e;
+    }
+}
+
+/* The entry of host rule I, claimed for its key if it was empty. */
+static struct pol_host *pol_host_of_rule(netbe_policy *p, int i)
+{
+    const struct pol_rule *r = &p->rules[i];
+    uint8_t key[20];
+    int side = pol_host_side(r);
+    pol_host_key(key, side, r->family, side == 0 ? r->src_ip : r->dst_ip);
+    struct pol_host *e = pol_host_slot(p, key);
+    memcpy(e->key, key, 20);
+    return e;
+}
+
+/* Candidates listed under the frame's host address on SIDE. */
+static void pol_host_lookup(const netbe_policy *p, const struct pol_pkt *pk, int side,
+                            const uint16_t **it, const uint16_t **end)
+{
+    *it = *end = NULL;
+    if (!(pk->have & (side ? NETBE_M_DST_IP : NETBE_M_SRC_IP)))
+        return;
+    uint8_t key[20];
+    pol_host_key(key, side, pk->family, side ? pk->dst_ip : pk->src_ip);
+    const struct pol_host *e = pol_host_slot(p, key);
+    if (e->n) {
+        *it = p->host_list + e->off;
+        *end = *it + e->n;
+    }
+}
+
+/* Build the host table: count each host's rules, lay the lists out, fill
+** them in rule order (n counts again while filling). */
+static int pol_build_hosts(netbe_policy *p)
+{
+    int nhost = 0;
+    for (int i = 0; i < p->nrules; i++)
+        nhost += pol_host_side(&p->rules[i]) >= 0;
+    if (!nhost)
+        return 0;
+    unsigned size = 16;
+    while (size < 2u * (unsigned)nhost)
+        size *= 2;
+    p->hosts = calloc(size, sizeof *p->hosts);
+    p->host_list = malloc((size_t)nhost * sizeof *p->host_list);
+    if (!p->hosts || !p->host_list)
+        return -ENOMEM;
+    p->host_mask = size - 1;
+    for (int i = 0; i < p->nrules; i++)
+        if (pol_host_side(&p->rules[i]) >= 0)
+            pol_host_of_rule(p, i)->n++;
+    uint32_t off = 0;
+    for (unsigned k = 0; k < size; k++) {
+        p->hosts[k].off = off;
+        off += p->hosts[k].n;
+    }
+    uint32_t *fill = calloc(size, sizeof *fill);
+    if (!fill)
+        return -ENOMEM;
+    for (int i = 0; i < p->nrules; i++) {
+        if (pol_host_side(&p->rules[i]) < 0)
+            continue;
+        struct pol_host *e = pol_host_of_rule(p, i);
+        size_t k = (size_t)(e - p->hosts);
+        p->host_list[e->off + fill[k]++] = (uint16_t)i;
+    }
+    free(fill);
+    return 0;
+}
+
+/* Call FN(p, slot, rule) for every slot rule I belongs to. */
+static void pol_each_slot(netbe_policy *p, int i, void (*fn)(netbe_policy *, unsigned, int))
+{
+    const struct pol_rule *r = &p->rules[i];
+    unsigned l3s = pol_rule_l3(r), l4s = pol_rule_l4(r);
+    int narrow = pol_narrow_port(r);
+    if (pol_host_side(r) >= 0)
+        return;
+    for (int dir = 0; dir < 2; dir++) {
+        if ((r->match & NETBE_M_DIR) && r->dir != dir)
+            continue;
+        for (int l3 = 0; l3 < POL_L3_N; l3++) {
+            if (!(l3s & 1u << l3))
+                continue;
+            int ip = l3 == POL_L3_IP4 || l3 == POL_L3_IP6;
+            for (int l4 = 0; l4 < POL_L4_N; l4++) {
+                if (!(l4s & 1u << l4) || (!ip && l4 != POL_L4_NONE))
+                    continue;
+                if (l4 != POL_L4_TCP && l4 != POL_L4_UDP) {
+                    fn(p, pol_slot(dir, l3, l4, 0), i);
+                } else if (narrow) {
+                    for (unsigned port = r->dport_lo; port <= r->dport_hi; port++)
+                        fn(p, pol_slot(dir, l3, l4, port % POL_BUCKETS), i);
+                } else {
+                    for (unsigned b = 0; b < POL_BUCKETS; b++)
+                        fn(p, pol_slot(dir, l3, l4, b), i);
+                }
+            }
+        }
+    }
+}
+
+static void pol_count_slot(netbe_policy *p, unsigned slot, int i)
+{
+    p->list_off[slot + 1]++;
+}
+
+/* list_off[slot] is used as the fill cursor while filling. */
+static void pol_fill_slot(netbe_policy *p, unsigned slot, int i)
+{
+    p->list[p->list_off[slot]++] = (uint16_t)i;
+}
+
+static int pol_build_index(netbe_policy *p)
+{
+    p->list_off = calloc(POL_SLOTS + 1, sizeof *p->list_off);
+    if (!p->list_off)
+        return -ENOMEM;
+    for (int i = 0; i < p->nrules; i++)
+        pol_each_slot(p, i, pol_count_slot);
+    for (unsigned s = 0; s < POL_SLOTS; s++)
+        p->list_off[s + 1] += p->list_off[s];
+    p->list = malloc((p->list_off[POL_SLOTS] + 1) * sizeof *p->list);
+    if (!p->list)
+        return -ENOMEM;
+    for (int i = 0; i < p->nrules; i++)
+        pol_each_slot(p, i, pol_fill_slot);
+    /* Filling moved each start to the next slot's start: shift back. */
+    memmove(p->list_off + 1, p->list_off, POL_SLOTS * sizeof *p->list_off);
+    p->list_off[0] = 0;
+    return 0;
+}
+
+static int pol_build_names(netbe_policy *p, char *err, size_t errlen)
+{
+    unsigned size = 16;
+    while (size < 2u * (unsigned)p->nrules)
+        size *= 2;
+    p->byname = malloc(size * sizeof *p->byname);
+    if (!p->byname)
+        return NB_ERR(ENOMEM, "out of memory");
+    p->byname_mask = size - 1;
+    for (unsigned k = 0; k < size; k++)
+        p->byname[k] = -1;
+    for (int i = 0; i < p->nrules; i++) {
+        unsigned h = pol_hash(p->rules[i].name) & p->byname_mask;
+        for (; p->byname[h] >= 0; h = (h + 1) & p->byname_mask)
+            if (strcmp(p->rules[p->byname[h]].name, p->rules[i].name) == 0)
+                return NB_ERR(EINVAL, "rule %d: name '%s' is already used by rule %d",
+                              i + 1, p->rules[i].name, p->byname[h] + 1);
+        p->byname[h] = i;
+    }
+    return 0;
+}
+
+int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
+                     char *err, size_t errlen)
+{
+    *pp = NULL;
+    if (desc->nrules < 0 || desc->nrules > POL_MAX_RULES || (desc->nrules && !desc->rules))
+        return NB_ERR(EINVAL, "policy: %d rules (expected 0 to %d)", desc->nrules,
+                      POL_MAX_RULES);
+    if ((desc->default_verdict != NETBE_PASS && desc->default_verdict != NETBE_DROP) ||
+        (desc->fail_verdict != NETBE_PASS && desc->fail_verdict != NETBE_DROP))
+        return NB_ERR(EINVAL, "policy: default and fail verdicts must be pass or drop");
+    netbe_policy *p = calloc(1, sizeof *p);
+    if (!p)
+        return NB_ERR(ENOMEM, "out of memory");
+    p->nrules = desc->nrules;
+    p->def = desc->default_verdict;
+    p->fail = desc->fail_verdict;
+    p->budget = desc->hook_budget ? desc->hook_budget : 10000;
+    p->mem_limit = desc->hook_memory ? desc->hook_memory : 4u << 20;
+    p->rules = calloc((size_t)p->nrules + 1, sizeof *p->rules);
+    p->state = calloc((size_t)p->nrules + 1, sizeof *p->state);
+    int rc = p->rules && p->state ? 0 : NB_ERR(ENOMEM, "out of memory");
+    for (int i = 0; rc == 0 && i < p->nrules; i++) {
+        rc = pol_compile_rule(&p->rules[i], &desc->rules[i], i, err, errlen);
+        p->state[i].tokens = p->rules[i].burst;
+        if (rc == 0 && p->rules[i].action == NETBE_ACT_LUA) {
+            if (!p->L)
+                rc = pol_lua_open(p, err, errlen);
+            if (rc == 0)
+                rc = pol_lua_load_hook(p, &p->rules[i], &desc->rules[i], err, errlen);
+        }
+    }
+    if (rc == 0)
+        rc = pol_build_names(p, err, errlen);
+    if (rc == 0 && (pol_build_index(p) < 0 || pol_build_hosts(p) < 0))
+        rc = NB_ERR(ENOMEM, "out of memory");
+    if (rc < 0) {
+        netbe_policy_free(p);
+        return rc;
+    }
+    p->st.nrules = p->nrules;
+    *pp = p;
+    return 0;
+}
+
+void netbe_policy_free(netbe_policy *p)
+{
+    if (!p)
+        return;
+    if (p->L)
+        lua_close(p->L);
+    free(p->rules);
+    free(p->state);
+    free(p->list_off);
+    free(p->list);
+    free(p->byname);
+    free(p->hosts);
+    free(p->host_list);
+    free(p);
+}
+
+/* ---- Evaluating ---- */
+
+/* Apply rule I, which matched PK: count it and return its verdict, or -1
+** when evaluation goes on. */
+static int pol_apply(netbe_policy *p, unsigned i, const struct pol_pkt *pk, uint64_t *now)
+{
+    const struct pol_rule *r = &p->rules[i];
+    struct pol_state *s = &p->state[i];
+    int v = -1;
+    pol_add(&s->hits, 1);
+    pol_add(&s->bytes, pk->len);
+    switch (r->action) {
+    case NETBE_ACT_PASS: v = NETBE_PASS; break;
+    case NETBE_ACT_DROP: v = NETBE_DROP; break;
+    case NETBE_ACT_COUNT: break;
+    case NETBE_ACT_RATE:
+        if (!pol_bucket_take(p, (int)i, pk->len, now))
+            v = NETBE_DROP;
+        break;
+    case NETBE_ACT_LUA: v = pol_lua_call(p, r, pk); break;
+    }
+    if (v == NETBE_DROP)
+        pol_add(&s->drops, 1);
+    return v;
+}
+
+/* Walk the slot list and the two host lists in rule order. */
+static int pol_eval_merged(netbe_policy *p, const struct pol_pkt *pk, const uint16_t *it,
+                           const uint16_t *end, uint64_t *now)
+{
+    const uint16_t *at[3] = {it, NULL, NULL}, *stop[3] = {end, NULL, NULL};
+    pol_host_lookup(p, pk, 0, &at[1], &stop[1]);
+    pol_host_lookup(p, pk, 1, &at[2], &stop[2]);
+    for (;;) {
+        int best = -1;
+        for (int k = 0; k < 3; k++)
+            if (at[k] < stop[k] && (best < 0 || *at[k] < *at[best]))
+                best = k;
+        if (best < 0)
+            return -1;
+        unsigned i = *at[best]++;
+        if (pol_match(&p->rules[i], pk)) {
+            int v = pol_apply(p, i, pk, now);
+            if (v >= 0)
+                return v;
+        }
+    }
+}
+
+int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
+                      uint64_t now_ns)
+{
+    struct pol_pkt pk;
+    pol_parse(&pk, frame, len, dir & 1);
+    unsigned slot = pol_pkt_slot(&pk);
+    const uint16_t *it = p->list + p->list_off[slot], *end = p->list + p->list_off[slot + 1];
+    int verdict = -1;
+    if (p->hosts) {
+        verdict = pol_eval_merged(p, &pk, it, end, &now_ns);
+    } else {
+        for (; it < end && verdict < 0; it++)
+            if (pol_match(&p->rules[*it], &pk))
+                verdict = pol_apply(p, *it, &pk, &now_ns);
+    }
+    if (verdict < 0)
+        verdict = p->def;
+    if (verdict == NETBE_PASS) {
+        pol_add(&p->st.pass_frames[pk.dir], 1);
+        pol_add(&p->st.pass_bytes[pk.dir], len);
+    } else {
+        pol_add(&p->st.drop_frames[pk.dir], 1);
+        pol_add(&p->st.drop_bytes[pk.dir], len);
+    }
+    return verdict;
+}
+
+/* ---- Counters and carrying over ---- */
+
+void netbe_policy_carry(netbe_policy *newp, const netbe_policy *old)
+{
+    if (!old)
+        return;
+    for (int i = 0; i < newp->nrules; i++) {
+        int j = pol_find(old, newp->rules[i].name);
+        if (j < 0)
+            continue;
+        newp->state[i] = old->state[j];
+        if (newp->state[i].tokens > newp->rules[i].burst)
+            newp->state[i].tokens = newp->rules[i].burst;
+    }
+    int n = newp->st.nrules;
+    newp->st = old->st;
+    newp->st.nrules = n;
+}
+
+void netbe_policy_get_stats(const netbe_policy *p, struct netbe_policy_stats *st)
+{
+    const uint64_t *src = (const uint64_t *)&p->st;
+    uint64_t *dst = (uint64_t *)st;
+    for (size_t i = 0; i < offsetof(struct netbe_policy_stats, nrules) / sizeof(uint64_t); i++)
+        dst[i] = nb_load(&src[i]);
+    st->nrules = p->nrules;
+}
+
+int netbe_policy_rule_stats(const netbe_policy *p, int i, struct netbe_rule_stats *rs)
+{
+    if (i < 0 || i >= p->nrules)
+        return -ENOENT;
+    snprintf(rs->name, sizeof rs->name, "%s", p->rules[i].name);
+    rs->hits = nb_load(&p->state[i].hits);
+    rs->bytes = nb_load(&p->state[i].bytes);
+    rs->drops = nb_load(&p->state[i].drops);
+    return 0;
 }
 
 /* ====================================================================
@@ -476,12 +2028,42 @@ struct netbe {
     uint8_t mac[6];
     uint8_t *bounce;             /* a frame read ahead by netbe_peek_recvlen */
     ssize_t bounce_len;
+    struct nb_sw_tx *sw_tx;      /* software offloads on send, once headers are on */
+    struct nb_sw_rx *sw_rx;      /* and on receive, made when first needed */
     struct netbe_stats st;
     void *priv;                  /* the backend's private state, same allocation */
 };
 
 static const struct nb_ops *const nb_backends[];
 static const char *const nb_common_keys[] = {"backend", "type", "mac", "mtu", NULL};
+
+/* What netbe offers any backend on the sending side, doing in software
+** what the backend cannot. */
+#define NB_SW_CAPS (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_TSO6 | \
+    NETBE_F_HOST_ECN | NETBE_F_HOST_UFO | NETBE_F_HOST_USO)
+
+/* Frames with lying headers one receive call may skip before giving up. */
+#define NB_RX_TRIES 64
+
+/* A frame accepted from the frontend and being sent in software-made
+** segments. Senders and the TX event both drain it, under the lock. */
+struct nb_sw_tx {
+    pthread_mutex_t lock;
+    int busy;                    /* segments wait; set by the sender only */
+    uint64_t native;             /* the offloads the backend does itself */
+    struct nb_seg seg;
+    uint8_t frame[NETBE_MAX_FRAME];
+};
+
+/* A received frame being handed to the frontend one segment at a time.
+** Only the event_base's thread receives, so no lock. */
+struct nb_sw_rx {
+    int busy;
+    struct nb_seg seg;
+    uint8_t frame[NETBE_MAX_FRAME];
+};
+
+static const uint8_t nb_zero_hdr[12];
 
 #define NB_PRIV(be, T) ((T *)(be)->priv)
 /* Private state starts at this offset of the netbe allocation. */
@@ -598,9 +2180,15 @@ static void nb_on_rx(evutil_socket_t fd, short what, void *arg)
     nb_fire(arg, NETBE_EV_RX);
 }
 
+static int nb_sw_tx_drain(netbe *be, struct nb_sw_tx *tx);
+
+/* Segments left waiting go first; the frontend hears only once they went. */
 static void nb_on_tx(evutil_socket_t fd, short what, void *arg)
 {
-    nb_fire(arg, NETBE_EV_TX);
+    netbe *be = arg;
+    if (be->sw_tx && nb_sw_tx_drain(be, be->sw_tx) < 0)
+        return;
+    nb_fire(be, NETBE_EV_TX);
 }
 
 /* Watch FD for receive and send readiness (FD -1 stops watching). Backends
@@ -699,6 +2287,10 @@ void netbe_close(netbe *be)
         return;
     nb_watch_fd(be, -1);
     be->ops->close(be);
+    if (be->sw_tx)
+        pthread_mutex_destroy(&be->sw_tx->lock);
+    free(be->sw_tx);
+    free(be->sw_rx);
     free(be->bounce);
     free(be->name);
     free(be);
@@ -735,22 +2327,112 @@ static void nb_hdr_read(const struct iovec *iov, int iovcnt, unsigned len,
     nb_iov_to_buf(iov, iovcnt, 0, h, len);
 }
 
+/* Send the segments left in TX; 0 when all went, -EAGAIN when the backend
+** is full (TX readiness is armed). A segment refused for another reason
+** is counted and skipped, as a NIC drops a frame. Lock held. */
+static int nb_sw_flush(netbe *be, struct nb_sw_tx *tx)
+{
+    struct iovec v[3] = {{(void *)nb_zero_hdr, be->be_hdr_len}};
+    int cnt;
+    while ((cnt = nb_seg_build(&tx->seg, v + 1)) > 0) {
+        ssize_t r = be->be_hdr_len ? nb_send_raw(be, v, cnt + 1)
+                                   : nb_send_raw(be, v + 1, cnt);
+        if (r == -EAGAIN)
+            return -EAGAIN;
+        nb_seg_advance(&tx->seg);
+    }
+    __atomic_store_n(&tx->busy, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int nb_sw_tx_drain(netbe *be, struct nb_sw_tx *tx)
+{
+    if (!__atomic_load_n(&tx->busy, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&tx->lock);
+    int rc = tx->busy ? nb_sw_flush(be, tx) : 0;
+    pthread_mutex_unlock(&tx->lock);
+    return rc;
+}
+
+/* Do what header H of the LEN-byte frame in IOV asks, in software. The
+** frame is taken once its first segment is out; the rest wait for TX
+** readiness if the backend fills up. */
+static ssize_t nb_sw_send(netbe *be, const struct iovec *iov, int iovcnt, size_t len,
+                          const struct nb_vnet_hdr *h)
+{
+    struct nb_sw_tx *tx = be->sw_tx;
+    unsigned fe = be->fe_hdr_len;
+    pthread_mutex_lock(&tx->lock);
+    if (tx->busy && nb_sw_flush(be, tx) < 0) {
+        pthread_mutex_unlock(&tx->lock);
+        return -EAGAIN;
+    }
+    nb_iov_to_buf(iov, iovcnt, fe, tx->frame, len - fe);
+    int rc = nb_seg_start(&tx->seg, tx->frame, len - fe, h);
+    if (rc < 0) {
+        pthread_mutex_unlock(&tx->lock);
+        nb_count(&be->st.tx_drops, 1);
+        return rc;
+    }
+    __atomic_store_n(&tx->busy, 1, __ATOMIC_RELEASE);
+    if (nb_sw_flush(be, tx) < 0 && tx->seg.n == 0 && tx->seg.left) {
+        /* Nothing went out: the frame is not taken, the frontend retries. */
+        __atomic_store_n(&tx->busy, 0, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&tx->lock);
+        return -EAGAIN;
+    }
+    pthread_mutex_unlock(&tx->lock);
+    nb_count(&be->st.tx_sw_frames, 1);
+    return (ssize_t)len;
+}
+
+/* Check header H of the LEN-byte frame in IOV (frontend header first).
+** Returns 0 when the backend can take the frame as it is, 1 when netbe
+** must do the offload, -EINVAL (counted) when the header lies. */
+static int nb_tx_classify(netbe *be, const struct iovec *iov, int iovcnt, size_t len,
+                          const struct nb_vnet_hdr *h)
+{
+    unsigned fe = be->fe_hdr_len;
+    uint8_t head[NB_HEAD_MAX];
+    struct nb_pkt p;
+    size_t flen = len - fe;
+    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
+    if (nb_hdr_check(h, head, flen, &p) < 0) {
+        nb_count(&be->st.tx_drops, 1);
+        nb_count(&be->st.tx_bad_hdr, 1);
+        return -EINVAL;
+    }
+    if (!nb_hdr_needs_offload(h))
+        return 0;
+    uint64_t need = nb_hdr_features(h, 1);
+    return be->be_hdr_len && !(need & ~be->sw_tx->native) ? 0 : 1;
+}
+
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
 {
     unsigned fe = be->fe_hdr_len, bl = be->be_hdr_len;
-    if (iovcnt < 0 || iovcnt > IOV_MAX - 1 || nb_iov_len(iov, iovcnt) < fe + 14) {
+    size_t len = iovcnt < 0 || iovcnt > IOV_MAX - 1 ? 0 : nb_iov_len(iov, iovcnt);
+    if (len < fe + 14) {
         nb_count(&be->st.tx_drops, 1);
         return -EINVAL;
     }
-    if (fe == bl)
-        return nb_send_raw(be, iov, iovcnt);
     struct nb_vnet_hdr h;
     nb_hdr_read(iov, iovcnt, fe, &h);
-    if (bl == 0 && nb_hdr_needs_offload(&h)) {
-        /* The frontend negotiated an offload this backend cannot do. */
-        nb_count(&be->st.tx_drops, 1);
-        return -EOPNOTSUPP;
+    if (fe) {
+        /* Segments of an earlier frame go before this one. */
+        if (nb_sw_tx_drain(be, be->sw_tx) < 0)
+            return -EAGAIN;
+        if (h.flags | h.gso_type | h.hdr_len) {
+            int sw = nb_tx_classify(be, iov, iovcnt, len, &h);
+            if (sw < 0)
+                return sw;
+            if (sw)
+                return nb_sw_send(be, iov, iovcnt, len, &h);
+        }
     }
+    if (fe == bl)
+        return nb_send_raw(be, iov, iovcnt);
     struct iovec v[iovcnt + 1];
     int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
     h.num_buffers = 0;
@@ -760,29 +2442,114 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
     return r < 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
 }
 
-/* Receive from the backend, converting its header to the frontend's. */
-static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
+/* Receive one frame from the backend into IOV behind a frontend header of
+** fe_hdr_len bytes (left for the caller to fill); its header goes to H. */
+static ssize_t nb_recv_one(netbe *be, const struct iovec *iov, int iovcnt,
+                           struct nb_vnet_hdr *h)
 {
     unsigned fe = be->fe_hdr_len, bl = be->be_hdr_len;
-    if (fe == bl)
-        return be->ops->recv(be, iov, iovcnt);
-    struct nb_vnet_hdr h;
-    memset(&h, 0, sizeof h);
+    memset(h, 0, sizeof *h);
+    if (fe == bl) {
+        ssize_t r = be->ops->recv(be, iov, iovcnt);
+        if (r > 0 && fe)
+            nb_hdr_read(iov, iovcnt, fe, h);
+        return r;
+    }
     struct iovec v[iovcnt + 1];
     int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
-    v[0].iov_base = &h;
+    v[0].iov_base = h;
     v[0].iov_len = bl;
     ssize_t r = bl ? be->ops->recv(be, v, n + 1) : be->ops->recv(be, v + 1, n);
-    if (r <= 0)
-        return r;
-    if (fe == 0 && nb_hdr_needs_offload(&h)) {
-        /* Never hand a frontend an offload it did not negotiate. */
-        nb_count(&be->st.rx_drops, 1);
-        return -EPROTO;
+    return r <= 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
+}
+
+/* Hand the frontend the next software-made segment. */
+static ssize_t nb_sw_recv_next(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct nb_sw_rx *rx = be->sw_rx;
+    unsigned fe = be->fe_hdr_len;
+    struct iovec v[2];
+    int cnt = nb_seg_build(&rx->seg, v);
+    uint8_t hdr[12] = {0};
+    hdr[10] = fe == 12;
+    size_t off = nb_buf_to_iov(hdr, fe, iov, iovcnt, 0), total = fe;
+    for (int i = 0; i < cnt; i++) {
+        off += nb_buf_to_iov(v[i].iov_base, v[i].iov_len, iov, iovcnt, off);
+        total += v[i].iov_len;
     }
-    h.num_buffers = fe == 12 ? 1 : 0;
-    nb_buf_to_iov(&h, fe, iov, iovcnt, 0);
-    return r - (ssize_t)bl + (ssize_t)fe;
+    nb_seg_advance(&rx->seg);
+    rx->busy = rx->seg.left;
+    return (ssize_t)total;
+}
+
+/* The frame of R bytes in IOV came with header H. Returns 0 when the
+** frontend can take it as it is, the length of its first segment when
+** netbe did the offload, or a negative value when it was dropped. */
+static ssize_t nb_rx_offload(netbe *be, const struct iovec *iov, int iovcnt, ssize_t r,
+                             const struct nb_vnet_hdr *h)
+{
+    unsigned fe = be->fe_hdr_len;
+    size_t flen = (size_t)r - fe, room = nb_iov_len(iov, iovcnt);
+    uint8_t head[NB_HEAD_MAX];
+    struct nb_pkt p;
+    if ((size_t)r > room)
+        return 0;                /* truncated: counted as such by the caller */
+    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
+    if (nb_hdr_check(h, head, flen, &p) < 0) {
+        nb_count(&be->st.rx_drops, 1);
+        nb_count(&be->st.rx_bad_hdr, 1);
+        return -EINVAL;
+    }
+    uint64_t need = nb_hdr_features(h, 0), accept = fe ? be->features : 0;
+    if ((h->gso_type & ~NB_HDR_GSO_ECN) == NB_HDR_GSO_UDP_L4)
+        need &= p.v6 ? ~NETBE_F_GUEST_USO4 : ~NETBE_F_GUEST_USO6;
+    if (!(need & ~accept))
+        return 0;
+    if (!be->sw_rx && !(be->sw_rx = malloc(sizeof *be->sw_rx))) {
+        nb_count(&be->st.rx_drops, 1);
+        return -ENOMEM;
+    }
+    struct nb_sw_rx *rx = be->sw_rx;
+    nb_iov_to_buf(iov, iovcnt, fe, rx->frame, flen);
+    int rc = nb_seg_start(&rx->seg, rx->frame, flen, h);
+    if (rc < 0) {
+        nb_count(&be->st.rx_drops, 1);
+        return rc;
+    }
+    nb_count(&be->st.rx_sw_frames, 1);
+    rx->busy = 1;
+    return nb_sw_recv_next(be, iov, iovcnt);
+}
+
+/* Receive from the backend, converting its header to the frontend's and
+** doing in software the offloads the frontend did not negotiate. Frames
+** with lying headers are dropped and the next one read. */
+static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    unsigned fe = be->fe_hdr_len;
+    if (be->sw_rx && be->sw_rx->busy)
+        return nb_sw_recv_next(be, iov, iovcnt);
+    for (int tries = 0; tries < NB_RX_TRIES; tries++) {
+        struct nb_vnet_hdr h;
+        ssize_t r = nb_recv_one(be, iov, iovcnt, &h);
+        if (r <= 0 || (fe == 0 && be->be_hdr_len == 0))
+            return r;
+        if (h.flags | h.gso_type) {
+            ssize_t s = nb_rx_offload(be, iov, iovcnt, r, &h);
+            if (s < 0)
+                continue;
+            if (s > 0)
+                return s;
+        }
+        if (fe) {
+            if (!(be->features & NETBE_F_GUEST_CSUM))
+                h.flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
+            h.num_buffers = fe == 12;
+            nb_buf_to_iov(&h, fe, iov, iovcnt, 0);
+        }
+        return r;
+    }
+    return 0;
 }
 
 /* Receive errors after which a backend never works again. */
@@ -869,9 +2636,10 @@ void netbe_rx_enable(netbe *be)
     be->rx_enabled = 1;
     if (be->rx_ev)
         event_add(be->rx_ev, NULL);
-    /* A frame already read ahead produces no new readiness: report it. */
-    if ((be->bounce_len > 0 || (be->ops->rx_pending && be->ops->rx_pending(be))) &&
-        be->rx_ev)
+    /* A frame already read ahead, or segments made of one, produce no new
+    ** readiness: report them. */
+    if ((be->bounce_len > 0 || (be->sw_rx && be->sw_rx->busy) ||
+         (be->ops->rx_pending && be->ops->rx_pending(be))) && be->rx_ev)
         event_active(be->rx_ev, EV_READ, 0);
 }
 
@@ -887,9 +2655,29 @@ int netbe_down(netbe *be)
     return be->down;
 }
 
-uint64_t netbe_get_cap(netbe *be)
+static uint64_t nb_backend_cap(netbe *be)
 {
     return be->ops->get_cap ? be->ops->get_cap(be) : 0;
+}
+
+uint64_t netbe_get_cap(netbe *be)
+{
+    return nb_backend_cap(be) | NB_SW_CAPS;
+}
+
+/* Software offload state for a frontend that uses headers. */
+static int nb_sw_setup(netbe *be)
+{
+    if (!be->sw_tx) {
+        if (!(be->sw_tx = malloc(sizeof *be->sw_tx)))
+            return -ENOMEM;
+        pthread_mutex_init(&be->sw_tx->lock, NULL);
+    }
+    be->sw_tx->busy = 0;
+    be->sw_tx->native = be->be_hdr_len ? nb_backend_cap(be) : 0;
+    if (be->sw_rx)
+        be->sw_rx->busy = 0;
+    return 0;
 }
 
 int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
@@ -901,15 +2689,19 @@ int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
     if (features && vnet_hdr_len == 0)
         return -EINVAL;
     if (be->ops->set_cap) {
-        int rc = be->ops->set_cap(be, features, vnet_hdr_len);
+        int rc = be->ops->set_cap(be, features & nb_backend_cap(be), vnet_hdr_len);
         if (rc < 0)
             return rc;
     }
+    if (vnet_hdr_len && nb_sw_setup(be) < 0)
+        return -ENOMEM;
     be->features = features;
     be->fe_hdr_len = vnet_hdr_len;
     be->bounce_len = 0;
     return 0;
 }
+
+uint64_t netbe_get_features(netbe *be) { return be->features; }
 
 unsigned netbe_get_vnet_hdr_len(netbe *be) { return be->fe_hdr_len; }
 const char *netbe_name(netbe *be) { return be->name; }
@@ -1089,6 +2881,7 @@ static const struct nb_ops nb_pair = {
 
 struct tap_priv {
     int fd;
+    uint64_t caps;               /* Linux: offloads this kernel's tun has */
 };
 
 static void tap_close(netbe *be)
@@ -1141,10 +2934,31 @@ static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
 
 #ifdef __linux__
 
-/* Offloads the tun driver can take, in VIRTIO_NET_F terms. */
+/* Offloads every tun driver since Linux 2.6.27 has, in VIRTIO_NET_F terms:
+** it takes checksum, TSO and UFO frames, and delivers them when asked by
+** TUNSETOFFLOAD. USO (Linux 6.2) is probed. */
 #define TAP_CAPS (NETBE_F_CSUM | NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | \
-    NETBE_F_GUEST_TSO6 | NETBE_F_GUEST_ECN | NETBE_F_GUEST_UFO | NETBE_F_HOST_TSO4 | \
+    NETBE_F_GUEST_TSO6 | NETBE_F_GUEST_ECN | NETBE_F_HOST_TSO4 | \
     NETBE_F_HOST_TSO6 | NETBE_F_HOST_ECN | NETBE_F_HOST_UFO)
+
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
+
+/* Ask the kernel which offloads it takes: TUNSETOFFLOAD refuses flags it
+** does not know. Leaves offloads off. */
+static uint64_t tap_probe_caps(int fd)
+{
+    uint64_t caps = 0;
+    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) == 0)
+        caps |= TAP_CAPS;
+    /* Linux 4.14 and later accept TUN_F_UFO but never deliver UFO frames. */
+    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6) == 0)
+        caps |= NETBE_F_GUEST_USO4 | NETBE_F_GUEST_USO6 | NETBE_F_HOST_USO;
+    ioctl(fd, TUNSETOFFLOAD, 0);
+    return caps;
+}
 
 static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
@@ -1170,6 +2984,7 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
         return NB_ERR(e, "tap %s: cannot attach to the interface: %s", name, strerror(e));
     }
     be->be_hdr_len = 10;
+    p->caps = tap_probe_caps(p->fd);
     if (strcmp(ifr.ifr_name, be->name) != 0) {
         char *n = strdup(ifr.ifr_name);
         if (n) {
@@ -1187,7 +3002,7 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
 
 static uint64_t tap_get_cap(netbe *be)
 {
-    return TAP_CAPS;
+    return NB_PRIV(be, struct tap_priv)->caps;
 }
 
 /* The kernel's TUN_F_* flags for what we agreed to receive. */
@@ -1200,6 +3015,8 @@ static unsigned tap_offload_flags(uint64_t f)
         if (f & NETBE_F_GUEST_TSO6) t |= TUN_F_TSO6;
         if (f & NETBE_F_GUEST_ECN) t |= TUN_F_TSO_ECN;
         if (f & NETBE_F_GUEST_UFO) t |= TUN_F_UFO;
+        if (f & NETBE_F_GUEST_USO4) t |= TUN_F_USO4;
+        if (f & NETBE_F_GUEST_USO6) t |= TUN_F_USO6;
     }
     return t;
 }
@@ -3653,13 +5470,55 @@ struct wire_dir {
 };
 
 struct netbe_wire {
-    struct wire_dir dir[2];      /* a->b, b->a */
+    struct wire_dir dir[2];      /* a->b (to the guest), b->a (from it) */
     uint64_t drops;
+    /* The policy is used by the loop thread only; a new one waits in
+    ** pending until a batch boundary. The lock orders the swap against
+    ** netbe_wire_set_policy and counter readers on other threads. */
+    netbe_policy *policy, *pending;
+    int swap_pending;            /* pending is meant, even when NULL (removal) */
+    pthread_mutex_t policy_lock;
+    struct event *swap;          /* takes a pending policy when no frames flow */
 };
+
+/* At a batch boundary: put a pending policy in force, carrying counters. */
+static void wire_take_policy(struct netbe_wire *w)
+{
+    if (!__atomic_load_n(&w->swap_pending, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&w->policy_lock);
+    netbe_policy *old = w->policy, *np = w->pending;
+    if (np) {
+        netbe_policy_carry(np, old);
+        if (old)
+            np->st.reloads++;
+    }
+    w->policy = np;
+    w->pending = NULL;
+    __atomic_store_n(&w->swap_pending, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&w->policy_lock);
+    netbe_policy_free(old);
+}
+
+static void wire_on_swap(evutil_socket_t fd, short what, void *arg)
+{
+    wire_take_policy(arg);
+}
+
+/* The policy's verdict on the frame of length N in D's buffer. */
+static int wire_judge(struct netbe_wire *w, struct wire_dir *d, size_t n)
+{
+    if (!w->policy)
+        return NETBE_PASS;
+    size_t hl = netbe_get_vnet_hdr_len(d->from);
+    return netbe_policy_eval(w->policy, d == &w->dir[0] ? NETBE_DIR_TO_GUEST :
+                             NETBE_DIR_FROM_GUEST, d->buf + hl, n > hl ? n - hl : 0, 0);
+}
 
 static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
 {
     struct iovec v = {d->buf, NETBE_MAX_FRAME + 12};
+    wire_take_policy(w);
     for (int i = 0; i < WIRE_BUDGET; i++) {
         if (!d->held) {
             ssize_t n = netbe_recv(d->from, &v, 1);
@@ -3667,6 +5526,8 @@ static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
                 continue;
             if (n <= 0)
                 return;
+            if (wire_judge(w, d, (size_t)n) == NETBE_DROP)
+                continue;
             d->held = (size_t)n;
         }
         struct iovec out = {d->buf, d->held};
@@ -3709,17 +5570,74 @@ static unsigned wire_hdr_len(netbe *a, netbe *b)
     return a->be_hdr_len == b->be_hdr_len ? a->be_hdr_len : 0;
 }
 
+/* Each kind of offloaded frame a receiver may deliver, and what the
+** sender on the other side needs to pass it on. */
+static const uint64_t wire_offloads[][2] = {
+    {NETBE_F_GUEST_CSUM, NETBE_F_CSUM}, {NETBE_F_GUEST_TSO4, NETBE_F_HOST_TSO4},
+    {NETBE_F_GUEST_TSO6, NETBE_F_HOST_TSO6}, {NETBE_F_GUEST_ECN, NETBE_F_HOST_ECN},
+    {NETBE_F_GUEST_UFO, NETBE_F_HOST_UFO}, {NETBE_F_GUEST_USO4, NETBE_F_HOST_USO},
+    {NETBE_F_GUEST_USO6, NETBE_F_HOST_USO},
+};
+
+/* What FROM may deliver (its GUEST_* bits) that TO can send; offloads
+** need the partial checksum under them. */
+static uint64_t wire_rx_features(uint64_t from, uint64_t to)
+{
+    uint64_t f = 0;
+    for (size_t i = 0; i < sizeof wire_offloads / sizeof wire_offloads[0]; i++)
+        if (from & wire_offloads[i][0] && to & wire_offloads[i][1])
+            f |= wire_offloads[i][0];
+    return f & NETBE_F_GUEST_CSUM ? f : 0;
+}
+
+/* The sending bits matching receive features RX. */
+static uint64_t wire_tx_features(uint64_t rx)
+{
+    uint64_t f = 0;
+    for (size_t i = 0; i < sizeof wire_offloads / sizeof wire_offloads[0]; i++)
+        if (rx & wire_offloads[i][0])
+            f |= wire_offloads[i][1];
+    return f;
+}
+
+/* Turn offloads on both ways when a direction gains from them; else, or
+** when a backend refuses, plain frames (headers only where both have them). */
+static void wire_negotiate(netbe *a, netbe *b, unsigned flags)
+{
+    uint64_t ca = netbe_get_cap(a), cb = netbe_get_cap(b);
+    uint64_t ra = wire_rx_features(ca, cb), rb = wire_rx_features(cb, ca);
+    if (!(flags & NETBE_WIRE_NO_OFFLOAD) && (ra | rb) &&
+        netbe_set_cap(a, ra | wire_tx_features(rb), 12) == 0 &&
+        netbe_set_cap(b, rb | wire_tx_features(ra), 12) == 0)
+        return;
+    unsigned hl = wire_hdr_len(a, b);
+    netbe_set_cap(a, 0, hl);
+    netbe_set_cap(b, 0, hl);
+}
+
 int netbe_wire_new(netbe_wire **wp, netbe *a, netbe *b, char *err, size_t errlen)
+{
+    return netbe_wire_new_flags(wp, a, b, 0, err, errlen);
+}
+
+int netbe_wire_new_flags(netbe_wire **wp, netbe *a, netbe *b, unsigned flags,
+                         char *err, size_t errlen)
 {
     *wp = NULL;
     if (a == b || a->base != b->base)
         return NB_ERR(EINVAL, "wire: the two backends must differ and share one event base");
+    if (flags & ~NETBE_WIRE_NO_OFFLOAD)
+        return NB_ERR(EINVAL, "wire: unknown flags 0x%x (expected NETBE_WIRE_NO_OFFLOAD)",
+                      flags);
     struct netbe_wire *w = calloc(1, sizeof *w);
     if (!w)
         return NB_ERR(ENOMEM, "out of memory");
-    unsigned hl = wire_hdr_len(a, b);
-    netbe_set_cap(a, 0, hl);
-    netbe_set_cap(b, 0, hl);
+    pthread_mutex_init(&w->policy_lock, NULL);
+    if (!(w->swap = event_new(a->base, -1, 0, wire_on_swap, w))) {
+        netbe_wire_free(w);
+        return NB_ERR(ENOMEM, "out of memory");
+    }
+    wire_negotiate(a, b, flags);
     netbe *ends[2][2] = {{a, b}, {b, a}};
     for (int i = 0; i < 2; i++) {
         struct wire_dir *d = &w->dir[i];
@@ -3755,10 +5673,385 @@ void netbe_wire_free(netbe_wire *w)
             event_free(d->resume);
         free(d->buf);
     }
+    if (w->swap)
+        event_free(w->swap);
+    netbe_policy_free(w->policy);
+    netbe_policy_free(w->pending);
+    pthread_mutex_destroy(&w->policy_lock);
     free(w);
 }
 
 uint64_t netbe_wire_drops(netbe_wire *w)
 {
     return w->drops;
+}
+
+int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p)
+{
+    pthread_mutex_lock(&w->policy_lock);
+    netbe_policy *displaced = w->pending;
+    w->pending = p;
+    __atomic_store_n(&w->swap_pending, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&w->policy_lock);
+    netbe_policy_free(displaced);
+    event_active(w->swap, 0, 0);
+    return 0;
+}
+
+/* The policy whose counters readers see: the one in force, else the one
+** waiting. Called with the lock held. */
+static const netbe_policy *wire_visible_policy(struct netbe_wire *w)
+{
+    return w->policy ? w->policy : w->pending;
+}
+
+int netbe_wire_policy_stats(netbe_wire *w, struct netbe_policy_stats *st)
+{
+    pthread_mutex_lock(&w->policy_lock);
+    const netbe_policy *p = wire_visible_policy(w);
+    if (p)
+        netbe_policy_get_stats(p, st);
+    pthread_mutex_unlock(&w->policy_lock);
+    return p ? 0 : -ENOENT;
+}
+
+int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs)
+{
+    pthread_mutex_lock(&w->policy_lock);
+    const netbe_policy *p = wire_visible_policy(w);
+    int rc = p ? netbe_policy_rule_stats(p, i, rs) : -ENOENT;
+    pthread_mutex_unlock(&w->policy_lock);
+    return rc;
+}
+
+/* ====================================================================
+** 14. virtio: split virtqueues
+** ====================================================================
+** The layout is virtio 1.x section 2.7. The guest may rewrite its rings
+** at any moment, so each descriptor and ring entry is read exactly once
+** into a local copy, indices are taken modulo the queue size, and walks
+** are bounded by counts, never by what the guest says comes next.
+*/
+
+#define VQ_DESC_F_NEXT      1
+#define VQ_DESC_F_WRITE     2
+#define VQ_DESC_F_INDIRECT  4
+#define VQ_AVAIL_F_NO_INTERRUPT 1
+#define VQ_USED_F_NO_NOTIFY     1
+
+struct vq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+
+/* Entries of one indirect table: a guest cannot ask for more. */
+#define VQ_MAX_INDIRECT NETBE_VQ_MAX_SIZE
+
+struct netbe_vq {
+    netbe_vq_map_fn map;
+    void *map_arg;
+    unsigned size;               /* 0 while not set up */
+    int event_idx, indirect;
+    uint8_t *desc;               /* size * 16 bytes */
+    uint16_t *avail;             /* flags, idx, ring[size], used_event */
+    uint16_t *used;              /* flags, idx, then {u32 id, u32 len}[size], avail_event */
+    uint16_t last_avail;         /* next available entry to take */
+    uint16_t used_idx;           /* next used entry to fill */
+    uint16_t published;          /* used index at the last publish */
+    int can_unpop;
+    char error[160];
+};
+
+int netbe_vq_new(netbe_vq **vqp, netbe_vq_map_fn map, void *arg)
+{
+    netbe_vq *vq = calloc(1, sizeof *vq);
+    *vqp = vq;
+    if (!vq)
+        return -ENOMEM;
+    vq->map = map;
+    vq->map_arg = arg;
+    return 0;
+}
+
+void netbe_vq_free(netbe_vq *vq)
+{
+    free(vq);
+}
+
+/* Mark VQ broken with a message; returns -CODE. */
+static int vq_fail(netbe_vq *vq, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int vq_fail(netbe_vq *vq, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(vq->error, sizeof vq->error, fmt, ap);
+    va_end(ap);
+    return -code;
+}
+
+static int vq_usable(const netbe_vq *vq)
+{
+    return vq->size && !vq->error[0];
+}
+
+/* Ring fields shared with the guest: indices need ordering, not locks. */
+static uint16_t vq_load16(const uint16_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static void vq_store16(uint16_t *p, uint16_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+/* Map one ring area; it must be aligned as the spec says so that the
+** index fields can be accessed atomically. */
+static void *vq_map_area(netbe_vq *vq, const char *what, uint64_t gpa, uint64_t len,
+                         unsigned align, char *err, size_t errlen, int *rc)
+{
+    if (*rc < 0)
+        return NULL;
+    void *p = gpa % align ? NULL : vq->map(vq->map_arg, gpa, len);
+    if (!p || (uintptr_t)p % align)
+        *rc = NB_ERR(EINVAL, "virtqueue %s at 0x%llx (%llu bytes): expected a %u-byte "
+                     "aligned area inside guest memory", what, (unsigned long long)gpa,
+                     (unsigned long long)len, align);
+    return p;
+}
+
+int netbe_vq_setup(netbe_vq *vq, unsigned size, uint64_t desc, uint64_t avail,
+                   uint64_t used, uint64_t features, char *err, size_t errlen)
+{
+    netbe_vq_reset(vq);
+    if (size == 0 || size > NETBE_VQ_MAX_SIZE || (size & (size - 1)))
+        return NB_ERR(EINVAL, "virtqueue size %u: expected a power of 2 from 1 to %d",
+                      size, NETBE_VQ_MAX_SIZE);
+    int rc = 0;
+    uint8_t *d = vq_map_area(vq, "descriptor table", desc, 16ULL * size, 16, err, errlen, &rc);
+    uint16_t *a = vq_map_area(vq, "available ring", avail, 6 + 2ULL * size, 2, err, errlen, &rc);
+    uint16_t *u = vq_map_area(vq, "used ring", used, 6 + 8ULL * size, 4, err, errlen, &rc);
+    if (rc < 0)
+        return rc;
+    vq->desc = d;
+    vq->avail = a;
+    vq->used = u;
+    vq->event_idx = (features & NETBE_F_RING_EVENT_IDX) != 0;
+    vq->indirect = (features & NETBE_F_RING_INDIRECT_DESC) != 0;
+    vq->used_idx = vq->published = vq_load16(&u[1]);
+    vq->error[0] = '\0';
+    vq->size = size;
+    return 0;
+}
+
+void netbe_vq_reset(netbe_vq *vq)
+{
+    vq->size = 0;
+    vq->desc = NULL;
+    vq->avail = vq->used = NULL;
+    vq->can_unpop = 0;
+    vq->error[0] = '\0';
+}
+
+int netbe_vq_ready(const netbe_vq *vq) { return vq_usable(vq); }
+uint16_t netbe_vq_get_base(const netbe_vq *vq) { return vq->last_avail; }
+
+void netbe_vq_set_base(netbe_vq *vq, uint16_t base)
+{
+    vq->last_avail = base;
+    vq->can_unpop = 0;
+}
+
+const char *netbe_vq_error(const netbe_vq *vq) { return vq->error; }
+
+int netbe_vq_pending(netbe_vq *vq)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    uint16_t idx = vq_load16(&vq->avail[1]);
+    uint16_t n = (uint16_t)(idx - vq->last_avail);
+    if (n > vq->size)
+        return vq_fail(vq, EINVAL, "available index jumped from %u to %u, more than "
+                       "the queue size %u", vq->last_avail, idx, vq->size);
+    return n;
+}
+
+/* The walk through one chain: where descriptors come from, and the limits. */
+struct vq_walk {
+    const uint8_t *table;        /* the ring's table or an indirect one */
+    unsigned entries;            /* entries in TABLE */
+    unsigned seen;               /* descriptors read from TABLE so far */
+    int in_indirect;
+};
+
+/* Enter the indirect table D points to. */
+static int vq_enter_indirect(netbe_vq *vq, struct vq_walk *w, const struct vq_desc *d)
+{
+    if (!vq->indirect)
+        return vq_fail(vq, EINVAL, "indirect descriptor without INDIRECT_DESC negotiated");
+    if (w->in_indirect)
+        return vq_fail(vq, EINVAL, "indirect descriptor inside an indirect table");
+    if (d->flags & VQ_DESC_F_NEXT)
+        return vq_fail(vq, EINVAL, "indirect descriptor with NEXT set");
+    if (d->len == 0 || d->len % 16 || d->len / 16 > VQ_MAX_INDIRECT)
+        return vq_fail(vq, EINVAL, "indirect table of %u bytes: expected a multiple of "
+                       "16 from 16 to %d", d->len, VQ_MAX_INDIRECT * 16);
+    const uint8_t *t = vq->map(vq->map_arg, d->addr, d->len);
+    if (!t)
+        return vq_fail(vq, EFAULT, "indirect table at 0x%llx (%u bytes) is outside "
+                       "guest memory", (unsigned long long)d->addr, d->len);
+    w->table = t;
+    w->entries = d->len / 16;
+    w->seen = 0;
+    w->in_indirect = 1;
+    return 0;
+}
+
+/* Add the buffer of descriptor D to the chain. */
+static int vq_add_buffer(netbe_vq *vq, const struct vq_desc *d, struct iovec *iov,
+                         int iovmax, int allow, struct netbe_vq_chain *ch)
+{
+    int writable = (d->flags & VQ_DESC_F_WRITE) != 0;
+    if (!(allow & (writable ? NETBE_VQ_WRITE : NETBE_VQ_READ)))
+        return vq_fail(vq, EINVAL, "device-%s buffer on a queue that takes only "
+                       "device-%s ones", writable ? "writable" : "readable",
+                       writable ? "readable" : "writable");
+    if (!writable && ch->nwrite)
+        return vq_fail(vq, EINVAL, "device-readable buffer after a writable one");
+    if (d->len == 0)
+        return 0;
+    if (ch->nread + ch->nwrite >= iovmax)
+        return vq_fail(vq, E2BIG, "chain has more than %d buffers", iovmax);
+    if (ch->read_len + ch->write_len + d->len > UINT32_MAX)
+        return vq_fail(vq, EINVAL, "chain longer than 4 GiB");
+    void *p = vq->map(vq->map_arg, d->addr, d->len);
+    if (!p)
+        return vq_fail(vq, EFAULT, "buffer at 0x%llx (%u bytes) is outside guest memory",
+                       (unsigned long long)d->addr, d->len);
+    struct iovec *v = &iov[ch->nread + ch->nwrite];
+    v->iov_base = p;
+    v->iov_len = d->len;
+    if (writable) {
+        ch->nwrite++;
+        ch->write_len += d->len;
+    } else {
+        ch->nread++;
+        ch->read_len += d->len;
+    }
+    return 0;
+}
+
+/* Follow the chain starting at HEAD. */
+static int vq_walk_chain(netbe_vq *vq, uint16_t head, struct iovec *iov, int iovmax,
+                         int allow, struct netbe_vq_chain *ch)
+{
+    struct vq_walk w = {vq->desc, vq->size, 0, 0};
+    unsigned i = head;
+    for (;;) {
+        if (w.seen++ >= w.entries)
+            return vq_fail(vq, ELOOP, "chain from head %u has more descriptors than its "
+                           "table (%u): a loop", head, w.entries);
+        struct vq_desc d;
+        memcpy(&d, w.table + 16 * (size_t)i, sizeof d);
+        int rc = d.flags & VQ_DESC_F_INDIRECT ? vq_enter_indirect(vq, &w, &d) :
+                 vq_add_buffer(vq, &d, iov, iovmax, allow, ch);
+        if (rc < 0)
+            return rc;
+        if (d.flags & VQ_DESC_F_INDIRECT) {
+            i = 0;
+            continue;
+        }
+        if (!(d.flags & VQ_DESC_F_NEXT))
+            return 0;
+        i = d.next;
+        if (i >= w.entries)
+            return vq_fail(vq, EINVAL, "descriptor next %u is outside its table (%u entries)",
+                           i, w.entries);
+    }
+}
+
+int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
+                 struct netbe_vq_chain *ch)
+{
+    int n = netbe_vq_pending(vq);
+    if (n <= 0)
+        return n;
+    uint16_t head = vq_load16(&vq->avail[2 + vq->last_avail % vq->size]);
+    if (head >= vq->size)
+        return vq_fail(vq, EINVAL, "available entry %u names head %u, outside the queue "
+                       "(%u entries)", vq->last_avail, head, vq->size);
+    memset(ch, 0, sizeof *ch);
+    ch->head = head;
+    int rc = vq_walk_chain(vq, head, iov, iovmax, allow, ch);
+    if (rc < 0)
+        return rc;
+    vq->last_avail++;
+    vq->can_unpop = 1;
+    return 1;
+}
+
+void netbe_vq_unpop(netbe_vq *vq)
+{
+    if (vq->can_unpop)
+        vq->last_avail--;
+    vq->can_unpop = 0;
+}
+
+int netbe_vq_push(netbe_vq *vq, uint16_t head, uint32_t len)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    if (head >= vq->size)
+        return -EINVAL;
+    uint32_t elem[2] = {head, len};
+    memcpy((uint8_t *)vq->used + 4 + 8 * (size_t)(vq->used_idx % vq->size), elem,
+           sizeof elem);
+    vq->used_idx++;
+    vq->can_unpop = 0;
+    return 0;
+}
+
+/* virtio's vring_need_event: has the index moved from OLD to NEW past EVENT? */
+static int vq_need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+int netbe_vq_publish(netbe_vq *vq)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    uint16_t old = vq->published, now = vq->used_idx;
+    if (old == now)
+        return 0;
+    vq_store16(&vq->used[1], now);
+    vq->published = now;
+    /* The driver's suppression fields must be read after it can see idx. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (vq->event_idx)
+        return vq_need_event(vq_load16(&vq->avail[2 + vq->size]), now, old);
+    return !(vq_load16(&vq->avail[0]) & VQ_AVAIL_F_NO_INTERRUPT);
+}
+
+int netbe_vq_notify_enable(netbe_vq *vq)
+{
+    if (!vq_usable(vq))
+        return -EIO;
+    if (vq->event_idx)
+        vq_store16((uint16_t *)((uint8_t *)vq->used + 4 + 8 * (size_t)vq->size),
+                   vq->last_avail);
+    else
+        vq_store16(&vq->used[0], 0);
+    /* A chain made available before the driver saw the request gets no kick. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    int n = netbe_vq_pending(vq);
+    return n < 0 ? n : n > 0;
+}
+
+void netbe_vq_notify_disable(netbe_vq *vq)
+{
+    if (vq_usable(vq) && !vq->event_idx)
+        vq_store16(&vq->used[0], VQ_USED_F_NO_NOTIFY);
 }

@@ -319,10 +319,11 @@ static int lb_stats(lua_State *L)
 {
     struct netbe_stats st;
     netbe_get_stats(lb_checkbe(L, 1)->be, &st);
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 12);
 #define F(name) (lua_pushinteger(L, (lua_Integer)st.name), lua_setfield(L, -2, #name))
     F(tx_frames); F(tx_bytes); F(tx_drops); F(tx_errors);
     F(rx_frames); F(rx_bytes); F(rx_drops); F(rx_errors);
+    F(tx_bad_hdr); F(rx_bad_hdr); F(tx_sw_frames); F(rx_sw_frames);
 #undef F
     return 1;
 }
@@ -381,6 +382,12 @@ static int lb_set_cap(lua_State *L)
     return 1;
 }
 
+static int lb_get_features(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)netbe_get_features(lb_checkbe(L, 1)->be));
+    return 1;
+}
+
 static int lb_hdr_len(lua_State *L)
 {
     lua_pushinteger(L, netbe_get_vnet_hdr_len(lb_checkbe(L, 1)->be));
@@ -394,6 +401,239 @@ static int lb_tostring(lua_State *L)
         lua_pushfstring(L, "netbe.backend(%s: %s)", netbe_type(b->be), netbe_name(b->be));
     else
         lua_pushstring(L, "netbe.backend(closed)");
+    return 1;
+}
+
+/* ====================================================================
+** Policies: the C side of lua/netbe/policy.lua
+** ====================================================================
+** netbe.policy_new(desc) builds a netbe_policy from the normalized table
+** that policy.lua produces: every rule field present in a rule's table
+** turns its match bit on. A policy given to a wire belongs to the wire;
+** its Lua handle is emptied.
+*/
+
+#define LB_POLICY "netbe.policy"
+
+typedef struct lb_policy {
+    netbe_policy *p;
+} lb_policy;
+
+static lua_Integer lb_field_int(lua_State *L, int t, const char *k, int *present)
+{
+    lua_getfield(L, t, k);
+    *present = !lua_isnil(L, -1);
+    lua_Integer v = *present ? luaL_checkinteger(L, -1) : 0;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Copy a string field of exactly LEN bytes (LEN 0: 4 or 16) into OUT. */
+static int lb_field_bytes(lua_State *L, int t, const char *k, uint8_t *out, size_t len)
+{
+    size_t n;
+    lua_getfield(L, t, k);
+    const char *s = lua_tolstring(L, -1, &n);
+    int ok = s && (len ? n == len : (n == 4 || n == 16));
+    if (ok)
+        memcpy(out, s, n);
+    lua_pop(L, 1);
+    if (s && !ok)
+        luaL_error(L, "policy_new: field %s has %d bytes", k, (int)n);
+    return s != NULL;
+}
+
+/* Read the rule table at T into R; strings stay owned by the table. */
+static void lb_torule(lua_State *L, int t, struct netbe_rule *r)
+{
+    int has;
+    memset(r, 0, sizeof *r);
+    lua_getfield(L, t, "name");
+    r->name = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    r->dir = (int)lb_field_int(L, t, "dir", &has);
+    r->match |= has ? NETBE_M_DIR : 0;
+    memset(r->src_mac_mask, 0xff, 6);
+    memset(r->dst_mac_mask, 0xff, 6);
+    if (lb_field_bytes(L, t, "src_mac", r->src_mac, 6)) {
+        r->match |= NETBE_M_SRC_MAC;
+        lb_field_bytes(L, t, "src_mac_mask", r->src_mac_mask, 6);
+    }
+    if (lb_field_bytes(L, t, "dst_mac", r->dst_mac, 6)) {
+        r->match |= NETBE_M_DST_MAC;
+        lb_field_bytes(L, t, "dst_mac_mask", r->dst_mac_mask, 6);
+    }
+    r->ethertype = (uint16_t)lb_field_int(L, t, "ethertype", &has);
+    r->match |= has ? NETBE_M_ETHERTYPE : 0;
+    r->vlan = (uint16_t)lb_field_int(L, t, "vlan", &has);
+    r->match |= has ? NETBE_M_VLAN : 0;
+    r->ip_family = (int)lb_field_int(L, t, "ip_family", &has);
+    if (lb_field_bytes(L, t, "src_ip", r->src_ip, 0)) {
+        r->match |= NETBE_M_SRC_IP;
+        r->src_plen = (unsigned)lb_field_int(L, t, "src_plen", &has);
+    }
+    if (lb_field_bytes(L, t, "dst_ip", r->dst_ip, 0)) {
+        r->match |= NETBE_M_DST_IP;
+        r->dst_plen = (unsigned)lb_field_int(L, t, "dst_plen", &has);
+    }
+    r->proto = (uint8_t)lb_field_int(L, t, "proto", &has);
+    r->match |= has ? NETBE_M_PROTO : 0;
+    r->sport_lo = (uint16_t)lb_field_int(L, t, "sport_lo", &has);
+    r->sport_hi = (uint16_t)lb_field_int(L, t, "sport_hi", &has);
+    r->match |= has ? NETBE_M_SPORT : 0;
+    r->dport_lo = (uint16_t)lb_field_int(L, t, "dport_lo", &has);
+    r->dport_hi = (uint16_t)lb_field_int(L, t, "dport_hi", &has);
+    r->match |= has ? NETBE_M_DPORT : 0;
+    r->tcp_flags = (uint8_t)lb_field_int(L, t, "tcp_flags", &has);
+    r->tcp_flags_mask = (uint8_t)lb_field_int(L, t, "tcp_flags_mask", &has);
+    r->match |= has ? NETBE_M_TCP_FLAGS : 0;
+    r->icmp_type = (uint8_t)lb_field_int(L, t, "icmp_type", &has);
+    r->match |= has ? NETBE_M_ICMP_TYPE : 0;
+    r->len_lo = (unsigned)lb_field_int(L, t, "len_lo", &has);
+    r->len_hi = (unsigned)lb_field_int(L, t, "len_hi", &has);
+    r->match |= has ? NETBE_M_LEN : 0;
+    r->action = (enum netbe_action)lb_field_int(L, t, "action", &has);
+    r->rate_unit = (int)lb_field_int(L, t, "rate_unit", &has);
+    lua_getfield(L, t, "rate");
+    r->rate = lua_tonumber(L, -1);
+    lua_getfield(L, t, "burst");
+    r->burst = lua_tonumber(L, -1);
+    lua_getfield(L, t, "hook");
+    r->hook = lua_tolstring(L, -1, &r->hook_len);
+    lua_getfield(L, t, "hook_upvalues");
+    r->hook_upvalues = lua_tostring(L, -1);
+    lua_pop(L, 4);
+}
+
+/* netbe.policy_new(desc) -> policy | nil, message */
+static int lb_policy_new(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    int has;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct netbe_policy_desc d = {0};
+    d.default_verdict = (int)lb_field_int(L, 1, "default", &has);
+    d.fail_verdict = (int)lb_field_int(L, 1, "fail", &has);
+    d.hook_budget = (unsigned)lb_field_int(L, 1, "hook_budget", &has);
+    d.hook_memory = (size_t)lb_field_int(L, 1, "hook_memory", &has);
+    lua_getfield(L, 1, "rules");
+    luaL_checktype(L, -1, LUA_TTABLE);
+    int rules = lua_gettop(L);
+    d.nrules = (int)luaL_len(L, rules);
+    struct netbe_rule *rv = lua_newuserdatauv(L, sizeof *rv * ((size_t)d.nrules + 1), 0);
+    for (int i = 0; i < d.nrules; i++) {
+        lua_geti(L, rules, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lb_torule(L, lua_gettop(L), &rv[i]);
+        lua_pop(L, 1);
+    }
+    d.rules = rv;
+    lb_policy *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    lp->p = NULL;
+    luaL_setmetatable(L, LB_POLICY);
+    if (netbe_policy_new(&lp->p, &d, err, sizeof err) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+static lb_policy *lb_checkpolicy(lua_State *L, int idx)
+{
+    lb_policy *lp = luaL_checkudata(L, idx, LB_POLICY);
+    if (!lp->p)
+        luaL_error(L, "netbe: this policy was given to a wire; read wire:policy_stats()");
+    return lp;
+}
+
+static int lb_policy_gc(lua_State *L)
+{
+    lb_policy *lp = luaL_checkudata(L, 1, LB_POLICY);
+    netbe_policy_free(lp->p);
+    lp->p = NULL;
+    return 0;
+}
+
+static int lb_dir_arg(lua_State *L, int idx)
+{
+    static const char *const dirs[] = {"to_guest", "from_guest", NULL};
+    return luaL_checkoption(L, idx, NULL, dirs);
+}
+
+/* policy:eval(dir, frame [, now_ns]) -> "pass" | "drop" */
+static int lb_policy_eval(lua_State *L)
+{
+    lb_policy *lp = lb_checkpolicy(L, 1);
+    int dir = lb_dir_arg(L, 2);
+    size_t len;
+    const char *f = luaL_checklstring(L, 3, &len);
+    uint64_t now = (uint64_t)luaL_optinteger(L, 4, 0);
+    lua_pushstring(L, netbe_policy_eval(lp->p, dir, f, len, now) == NETBE_PASS ?
+                   "pass" : "drop");
+    return 1;
+}
+
+/* policy:carry(old): counters and buckets from OLD, by rule name. */
+static int lb_policy_carry(lua_State *L)
+{
+    netbe_policy_carry(lb_checkpolicy(L, 1)->p, lb_checkpolicy(L, 2)->p);
+    return 0;
+}
+
+/* Push the counters table; RULE(i, rs) reads rule I. */
+static void lb_push_policy_stats(lua_State *L, const struct netbe_policy_stats *st,
+                                 int (*rule)(void *, int, struct netbe_rule_stats *),
+                                 void *arg)
+{
+    static const char *const dirs[] = {"to_guest", "from_guest"};
+    lua_createtable(L, 0, 6);
+    for (int d = 0; d < 2; d++) {
+        lua_createtable(L, 0, 4);
+#define F(name) (lua_pushinteger(L, (lua_Integer)st->name[d]), lua_setfield(L, -2, #name))
+        F(pass_frames); F(pass_bytes); F(drop_frames); F(drop_bytes);
+#undef F
+        lua_setfield(L, -2, dirs[d]);
+    }
+    lua_pushinteger(L, (lua_Integer)st->hook_errors);
+    lua_setfield(L, -2, "hook_errors");
+    lua_pushinteger(L, (lua_Integer)st->reloads);
+    lua_setfield(L, -2, "reloads");
+    lua_createtable(L, st->nrules, 0);
+    struct netbe_rule_stats rs;
+    for (int i = 0; i < st->nrules && rule(arg, i, &rs) == 0; i++) {
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, rs.name);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, (lua_Integer)rs.hits);
+        lua_setfield(L, -2, "hits");
+        lua_pushinteger(L, (lua_Integer)rs.bytes);
+        lua_setfield(L, -2, "bytes");
+        lua_pushinteger(L, (lua_Integer)rs.drops);
+        lua_setfield(L, -2, "drops");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "rules");
+}
+
+static int lb_policy_rule(void *arg, int i, struct netbe_rule_stats *rs)
+{
+    return netbe_policy_rule_stats(arg, i, rs);
+}
+
+static int lb_wire_rule(void *arg, int i, struct netbe_rule_stats *rs)
+{
+    return netbe_wire_rule_stats(arg, i, rs);
+}
+
+/* policy:stats() -> {to_guest = {...}, from_guest = {...}, hook_errors,
+** reloads, rules = {{name, hits, bytes, drops}, ...}} */
+static int lb_policy_stats(lua_State *L)
+{
+    netbe_policy *p = lb_checkpolicy(L, 1)->p;
+    struct netbe_policy_stats st;
+    netbe_policy_get_stats(p, &st);
+    lb_push_policy_stats(L, &st, lb_policy_rule, p);
     return 1;
 }
 
@@ -454,11 +694,24 @@ static int lb_hostfwd_list(lua_State *L)
 ** Wires
 ** ==================================================================== */
 
-/* netbe.wire(a, b) -> wire. The wire keeps both backends alive. */
+/* netbe.wire(a, b [, {offload = false}]) -> wire. The wire keeps both
+** backends alive; offloads are negotiated unless offload is false. */
 static int lb_wire_new(lua_State *L)
 {
     char err[NETBE_ERRMAX];
     lb_backend *a = lb_checkbe(L, 1), *b = lb_checkbe(L, 2);
+    unsigned flags = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "offload");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            return luaL_error(L, "netbe.wire: option offload: expected a boolean, got %s",
+                              luaL_typename(L, -1));
+        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1))
+            flags |= NETBE_WIRE_NO_OFFLOAD;
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 2);
     if (a->wire || b->wire)
         return luaL_error(L, "netbe: backend %s is already wired",
                           netbe_name((a->wire ? a : b)->be));
@@ -469,7 +722,7 @@ static int lb_wire_new(lua_State *L)
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 2);
-    if (netbe_wire_new(&lw->w, a->be, b->be, err, sizeof err) < 0)
+    if (netbe_wire_new_flags(&lw->w, a->be, b->be, flags, err, sizeof err) < 0)
         return luaL_error(L, "%s", err);
     lw->ends[0] = a;
     lw->ends[1] = b;
@@ -488,6 +741,36 @@ static int lb_wire_drops(lua_State *L)
 {
     lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
     lua_pushinteger(L, lw->w ? (lua_Integer)netbe_wire_drops(lw->w) : 0);
+    return 1;
+}
+
+/* wire:set_policy(policy | nil): the wire takes the policy at its next
+** batch boundary, carrying counters over by rule name. */
+static int lb_wire_set_policy(lua_State *L)
+{
+    lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
+    if (!lw->w)
+        return luaL_error(L, "netbe: wire is closed");
+    netbe_policy *p = NULL;
+    if (!lua_isnoneornil(L, 2)) {
+        lb_policy *lp = lb_checkpolicy(L, 2);
+        p = lp->p;
+        lp->p = NULL;
+    }
+    netbe_wire_set_policy(lw->w, p);
+    return 0;
+}
+
+/* wire:policy_stats() -> counters as policy:stats(), or nil without a policy */
+static int lb_wire_policy_stats(lua_State *L)
+{
+    lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
+    struct netbe_policy_stats st;
+    if (!lw->w || netbe_wire_policy_stats(lw->w, &st) < 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lb_push_policy_stats(L, &st, lb_wire_rule, lw->w);
     return 1;
 }
 
@@ -640,6 +923,63 @@ static int lb_step(lua_State *L)
 }
 
 /* ====================================================================
+** Frames: software offloads
+** ==================================================================== */
+
+/* netbe.frame_check(frame, hdr_len) -> true | nil, message */
+static int lb_frame_check(lua_State *L)
+{
+    size_t len;
+    const char *f = luaL_checklstring(L, 1, &len);
+    lua_Integer hl = luaL_checkinteger(L, 2);
+    if (hl != 10 && hl != 12)
+        return luaL_error(L, "netbe.frame_check: header length %d (expected 10 or 12)",
+                          (int)hl);
+    if (netbe_frame_check(f, len, (unsigned)hl) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, "the virtio-net header does not match the frame");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lb_offload_one(const struct iovec *iov, int iovcnt, void *arg)
+{
+    lua_State *L = arg;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < iovcnt; i++)
+        luaL_addlstring(&b, iov[i].iov_base, iov[i].iov_len);
+    luaL_pushresult(&b);
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    return 0;
+}
+
+/* netbe.offload(frame, hdr_len) -> {plain frames} | nil, message
+** What a NIC without offloads sends for FRAME (header first). */
+static int lb_offload(lua_State *L)
+{
+    size_t len;
+    const char *f = luaL_checklstring(L, 1, &len);
+    lua_Integer hl = luaL_checkinteger(L, 2);
+    if (hl != 10 && hl != 12)
+        return luaL_error(L, "netbe.offload: header length %d (expected 10 or 12)",
+                          (int)hl);
+    char *copy = lua_newuserdatauv(L, len ? len : 1, 0);
+    memcpy(copy, f, len);
+    lua_newtable(L);
+    int rc = netbe_frame_offload(copy, len, (unsigned)hl, lb_offload_one, L);
+    if (rc < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, rc == -EINVAL ? "the virtio-net header does not match the frame"
+                                        : strerror(-rc));
+        return 2;
+    }
+    return 1;
+}
+
+/* ====================================================================
 ** Helpers: MACs and MTUs
 ** ==================================================================== */
 
@@ -686,17 +1026,23 @@ static const luaL_Reg lb_backend_methods[] = {
     {"send", lb_send}, {"recv", lb_recv}, {"peek", lb_peek}, {"discard", lb_discard},
     {"on", lb_on}, {"down", lb_down}, {"stats", lb_stats}, {"name", lb_name}, {"type", lb_type},
     {"mtu", lb_mtu}, {"mac", lb_mac}, {"get_cap", lb_get_cap}, {"set_cap", lb_set_cap},
-    {"hdr_len", lb_hdr_len}, {"close", lb_close},
+    {"hdr_len", lb_hdr_len}, {"features", lb_get_features}, {"close", lb_close},
     {"hostfwd_add", lb_hostfwd_add}, {"hostfwd_remove", lb_hostfwd_remove},
     {"hostfwd_list", lb_hostfwd_list}, {NULL, NULL}};
 
 static const luaL_Reg lb_wire_methods[] = {
-    {"drops", lb_wire_drops}, {"close", lb_wire_close}, {NULL, NULL}};
+    {"drops", lb_wire_drops}, {"close", lb_wire_close}, {"set_policy", lb_wire_set_policy},
+    {"policy_stats", lb_wire_policy_stats}, {NULL, NULL}};
+
+static const luaL_Reg lb_policy_methods[] = {
+    {"eval", lb_policy_eval}, {"carry", lb_policy_carry}, {"stats", lb_policy_stats},
+    {"free", lb_policy_gc}, {NULL, NULL}};
 
 static const luaL_Reg lb_functions[] = {
     {"open", lb_open}, {"check", lb_check}, {"wire", lb_wire_new}, {"run", lb_run_loop},
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
-    {"parse_mtu", lb_parse_mtu}, {NULL, NULL}};
+    {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
+    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)
@@ -720,7 +1066,9 @@ static void lb_features(lua_State *L)
         {"F_GUEST_ECN", NETBE_F_GUEST_ECN}, {"F_GUEST_UFO", NETBE_F_GUEST_UFO},
         {"F_HOST_TSO4", NETBE_F_HOST_TSO4}, {"F_HOST_TSO6", NETBE_F_HOST_TSO6},
         {"F_HOST_ECN", NETBE_F_HOST_ECN}, {"F_HOST_UFO", NETBE_F_HOST_UFO},
-        {"F_MRG_RXBUF", NETBE_F_MRG_RXBUF}, {"F_OFFLOADS", NETBE_F_OFFLOADS}};
+        {"F_MRG_RXBUF", NETBE_F_MRG_RXBUF}, {"F_OFFLOADS", NETBE_F_OFFLOADS},
+        {"F_GUEST_USO4", NETBE_F_GUEST_USO4}, {"F_GUEST_USO6", NETBE_F_GUEST_USO6},
+        {"F_HOST_USO", NETBE_F_HOST_USO}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         lua_pushinteger(L, (lua_Integer)f[i].bit);
         lua_setfield(L, -2, f[i].name);
@@ -731,6 +1079,7 @@ int luaopen_netbe(lua_State *L)
 {
     lb_newclass(L, LB_BACKEND, lb_backend_methods, lb_close);
     lb_newclass(L, LB_WIRE, lb_wire_methods, lb_wire_close);
+    lb_newclass(L, LB_POLICY, lb_policy_methods, lb_policy_gc);
     luaL_getmetatable(L, LB_BACKEND);
     lua_pushcfunction(L, lb_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -4,7 +4,12 @@ local cli = {}
 
 local USAGE = [==[
 usage: netbe COMMAND ...
-  netbe wire SPEC_A SPEC_B [--stats N]   join two backends until SIGINT/SIGTERM
+  netbe wire SPEC_A SPEC_B [--stats N] [--no-offload] [--policy FILE]
+                                          join two backends until SIGINT/SIGTERM;
+                                          offloads (checksum, TSO) are negotiated
+                                          between them unless --no-offload;
+                                          --policy judges each frame (B is the
+                                          guest side); SIGHUP reloads FILE
   netbe check SPEC                        validate a backend config, print it normalized
   netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--dry-run]
                                           host topology (see README)
@@ -42,7 +47,23 @@ local function options(args, known)
 end
 
 local COUNTERS = { "rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
-                   "rx_drops", "tx_drops", "rx_errors", "tx_errors" }
+                   "rx_drops", "tx_drops", "rx_errors", "tx_errors",
+                   "rx_bad_hdr", "tx_bad_hdr", "rx_sw_frames", "tx_sw_frames" }
+
+-- Feature bits by name, in the order `netbe wire` prints them.
+local FEATURES = { "CSUM", "GUEST_CSUM", "HOST_TSO4", "HOST_TSO6", "HOST_ECN", "HOST_UFO",
+                   "HOST_USO", "GUEST_TSO4", "GUEST_TSO6", "GUEST_ECN", "GUEST_UFO",
+                   "GUEST_USO4", "GUEST_USO6" }
+
+-- "csum guest_csum host_tso4 ..." for a feature mask, or "off".
+function cli.format_features(bits)
+  local netbe = require("netbe")
+  local names = {}
+  for _, n in ipairs(FEATURES) do
+    if bits & netbe["F_" .. n] ~= 0 then names[#names + 1] = n:lower() end
+  end
+  return #names > 0 and table.concat(names, " ") or "off"
+end
 
 -- One line of counters for a backend.
 function cli.format_stats(be)
@@ -53,7 +74,7 @@ function cli.format_stats(be)
 end
 
 function cli.wire(args)
-  local pos, opt = options(args, { stats = true })
+  local pos, opt = options(args, { stats = true, ["no-offload"] = false, policy = true })
   if not pos then return fail(2, "wire: %s", opt) end
   if #pos ~= 2 then return fail(2, "wire: expected two backend specs, got %d", #pos) end
   local every = opt.stats and tonumber(opt.stats)
@@ -66,12 +87,34 @@ function cli.wire(args)
   local b
   ok, b = pcall(netbe.open, pos[2])
   if not ok then a:close(); return fail(1, "wire: %s", b) end
-  local w = netbe.wire(a, b)
+  local w = netbe.wire(a, b, { offload = not opt["no-offload"] })
+  local policy = opt.policy and require("netbe.policy")
+  if policy then
+    local n, e = policy.apply(w, opt.policy)
+    if not n then w:close(); a:close(); b:close(); return fail(1, "wire: %s", e) end
+    print(string.format("wire: policy %s, %d rules (SIGHUP reloads it)", opt.policy, n))
+  end
   print(string.format("wire: %s (%s) <-> %s (%s), until SIGINT or SIGTERM",
                       a:name(), a:type(), b:name(), b:type()))
+  print(string.format("wire: offloads %s: %s", a:name(), cli.format_features(a:features())))
+  print(string.format("wire: offloads %s: %s", b:name(), cli.format_features(b:features())))
   io.stdout:flush()
   local function report()
-    print(cli.format_stats(a)); print(cli.format_stats(b)); io.stdout:flush()
+    print(cli.format_stats(a)); print(cli.format_stats(b))
+    local st = w:policy_stats()
+    if st then print(policy.format_stats(st)) end
+    io.stdout:flush()
+  end
+  -- SIGHUP: reload the policy; a file that fails keeps the rules in force.
+  local function on_signal()
+    if not policy then return end
+    local n, e = policy.apply(w, opt.policy)
+    if n then
+      print(string.format("wire: policy %s reloaded, %d rules", opt.policy, n))
+      io.stdout:flush()
+    else
+      fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
+    end
   end
   -- Every second: stop if a side went down; print counters when due.
   local elapsed, step = 0, math.min(every or 1, 1)
@@ -83,7 +126,7 @@ function cli.wire(args)
     elapsed = elapsed + step
     if every and elapsed + 1e-9 >= every then elapsed = 0; report() end
   end
-  local reason = netbe.run{ signals = true, every = step, tick = tick }
+  local reason = netbe.run{ signals = true, every = step, tick = tick, on_signal = on_signal }
   local stopped = reason:match("^SIG") or reason == "done"
   print("wire: stopped by " .. reason)
   report()

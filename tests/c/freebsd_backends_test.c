@@ -76,10 +76,10 @@ static void test_hook_default(void)
 int main(void)
 {
     base = event_base_new();
-    test_bad_configs();
-    test_hook_default();
+    RUN(test_bad_configs());
+    RUN(test_hook_default());
 #ifndef __FreeBSD__
-    test_needs_freebsd();
+    RUN(test_needs_freebsd());
 #endif
     event_base_free(base);
     return check_summary();

@@ -259,10 +259,10 @@ int main(void)
 {
     base = event_base_new();
     snprintf(path, sizeof path, "/tmp/netbe-stream-test-%d.sock", (int)getpid());
-    test_partial_writes();
-    test_oversize_and_reconnect();
-    test_listener();
-    test_threaded_send();
+    RUN(test_partial_writes());
+    RUN(test_oversize_and_reconnect());
+    RUN(test_listener());
+    RUN(test_threaded_send());
     unlink(path);
     event_base_free(base);
     return check_summary();

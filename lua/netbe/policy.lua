@@ -1,0 +1,461 @@
+-- netbe.policy: the rule language. A policy file is Lua run in a sandbox;
+-- it calls settings{...} once and rule{...} once per rule, in match order
+-- (or returns {default=, fail=, rules={...}}). Every rule is checked here
+-- and turned into the normalized table netbe.policy_new builds the C
+-- ruleset from. Errors read "FILE:LINE: rule 'NAME': what is wrong
+-- (what was expected)"; a policy that fails leaves the one in force alone.
+local policy = {}
+
+local FIELDS = {
+  "name", "dir", "src_mac", "dst_mac", "ethertype", "vlan", "src_ip", "dst_ip",
+  "proto", "sport", "dport", "tcp_flags", "icmp_type", "len", "action", "rate",
+  "burst", "hook",
+}
+local FIELD_SET = {}
+for _, f in ipairs(FIELDS) do FIELD_SET[f] = true end
+local SETTINGS = { default = true, fail = true, hook_budget = true, hook_memory = true }
+
+local DIRS = { to_guest = 0, from_guest = 1 }
+local ACTIONS = { pass = 0, drop = 1, count = 2, rate = 3, lua = 4 }
+local ETHERTYPES = { ipv4 = 0x0800, ipv6 = 0x86dd, arp = 0x0806, vlan = 0x8100,
+                     qinq = 0x88a8, lldp = 0x88cc }
+local PROTOS = { icmp = 1, tcp = 6, udp = 17, icmpv6 = 58, sctp = 132, udplite = 136 }
+local PORT_PROTOS = { [6] = true, [17] = true, [132] = true, [136] = true }
+local TCP_FLAGS = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ece = 64, cwr = 128 }
+local ICMP_TYPES = { ["echo-reply"] = 0, unreachable = 3, redirect = 5, ["echo-request"] = 8,
+                     ["time-exceeded"] = 11, ["echo-request-v6"] = 128, ["echo-reply-v6"] = 129,
+                     ["router-solicit"] = 133, ["router-advert"] = 134,
+                     ["neighbor-solicit"] = 135, ["neighbor-advert"] = 136 }
+
+local function keys_of(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return table.concat(out, ", ")
+end
+
+-- A named value: NAMES[v] or an integer in 0..MAX.
+local function enum(v, names, max, what)
+  if math.type(v) == "integer" and v >= 0 and v <= max then return v end
+  if type(v) == "string" and names[v:lower()] then return names[v:lower()] end
+  error(string.format("%s %s: expected one of %s, or a number 0-%d", what,
+                      string.format("%q", tostring(v)), keys_of(names), max), 0)
+end
+
+local function parse_mac(s, what)
+  local b = { tostring(s):match("^(%x%x):(%x%x):(%x%x):(%x%x):(%x%x):(%x%x)$") }
+  if #b ~= 6 then error(string.format("%s '%s': expected xx:xx:xx:xx:xx:xx", what, s), 0) end
+  for i = 1, 6 do b[i] = tonumber(b[i], 16) end
+  return string.char(table.unpack(b))
+end
+
+-- "MAC" or "MAC/MASK" (MASK a MAC or a bit count 0-48) -> bytes, mask bytes.
+local function parse_mac_masked(v, what)
+  if type(v) ~= "string" then error(what .. ": expected a MAC string", 0) end
+  local addr, mask = v:match("^([^/]+)/(.+)$")
+  if not addr then return parse_mac(v, what), string.rep("\255", 6) end
+  local n = tonumber(mask)
+  if n then
+    if n ~= math.floor(n) or n < 0 or n > 48 then
+      error(string.format("%s '%s': mask length must be 0-48", what, v), 0)
+    end
+    local m = {}
+    for i = 1, 6 do
+      local bits = math.max(0, math.min(8, n - (i - 1) * 8))
+      m[i] = (0xff << (8 - bits)) & 0xff
+    end
+    return parse_mac(addr, what), string.char(table.unpack(m))
+  end
+  return parse_mac(addr, what), parse_mac(mask, what .. " mask")
+end
+
+local function parse_ip4(s)
+  local o = { s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  if #o ~= 4 then return nil end
+  for i = 1, 4 do
+    o[i] = tonumber(o[i])
+    if o[i] > 255 then return nil end
+  end
+  return string.char(table.unpack(o))
+end
+
+local function parse_ip6(s)
+  if not s:match("^[%x:]+$") or s:find(":::", 1, true) then return nil end
+  local head, tail = s:match("^(.-)::(.*)$")
+  local function groups(part)
+    local g = {}
+    if part == "" then return g end
+    for h in (part .. ":"):gmatch("([^:]*):") do
+      if #h < 1 or #h > 4 then return nil end
+      g[#g + 1] = tonumber(h, 16)
+    end
+    return g
+  end
+  local all
+  if head then
+    local a, b = groups(head), groups(tail)
+    if not a or not b or #a + #b > 7 then return nil end
+    all = a
+    for _ = 1, 8 - #a - #b do all[#all + 1] = 0 end
+    for _, x in ipairs(b) do all[#all + 1] = x end
+  else
+    all = groups(s)
+    if not all or #all ~= 8 then return nil end
+  end
+  local out = {}
+  for _, x in ipairs(all) do out[#out + 1] = string.pack(">I2", x) end
+  return table.concat(out)
+end
+
+-- "A.B.C.D[/N]" or "IPV6[/N]" -> family, bytes, prefix length. Host bits
+-- beyond the prefix are an error: they usually mean a typo.
+local function parse_prefix(v, what)
+  if type(v) ~= "string" then error(what .. ": expected an address string", 0) end
+  local addr, plen = v:match("^([^/]+)/(%d+)$")
+  addr = addr or v
+  local fam, bytes, max = 4, parse_ip4(addr), 32
+  if not bytes then fam, bytes, max = 6, parse_ip6(addr), 128 end
+  if not bytes then
+    error(string.format("%s '%s': bad address (expected A.B.C.D[/0-32] or an IPv6 " ..
+                        "address[/0-128])", what, v), 0)
+  end
+  plen = plen and tonumber(plen) or max
+  if plen > max then
+    error(string.format("%s '%s': prefix length %d is over %d", what, v, plen, max), 0)
+  end
+  for i = 1, #bytes do
+    local bits = math.max(0, math.min(8, plen - (i - 1) * 8))
+    local host = bytes:byte(i) & (0xff >> bits)
+    if host ~= 0 then
+      error(string.format("%s '%s': bits set beyond the /%d prefix (expected the " ..
+                          "network address)", what, v, plen), 0)
+    end
+  end
+  return fam, bytes, plen
+end
+
+-- 80, {lo, hi}, "lo-hi" -> lo, hi within 0..MAX.
+local function parse_range(v, max, what)
+  local lo, hi
+  if math.type(v) == "integer" then lo, hi = v, v
+  elseif type(v) == "table" then lo, hi = v[1], v[2]
+  elseif type(v) == "string" then
+    lo, hi = v:match("^(%d+)%-(%d+)$")
+    if not lo then lo = v:match("^%d+$"); hi = lo end
+    lo, hi = math.tointeger(tonumber(lo)), math.tointeger(tonumber(hi))
+  end
+  if math.type(lo) ~= "integer" or math.type(hi) ~= "integer" or lo < 0 or hi > max
+     or lo > hi then
+    error(string.format("%s %s: expected a number, {low, high} or \"low-high\" " ..
+                        "within 0-%d, low <= high", what,
+                        type(v) == "string" and ("'" .. v .. "'") or tostring(v), max), 0)
+  end
+  return lo, hi
+end
+
+-- "syn,!ack" -> flags, mask.
+local function parse_tcp_flags(v)
+  if type(v) ~= "string" then error("tcp_flags: expected a string like 'syn,!ack'", 0) end
+  local flags, mask = 0, 0
+  for neg, name in v:gmatch("(!?)(%a+)") do
+    local bit = TCP_FLAGS[name:lower()]
+    if not bit then
+      error(string.format("tcp_flags '%s': unknown flag '%s' (expected %s, ! to " ..
+                          "require it clear)", v, name, keys_of(TCP_FLAGS)), 0)
+    end
+    mask = mask | bit
+    if neg == "" then flags = flags | bit end
+  end
+  if mask == 0 then error(string.format("tcp_flags '%s': no flags named", v), 0) end
+  return flags, mask
+end
+
+local RATE_UNITS = { bit = { 0, 1 }, kbit = { 0, 1e3 }, mbit = { 0, 1e6 }, gbit = { 0, 1e9 },
+                     pps = { 1, 1 }, kpps = { 1, 1e3 } }
+local BURST_UNITS = { b = 8, kb = 8 * 1024, mb = 8 * 1024 * 1024, bit = 1, kbit = 1e3,
+                      mbit = 1e6 }
+
+local function parse_rate(v)
+  local n, unit = tostring(v):match("^([%d.]+)%s*(%a+)$")
+  local u = unit and RATE_UNITS[unit:lower()]
+  n = tonumber(n)
+  if not u or not n or n <= 0 then
+    error(string.format("rate '%s': expected a positive number with a unit: %s", tostring(v),
+                        keys_of(RATE_UNITS)), 0)
+  end
+  return u[1], n * u[2]
+end
+
+local function parse_burst(v, unit)
+  if unit == 1 then
+    if type(v) == "number" and v >= 1 then return v end
+    error(string.format("burst %s: a frames-per-second rate wants a number of frames >= 1",
+                        tostring(v)), 0)
+  end
+  local n, u = tostring(v):match("^([%d.]+)%s*(%a+)$")
+  local mult = u and BURST_UNITS[u:lower()]
+  n = tonumber(n)
+  if not mult or not n or n <= 0 then
+    error(string.format("burst '%s': expected a size: a number with one of %s", tostring(v),
+                        keys_of(BURST_UNITS)), 0)
+  end
+  return n * mult
+end
+
+-- The hook function F as bytecode and its captured values as Lua source.
+local function dump_hook(f)
+  if type(f) ~= "function" then error("hook: expected a function(pkt)", 0) end
+  local ok, code = pcall(string.dump, f)
+  if not ok then error("hook: only Lua functions can be hooks", 0) end
+  local vals = {}
+  for i = 1, math.huge do
+    local name, val = debug.getupvalue(f, i)
+    if not name then break end
+    local t = type(val)
+    if name == "_ENV" or t == "nil" then vals[i] = "nil"
+    elseif t == "string" or t == "number" or t == "boolean" then
+      vals[i] = string.format("%q", val)
+    else
+      error(string.format("hook captures '%s', a %s; hooks may capture only strings, " ..
+                          "numbers and booleans", name, t), 0)
+    end
+  end
+  return code, #vals > 0 and ("return " .. table.concat(vals, ", ")) or nil
+end
+
+-- Check rule R (the I-th) and return its normalized form.
+local function normalize_rule(r, i)
+  if type(r) ~= "table" then error("expected a table", 0) end
+  for k in pairs(r) do
+    if not FIELD_SET[k] then
+      error(string.format("unknown field '%s' (expected one of: %s)", tostring(k),
+                          table.concat(FIELDS, ", ")), 0)
+    end
+  end
+  local n = { name = r.name or ("rule" .. i) }
+  if type(n.name) ~= "string" or not n.name:match("^[%w_.:-]+$") or #n.name > 63 then
+    error(string.format("name %q: expected 1-63 letters, digits or _ . : -",
+                        tostring(n.name)), 0)
+  end
+  if r.dir ~= nil then
+    n.dir = DIRS[r.dir]
+    if not n.dir then
+      error(string.format("dir %q: expected to_guest or from_guest", tostring(r.dir)), 0)
+    end
+  end
+  if r.src_mac ~= nil then n.src_mac, n.src_mac_mask = parse_mac_masked(r.src_mac, "src_mac") end
+  if r.dst_mac ~= nil then n.dst_mac, n.dst_mac_mask = parse_mac_masked(r.dst_mac, "dst_mac") end
+  if r.ethertype ~= nil then n.ethertype = enum(r.ethertype, ETHERTYPES, 0xffff, "ethertype") end
+  if r.vlan ~= nil then
+    n.vlan = r.vlan == "none" and 0xffff or enum(r.vlan, {}, 4095, "vlan (or \"none\")")
+  end
+  local fam
+  for _, f in ipairs({ "src_ip", "dst_ip" }) do
+    if r[f] ~= nil then
+      local pf, bytes, plen = parse_prefix(r[f], f)
+      if fam and pf ~= fam then
+        error("src_ip and dst_ip must be of one family (both IPv4 or both IPv6)", 0)
+      end
+      fam, n[f], n[f:sub(1, 3) .. "_plen"] = pf, bytes, plen
+    end
+  end
+  n.ip_family = fam
+  if fam and n.ethertype and not (fam == 4 and (n.ethertype == 0x0800 or n.ethertype == 0x0806)
+                                  or fam == 6 and n.ethertype == 0x86dd) then
+    error(string.format("an IPv%d address cannot match ethertype 0x%04x", fam, n.ethertype), 0)
+  end
+  if r.proto ~= nil then n.proto = enum(r.proto, PROTOS, 255, "proto") end
+  if r.sport ~= nil then n.sport_lo, n.sport_hi = parse_range(r.sport, 65535, "sport") end
+  if r.dport ~= nil then n.dport_lo, n.dport_hi = parse_range(r.dport, 65535, "dport") end
+  if (r.sport ~= nil or r.dport ~= nil) and n.proto and not PORT_PROTOS[n.proto] then
+    error("ports need proto tcp, udp, sctp or udplite", 0)
+  end
+  if r.tcp_flags ~= nil then n.tcp_flags, n.tcp_flags_mask = parse_tcp_flags(r.tcp_flags) end
+  if r.icmp_type ~= nil then n.icmp_type = enum(r.icmp_type, ICMP_TYPES, 255, "icmp_type") end
+  if r.len ~= nil then n.len_lo, n.len_hi = parse_range(r.len, 65535 + 18, "len") end
+  local action = r.action or "pass"
+  n.action = ACTIONS[action]
+  if not n.action then
+    error(string.format("action %q: expected one of %s", tostring(action), keys_of(ACTIONS)), 0)
+  end
+  if action == "rate" then
+    if r.rate == nil then error("action rate needs rate = e.g. '10mbit' or '1000pps'", 0) end
+    n.rate_unit, n.rate = parse_rate(r.rate)
+    n.burst = r.burst ~= nil and parse_burst(r.burst, n.rate_unit)
+              or math.max(n.rate / 10, n.rate_unit == 0 and 2 * 1518 * 8 or 1)
+  elseif r.rate ~= nil or r.burst ~= nil then
+    error("rate and burst belong to action rate", 0)
+  end
+  if action == "lua" then
+    n.hook, n.hook_upvalues = dump_hook(r.hook)
+  elseif r.hook ~= nil then
+    error("hook belongs to action lua", 0)
+  end
+  return n
+end
+
+local VERDICTS = { pass = 0, drop = 1 }
+local FAIL = { open = 0, closed = 1, pass = 0, drop = 1 }
+
+local function size_bytes(v)
+  if math.type(v) == "integer" and v > 0 then return v end
+  local n, u = tostring(v):match("^(%d+)%s*(%a+)$")
+  local mult = u and ({ kb = 1024, mb = 1024 * 1024 })[u:lower()]
+  if not mult then error(string.format("hook_memory %s: expected bytes, or N kb / N mb",
+                                       tostring(v)), 0) end
+  return tonumber(n) * mult
+end
+
+-- Normalize SPEC = {default=, fail=, hook_budget=, hook_memory=, rules={...}}.
+-- WHERE(rule, i) names a rule's place for messages.
+local function normalize(spec, where)
+  local d = { rules = {} }
+  for k in pairs(spec) do
+    if k ~= "rules" and not SETTINGS[k] then
+      error(string.format("%s: unknown setting '%s' (expected one of: %s)", where(nil),
+                          tostring(k), keys_of(SETTINGS)), 0)
+    end
+  end
+  local ok, e = pcall(function()
+    d.default = VERDICTS[spec.default or "pass"]
+    if not d.default then
+      error(string.format("default %q: expected pass or drop", tostring(spec.default)), 0)
+    end
+    d.fail = FAIL[spec.fail or "closed"]
+    if not d.fail then
+      error(string.format("fail %q: expected open or closed", tostring(spec.fail)), 0)
+    end
+    if spec.hook_budget ~= nil then
+      d.hook_budget = math.tointeger(spec.hook_budget)
+      if not d.hook_budget or d.hook_budget < 100 or d.hook_budget > 1e9 then
+        error("hook_budget: expected a whole number of instructions, 100 to 1e9", 0)
+      end
+    end
+    if spec.hook_memory ~= nil then d.hook_memory = size_bytes(spec.hook_memory) end
+  end)
+  if not ok then error(where(nil) .. ": " .. e, 0) end
+  if spec.rules ~= nil and type(spec.rules) ~= "table" then
+    error(where(nil) .. ": rules: expected a list of rule tables", 0)
+  end
+  local names = {}
+  for i, r in ipairs(spec.rules or {}) do
+    local ok2, n = pcall(normalize_rule, r, i)
+    local label = type(r) == "table" and r.name and ("rule '" .. tostring(r.name) .. "'")
+                  or ("rule " .. i)
+    if not ok2 then error(string.format("%s: %s: %s", where(r, i), label, n), 0) end
+    if names[n.name] then
+      error(string.format("%s: %s: name already used by rule %d", where(r, i), label,
+                          names[n.name]), 0)
+    end
+    names[n.name] = i
+    d.rules[i] = n
+  end
+  return d
+end
+
+-- The environment a policy file runs in: safe libraries, settings and rule.
+local function file_env(collect)
+  local env = { string = string, table = table, math = math, utf8 = utf8, pairs = pairs,
+                ipairs = ipairs, tostring = tostring, tonumber = tonumber, type = type,
+                select = select, error = error, assert = assert, next = next }
+  env.rule = function(t)
+    local info = debug.getinfo(2, "Sl")
+    collect.lines[t] = string.format("%s:%d", info.short_src, info.currentline)
+    collect.rules[#collect.rules + 1] = t
+    return t
+  end
+  env.settings = function(t)
+    local info = debug.getinfo(2, "Sl")
+    if type(t) ~= "table" then error("settings: expected a table", 2) end
+    collect.settings_at = string.format("%s:%d", info.short_src, info.currentline)
+    for k, v in pairs(t) do collect.settings[k] = v end
+  end
+  return env
+end
+
+-- Read and check the policy file PATH -> normalized description, or nil
+-- and "PATH:LINE: reason".
+function policy.parse_file(path)
+  local f, e = io.open(path, "r")
+  if not f then return nil, string.format("policy %s: cannot read: %s", path, e) end
+  local src = f:read("a")
+  f:close()
+  local collect = { rules = {}, lines = {}, settings = {} }
+  local chunk, err = load(src, "@" .. path, "t", file_env(collect))
+  if not chunk then return nil, err end
+  -- The file runs on the thread that forwards frames: bound its work.
+  local co = coroutine.create(chunk)
+  debug.sethook(co, function()
+    error("the policy file runs too long (over 10 million instructions)", 2)
+  end, "", 10000000)
+  local ok, ret = coroutine.resume(co)
+  if not ok then return nil, tostring(ret) end
+  local spec = collect.settings
+  spec.rules = collect.rules
+  if type(ret) == "table" then
+    spec = ret
+  elseif ret ~= nil then
+    return nil, string.format("%s: the file returned a %s (expected nothing, or a policy " ..
+                              "table)", path, type(ret))
+  end
+  local function where(r, i)
+    if r == nil then return collect.settings_at or path end
+    return collect.lines[r] or string.format("%s: rules[%d]", path, i)
+  end
+  local ok2, d = pcall(normalize, spec, where)
+  if not ok2 then return nil, d end
+  return d
+end
+
+-- Check the policy table SPEC -> normalized description, or nil, message.
+function policy.parse(spec)
+  if type(spec) ~= "table" then return nil, "policy: expected a table" end
+  local ok, d = pcall(normalize, spec, function(r, i)
+    return r == nil and "policy" or ("rules[" .. i .. "]")
+  end)
+  if not ok then return nil, d end
+  return d
+end
+
+local function build(d, err)
+  if not d then return nil, err end
+  local netbe = require("netbe")
+  local p, e = netbe.policy_new(d)
+  if not p then return nil, e end
+  return p, #d.rules
+end
+
+-- A compiled policy from a table -> policy, rule count | nil, message.
+function policy.compile(spec) return build(policy.parse(spec)) end
+
+-- A compiled policy from a file -> policy, rule count | nil, message.
+function policy.load(path) return build(policy.parse_file(path)) end
+
+-- Load PATH and give it to WIRE, which takes it between batches with the
+-- counters carried over. On failure the wire keeps its policy.
+-- Returns rule count | nil, message.
+function policy.apply(wire, path)
+  local p, n = policy.load(path)
+  if not p then return nil, n end
+  wire:set_policy(p)
+  return n
+end
+
+-- Counters as text lines, for `netbe wire --stats`.
+function policy.format_stats(st)
+  local lines = {}
+  for _, dir in ipairs({ "to_guest", "from_guest" }) do
+    local s = st[dir]
+    lines[#lines + 1] = string.format("policy %-10s pass=%d/%dB drop=%d/%dB", dir,
+      s.pass_frames, s.pass_bytes, s.drop_frames, s.drop_bytes)
+  end
+  lines[#lines + 1] = string.format("policy hook_errors=%d reloads=%d rules=%d",
+                                    st.hook_errors, st.reloads, #st.rules)
+  for _, r in ipairs(st.rules) do
+    lines[#lines + 1] = string.format("policy rule %-20s hits=%d bytes=%d drops=%d",
+                                      r.name, r.hits, r.bytes, r.drops)
+  end
+  return table.concat(lines, "\n")
+end
+
+return policy

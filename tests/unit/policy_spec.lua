@@ -1,0 +1,258 @@
+-- The policy language through netbe.policy: compiler errors with file, line
+-- and reason; evaluation from Lua; a wire over pair backends with reloads
+-- that keep the old rules on failure and carry counters over by name.
+local netbe = require "netbe"
+local policy = require "netbe.policy"
+
+local tmp = os.tmpname()
+os.remove(tmp)
+os.execute("mkdir -p " .. tmp)
+
+local function write(name, text)
+  local path = tmp .. "/" .. name
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+local GUEST = "\x52\x54\x00\x12\x34\x56"
+local HOST = "\x02\x00\x00\x00\x00\x01"
+
+-- A UDP/IPv4 frame from SRC_MAC/SRC_IP to DPORT.
+local function udp(src_mac, src_ip, dport)
+  local a, b, c, d = src_ip:match("(%d+)%.(%d+)%.(%d+)%.(%d+)")
+  local ip = "\x45\0\0\28\0\0\0\0\64\17\0\0" .. string.char(a, b, c, d) .. "\10\0\0\1"
+  return HOST .. src_mac .. "\8\0" .. ip .. string.pack(">I2I2I2I2", 5000, dport, 8, 0)
+end
+
+teardown(function() os.execute("rm -rf " .. tmp) end)
+
+describe("policy compiler", function()
+  it("compiles every example policy", function()
+    local ok, out = pcall(function()
+      local p = io.popen("ls examples/policies/*.lua")
+      local list = p:read("a")
+      p:close()
+      return list
+    end)
+    assert.truthy(ok)
+    local n = 0
+    for path in out:gmatch("%S+") do
+      local p, e = policy.load(path)
+      assert.is_not_nil(p, e)
+      n = n + 1
+    end
+    assert.is_true(n >= 5)
+  end)
+
+  local cases = {
+    { "syntax", "settings { default = 'pass' }\nrule { name = 'a' \n",
+      ":3: '}' expected .-near <eof>" },
+    { "unknown field", "settings {}\n\nrule { name = 'a', dprot = 22 }\n",
+      ":3: rule 'a': unknown field 'dprot' %(expected one of: name, dir," },
+    { "bad prefix", "rule { name = 'ok' }\nrule { name = 'b',\n src_ip = '10.0.0.300/24' }\n",
+      ":2: rule 'b': src_ip '10.0.0.300/24': bad address %(expected A.B.C.D%[/0%-32%]" },
+    { "host bits", "rule { src_ip = '10.0.0.1/8' }\n",
+      ":1: rule 1: src_ip '10.0.0.1/8': bits set beyond the /8 prefix %(expected the network address%)" },
+    { "prefix too long", "rule { dst_ip = 'fd00::/129' }\n",
+      ":1: rule 1: dst_ip 'fd00::/129': prefix length 129 is over 128" },
+    { "bad ipv6", "rule { dst_ip = 'fd00:::1' }\n", ":1: rule 1: dst_ip 'fd00:::1': bad address" },
+    { "port range", "\n\nrule { proto = 'tcp', dport = '90-80' }\n",
+      ":3: rule 1: dport '90%-80': expected a number, {low, high} or \"low%-high\" within 0%-65535" },
+    { "action", "rule { name = 'x', action = 'reject' }\n",
+      ":1: rule 'x': action \"reject\": expected one of count, drop, lua, pass, rate" },
+    { "rate unit", "rule { action = 'rate', rate = '10 furlongs' }\n",
+      ":1: rule 1: rate '10 furlongs': expected a positive number with a unit" },
+    { "mac", "rule { src_mac = '52:54:00:12:34' }\n",
+      ":1: rule 1: src_mac '52:54:00:12:34': expected xx:xx:xx:xx:xx:xx" },
+    { "dir", "rule { dir = 'inbound' }\n", ":1: rule 1: dir \"inbound\": expected to_guest or from_guest" },
+    { "duplicate", "rule { name = 'a' }\nrule { name = 'a' }\n",
+      ":2: rule 'a': name already used by rule 1" },
+    { "setting", "settings { defualt = 'drop' }\n",
+      ":1: unknown setting 'defualt' %(expected one of: default, fail, hook_budget, hook_memory%)" },
+    { "hook capture", "local t = {}\nrule { action = 'lua', hook = function() return t end }\n",
+      ":2: rule 1: hook captures 't', a table; hooks may capture only strings" },
+    { "hook missing", "rule { action = 'lua' }\n", ":1: rule 1: hook: expected a function%(pkt%)" },
+    { "family mix", "rule { src_ip = '10.0.0.0/8', dst_ip = 'fd00::/8' }\n",
+      ":1: rule 1: src_ip and dst_ip must be of one family" },
+    { "sandboxed file", "os.execute('true')\n", ":1: attempt to index a nil value %(global 'os'%)" },
+    { "endless file", "rule {}\nwhile true do end\n", ":2: the policy file runs too long" },
+  }
+  for _, c in ipairs(cases) do
+    it("rejects " .. c[1] .. " with the line and the reason", function()
+      local path = write(c[1]:gsub(" ", "_") .. ".lua", c[2])
+      local p, err = policy.load(path)
+      assert.is_nil(p)
+      assert.is_string(err)
+      assert.truthy(err:find(path, 1, true), err)
+      assert.truthy(err:find(c[3]), "got: " .. err)
+    end)
+  end
+
+  it("takes a table and names the rule by position", function()
+    local p, err = policy.compile{ rules = { { proto = "tcp" }, { proto = "tcpp" } } }
+    assert.is_nil(p)
+    assert.truthy(err:find("rules%[2%]: rule 2: proto \"tcpp\": expected one of"), err)
+    p = assert(policy.compile{ default = "drop", rules = { { dst_ip = "10.0.0.1" } } })
+    assert.equal("pass", p:eval("to_guest", udp(GUEST, "10.0.0.2", 53)))
+    p = assert(policy.compile{ default = "drop", rules = { { dst_ip = "10.0.0.9" } } })
+    assert.equal("drop", p:eval("to_guest", udp(GUEST, "10.0.0.2", 53)))
+  end)
+end)
+
+describe("policy evaluation from Lua", function()
+  it("matches, counts and calls hooks with a view of the packet", function()
+    local port = 9
+    local p = assert(policy.compile{ default = "pass", rules = {
+      { name = "spoof", dir = "from_guest", src_ip = "10.0.0.0/24", action = "count" },
+      { name = "discard", proto = "udp", dport = 9, action = "drop" },
+      { name = "hook", action = "lua", hook = function(pkt)
+          if pkt.dport == port + 1 and pkt:u16(12) == 0x0800 then return "drop" end
+        end },
+    } })
+    assert.equal("drop", p:eval("from_guest", udp(GUEST, "10.0.0.2", 9)))
+    assert.equal("drop", p:eval("from_guest", udp(GUEST, "10.0.0.2", 10)))
+    assert.equal("pass", p:eval("from_guest", udp(GUEST, "10.0.1.2", 11)))
+    local st = p:stats()
+    assert.same({ 2, 1, 1, 1, 1 }, { st.rules[1].hits, st.rules[2].hits, st.rules[2].drops,
+                                     st.rules[3].hits - 1, st.rules[3].drops })
+    assert.equal(2, st.from_guest.drop_frames)
+    assert.equal(1, st.from_guest.pass_frames)
+    assert.equal(0, st.hook_errors)
+  end)
+
+  it("gives a runaway hook the fail verdict and counts an error", function()
+    local p = assert(policy.compile{ fail = "closed", hook_budget = 1000, rules = {
+      { action = "lua", hook = function() while true do end end } } })
+    assert.equal("drop", p:eval("to_guest", udp(GUEST, "10.0.0.2", 1)))
+    p = assert(policy.compile{ fail = "open", rules = {
+      { action = "lua", hook = function() error("broken") end } } })
+    assert.equal("pass", p:eval("to_guest", udp(GUEST, "10.0.0.2", 1)))
+    assert.equal(1, p:stats().hook_errors)
+  end)
+end)
+
+describe("policy on a wire", function()
+  local uid = 0
+  local function pairs_wire()
+    uid = uid + 1
+    local tag = string.format("pol-%d-%d", math.floor(os.time() % 100000), uid)
+    local host, host_w = netbe.open("pair,name=" .. tag .. "h"), netbe.open("pair,name=" .. tag .. "h")
+    local guest, guest_w = netbe.open("pair,name=" .. tag .. "g"), netbe.open("pair,name=" .. tag .. "g")
+    return host, guest, netbe.wire(host_w, guest_w)
+  end
+
+  local function drain(be)
+    local n = 0
+    for _ = 1, 20 do
+      netbe.step(0.01)
+      while be:recv() do n = n + 1 end
+    end
+    return n
+  end
+
+  it("drops what the rules drop, keeps the old rules when a reload fails, carries counters", function()
+    local host, guest, w = pairs_wire()
+    local good = write("wire.lua", [[
+      rule { name = "discard", proto = "udp", dport = 9, action = "drop" }
+      rule { name = "seen", dir = "from_guest", action = "count" }
+    ]])
+    assert.equal(2, policy.apply(w, good))
+    for i = 1, 10 do guest:send(udp(GUEST, "10.0.0.2", i % 2 == 0 and 9 or 53)) end
+    assert.equal(5, drain(host))
+    local st = w:policy_stats()
+    assert.same({ 5, 5, 5 }, { st.rules[1].drops, st.rules[2].hits, st.from_guest.pass_frames })
+
+    local bad = write("bad.lua", "rule { name = 'discard', dport = 'nine' }\n")
+    local n, err = policy.apply(w, bad)
+    assert.is_nil(n)
+    assert.truthy(err:find("bad.lua:1: rule 'discard': dport 'nine'", 1, true), err)
+    for _ = 1, 4 do guest:send(udp(GUEST, "10.0.0.2", 9)) end
+    assert.equal(0, drain(host))
+    st = w:policy_stats()
+    assert.equal(9, st.rules[1].drops)
+    assert.equal(0, st.reloads)
+
+    local renamed = write("renamed.lua", [[
+      rule { name = "new-first", proto = "udp", dport = 53, action = "count" }
+      rule { name = "discard", proto = "udp", dport = 9, action = "drop" }
+    ]])
+    assert.equal(2, policy.apply(w, renamed))
+    guest:send(udp(GUEST, "10.0.0.2", 9))
+    guest:send(udp(GUEST, "10.0.0.2", 53))
+    assert.equal(1, drain(host))
+    st = w:policy_stats()
+    assert.equal("new-first", st.rules[1].name)
+    assert.equal(1, st.rules[1].hits)
+    assert.equal(10, st.rules[2].drops, "discard carried its 9 drops over by name")
+    assert.equal(10, st.from_guest.drop_frames, "direction totals carried over")
+    assert.equal(1, st.reloads)
+    -- to_guest is the other direction: nothing seen there.
+    host:send(udp(HOST, "10.0.0.1", 53))
+    assert.equal(1, drain(guest))
+    assert.equal(1, w:policy_stats().to_guest.pass_frames)
+    w:set_policy(nil)
+    netbe.step(0.01)
+    assert.is_nil(w:policy_stats())
+    w:close()
+  end)
+
+  it("refuses to read a policy handed to a wire", function()
+    local _, _, w = pairs_wire()
+    local p = assert(policy.compile{ rules = {} })
+    w:set_policy(p)
+    assert.has_error(function() p:stats() end,
+      "netbe: this policy was given to a wire; read wire:policy_stats()")
+    w:close()
+  end)
+end)
+
+describe("netbe wire --policy", function()
+  local function sh(cmd)
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+  local function wait_for(path, text)
+    for _ = 1, 100 do
+      local f = io.open(path)
+      local s = f and f:read("a") or ""
+      if f then f:close() end
+      if s:find(text, 1, true) then return s end
+      os.execute("sleep 0.05")
+    end
+    local f = io.open(path)
+    return nil, f and f:read("a")
+  end
+
+  it("reloads on SIGHUP, keeps the rules in force when the file is broken, prints counters", function()
+    local file = write("cli.lua", "rule { name = 'one', action = 'count' }\n")
+    local log = tmp .. "/cli.log"
+    local pid = tonumber(sh("exec scripts/netbe wire null null --policy " .. file ..
+                            " >" .. log .. " 2>&1 & echo $!"))
+    assert.truthy(wait_for(log, "until SIGINT or SIGTERM"))
+    write("cli.lua", "rule { name = 'one', action = 'count' }\nrule { name = 'two', proto = 'tcpx' }\n")
+    os.execute("kill -HUP " .. pid)
+    local s, got = wait_for(log, "reload failed")
+    assert.truthy(s, got)
+    assert.truthy(s:find("netbe: wire: policy reload failed, keeping the rules in force: " ..
+                         file .. ":2: rule 'two': proto \"tcpx\": expected one of", 1, true), s)
+    write("cli.lua", "rule { name = 'one' }\nrule { name = 'two' }\nrule { name = 'three' }\n")
+    os.execute("kill -HUP " .. pid)
+    assert.truthy(wait_for(log, "reloaded, 3 rules"))
+    os.execute("kill -TERM " .. pid)
+    s = assert(wait_for(log, "frames dropped by the wire"))
+    assert.truthy(s:find("policy hook_errors=0 reloads=1 rules=3", 1, true), s)
+    assert.truthy(s:find("policy rule three", 1, true), s)
+  end)
+
+  it("refuses to start with a broken policy and says where", function()
+    local file = write("broken.lua", "rule { name = 'x', src_ip = '10.0.0.1/33' }\n")
+    local out = sh("scripts/netbe wire null null --policy " .. file .. " 2>&1; echo status=$?")
+    assert.truthy(out:find(file .. ":1: rule 'x': src_ip '10.0.0.1/33': prefix length 33 is over 32",
+                           1, true), out)
+    assert.truthy(out:find("status=1", 1, true), out)
+  end)
+end)
