@@ -14,8 +14,8 @@
 **   8. Socket addresses, shared by stream and dgram
 **   9. Backend stream
 **  10. Backend dgram
-**      Backend netgraph (FreeBSD ng_socket; config checked everywhere)
-**      Backends netmap and vale (FreeBSD netmap; config checked everywhere)
+** 10a. Backend netgraph (FreeBSD ng_socket; config checked everywhere)
+** 10b. Backends netmap and vale (FreeBSD netmap; config checked everywhere)
 **  11. Backend slirp (libslirp user-mode NAT)
 **  12. The backend table
 **  13. Wire
@@ -3586,7 +3586,7 @@ static const struct nb_ops nb_dgram = {
 };
 
 /* ====================================================================
-** Backend netgraph: an ng_socket node hooked into a netgraph graph
+** 10a. Backend netgraph: an ng_socket node hooked into a netgraph graph
 ** ====================================================================
 ** bhyve's netgraph backend. We make an ng_socket(4) node (named "socket"
 ** when given), connect its hook "hook" (vmlink by default) to hook
@@ -3747,7 +3747,7 @@ static const struct nb_ops nb_netgraph = {
 #endif /* __FreeBSD__ */
 
 /* ====================================================================
-** Backends netmap and vale: a netmap port, one TX and one RX ring
+** 10b. Backends netmap and vale: a netmap port, one TX and one RX ring
 ** ====================================================================
 ** bhyve's netmap and vale backends, one implementation under two
 ** prefixes: "netmap:IF" is a NIC in netmap mode, "valeSWITCH:PORT" a port
