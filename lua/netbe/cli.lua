@@ -17,13 +17,14 @@ SPEC is a bhyve-style backend config: BACKEND[,key[=value]]...
   e.g. tap0   stream,connect=unix:/run/vm.sock   slirp,hostfwd=tcp::2222-:22
 ]==]
 
-local function fail(status, fmt, ...)
+function cli.fail(status, fmt, ...)
   io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
   return status
 end
 
--- Splits "--name value" options from positional arguments.
-local function options(args, known)
+-- Splits "--name value" options from positional arguments. KNOWN maps
+-- each option to true (takes a value) or false (a flag).
+function cli.options(args, known)
   local pos, opt = {}, {}
   local i = 1
   while i <= #args do
@@ -74,24 +75,24 @@ function cli.format_stats(be)
 end
 
 function cli.wire(args)
-  local pos, opt = options(args, { stats = true, ["no-offload"] = false, policy = true })
-  if not pos then return fail(2, "wire: %s", opt) end
-  if #pos ~= 2 then return fail(2, "wire: expected two backend specs, got %d", #pos) end
+  local pos, opt = cli.options(args, { stats = true, ["no-offload"] = false, policy = true })
+  if not pos then return cli.fail(2, "wire: %s", opt) end
+  if #pos ~= 2 then return cli.fail(2, "wire: expected two backend specs, got %d", #pos) end
   local every = opt.stats and tonumber(opt.stats)
   if opt.stats and (not every or every <= 0) then
-    return fail(2, "wire: --stats wants a positive number of seconds, got '%s'", opt.stats)
+    return cli.fail(2, "wire: --stats wants a positive number of seconds, got '%s'", opt.stats)
   end
   local netbe = require("netbe")
   local ok, a = pcall(netbe.open, pos[1])
-  if not ok then return fail(1, "wire: %s", a) end
+  if not ok then return cli.fail(1, "wire: %s", a) end
   local b
   ok, b = pcall(netbe.open, pos[2])
-  if not ok then a:close(); return fail(1, "wire: %s", b) end
+  if not ok then a:close(); return cli.fail(1, "wire: %s", b) end
   local w = netbe.wire(a, b, { offload = not opt["no-offload"] })
   local policy = opt.policy and require("netbe.policy")
   if policy then
     local n, e = policy.apply(w, opt.policy)
-    if not n then w:close(); a:close(); b:close(); return fail(1, "wire: %s", e) end
+    if not n then w:close(); a:close(); b:close(); return cli.fail(1, "wire: %s", e) end
     print(string.format("wire: policy %s, %d rules (SIGHUP reloads it)", opt.policy, n))
   end
   print(string.format("wire: %s (%s) <-> %s (%s), until SIGINT or SIGTERM",
@@ -113,7 +114,7 @@ function cli.wire(args)
       print(string.format("wire: policy %s reloaded, %d rules", opt.policy, n))
       io.stdout:flush()
     else
-      fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
+      cli.fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
     end
   end
   -- Every second: stop if a side went down; print counters when due.
@@ -132,16 +133,16 @@ function cli.wire(args)
   report()
   print(string.format("wire: %d frames dropped by the wire", w:drops()))
   w:close(); a:close(); b:close()
-  if not stopped then return fail(1, "wire: %s", reason) end
+  if not stopped then return cli.fail(1, "wire: %s", reason) end
   return 0
 end
 
 function cli.check(args)
-  if #args ~= 1 then return fail(2, "check: expected one backend spec, got %d", #args) end
+  if #args ~= 1 then return cli.fail(2, "check: expected one backend spec, got %d", #args) end
   local netbe = require("netbe")
   local ok, cfg, keys = pcall(netbe.check, args[1])
-  if not ok then return fail(1, "check: %s", cfg) end
-  if not cfg then return fail(1, "check: %s", keys) end
+  if not ok then return cli.fail(1, "check: %s", cfg) end
+  if not cfg then return cli.fail(1, "check: %s", keys) end
   for _, k in ipairs(keys) do print(k .. "=" .. cfg[k]) end
   print(string.format("check: ok, %s backend, %d keys", cfg.type, #keys))
   return 0

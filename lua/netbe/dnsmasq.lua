@@ -47,4 +47,13 @@ function dnsmasq.steps(sw, files, topo_name)
   }
 end
 
+-- Pass ADD the steps of every NAT switch of TOPO that serves DHCP.
+function dnsmasq.add_all(topo, files, add)
+  for _, sw in ipairs(topo.switch_list) do
+    if sw.type == "nat" and sw.dhcp then
+      for _, s in ipairs(dnsmasq.steps(sw, files, topo.name)) do add(s) end
+    end
+  end
+end
+
 return dnsmasq

@@ -197,11 +197,7 @@ local function nat_steps(topo, files, add)
         run = { { "pfctl", "-e" } }, ok_output = "already enabled",
         probe = { { argv = { "pfctl", "-s", "info" }, plain = "Status: Enabled" } },
         inverse = {} }
-  for _, sw in ipairs(topo.switch_list) do
-    if sw.type == "nat" and sw.dhcp then
-      for _, s in ipairs(dnsmasq.steps(sw, files, topo.name)) do add(s) end
-    end
-  end
+  dnsmasq.add_all(topo, files, add)
 end
 
 -- The steps for TOPO. FILES is the directory for the files the tool writes.

@@ -167,11 +167,7 @@ local function nat_steps(topo, files, add)
   add { id = "nft", what = "load table ip " .. t .. " in one transaction",
         run = { { "nft", "-f", path } }, probe = probe, follows = "nft-conf",
         inverse = { { "nft", "delete", "table", "ip", t } } }
-  for _, sw in ipairs(topo.switch_list) do
-    if sw.type == "nat" and sw.dhcp then
-      for _, s in ipairs(dnsmasq.steps(sw, files, topo.name)) do add(s) end
-    end
-  end
+  dnsmasq.add_all(topo, files, add)
 end
 
 -- The steps for TOPO. FILES is the directory for the files the tool writes.

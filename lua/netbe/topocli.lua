@@ -26,33 +26,10 @@ usage: netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--d
 
 local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe = false }
 
-local function fail(status, fmt, ...)
-  io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
-  return status
-end
+local cli = require("netbe.cli")
+local fail = cli.fail
 
-local function parse(args)
-  local pos, opt = {}, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name = a:match("^%-%-([%w-]+)$")
-    if name then
-      if OPTIONS[name] == nil then return nil, "unknown option --" .. name end
-      if OPTIONS[name] then
-        i = i + 1
-        if args[i] == nil then return nil, "--" .. name .. " needs a value" end
-        opt[name] = args[i]
-      else
-        opt[name] = true
-      end
-    else
-      pos[#pos + 1] = a
-    end
-    i = i + 1
-  end
-  return pos, opt
-end
+local function parse(args) return cli.options(args, OPTIONS) end
 
 local function host_os()
   local p = io.popen("uname -s 2>/dev/null")

@@ -64,13 +64,7 @@ function vhost.device(sock, backend, n)
   return pid, log
 end
 
-function vhost.log(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+vhost.log = ns.read
 
 -- A guest on the device at SOCK. OPTS as guest.start; extra arguments are
 -- appended after the vhost-user chardev.
