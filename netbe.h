@@ -361,7 +361,9 @@ ssize_t netbe_slirp_hostfwd_list(netbe *be, char *buf, size_t len);
 ** Frames read from one side are sent to the other. When a side answers
 ** -EAGAIN the frame is held (one per direction) and the other side's
 ** receive is disabled until NETBE_EV_TX: no busy loop and no queue. The
-** wire takes over both backends' callbacks; it does not own them.
+** wire takes over both backends' callbacks; it does not own them. A side
+** that goes down (netbe_down) stops sending; the embedder checks
+** netbe_down() on both sides to learn that the wire is over.
 */
 typedef struct netbe_wire netbe_wire;
 
@@ -375,7 +377,7 @@ typedef struct netbe_wire netbe_wire;
 int netbe_wire_new(netbe_wire **wp, netbe *a, netbe *b, char *err, size_t errlen);
 
 /* netbe_wire_new with FLAGS: NETBE_WIRE_NO_OFFLOAD leaves offloads off
-** (plain frames both ways, as before offloads existed). */
+** (plain frames both ways). */
 #define NETBE_WIRE_NO_OFFLOAD 0x1
 int netbe_wire_new_flags(netbe_wire **wp, netbe *a, netbe *b, unsigned flags,
                          char *err, size_t errlen);
