@@ -476,6 +476,14 @@ static void nb_put16(uint8_t *p, unsigned v)
     p[1] = (uint8_t)v;
 }
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+static uint64_t nb_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void nb_put32(uint8_t *p, uint32_t v)
 {
     nb_put16(p, v >> 16);
@@ -978,17 +986,6 @@ static void pol_add(uint64_t *c, uint64_t n)
     __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 
-static uint64_t pol_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint16_t pol_be16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
 
 /* ---- Parsing ---- */
 
@@ -1016,8 +1013,8 @@ static void pol_parse_l4(struct pol_pkt *pk, uint8_t proto, size_t off)
     size_t len = pk->len;
     pol_set_proto(pk, proto);
     if (pol_has_ports(pk->proto) && off + 4 <= len) {
-        pk->sport = pol_be16(p + off);
-        pk->dport = pol_be16(p + off + 2);
+        pk->sport = nb_get16(p + off);
+        pk->dport = nb_get16(p + off + 2);
         pk->have |= NETBE_M_SPORT | NETBE_M_DPORT;
     }
     if (pk->proto == IPPROTO_TCP && off + 20 <= len) {
@@ -1043,7 +1040,7 @@ static void pol_parse_ip4(struct pol_pkt *pk, size_t off)
     pk->dst_ip = ip + 16;
     pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
     /* A later fragment carries no L4 header: only the protocol is known. */
-    if (pol_be16(ip + 6) & 0x1fff)
+    if (nb_get16(ip + 6) & 0x1fff)
         pol_set_proto(pk, ip[9]);
     else
         pol_parse_l4(pk, ip[9], off + hl);
@@ -1069,7 +1066,7 @@ static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
         if (off + 8 > pk->len)
             return;
         if (nh == 44) {
-            if (pol_be16(h + 2) & 0xfff8) {
+            if (nb_get16(h + 2) & 0xfff8) {
                 pol_set_proto(pk, h[0]);
                 return;
             }
@@ -1087,7 +1084,7 @@ static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
 static void pol_parse_arp(struct pol_pkt *pk, size_t off)
 {
     const uint8_t *a = pk->p + off;
-    if (off + 28 > pk->len || pol_be16(a) != 1 || pol_be16(a + 2) != 0x0800 ||
+    if (off + 28 > pk->len || nb_get16(a) != 1 || nb_get16(a + 2) != 0x0800 ||
         a[4] != 6 || a[5] != 4)
         return;
     pk->family = 4;
@@ -1107,7 +1104,7 @@ static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
         return;
     pk->have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
     size_t off = 12;
-    pk->ethertype = pol_be16(p + off);
+    pk->ethertype = nb_get16(p + off);
     pk->vlan = 0xffff;
     /* Up to two tags (802.1ad outer, 802.1Q inner); the outer id counts. */
     for (int tags = 0; tags < 2; tags++) {
@@ -1116,9 +1113,9 @@ static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
         if (off + 6 > len)
             return;
         if (tags == 0)
-            pk->vlan = pol_be16(p + off + 2) & 0x0fff;
+            pk->vlan = nb_get16(p + off + 2) & 0x0fff;
         off += 4;
-        pk->ethertype = pol_be16(p + off);
+        pk->ethertype = nb_get16(p + off);
     }
     off += 2;
     switch (pk->ethertype) {
@@ -1208,7 +1205,7 @@ static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
     const struct pol_rule *r = &p->rules[i];
     struct pol_state *s = &p->state[i];
     if (!*now)
-        *now = pol_now_ns();
+        *now = nb_now_ns();
     if (*now > s->last_ns) {
         s->tokens += (double)(*now - s->last_ns) * r->rate_per_ns;
         if (s->tokens > r->burst)
@@ -1849,7 +1846,6 @@ int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
         netbe_policy_free(p);
         return rc;
     }
-    p->st.nrules = p->nrules;
     *pp = p;
     return 0;
 }
@@ -1960,9 +1956,7 @@ void netbe_policy_carry(netbe_policy *newp, const netbe_policy *old)
         if (newp->state[i].tokens > newp->rules[i].burst)
             newp->state[i].tokens = newp->rules[i].burst;
     }
-    int n = newp->st.nrules;
-    newp->st = old->st;
-    newp->st.nrules = n;
+    newp->st = old->st;          /* nrules is read from the policy itself */
 }
 
 void netbe_policy_get_stats(const netbe_policy *p, struct netbe_policy_stats *st)
@@ -4605,10 +4599,6 @@ static int slirp_opts_parse(const netbe_config *cfg, struct slirp_opts *o,
         o->have_mac = netbe_parse_mac(v, o->mac, NULL, 0) == 0;
     if ((v = netbe_config_get(cfg, "hostfwd")) && slirp_parse_rules(v, o, err, errlen) < 0)
         return -EINVAL;
-    for (struct slirp_rule *r = o->rules; r; r = r->next)
-        if (r->proto == SLIRP_UDP && r->host.ss_family == AF_UNIX)
-            return NB_ERR(EINVAL, "slirp: hostfwd '%s': UNIX forwarding is TCP only",
-                          r->text);
     return 0;
 }
 
@@ -4682,12 +4672,6 @@ struct slirp_priv {
     uint8_t *txbuf;              /* gathers a scattered frame for slirp_input */
 };
 
-static int64_t slirp_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Ask for a poll-and-fill round soon. From another thread this needs a
 ** thread-aware base, as netbe_send from another thread always does. */
@@ -4784,7 +4768,7 @@ static void slirp_cb_guest_error(const char *msg, void *opaque)
 
 static int64_t slirp_cb_clock(void *opaque)
 {
-    return slirp_now_ns();
+    return (int64_t)nb_now_ns();
 }
 
 static void slirp_timer_arm(struct slirp_timer *t)
@@ -4793,7 +4777,7 @@ static void slirp_timer_arm(struct slirp_timer *t)
         evtimer_del(t->ev);
         return;
     }
-    int64_t d = t->expire_ms - slirp_now_ns() / 1000000;
+    int64_t d = t->expire_ms - (int64_t)nb_now_ns() / 1000000;
     struct timeval tv = {d > 0 ? d / 1000 : 0, d > 0 ? (d % 1000) * 1000 : 0};
     evtimer_add(t->ev, &tv);
 }
@@ -4896,8 +4880,7 @@ static void slirp_on_fd(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&p->lock);
     /* Every descriptor that fired in this loop pass is recorded before the
     ** run event, activated after them, does one round for all. */
-    if (!__atomic_exchange_n(&p->run_pending, 1, __ATOMIC_ACQ_REL))
-        event_active(p->run_ev, 0, 0);
+    slirp_kick(p);
 }
 
 static int slirp_fdw_grow(struct slirp_priv *p, int fd)
@@ -5216,22 +5199,6 @@ static int slirp_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
     return 0;
 }
 
-static uint32_t slirp_sum(uint32_t sum, const uint8_t *p, size_t len)
-{
-    for (; len > 1; p += 2, len -= 2)
-        sum += (uint32_t)(p[0] << 8 | p[1]);
-    if (len)
-        sum += (uint32_t)p[0] << 8;
-    return sum;
-}
-
-static uint16_t slirp_fold(uint32_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
 /* Make F (an Ethernet frame of LEN bytes with header H) one libslirp takes:
 ** lengths set for a TSO frame, the IPv4 header checksum and the partial
 ** transport checksum computed. Returns 0, or -EINVAL for a frame whose
@@ -5249,22 +5216,16 @@ static int slirp_complete(uint8_t *f, size_t len, const struct nb_vnet_hdr *h)
     uint8_t proto = v4 ? f[23] : f[20];
     size_t l4len = len - l4;
     if (v4) {
-        f[16] = (uint8_t)((len - 14) >> 8), f[17] = (uint8_t)(len - 14);
-        f[24] = f[25] = 0;
-        uint16_t c = slirp_fold(slirp_sum(0, f + 14, l4 - 14));
-        f[24] = (uint8_t)(c >> 8), f[25] = (uint8_t)c;
+        nb_put16(f + 16, (unsigned)(len - 14));
+        nb_ipv4_csum(f + 14);
     } else {
-        f[18] = (uint8_t)(l4len >> 8), f[19] = (uint8_t)l4len;
+        nb_put16(f + 18, (unsigned)l4len);
     }
     /* From scratch: a TSO frame's partial sum may leave the length out. */
     uint8_t *ck = f + h->csum_start + h->csum_offset;
     ck[0] = ck[1] = 0;
-    uint32_t sum = v4 ? slirp_sum(0, f + 26, 8) : slirp_sum(0, f + 22, 32);
-    sum += proto + (uint32_t)(l4len >> 16) + (uint32_t)(l4len & 0xffff);
-    uint16_t c = slirp_fold(slirp_sum(sum, f + l4, l4len));
-    if (c == 0 && proto == 17)
-        c = 0xffff;
-    ck[0] = (uint8_t)(c >> 8), ck[1] = (uint8_t)c;
+    nb_csum_store(ck, nb_sum(nb_pseudo_sum(f + 14, v6, proto, l4len), f + l4, l4len),
+                  proto == 17);
     return 0;
 }
 
@@ -5276,9 +5237,8 @@ static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
     size_t len = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
     if (len > NETBE_MAX_FRAME + hl || len < hl + 14)
         return -EMSGSIZE;
-    struct nb_vnet_hdr h = {0};
-    if (hl)
-        nb_iov_to_buf(iov, iovcnt, 0, &h, hl);
+    struct nb_vnet_hdr h;
+    nb_hdr_read(iov, iovcnt, (unsigned)hl, &h);
     int whole = iovcnt == 1 && !nb_hdr_needs_offload(&h);
     pthread_mutex_lock(&p->lock);
     const uint8_t *frame = (const uint8_t *)iov[0].iov_base + hl;
@@ -5311,9 +5271,8 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
             memcpy(&len, p->ring, 4);
         }
         /* With offloads on, a plain header (all zero) goes first. */
-        static const uint8_t zero[SLIRP_HDR];
         size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
-        nb_buf_to_iov(zero, hl < room ? hl : room, iov, iovcnt, 0);
+        nb_buf_to_iov(nb_zero_hdr, hl < room ? hl : room, iov, iovcnt, 0);
         nb_buf_to_iov(p->ring + p->head + 4, len + hl <= room ? len : room > hl ? room - hl : 0,
                       iov, iovcnt, hl);
         size_t rec = 4 + ((len + 3) & ~(size_t)3);
@@ -5376,8 +5335,6 @@ int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errle
     if (!r)
         return NB_ERR(ENOMEM, "out of memory");
     int rc = slirp_parse_rule(rule ? rule : "", 0, &p->opts, r, err, errlen);
-    if (rc == 0 && r->proto == SLIRP_UDP && r->host.ss_family == AF_UNIX)
-        rc = NB_ERR(EINVAL, "slirp: hostfwd '%s': UNIX forwarding is TCP only", rule);
     pthread_mutex_lock(&p->lock);
     for (struct slirp_rule *o = p->opts.rules; rc == 0 && o; o = o->next)
         if (slirp_same_host(o, r))

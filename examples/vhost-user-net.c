@@ -260,17 +260,6 @@ static void ring_forget(struct dev *d, struct vring *r)
 ** Data path
 ** ==================================================================== */
 
-/* Write V as a little-endian u16 at byte OFF of the chain's buffers. */
-static void iov_put16(const struct iovec *iov, int n, size_t off, uint16_t v)
-{
-    uint8_t b[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
-    for (int i = 0, k = 0; i < n && k < 2; i++) {
-        while (k < 2 && off < iov[i].iov_len)
-            ((uint8_t *)iov[i].iov_base)[off++] = b[k++];
-        off -= off < iov[i].iov_len ? 0 : iov[i].iov_len;
-    }
-}
-
 /* Backend -> guest: fill rx buffers until either side runs dry. */
 static void rx_pump(struct dev *d)
 {
@@ -300,8 +289,6 @@ static void rx_pump(struct dev *d)
                 continue;        /* too big for the buffer: dropped and counted */
             break;
         }
-        if (d->hdr_len == 12)
-            iov_put16(d->rx_iov, ch.nwrite, 10, 1);   /* num_buffers */
         netbe_vq_push(r->vq, ch.head, (uint32_t)n);
         budget--;
     }

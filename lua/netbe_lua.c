@@ -68,18 +68,19 @@ static void lb_newloop(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, "netbe.loop");
 }
 
-/* Call the function on top of LP->L's stack with NARGS arguments below it;
-** an error is kept and the loop stopped. */
-static void lb_protected_call(lb_loop *lp, int nargs)
+/* Call the function below NARGS arguments on LP->L's stack, keeping
+** NRESULTS results. An error is kept, the loop stopped and 0 returned. */
+static int lb_protected_call(lb_loop *lp, int nargs, int nresults)
 {
     lua_State *L = lp->L;
-    if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
-        if (lp->error_ref == LUA_NOREF)
-            lp->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else
-            lua_pop(L, 1);
-        event_base_loopbreak(lp->base);
-    }
+    if (lua_pcall(L, nargs, nresults, 0) == LUA_OK)
+        return 1;
+    if (lp->error_ref == LUA_NOREF)
+        lp->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_pop(L, 1);
+    event_base_loopbreak(lp->base);
+    return 0;
 }
 
 /* ====================================================================
@@ -194,7 +195,7 @@ static void lb_on_event(netbe *be, int events, void *arg)
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
     lua_pushstring(L, events & NETBE_EV_DOWN ? "down" :
                       events & NETBE_EV_RX ? (events & NETBE_EV_TX ? "rxtx" : "rx") : "tx");
-    lb_protected_call(b->loop, 1);
+    lb_protected_call(b->loop, 1, 0);
 }
 
 /* netbe.open(spec) -> backend */
@@ -778,15 +779,6 @@ static int lb_wire_policy_stats(lua_State *L)
 ** The loop
 ** ==================================================================== */
 
-/* Calls the tick function at 1 and keeps a string it returns. */
-static int lb_tick_result(lua_State *L)
-{
-    lua_call(L, 0, 1);
-    if (lua_type(L, -1) == LUA_TSTRING)
-        lua_setfield(L, LUA_REGISTRYINDEX, "netbe.tick_reason");
-    return 0;
-}
-
 typedef struct lb_run {
     lb_loop *lp;
     int tick_ref, signal_ref;
@@ -806,20 +798,15 @@ static void lb_on_tick(evutil_socket_t fd, short what, void *arg)
 {
     lb_run *r = arg;
     lua_State *L = r->lp->L;
-    int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->tick_ref);
-    lua_pushcfunction(L, lb_tick_result);
-    lua_insert(L, -2);
-    lb_protected_call(r->lp, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, "netbe.tick_reason");
-    if (lua_isstring(L, -1)) {
-        lua_pushnil(L);
-        lua_setfield(L, LUA_REGISTRYINDEX, "netbe.tick_reason");
+    if (!lb_protected_call(r->lp, 0, 1))
+        return;
+    if (lua_type(L, -1) == LUA_TSTRING) {
         snprintf(r->why, sizeof r->why, "%s", lua_tostring(L, -1));
         r->reason = r->why;
         event_base_loopbreak(r->lp->base);
     }
-    lua_settop(L, top);
+    lua_pop(L, 1);
 }
 
 /* SIGINT and SIGTERM stop the loop; other signals go to on_signal. */
@@ -833,7 +820,7 @@ static void lb_on_signal(evutil_socket_t sig, short what, void *arg)
     }
     lua_rawgeti(r->lp->L, LUA_REGISTRYINDEX, r->signal_ref);
     lua_pushstring(r->lp->L, sig == SIGHUP ? "SIGHUP" : "signal");
-    lb_protected_call(r->lp, 1);
+    lb_protected_call(r->lp, 1, 0);
 }
 
 static int lb_optref(lua_State *L, int t, const char *field)

@@ -342,6 +342,25 @@ function plan.checks_first(steps)
   return table.move(rest, 1, #rest, #out + 1, out)
 end
 
+-- The step for a switch that uses an existing bridge: nothing is made, the
+-- plan refuses to go on when PROBE says the interface is missing.
+function plan.existing_switch(sw, probe)
+  return { id = "exists:" .. sw.ifname, what = "check that bridge " .. sw.ifname .. " exists",
+           probe = probe,
+           refuse = "switch " .. sw.name .. " uses the existing interface " .. sw.ifname
+             .. ", which does not exist; create it first or change the switch type" }
+end
+
+-- Every command STEPS run, in order, as text ("write PATH" for a file).
+function plan.commands(steps)
+  local out = {}
+  for _, s in ipairs(steps) do
+    for _, argv in ipairs(s.run or {}) do out[#out + 1] = plan.argv_text(argv) end
+    if s.write then out[#out + 1] = "write " .. s.write.path end
+  end
+  return out
+end
+
 -- The plan as text: every step with its argv, probe and inverse.
 function plan.format(steps)
   local out = {}

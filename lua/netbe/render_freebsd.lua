@@ -80,13 +80,7 @@ end
 
 local function switch_steps(sw, add)
   if sw.type == "netgraph" then return netgraph_steps(sw, add) end
-  if sw.type == "existing" then
-    add { id = "exists:" .. sw.ifname, what = "check that bridge " .. sw.ifname .. " exists",
-          probe = if_probe(sw.ifname),
-          refuse = "switch " .. sw.name .. " uses the existing interface " .. sw.ifname
-            .. ", which does not exist; create it first or change the switch type" }
-    return
-  end
+  if sw.type == "existing" then return add(plan.existing_switch(sw, if_probe(sw.ifname))) end
   add { id = "bridge:" .. sw.ifname, what = "create bridge " .. sw.ifname,
         run = { { "ifconfig", "bridge", "create", "name", sw.ifname } },
         probe = if_probe(sw.ifname),

@@ -12,8 +12,8 @@ local function link_probe(ifname, extra)
   return { c }
 end
 
-local function up_step(id, ifname)
-  return { id = "up:" .. id, what = "bring " .. ifname .. " up",
+local function up_step(ifname)
+  return { id = "up:" .. ifname, what = "bring " .. ifname .. " up",
            run = { { "ip", "link", "set", ifname, "up" } },
            probe = link_probe(ifname, { match = "[<,]UP[,>]" }),
            inverse = {} }
@@ -41,13 +41,7 @@ local function uses_vlans(topo, sw)
 end
 
 local function switch_steps(topo, sw, add)
-  if sw.type == "existing" then
-    add { id = "exists:" .. sw.ifname, what = "check that bridge " .. sw.ifname .. " exists",
-          probe = link_probe(sw.ifname),
-          refuse = "switch " .. sw.name .. " uses the existing interface " .. sw.ifname
-            .. ", which does not exist; create it first or change the switch type" }
-    return
-  end
+  if sw.type == "existing" then return add(plan.existing_switch(sw, link_probe(sw.ifname))) end
   local create = { "ip", "link", "add", sw.ifname, "type", "bridge" }
   if uses_vlans(topo, sw) then
     create[#create + 1] = "vlan_filtering"; create[#create + 1] = "1"
@@ -67,7 +61,7 @@ local function switch_steps(topo, sw, add)
                     "id", tostring(sw.vlan) } },
           probe = link_probe(sw.vlan_if),
           inverse = { { "ip", "link", "del", sw.vlan_if } } }
-    add(up_step(sw.vlan_if, sw.vlan_if))
+    add(up_step(sw.vlan_if))
     uplink = sw.vlan_if
   end
   if uplink then add(master_step(uplink, sw.ifname)) end
@@ -80,10 +74,10 @@ local function switch_steps(topo, sw, add)
                       plain = " inet " .. a .. " " } },
           inverse = { { "ip", "addr", "del", a, "dev", sw.ifname } } }
   end
-  add(up_step(sw.ifname, sw.ifname))
+  add(up_step(sw.ifname))
 end
 
-local function nic_steps(topo, nic, add)
+local function nic_steps(nic, add)
   local sw = nic.switch
   if nic.type == "tap" then
     add { id = "tap:" .. nic.ifname, what = "create tap " .. nic.ifname .. " for " .. nic.vm,
@@ -117,7 +111,7 @@ local function nic_steps(topo, nic, add)
             inverse = { { "bridge", "vlan", "del", "dev", up, "vid", v } } }
     end
   end
-  add(up_step(nic.ifname, nic.ifname))
+  add(up_step(nic.ifname))
 end
 
 -- The tool's nft table: masquerade for every NAT switch.
@@ -181,7 +175,7 @@ function R.render(topo, files)
     end
   end
   for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
-  for _, nic in ipairs(topo.nics) do nic_steps(topo, nic, add) end
+  for _, nic in ipairs(topo.nics) do nic_steps(nic, add) end
   nat_steps(topo, files, add)
   return plan.checks_first(steps)
 end

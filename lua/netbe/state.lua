@@ -5,6 +5,12 @@
 -- and the files the tool writes for it (dnsmasq and firewall configs, pid
 -- and lease files) in DIR/NAME/. DIR is $NETBE_STATE_DIR, else /var/lib/netbe.
 local state = {}
+local shquote = require("netbe.plan").shquote
+
+-- Makes the state directory if it is missing.
+local function ensure_dir()
+  os.execute("mkdir -p " .. shquote(state.dir()))
+end
 
 function state.dir()
   local d = os.getenv("NETBE_STATE_DIR")
@@ -55,7 +61,7 @@ end
 
 -- Writes ST atomically (write a temporary file, then rename).
 function state.save(st)
-  os.execute("mkdir -p '" .. state.dir():gsub("'", "'\\''") .. "'")
+  ensure_dir()
   local path = state.path(st.name)
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "w")
@@ -82,9 +88,9 @@ end
 -- process that no longer runs is taken over. Returns an unlock function,
 -- or nil and who holds it.
 function state.lock(name)
-  os.execute("mkdir -p '" .. state.dir():gsub("'", "'\\''") .. "'")
+  ensure_dir()
   local dir = state.dir() .. "/" .. name .. ".lock"
-  local q = "'" .. dir:gsub("'", "'\\''") .. "'"
+  local q = shquote(dir)
   for _ = 1, 2 do
     if os.execute("mkdir " .. q .. " 2>/dev/null") == true then
       local f = io.open(dir .. "/pid", "w")
@@ -108,7 +114,7 @@ end
 -- Removes the state file and the topology's files directory.
 function state.remove(name)
   os.remove(state.path(name))
-  os.execute("rm -rf '" .. state.files(name):gsub("'", "'\\''") .. "'")
+  os.execute("rm -rf " .. shquote(state.files(name)))
 end
 
 return state

@@ -19,13 +19,10 @@ echo GUEST-LISTENING
 i=0; while [ ! -e /tmp/never ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
 ]]
 
--- Processes started here; stopped by pid after each test (ns.kill's
--- "kill -TERM -- -PID" is refused by dash).
+-- Processes started here, stopped after each test.
 local started = {}
 local function stop_started()
-  for _, pid in ipairs(started) do
-    ns.sh("kill -TERM -" .. pid .. " 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
-  end
+  for _, pid in ipairs(started) do ns.kill(pid) end
   started = {}
 end
 

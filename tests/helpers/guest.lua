@@ -57,8 +57,6 @@ function Guest:wait_exit(timeout)
   return tonumber(status)
 end
 
-function Guest:exit_code() return tonumber(self:output():match(guest.EXIT)) end
-
 function Guest:stop()
   if self:running() then ns.kill(self.pid) end
 end

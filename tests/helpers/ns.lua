@@ -82,8 +82,14 @@ end
 -- Start CMD in the background on the host; returns pid, log file.
 function ns.spawn(cmd) return spawn("", cmd) end
 
+-- True while PID runs. A zombie counts as gone: nothing here reaps the
+-- processes spawned through a shell that has exited.
 function ns.alive(pid)
-  return (ns.sh("kill -0 " .. pid))
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local state = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return state ~= nil and state ~= "Z"
 end
 
 -- dash's kill builtin cannot signal a process group; procps' can.

@@ -7,16 +7,10 @@ local vhost = {}
 
 vhost.bin = ns.root .. "/examples/vhost-user-net"
 
--- ns.kill's "kill -- -PID" is rejected by dash (/bin/sh on Debian), so
--- processes started here are tracked and stopped by pid here.
+-- Processes started here, stopped by vhost.cleanup().
 local pids = {}
 
-function vhost.kill(pid)
-  ns.sh("kill -TERM " .. pid .. " 2>/dev/null")
-  if not ns.wait_for(function() return not ns.alive(pid) end, 3) then
-    ns.sh("kill -KILL " .. pid .. " 2>/dev/null")
-  end
-end
+vhost.kill = ns.kill
 
 -- Stop everything started through this module, then ns.cleanup().
 function vhost.cleanup()

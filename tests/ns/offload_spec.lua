@@ -36,12 +36,7 @@ local function tap(n, features, addrs)
   return be, name
 end
 
-local function read_file(path)
-  local f = io.open(path)
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  return s
-end
+local read_file = ns.read
 
 -- Start a receiver in R and a sender in S; returns a function that says
 -- whether both are done, and one that returns their "LEN SHA" lines.

@@ -7,12 +7,7 @@ local skip = ns.skip_unless_root("iperf3", "ping")
 
 local GUEST_MAC = "52:54:00:12:34:56"
 
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  return s
-end
+local read = ns.read
 
 -- Namespaces h (runs the wire), a (host side) and g (guest side) with
 -- 10.77.N.1 in a and 10.77.N.2 in g. Returns a table with the pieces.

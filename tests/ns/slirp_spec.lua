@@ -24,8 +24,7 @@ local UDP_ASK = [[python3 -c 'import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
 s.sendto(b"ping", (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode())']]
 
--- Processes this spec started. Stopped after each test here: ns.kill's
--- "kill -TERM -- -PID" is refused by dash, so it cannot stop them.
+-- Processes this spec started, stopped after each test.
 local started = {}
 local function spawn(n, cmd)
   local pid, log = n:spawn(cmd)
@@ -34,10 +33,7 @@ local function spawn(n, cmd)
 end
 
 local function stop_started()
-  for _, pid in ipairs(started) do
-    ns.sh("kill -TERM -" .. pid .. " 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
-  end
-  for _, pid in ipairs(started) do ns.wait_for(function() return not ns.alive(pid) end, 3) end
+  for _, pid in ipairs(started) do ns.kill(pid) end
   started = {}
 end
 

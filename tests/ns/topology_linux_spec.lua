@@ -19,20 +19,7 @@ local function spawn(n, cmd)
   return pid, log
 end
 
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local st = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return st == "Z"
-end
-
-local function stop(pid)
-  ns.sh("kill -TERM -" .. pid .. " 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
-  if not ns.wait_for(function() return gone(pid) end, 3) then
-    ns.sh("kill -KILL -" .. pid .. " 2>/dev/null; kill -KILL " .. pid .. " 2>/dev/null")
-  end
-end
+local stop = ns.kill
 
 -- Runs `netbe CMD FILE --os linux --netns T` with the test's state dir.
 local function netbe(env, cmd, file, extra)

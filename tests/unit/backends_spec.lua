@@ -1,11 +1,6 @@
 -- Backends through the Lua module: pair, null, stream, dgram, the API and wire.
 local netbe = require "netbe"
-
-local uid = 0
-local function unique(tag)
-  uid = uid + 1
-  return string.format("%s-%d-%d", tag, math.floor(os.time() % 100000), uid)
-end
+local unique = require("ns").unique
 
 -- An Ethernet frame of LEN bytes whose payload encodes SEQ.
 local function frame(len, seq)
@@ -151,7 +146,7 @@ end)
 
 describe("stream", function()
   it("carries frames both ways over TCP loopback, client to listener", function()
-    local port = 20000 + (os.time() * 7 + uid) % 20000
+    local port = 20000 + math.random(0, 19999)
     local s = netbe.open("stream,listen=127.0.0.1:" .. port)
     local c = netbe.open("stream,connect=127.0.0.1:" .. port)
     netbe.step(0.05)
@@ -180,7 +175,7 @@ end)
 
 describe("dgram", function()
   it("carries one frame per UDP datagram", function()
-    local p1 = 40000 + (os.time() + uid) % 10000
+    local p1 = 40000 + math.random(0, 9998)
     local a = netbe.open(("dgram,local=127.0.0.1:%d,remote=127.0.0.1:%d"):format(p1, p1 + 1))
     local b = netbe.open(("dgram,local=127.0.0.1:%d,remote=127.0.0.1:%d"):format(p1 + 1, p1))
     assert.equal(1514, a:send(frame(1514, 1)))

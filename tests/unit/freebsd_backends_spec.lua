@@ -6,13 +6,7 @@
 local netbe = require "netbe"
 local ns = require "ns"
 
-local function uname()
-  local p = io.popen("uname -s")
-  local s = p:read("l")
-  p:close()
-  return s
-end
-local on_freebsd = uname() == "FreeBSD"
+local on_freebsd = select(2, ns.sh("uname -s")):match("^%S+") == "FreeBSD"
 
 local function accepts(spec)
   local cfg, keys = netbe.check(spec)

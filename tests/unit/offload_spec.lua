@@ -1,10 +1,7 @@
 -- offload_spec.lua (unit): the Lua face of software offloads: netbe.offload,
 -- netbe.frame_check, offload negotiation in netbe.wire, and bad input.
 local netbe = require("netbe")
-
-local function unique(p)
-  return p .. tostring(os.time()) .. tostring(math.random(1, 1e9))
-end
+local unique = require("ns").unique
 
 -- A 12-byte virtio-net header.
 local function hdr(flags, gso, hdr_len, gso_size, cstart, coff)

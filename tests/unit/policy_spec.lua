@@ -3,10 +3,9 @@
 -- that keep the old rules on failure and carry counters over by name.
 local netbe = require "netbe"
 local policy = require "netbe.policy"
+local ns = require "ns"
 
-local tmp = os.tmpname()
-os.remove(tmp)
-os.execute("mkdir -p " .. tmp)
+local tmp = ns.tmpdir()
 
 local function write(name, text)
   local path = tmp .. "/" .. name
@@ -26,17 +25,11 @@ local function udp(src_mac, src_ip, dport)
   return HOST .. src_mac .. "\8\0" .. ip .. string.pack(">I2I2I2I2", 5000, dport, 8, 0)
 end
 
-teardown(function() os.execute("rm -rf " .. tmp) end)
+teardown(ns.cleanup)
 
 describe("policy compiler", function()
   it("compiles every example policy", function()
-    local ok, out = pcall(function()
-      local p = io.popen("ls examples/policies/*.lua")
-      local list = p:read("a")
-      p:close()
-      return list
-    end)
-    assert.truthy(ok)
+    local _, out = ns.sh("ls examples/policies/*.lua")
     local n = 0
     for path in out:gmatch("%S+") do
       local p, e = policy.load(path)
@@ -209,22 +202,13 @@ describe("policy on a wire", function()
 end)
 
 describe("netbe wire --policy", function()
-  local function sh(cmd)
-    local p = io.popen(cmd)
-    local out = p:read("a")
-    p:close()
-    return out
-  end
+  local function sh(cmd) return select(2, ns.sh(cmd)) end
+  -- The file at PATH once it holds TEXT, or nil and what it holds.
   local function wait_for(path, text)
-    for _ = 1, 100 do
-      local f = io.open(path)
-      local s = f and f:read("a") or ""
-      if f then f:close() end
-      if s:find(text, 1, true) then return s end
-      os.execute("sleep 0.05")
+    if ns.wait_for(function() return ns.read(path):find(text, 1, true) end, 5) then
+      return ns.read(path)
     end
-    local f = io.open(path)
-    return nil, f and f:read("a")
+    return nil, ns.read(path)
   end
 
   it("reloads on SIGHUP, keeps the rules in force when the file is broken, prints counters", function()

@@ -2,13 +2,8 @@
 -- Lua module. Nothing here lets a guest out: configs are only checked, and
 -- the one backend opened is restricted with UNIX-socket forwarding only.
 local netbe = require "netbe"
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/netbe-slirp-unit.XXXXXX")
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local ns = require "ns"
+local tmpdir = ns.tmpdir
 
 describe("slirp config", function()
   it("writes hostfwd rules in normal form", function()
@@ -82,6 +77,7 @@ describe("slirp config", function()
 end)
 
 describe("slirp run-time forwarding", function()
+  teardown(ns.cleanup)
   it("adds, lists and removes rules on an open backend", function()
     local dir = tmpdir()
     local be = netbe.open("slirp,hostfwd=unix:" .. dir .. "/a.sock-:22")
@@ -95,7 +91,6 @@ describe("slirp run-time forwarding", function()
     assert.is_true(be:hostfwd_remove("unix:" .. dir .. "/a.sock-:22"))
     assert.same({}, be:hostfwd_list())
     be:close()
-    os.remove(dir)
   end)
 
   it("refuses bad, duplicate and unknown rules with a message", function()
@@ -115,7 +110,6 @@ describe("slirp run-time forwarding", function()
     assert.matches("no forwarding from that host address and port", msg)
     be:close()
     assert.is_nil(io.open(dir .. "/c.sock"), "closing removes the socket")
-    os.remove(dir)
   end)
 
   it("is refused on other backends", function()

@@ -22,15 +22,7 @@ local function load_text(text)
   return t
 end
 
--- Every command the plan runs, in order, as text.
-local function commands(steps)
-  local out = {}
-  for _, s in ipairs(steps) do
-    for _, argv in ipairs(s.run or {}) do out[#out + 1] = plan.argv_text(argv) end
-    if s.write then out[#out + 1] = "write " .. s.write.path end
-  end
-  return out
-end
+local commands = plan.commands
 
 local function find(steps, id)
   for _, s in ipairs(steps) do if s.id == id then return s end end

@@ -269,14 +269,7 @@ describe("Linux renderer", function()
   end
   local FILES = "/var/lib/netbe/T"
 
-  local function commands(steps)
-    local out = {}
-    for _, s in ipairs(steps) do
-      for _, argv in ipairs(s.run or {}) do out[#out + 1] = plan.argv_text(argv) end
-      if s.write then out[#out + 1] = "write " .. s.write.path end
-    end
-    return out
-  end
+  local commands = plan.commands
 
   it("renders the NAT recipe: bridge, tap, forwarding, one nft transaction, dnsmasq", function()
     local t = assert(topology.load("examples/topologies/nat.lua"))

@@ -27,7 +27,7 @@ end
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1")
   local out = p:read("a")
-  local ok, _, code = p:close()
+  local _, _, code = p:close()
   return code, out
 end
 
