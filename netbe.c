@@ -4632,6 +4632,14 @@ static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
 #define SLIRP_WRAP      0xffffffffu        /* ring record: continue at offset 0 */
 #define SLIRP_HDR       10                 /* our virtio-net header with offloads on */
 
+/* A record in the ring: the frame's length and, once segments have
+** joined into one TSO frame, their size (slirp_join). */
+struct slirp_rec {
+    uint32_t len;
+    uint16_t gso_size;           /* 0: a plain frame */
+    uint16_t sealed;             /* a short segment ended it: nothing more joins */
+};
+
 /* What we keep per host descriptor libslirp watches. */
 struct slirp_fdw {
     struct event *rd, *wr;
@@ -4654,7 +4662,7 @@ struct slirp_priv {
     Slirp *slirp;
     pthread_mutex_t lock;        /* libslirp, the ring, the rules, the fd table */
     struct slirp_opts opts;
-    /* frames for the guest: records of [u32 len][frame] */
+    /* frames for the guest: records of [struct slirp_rec][frame] */
     uint8_t *ring;
     size_t head, tail, used;
     size_t last;                 /* offset of the newest record, or SIZE_MAX once read */
@@ -4681,25 +4689,56 @@ static void slirp_kick(struct slirp_priv *p)
         event_active(p->run_ev, 0, 0);
 }
 
-/* libslirp hands us a frame for the guest (lock held). A full ring drops
-** it, as a NIC with no buffers would; TCP resends. */
-/* Where the TCP header of a pure ACK (no data, no SYN, FIN, RST, URG or
-** IP options) starts in FRAME, or 0 when FRAME is something else. */
-static size_t slirp_pure_ack(const uint8_t *f, size_t len)
+/* Where the TCP header of F (LEN bytes) starts when F is TCP over IPv4
+** without options or fragments, or over IPv6 without extension headers,
+** with lengths that agree; *PAYLOAD gets the TCP payload length. Else 0. */
+static size_t slirp_tcp(const uint8_t *f, size_t len, size_t *payload)
 {
     size_t ip;
     if (len >= 14 + 20 + 20 && f[12] == 0x08 && f[13] == 0x00 && f[14] == 0x45 &&
         f[23] == 6 && (f[20] & 0x3f) == 0 && f[21] == 0)
-        ip = 20;                 /* IPv4 without options or fragments */
+        ip = 20;
     else if (len >= 14 + 40 + 20 && f[12] == 0x86 && f[13] == 0xdd && f[20] == 6)
         ip = 40;
     else
         return 0;
     size_t tcp = 14 + ip, doff = (size_t)(f[tcp + 12] >> 4) * 4;
-    size_t total = ip == 20 ? (size_t)(f[16] << 8 | f[17]) : 40 + (size_t)(f[18] << 8 | f[19]);
-    if (doff < 20 || total != ip + doff || len < 14 + total || (f[tcp + 13] & 0x3f) != 0x10)
+    size_t total = ip == 20 ? nb_get16(f + 16) : 40 + (size_t)nb_get16(f + 18);
+    if (doff < 20 || total < ip + doff || len < 14 + total)
         return 0;
+    *payload = total - ip - doff;
     return tcp;
+}
+
+#define SLIRP_TH_ACK  0x10
+#define SLIRP_TH_PUSH 0x08
+
+/* Where the TCP header of a pure ACK (no data, no SYN, FIN, RST, URG)
+** starts in F, or 0 when F is something else. */
+static size_t slirp_pure_ack(const uint8_t *f, size_t len)
+{
+    size_t payload, tcp = slirp_tcp(f, len, &payload);
+    return tcp && !payload && (f[tcp + 13] & 0x3f) == SLIRP_TH_ACK ? tcp : 0;
+}
+
+/* Where the TCP header of F starts when F is a data segment that may join
+** a TSO frame: flags ACK or ACK|PSH, no TCP options (libslirp sends them
+** only with SYN), no padding. *PAYLOAD gets its length. Else 0. */
+static size_t slirp_data_seg(const uint8_t *f, size_t len, size_t *payload)
+{
+    size_t tcp = slirp_tcp(f, len, payload);
+    return tcp && *payload && f[tcp + 12] == 0x50 &&
+           (f[tcp + 13] & ~SLIRP_TH_PUSH) == SLIRP_TH_ACK && len == tcp + 20 + *payload
+           ? tcp : 0;
+}
+
+/* The ring's newest record, while the frontend has not taken it. */
+static uint8_t *slirp_newest(struct slirp_priv *p, struct slirp_rec *rec)
+{
+    if (p->last == SIZE_MAX)
+        return NULL;
+    memcpy(rec, p->ring + p->last, sizeof *rec);
+    return p->ring + p->last + sizeof *rec;
 }
 
 /* True when ACK (a pure ACK) makes the ring's newest record, a pure ACK of
@@ -4708,53 +4747,97 @@ static size_t slirp_pure_ack(const uint8_t *f, size_t len)
 ** numbers stay apart: duplicate ACKs drive the guest's fast retransmit. */
 static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t len)
 {
+    struct slirp_rec rec;
     size_t tcp = slirp_pure_ack(ack, len);
-    if (!tcp || p->last == SIZE_MAX)
-        return 0;
-    uint32_t olen;
-    memcpy(&olen, p->ring + p->last, 4);
-    const uint8_t *old = p->ring + p->last + 4;
-    if (olen != len || slirp_pure_ack(old, olen) != tcp)
+    const uint8_t *old = tcp ? slirp_newest(p, &rec) : NULL;
+    if (!old || rec.len != len || slirp_pure_ack(old, rec.len) != tcp)
         return 0;
     /* Same addresses and ports: IPv4 12..19 or IPv6 8..39 of the IP header. */
     size_t a0 = tcp == 34 ? 26 : 22, a1 = tcp + 4;
     if (memcmp(old, ack, 14) != 0 || memcmp(old + a0, ack + a0, a1 - a0) != 0)
         return 0;
-    uint32_t oa, na;
-    memcpy(&oa, old + tcp + 8, 4);
-    memcpy(&na, ack + tcp + 8, 4);
-    return (int32_t)(ntohl(na) - ntohl(oa)) > 0;
+    return (int32_t)(nb_get32(ack + tcp + 8) - nb_get32(old + tcp + 8)) > 0;
 }
 
+/* Room for GROW more bytes at the ring's tail, in one piece. */
+static int slirp_room(const struct slirp_priv *p, size_t grow)
+{
+    return p->tail >= p->head ? SLIRP_RING - p->tail >= grow + 4 : p->head - p->tail > grow;
+}
+
+/* Append data segment F (LEN bytes) to the ring's newest record when both
+** are in-order segments of one connection, making that record one TSO
+** frame. libslirp sends a window's worth of segments in one burst; the
+** guest then takes one frame, one write and one pass through its stack
+** for the burst instead of one per segment, and answers with one ACK.
+** Like GRO: same headers but the sequence number, which follows on; all
+** segments MSS long but the last; a PSH or a short segment ends the frame.
+** Returns 1 when F was joined. Lock held. */
+static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t len)
+{
+    struct slirp_rec rec;
+    size_t pay, opay;
+    size_t tcp = slirp_data_seg(f, len, &pay);
+    uint64_t tso = tcp == 34 ? NETBE_F_GUEST_TSO4 : NETBE_F_GUEST_TSO6;
+    uint8_t *old = tcp && be->features & tso && be->features & NETBE_F_GUEST_CSUM
+                   ? slirp_newest(p, &rec) : NULL;
+    if (!old || rec.sealed || slirp_data_seg(old, rec.len, &opay) != tcp ||
+        old[tcp + 13] & SLIRP_TH_PUSH)
+        return 0;
+    size_t mss = rec.gso_size ? rec.gso_size : opay, a0 = tcp == 34 ? 26 : 22;
+    size_t grow = ((rec.len + pay + 3) & ~(size_t)3) - ((rec.len + 3) & ~(size_t)3);
+    if (pay > mss || rec.len - 14 + pay > 65535 || !slirp_room(p, grow) ||
+        memcmp(old, f, 14) != 0 || memcmp(old + a0, f + a0, tcp + 4 - a0) != 0 ||
+        memcmp(old + tcp + 8, f + tcp + 8, 8) != 0 ||
+        nb_get32(old + tcp + 4) + (uint32_t)opay != nb_get32(f + tcp + 4))
+        return 0;
+    memcpy(old + rec.len, f + tcp + 20, pay);
+    rec.len += (uint32_t)pay;
+    if (tcp == 34) {
+        nb_put16(old + 16, rec.len - 14);
+        nb_ipv4_csum(old + 14);
+    } else {
+        nb_put16(old + 18, rec.len - 54);
+    }
+    old[tcp + 13] = f[tcp + 13];
+    rec.gso_size = (uint16_t)mss;
+    rec.sealed = pay < mss;
+    memcpy(p->ring + p->last, &rec, sizeof rec);
+    p->tail += grow;
+    p->used += grow;
+    return 1;
+}
+
+/* libslirp hands us a frame for the guest (lock held). A full ring drops
+** it, as a NIC with no buffers would; TCP resends. */
 static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
 {
     netbe *be = opaque;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    size_t need = 4 + ((len + 3) & ~(size_t)3);
+    size_t need = sizeof(struct slirp_rec) + ((len + 3) & ~(size_t)3);
     if (slirp_ack_supersedes(p, buf, len)) {
         /* A burst of guest segments is answered by one ACK, not one each. */
-        memcpy(p->ring + p->last + 4, buf, len);
+        memcpy(p->ring + p->last + sizeof(struct slirp_rec), buf, len);
         return (ssize_t)len;
     }
+    if (slirp_join(be, p, buf, len))
+        return (ssize_t)len;
     if (!p->used)
         p->head = p->tail = 0;
-    int at_end = p->tail >= p->head;       /* the free space is after tail, then before head */
-    if (at_end && SLIRP_RING - p->tail < need + 4 && p->head > need) {
+    if (p->tail >= p->head && !slirp_room(p, need) && p->head > need) {
         /* Not enough room before the end (4 bytes stay for this mark). */
         uint32_t wrap = SLIRP_WRAP;
         memcpy(p->ring + p->tail, &wrap, 4);
         p->used += SLIRP_RING - p->tail;
         p->tail = 0;
-        at_end = 0;
     }
-    if (len > NETBE_MAX_FRAME || (at_end ? SLIRP_RING - p->tail < need + 4 :
-                                  p->head - p->tail <= need)) {
+    if (len > NETBE_MAX_FRAME || !slirp_room(p, need)) {
         nb_count(&be->st.rx_drops, 1);
         return (ssize_t)len;
     }
-    uint32_t l = (uint32_t)len;
-    memcpy(p->ring + p->tail, &l, 4);
-    memcpy(p->ring + p->tail + 4, buf, len);
+    struct slirp_rec rec = {(uint32_t)len, 0, 0};
+    memcpy(p->ring + p->tail, &rec, sizeof rec);
+    memcpy(p->ring + p->tail + sizeof rec, buf, len);
     p->last = p->tail;
     p->tail += need;
     p->used += need;
@@ -5031,11 +5114,19 @@ static void slirp_round(netbe *be)
     }
 }
 
+static int slirp_rx_pending(netbe *be);
+
 static void slirp_on_run(evutil_socket_t fd, short what, void *arg)
 {
     netbe *be = arg;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     __atomic_store_n(&p->run_pending, 0, __ATOMIC_RELEASE);
+    /* Frames waiting for the guest go first. The round may read host
+    ** sockets, and those reads then overlap with the guest taking the
+    ** frames, instead of delaying them (the ACK the guest sends back is
+    ** what lets libslirp send more). */
+    if (be->rx_enabled && slirp_rx_pending(be))
+        nb_fire(be, NETBE_EV_RX);
     pthread_mutex_lock(&p->lock);
     slirp_round(be);
     int ready = p->used > 0;
@@ -5186,7 +5277,8 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
 ** It verifies every checksum, so the ones the guest left partial are
 ** completed here. */
 
-#define SLIRP_CAPS  (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_TSO6 | NETBE_F_HOST_ECN)
+#define SLIRP_CAPS  (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_TSO6 | NETBE_F_HOST_ECN | \
+                     NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6)
 
 static uint64_t slirp_get_cap(netbe *be)
 {
@@ -5256,6 +5348,32 @@ static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
     return (ssize_t)len;
 }
 
+/* The header for record REC, frame F. With GUEST_CSUM a TCP segment goes
+** with its checksum marked partial (the field holding the pseudo-header
+** sum, as virtio asks): libslirp has summed it already, and so the guest
+** need not verify it, which for a tap is work in our own write(). Joined
+** segments go as one TSO frame. */
+static struct nb_vnet_hdr slirp_rec_hdr(netbe *be, const struct slirp_rec *rec, uint8_t *f)
+{
+    struct nb_vnet_hdr h = {0};
+    size_t payload, tcp = be->features & NETBE_F_GUEST_CSUM ? slirp_tcp(f, rec->len, &payload) : 0;
+    if (!tcp)
+        return h;
+    int v6 = tcp == 54;
+    size_t l4len = tcp == 34 ? nb_get16(f + 16) - 20u : nb_get16(f + 18);
+    uint16_t sum = nb_sum_fold(nb_pseudo_sum(f + 14, v6, IPPROTO_TCP, l4len));
+    memcpy(f + tcp + 16, &sum, 2);
+    h.flags = NB_HDR_F_NEEDS_CSUM;
+    h.csum_start = (uint16_t)tcp;
+    h.csum_offset = 16;
+    if (rec->gso_size) {
+        h.gso_type = v6 ? NB_HDR_GSO_TCPV6 : NB_HDR_GSO_TCPV4;
+        h.hdr_len = (uint16_t)(tcp + 20);
+        h.gso_size = rec->gso_size;
+    }
+    return h;
+}
+
 static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
@@ -5263,23 +5381,23 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
     int resume = 0;
     pthread_mutex_lock(&p->lock);
     if (p->used) {
-        uint32_t len;
-        memcpy(&len, p->ring + p->head, 4);
-        if (len == SLIRP_WRAP) {
+        struct slirp_rec rec;
+        memcpy(&rec, p->ring + p->head, sizeof rec);
+        if (rec.len == SLIRP_WRAP) {
             p->used -= SLIRP_RING - p->head;
             p->head = 0;
-            memcpy(&len, p->ring, 4);
+            memcpy(&rec, p->ring, sizeof rec);
         }
-        /* With offloads on, a plain header (all zero) goes first. */
-        size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
-        nb_buf_to_iov(nb_zero_hdr, hl < room ? hl : room, iov, iovcnt, 0);
-        nb_buf_to_iov(p->ring + p->head + 4, len + hl <= room ? len : room > hl ? room - hl : 0,
-                      iov, iovcnt, hl);
-        size_t rec = 4 + ((len + 3) & ~(size_t)3);
+        uint8_t *f = p->ring + p->head + sizeof rec;
+        size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len, len = rec.len;
+        struct nb_vnet_hdr h = slirp_rec_hdr(be, &rec, f);
+        nb_buf_to_iov(&h, hl < room ? hl : room, iov, iovcnt, 0);
+        nb_buf_to_iov(f, len + hl <= room ? len : room > hl ? room - hl : 0, iov, iovcnt, hl);
+        size_t need = sizeof rec + ((len + 3) & ~(size_t)3);
         if (p->head == p->last)
             p->last = SIZE_MAX;
-        p->head += rec;
-        p->used -= rec;
+        p->head += need;
+        p->used -= need;
         r = (ssize_t)(len + hl);
     }
     if (!p->used)
