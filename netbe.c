@@ -2003,6 +2003,11 @@ struct nb_ops {
     /* For backends whose frames wait in memory, not behind a descriptor:
     ** true when some wait, so enabling receive reports them. May be NULL. */
     int (*rx_pending)(netbe *be);
+    /* Also for those: lend the next frame without a copy (its backend
+    ** header into *H, its bytes at *FRAME) until rx_done frees it.
+    ** Returns its length, 0 when none waits. Both may be NULL. */
+    size_t (*rx_lend)(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame);
+    void (*rx_done)(netbe *be);
 };
 
 struct netbe {
@@ -2476,6 +2481,16 @@ static ssize_t nb_sw_recv_next(netbe *be, const struct iovec *iov, int iovcnt)
     return (ssize_t)total;
 }
 
+/* True when the frontend of BE takes a frame with header H as it is
+** (V6: the frame is IPv6, which matters for USO). */
+static int nb_rx_accepts(netbe *be, const struct nb_vnet_hdr *h, int v6)
+{
+    uint64_t need = nb_hdr_features(h, 0), accept = be->fe_hdr_len ? be->features : 0;
+    if ((h->gso_type & ~NB_HDR_GSO_ECN) == NB_HDR_GSO_UDP_L4)
+        need &= v6 ? ~NETBE_F_GUEST_USO4 : ~NETBE_F_GUEST_USO6;
+    return !(need & ~accept);
+}
+
 /* The frame of R bytes in IOV came with header H. Returns 0 when the
 ** frontend can take it as it is, the length of its first segment when
 ** netbe did the offload, or a negative value when it was dropped. */
@@ -2494,10 +2509,7 @@ static ssize_t nb_rx_offload(netbe *be, const struct iovec *iov, int iovcnt, ssi
         nb_count(&be->st.rx_bad_hdr, 1);
         return -EINVAL;
     }
-    uint64_t need = nb_hdr_features(h, 0), accept = fe ? be->features : 0;
-    if ((h->gso_type & ~NB_HDR_GSO_ECN) == NB_HDR_GSO_UDP_L4)
-        need &= p.v6 ? ~NETBE_F_GUEST_USO4 : ~NETBE_F_GUEST_USO6;
-    if (!(need & ~accept))
+    if (nb_rx_accepts(be, h, p.v6))
         return 0;
     if (!be->sw_rx && !(be->sw_rx = malloc(sizeof *be->sw_rx))) {
         nb_count(&be->st.rx_drops, 1);
@@ -5374,11 +5386,12 @@ static struct nb_vnet_hdr slirp_rec_hdr(netbe *be, const struct slirp_rec *rec, 
     return h;
 }
 
-static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
+/* Lend the ring's oldest frame: its header into *H, its bytes at *FRAME,
+** kept until slirp_rx_done. Returns its length, or 0 when none waits. */
+static size_t slirp_rx_lend(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    ssize_t r = 0;
-    int resume = 0;
+    size_t len = 0;
     pthread_mutex_lock(&p->lock);
     if (p->used) {
         struct slirp_rec rec;
@@ -5389,16 +5402,28 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
             memcpy(&rec, p->ring, sizeof rec);
         }
         uint8_t *f = p->ring + p->head + sizeof rec;
-        size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len, len = rec.len;
-        struct nb_vnet_hdr h = slirp_rec_hdr(be, &rec, f);
-        nb_buf_to_iov(&h, hl < room ? hl : room, iov, iovcnt, 0);
-        nb_buf_to_iov(f, len + hl <= room ? len : room > hl ? room - hl : 0, iov, iovcnt, hl);
-        size_t need = sizeof rec + ((len + 3) & ~(size_t)3);
         if (p->head == p->last)
-            p->last = SIZE_MAX;
+            p->last = SIZE_MAX;      /* nothing joins a frame out on loan */
+        *h = slirp_rec_hdr(be, &rec, f);
+        *frame = f;
+        len = rec.len;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return len;
+}
+
+/* The lent frame is gone: free its record. */
+static void slirp_rx_done(netbe *be)
+{
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    int resume = 0;
+    pthread_mutex_lock(&p->lock);
+    if (p->used) {
+        struct slirp_rec rec;
+        memcpy(&rec, p->ring + p->head, sizeof rec);
+        size_t need = sizeof rec + ((rec.len + 3) & ~(size_t)3);
         p->head += need;
         p->used -= need;
-        r = (ssize_t)(len + hl);
     }
     if (!p->used)
         p->head = p->tail = 0;
@@ -5411,7 +5436,20 @@ static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
     pthread_mutex_unlock(&p->lock);
     if (resume)
         slirp_kick(p);
-    return r;
+}
+
+static ssize_t slirp_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct nb_vnet_hdr h;
+    const uint8_t *f;
+    size_t len = slirp_rx_lend(be, &h, &f);
+    if (!len)
+        return 0;
+    size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
+    nb_buf_to_iov(&h, hl < room ? hl : room, iov, iovcnt, 0);
+    nb_buf_to_iov(f, len + hl <= room ? len : room > hl ? room - hl : 0, iov, iovcnt, hl);
+    slirp_rx_done(be);
+    return (ssize_t)(len + hl);
 }
 
 static int slirp_rx_pending(netbe *be)
@@ -5427,6 +5465,7 @@ static const struct nb_ops nb_slirp = {
     .prefix = "slirp", .keys = slirp_keys, .priv_size = sizeof(struct slirp_priv),
     .check = slirp_check, .open = slirp_open, .close = slirp_close,
     .send = slirp_send, .recv = slirp_recv, .rx_pending = slirp_rx_pending,
+    .rx_lend = slirp_rx_lend, .rx_done = slirp_rx_done,
     .get_cap = slirp_get_cap, .set_cap = slirp_set_cap,
 };
 
@@ -5542,6 +5581,7 @@ struct wire_dir {
     struct event *resume;        /* continues a pump cut short by the budget */
     uint8_t *buf;
     size_t held;                 /* length of a frame the other side refused with EAGAIN */
+    int lent_held;               /* the other side refused a lent frame with EAGAIN */
 };
 
 struct netbe_wire {
@@ -5580,14 +5620,50 @@ static void wire_on_swap(evutil_socket_t fd, short what, void *arg)
     wire_take_policy(arg);
 }
 
-/* The policy's verdict on the frame of length N in D's buffer. */
-static int wire_judge(struct netbe_wire *w, struct wire_dir *d, size_t n)
+/* The policy's verdict on FRAME, LEN bytes without a header, going D. */
+static int wire_judge(struct netbe_wire *w, struct wire_dir *d, const uint8_t *frame,
+                      size_t len)
 {
     if (!w->policy)
         return NETBE_PASS;
-    size_t hl = netbe_get_vnet_hdr_len(d->from);
     return netbe_policy_eval(w->policy, d == &w->dir[0] ? NETBE_DIR_TO_GUEST :
-                             NETBE_DIR_FROM_GUEST, d->buf + hl, n > hl ? n - hl : 0, 0);
+                             NETBE_DIR_FROM_GUEST, frame, len, 0);
+}
+
+/* Send D's next frame straight from the memory of a backend that lends
+** frames (slirp's ring into a tap's write, without the copy through the
+** wire's buffer). Returns 1 when a frame went or was dropped, 0 when none
+** waits, -EAGAIN when the other side is full (the frame stays lent), and
+** -ENOTSUP when the frame must be received the usual way: the backend
+** lends none, or the frontend does not take its header as it is. */
+static int wire_lend(struct netbe_wire *w, struct wire_dir *d)
+{
+    netbe *from = d->from;
+    struct nb_vnet_hdr h;
+    const uint8_t *frame;
+    unsigned fe = from->fe_hdr_len;
+    if (!from->ops->rx_lend || from->bounce_len > 0 || (from->sw_rx && from->sw_rx->busy))
+        return -ENOTSUP;
+    size_t len = from->ops->rx_lend(from, &h, &frame);
+    if (!len)
+        return 0;
+    if ((h.flags | h.gso_type) && !nb_rx_accepts(from, &h, frame[12] == 0x86))
+        return -ENOTSUP;
+    if (wire_judge(w, d, frame, len) != NETBE_DROP) {
+        if (!(from->features & NETBE_F_GUEST_CSUM))
+            h.flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
+        h.num_buffers = fe == 12;
+        struct iovec v[2] = {{&h, fe}, {(void *)frame, len}};
+        ssize_t r = netbe_send(d->to, fe ? v : v + 1, fe ? 2 : 1);
+        if (r == -EAGAIN)
+            return -EAGAIN;
+        if (r < 0)
+            w->drops++;
+    }
+    from->ops->rx_done(from);
+    nb_count(&from->st.rx_frames, 1);
+    nb_count(&from->st.rx_bytes, len + fe);
+    return 1;
 }
 
 static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
@@ -5596,12 +5672,23 @@ static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
     wire_take_policy(w);
     for (int i = 0; i < WIRE_BUDGET; i++) {
         if (!d->held) {
+            int lent = wire_lend(w, d);
+            d->lent_held = lent == -EAGAIN;
+            if (lent == -EAGAIN) {
+                netbe_rx_disable(d->from);
+                return;
+            }
+            if (lent == 0)
+                return;
+            if (lent == 1)
+                continue;
             ssize_t n = netbe_recv(d->from, &v, 1);
             if (n == -EMSGSIZE)
                 continue;
             if (n <= 0)
                 return;
-            if (wire_judge(w, d, (size_t)n) == NETBE_DROP)
+            size_t hl = netbe_get_vnet_hdr_len(d->from);
+            if (wire_judge(w, d, d->buf + hl, (size_t)n > hl ? (size_t)n - hl : 0) == NETBE_DROP)
                 continue;
             d->held = (size_t)n;
         }
@@ -5629,10 +5716,10 @@ static void wire_on_event(netbe *be, int events, void *arg)
     struct netbe_wire *w = arg;
     struct wire_dir *out = &w->dir[be == w->dir[0].from ? 0 : 1];
     struct wire_dir *in = &w->dir[be == w->dir[0].from ? 1 : 0];
-    if (events & NETBE_EV_TX && in->held) {
+    if (events & NETBE_EV_TX && (in->held || in->lent_held)) {
         /* The side that refused a frame can take more: resume its source. */
         wire_pump(w, in);
-        if (!in->held)
+        if (!in->held && !in->lent_held)
             netbe_rx_enable(in->from);
     }
     if (events & NETBE_EV_RX)

@@ -220,13 +220,70 @@ static void test_bad_configs(struct event_base *base)
     }
 }
 
+/* A wire from slirp to a pair end takes slirp's frames straight from its
+** ring (lent, not copied): a policy that drops ARP toward the guest drops
+** the reply, and without it the reply arrives at the pair's other end. */
+static void test_wire_lend(struct event_base *base)
+{
+    char err[NETBE_ERRMAX];
+    struct seen s = {0};
+    netbe *slirp = NULL, *near = NULL, *far = NULL;
+    netbe_wire *w = NULL;
+    int rc = netbe_open_str(&slirp, "slirp", base, NULL, NULL, err, sizeof err);
+    if (rc == 0)
+        rc = netbe_open_str(&near, "pair,name=lend", base, NULL, NULL, err, sizeof err);
+    if (rc == 0)
+        rc = netbe_open_str(&far, "pair,name=lend", base, on_ready, &s, err, sizeof err);
+    if (rc == 0)
+        rc = netbe_wire_new_flags(&w, slirp, near, NETBE_WIRE_NO_OFFLOAD, err, sizeof err);
+    CHECK(rc == 0, "slirp wired to a pair: %s", err);
+    if (rc < 0)
+        goto out;
+    netbe_rx_enable(far);
+    struct netbe_rule arp = {.name = "no-arp-in", .match = NETBE_M_DIR | NETBE_M_ETHERTYPE,
+                             .dir = NETBE_DIR_TO_GUEST, .ethertype = 0x0806,
+                             .action = NETBE_ACT_DROP};
+    struct netbe_policy_desc d = {&arp, 1, NETBE_PASS, NETBE_DROP, 0, 0};
+    netbe_policy *pol = NULL;
+    CHECK(netbe_policy_new(&pol, &d, err, sizeof err) == 0, "policy: %s", err);
+    netbe_wire_set_policy(w, pol);
+    uint8_t f[60];
+    struct iovec v = {f, arp_request(f)};
+    CHECK(netbe_send(far, &v, 1) == 60, "ARP request sent into the pair");
+    struct netbe_policy_stats st = {0};
+    struct timeval tick = {0, 20000};
+    for (int i = 0; i < 150 && st.drop_frames[NETBE_DIR_TO_GUEST] == 0; i++) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+        netbe_wire_policy_stats(w, &st);
+    }
+    CHECK(st.drop_frames[NETBE_DIR_TO_GUEST] == 1 && s.arp_reply == 0,
+          "the reply dropped by the policy (drops %llu, replies seen %d)",
+          (unsigned long long)st.drop_frames[NETBE_DIR_TO_GUEST], s.arp_reply);
+    netbe_wire_set_policy(w, NULL);
+    CHECK(netbe_send(far, &v, 1) == 60, "second ARP request sent");
+    run_until(base, &s.arp_reply, 1);
+    CHECK(s.arp_reply == 1, "the reply arrives without the policy (%d frames)", s.frames);
+    struct netbe_stats bs;
+    netbe_get_stats(slirp, &bs);
+    CHECK(bs.rx_frames == 2 && bs.rx_bytes >= (uint64_t)2 * 42,
+          "slirp counted both replies it gave up: %llu frames, %llu bytes",
+          (unsigned long long)bs.rx_frames, (unsigned long long)bs.rx_bytes);
+out:
+    netbe_wire_free(w);
+    netbe_close(far);
+    netbe_close(near);
+    netbe_close(slirp);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
     struct event_base *base = event_base_new();
-    test_answers(base);
-    test_hostfwd(base);
-    test_bad_configs(base);
+    RUN(test_answers(base));
+    RUN(test_hostfwd(base));
+    RUN(test_wire_lend(base));
+    RUN(test_bad_configs(base));
     event_base_free(base);
     return check_summary();
 }
