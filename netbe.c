@@ -4800,7 +4800,8 @@ static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t 
     size_t grow = ((rec.len + pay + 3) & ~(size_t)3) - ((rec.len + 3) & ~(size_t)3);
     if (pay > mss || rec.len - 14 + pay > 65535 || !slirp_room(p, grow) ||
         memcmp(old, f, 14) != 0 || memcmp(old + a0, f + a0, tcp + 4 - a0) != 0 ||
-        memcmp(old + tcp + 8, f + tcp + 8, 8) != 0 ||
+        memcmp(old + tcp + 8, f + tcp + 8, 5) != 0 ||        /* ACK number, data offset */
+        memcmp(old + tcp + 14, f + tcp + 14, 2) != 0 ||      /* window; flags may add PSH */
         nb_get32(old + tcp + 4) + (uint32_t)opay != nb_get32(f + tcp + 4))
         return 0;
     memcpy(old + rec.len, f + tcp + 20, pay);
