@@ -4771,10 +4771,12 @@ static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t
     return (int32_t)(nb_get32(ack + tcp + 8) - nb_get32(old + tcp + 8)) > 0;
 }
 
-/* Room for GROW more bytes at the ring's tail, in one piece. */
+/* Room for GROW more bytes at the ring's tail, in one piece. At the end of
+** the ring a record header's worth stays free, for the wrap mark. */
 static int slirp_room(const struct slirp_priv *p, size_t grow)
 {
-    return p->tail >= p->head ? SLIRP_RING - p->tail >= grow + 4 : p->head - p->tail > grow;
+    return p->tail >= p->head ? SLIRP_RING - p->tail >= grow + sizeof(struct slirp_rec)
+                              : p->head - p->tail > grow;
 }
 
 /* Append data segment F (LEN bytes) to the ring's newest record when both
@@ -4838,7 +4840,7 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
     if (!p->used)
         p->head = p->tail = 0;
     if (p->tail >= p->head && !slirp_room(p, need) && p->head > need) {
-        /* Not enough room before the end (4 bytes stay for this mark). */
+        /* Not enough room before the end (room stays for this mark). */
         uint32_t wrap = SLIRP_WRAP;
         memcpy(p->ring + p->tail, &wrap, 4);
         p->used += SLIRP_RING - p->tail;

@@ -337,6 +337,10 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 ** forwarded datagrams included. libslirp writes to host sockets without
 ** MSG_NOSIGNAL, so opening a slirp backend sets SIGPIPE to be ignored when
 ** its disposition is still the default (QEMU does the same).
+** Offloads (netbe_get_cap): CSUM and HOST_TSO4/6, so the guest's TSO frames
+** reach libslirp whole; GUEST_CSUM and GUEST_TSO4/6, so that toward a
+** frontend that negotiates them TCP goes with a partial checksum and the
+** in-order segments of one burst are joined into one TSO frame.
 */
 
 /* Add a host forwarding RULE (the hostfwd= form above, one rule) to a
