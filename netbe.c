@@ -4658,6 +4658,7 @@ struct slirp_fdw {
     int want;                    /* SLIRP_POLL_IN/OUT currently registered */
     int wanted;                  /* what slirp asked for in the last round */
     int revents;                 /* what fired since the last round */
+    int acted;                   /* what slirp acted on in this round */
     unsigned round;              /* the last fill round that asked for it */
 };
 
@@ -5093,12 +5094,10 @@ static void slirp_round(netbe *be)
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     uint32_t timeout;
     for (int r = 0;; r++) {
-        /* libslirp reads or writes once per readiness: a descriptor it
-        ** acted on may still be ready (an EOF behind the data), and its
-        ** edge has passed, so it is polled again below. */
-        int acted = 0;
-        for (int i = 0; i < p->npoll; i++)
-            acted |= p->fdw[p->pfd[i].fd].revents;
+        for (int i = 0; i < p->npoll; i++) {
+            struct slirp_fdw *w = &p->fdw[p->pfd[i].fd];
+            w->acted = w->revents;
+        }
         slirp_pollfds_poll(p->slirp, 0, slirp_get_revents, be);
         for (int i = 0; i < p->npoll; i++)
             p->fdw[p->pfd[i].fd].revents = 0;
@@ -5107,10 +5106,19 @@ static void slirp_round(netbe *be)
         p->gained = 0;
         timeout = UINT32_MAX;
         slirp_pollfds_fill(p->slirp, &timeout, slirp_add_poll, be);
-        for (int fd = 0; fd < p->nfdw; fd++)
-            if (p->fdw[fd].round != p->round)
-                p->fdw[fd].wanted = 0;
-        if (!(p->gained || acted) || !slirp_poll_now(p))
+        /* libslirp reads or writes once per readiness: a descriptor it
+        ** acted on and still wants may still be ready (an EOF behind the
+        ** data), and its edge has passed, so it is polled again. One it
+        ** no longer wants is looked at when it wants it again (gained). */
+        int recheck = 0;
+        for (int fd = 0; fd < p->nfdw; fd++) {
+            struct slirp_fdw *w = &p->fdw[fd];
+            if (w->round != p->round)
+                w->wanted = 0;
+            recheck |= w->acted & w->wanted;
+            w->acted = 0;
+        }
+        if (!(p->gained || recheck) || !slirp_poll_now(p))
             break;
         if (r + 1 == SLIRP_ROUNDS) {
             slirp_kick(p);   /* edge-triggered events will not repeat it */
