@@ -231,24 +231,44 @@ describe("slirp backend in namespaces", function()
 
   -- libslirp sends a window of MSS-sized segments at a time; netbe joins
   -- them into TSO frames for a tap that negotiated TSO, and never else.
-  for _, case in ipairs({ { flags = "", joined = true }, { flags = "--no-offload", joined = false } }) do
-    it("sends host->guest data intact, " .. (case.joined and "joined into TSO frames" or
-       "in MTU-sized frames with --no-offload"), function()
-      local env = wired("slirp,open,hostfwd=tcp:127.0.0.1:7005-:7005", "--stats 1 " .. case.flags)
+  local join_cases = {
+    { v6 = false, flags = "", joined = true },
+    { v6 = false, flags = "--no-offload", joined = false },
+    { v6 = true, flags = "", joined = true },
+  }
+  for _, case in ipairs(join_cases) do
+    it("sends host->guest data intact over IPv" .. (case.v6 and "6" or "4") .. ", " ..
+       (case.joined and "joined into TSO frames" or "in MTU-sized frames with --no-offload"), function()
+      local spec = case.v6 and "slirp,open,mac=52:54:00:12:34:56,ipv6-net=fd00:78::/64," ..
+                               "hostfwd=tcp:[::1]:7005-:7005"
+                           or "slirp,open,hostfwd=tcp:127.0.0.1:7005-:7005"
+      local env = wired(spec, "--stats 1 " .. case.flags)
+      if case.v6 then
+        env.g:exec("ip link set " .. env.tap .. " down; ip link set " .. env.tap ..
+                   " address 52:54:00:12:34:56 up")
+      end
       assert.is_not_nil(dhcp(env))
+      if case.v6 then
+        assert.is_true(ns.wait_for(function()
+          local _, out = env.g:exec("ip -6 addr show dev " .. env.tap .. " scope global")
+          return out:match("fd00:78::5054:ff:fe12:3456") and not out:match("tentative")
+        end, 15), "the guest has no EUI-64 address in fd00:78::/64")
+      end
       local dir = ns.tmpdir()
-      spawn(env.g, "exec socat -u TCP4-LISTEN:7005,reuseaddr OPEN:" .. dir .. "/got,creat,trunc")
+      spawn(env.g, "exec socat -u TCP6-LISTEN:7005,ipv6only=0,reuseaddr OPEN:" .. dir ..
+                   "/got,creat,trunc")
       assert.is_true(ns.wait_for(function()
         local _, out = env.g:exec("ss -ltn | grep -q ':7005 ' && echo yes")
         return out:match("yes")
       end, 5))
       assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
-      local ok, out = env.h:exec("socat -u OPEN:" .. dir .. "/blob TCP4:127.0.0.1:7005")
+      local ok, out = env.h:exec("socat -u OPEN:" .. dir .. "/blob " ..
+                                 (case.v6 and "TCP6:[::1]:7005" or "TCP4:127.0.0.1:7005"))
       assert.is_true(ok, out)
       assert.is_true(ns.wait_for(function()
-        local _, a = ns.sh("md5sum <" .. dir .. "/blob")
-        local _, b = ns.sh("md5sum <" .. dir .. "/got")
-        return a:match("^%x+") == b:match("^%x+")
+        local _, x = ns.sh("md5sum <" .. dir .. "/blob")
+        local _, y = ns.sh("md5sum <" .. dir .. "/got")
+        return x:match("^%x+") == y:match("^%x+")
       end, 10), "the 4 MiB arrived damaged or short")
       -- The slirp side's counters once they show the whole transfer.
       local frames, bytes
