@@ -5397,6 +5397,19 @@ static struct nb_vnet_hdr slirp_rec_hdr(netbe *be, const struct slirp_rec *rec, 
     return h;
 }
 
+/* The ring's oldest record into REC, past a wrap mark, and its frame.
+** Lock held; the ring is not empty. */
+static uint8_t *slirp_oldest(struct slirp_priv *p, struct slirp_rec *rec)
+{
+    memcpy(rec, p->ring + p->head, sizeof *rec);
+    if (rec->len == SLIRP_WRAP) {
+        p->used -= SLIRP_RING - p->head;
+        p->head = 0;
+        memcpy(rec, p->ring, sizeof *rec);
+    }
+    return p->ring + p->head + sizeof *rec;
+}
+
 /* Lend the ring's oldest frame: its header into *H, its bytes at *FRAME,
 ** kept until slirp_rx_done. Returns its length, or 0 when none waits. */
 static size_t slirp_rx_lend(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame)
@@ -5406,13 +5419,7 @@ static size_t slirp_rx_lend(netbe *be, struct nb_vnet_hdr *h, const uint8_t **fr
     pthread_mutex_lock(&p->lock);
     if (p->used) {
         struct slirp_rec rec;
-        memcpy(&rec, p->ring + p->head, sizeof rec);
-        if (rec.len == SLIRP_WRAP) {
-            p->used -= SLIRP_RING - p->head;
-            p->head = 0;
-            memcpy(&rec, p->ring, sizeof rec);
-        }
-        uint8_t *f = p->ring + p->head + sizeof rec;
+        uint8_t *f = slirp_oldest(p, &rec);
         if (p->head == p->last)
             p->last = SIZE_MAX;      /* nothing joins a frame out on loan */
         *h = slirp_rec_hdr(be, &rec, f);
@@ -5431,7 +5438,7 @@ static void slirp_rx_done(netbe *be)
     pthread_mutex_lock(&p->lock);
     if (p->used) {
         struct slirp_rec rec;
-        memcpy(&rec, p->ring + p->head, sizeof rec);
+        slirp_oldest(p, &rec);
         size_t need = sizeof rec + ((rec.len + 3) & ~(size_t)3);
         p->head += need;
         p->used -= need;

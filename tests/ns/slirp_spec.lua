@@ -93,6 +93,23 @@ local function serve(n, listen, text)
   return pid
 end
 
+-- Wait until something in namespace N listens on TCP PORT.
+local function tcp_listening(n, port)
+  return ns.wait_for(function()
+    local _, out = n:exec("ss -ltn | grep -q ':" .. port .. " ' && echo yes")
+    return out:match("yes")
+  end, 5)
+end
+
+-- Wait until file COPY holds what file ORIGINAL holds.
+local function copied(original, copy)
+  return ns.wait_for(function()
+    local _, a = ns.sh("md5sum <" .. original)
+    local _, b = ns.sh("md5sum <" .. copy)
+    return a:match("^%x+") == b:match("^%x+")
+  end, 10)
+end
+
 -- A tap and slirp joined by tests/helpers/slirp_ctl.lua (MODE "offload"
 -- pumps TSO frames itself); returns the setup and ctl(command) -> answer.
 local function controlled(spec, mode)
@@ -213,18 +230,11 @@ describe("slirp backend in namespaces", function()
     local dir = ns.tmpdir()
     spawn(env.h, "exec socat -u TCP4-LISTEN:7004,bind=127.0.0.1,reuseaddr OPEN:" .. dir ..
                  "/got,creat,trunc")
-    assert.is_true(ns.wait_for(function()
-      local _, out = env.h:exec("ss -ltn | grep -q ':7004 ' && echo yes")
-      return out:match("yes")
-    end, 5))
+    assert.is_true(tcp_listening(env.h, 7004))
     assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
     local ok, out = env.g:exec("socat -u OPEN:" .. dir .. "/blob TCP4:10.0.2.2:7004")
     assert.is_true(ok, out)
-    assert.is_true(ns.wait_for(function()
-      local _, a = ns.sh("md5sum <" .. dir .. "/blob")
-      local _, b = ns.sh("md5sum <" .. dir .. "/got")
-      return a:match("^%x+") == b:match("^%x+")
-    end, 10), "the 4 MiB arrived damaged or short")
+    assert.is_true(copied(dir .. "/blob", dir .. "/got"), "the 4 MiB arrived damaged or short")
     local biggest = tonumber(ctl("maxframe"))
     assert.is_true(biggest > 10 + 1514, "no frame beyond the MTU: " .. biggest)
   end)
@@ -257,19 +267,12 @@ describe("slirp backend in namespaces", function()
       local dir = ns.tmpdir()
       spawn(env.g, "exec socat -u TCP6-LISTEN:7005,ipv6only=0,reuseaddr OPEN:" .. dir ..
                    "/got,creat,trunc")
-      assert.is_true(ns.wait_for(function()
-        local _, out = env.g:exec("ss -ltn | grep -q ':7005 ' && echo yes")
-        return out:match("yes")
-      end, 5))
+      assert.is_true(tcp_listening(env.g, 7005))
       assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
       local ok, out = env.h:exec("socat -u OPEN:" .. dir .. "/blob " ..
                                  (case.v6 and "TCP6:[::1]:7005" or "TCP4:127.0.0.1:7005"))
       assert.is_true(ok, out)
-      assert.is_true(ns.wait_for(function()
-        local _, x = ns.sh("md5sum <" .. dir .. "/blob")
-        local _, y = ns.sh("md5sum <" .. dir .. "/got")
-        return x:match("^%x+") == y:match("^%x+")
-      end, 10), "the 4 MiB arrived damaged or short")
+      assert.is_true(copied(dir .. "/blob", dir .. "/got"), "the 4 MiB arrived damaged or short")
       -- The slirp side's counters once they show the whole transfer.
       local frames, bytes
       assert.is_true(ns.wait_for(function()
