@@ -2776,7 +2776,7 @@ static pthread_mutex_t pair_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pair_waiting *pair_list;
 
 struct pair_priv {
-    int fd;
+    int fd;                      /* first: sock_send_msg reads it */
 };
 
 static int sock_grow_buffers(int fd, int bytes)
@@ -2835,21 +2835,23 @@ static void pair_close(netbe *be)
     close(NB_PRIV(be, struct pair_priv)->fd);
 }
 
-/* Send and receive on a connected message socket (pair, connected dgram). */
-static ssize_t sock_send_msg(int fd, const struct iovec *iov, int iovcnt)
+/* Send and receive on a connected message socket: the pair and dgram
+** backends, one frame per message. Their private state starts with the
+** socket's descriptor. */
+static ssize_t sock_send_msg(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt};
-    ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = sendmsg(*NB_PRIV(be, int), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0)
         return n;
     return errno == EWOULDBLOCK ? -EAGAIN : errno == ECONNREFUSED ? -ENOTCONN : -errno;
 }
 
-static ssize_t sock_recv_msg(int fd, const struct iovec *iov, int iovcnt)
+static ssize_t sock_recv_msg(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt};
     for (;;) {
-        ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_TRUNC);
+        ssize_t n = recvmsg(*NB_PRIV(be, int), &m, MSG_DONTWAIT | MSG_TRUNC);
         if (n >= 0)
             return n;
         if (errno == EWOULDBLOCK)
@@ -2860,19 +2862,9 @@ static ssize_t sock_recv_msg(int fd, const struct iovec *iov, int iovcnt)
     }
 }
 
-static ssize_t pair_send(netbe *be, const struct iovec *iov, int iovcnt)
-{
-    return sock_send_msg(NB_PRIV(be, struct pair_priv)->fd, iov, iovcnt);
-}
-
-static ssize_t pair_recv(netbe *be, const struct iovec *iov, int iovcnt)
-{
-    return sock_recv_msg(NB_PRIV(be, struct pair_priv)->fd, iov, iovcnt);
-}
-
 static const struct nb_ops nb_pair = {
     .prefix = "pair", .keys = pair_keys, .priv_size = sizeof(struct pair_priv),
-    .open = pair_open, .close = pair_close, .send = pair_send, .recv = pair_recv,
+    .open = pair_open, .close = pair_close, .send = sock_send_msg, .recv = sock_recv_msg,
 };
 
 /* ====================================================================
@@ -3519,7 +3511,7 @@ static const struct nb_ops nb_stream = {
 static const char *const dgram_keys[] = {"local", "remote", NULL};
 
 struct dgram_priv {
-    int fd;
+    int fd;                      /* first: sock_send_msg reads it */
     int unlink_local;
     struct nb_addr local;
 };
@@ -3575,20 +3567,10 @@ static void dgram_close(netbe *be)
         unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
 }
 
-static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
-{
-    return sock_send_msg(NB_PRIV(be, struct dgram_priv)->fd, iov, iovcnt);
-}
-
-static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
-{
-    return sock_recv_msg(NB_PRIV(be, struct dgram_priv)->fd, iov, iovcnt);
-}
-
 static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
-    .send = dgram_send, .recv = dgram_recv,
+    .send = sock_send_msg, .recv = sock_recv_msg,
 };
 
 /* ====================================================================
