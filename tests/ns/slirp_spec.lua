@@ -293,6 +293,28 @@ describe("slirp backend in namespaces", function()
     end)
   end
 
+  it("serves TFTP, names the boot file, domain and search list in the lease, and runs guestfwd", function()
+    local dir = ns.tmpdir()
+    write(dir .. "/hello.txt", "hello-over-tftp\n")
+    write(dir .. "/lease.sh", "#!/bin/sh\n[ \"$1\" = bound ] && echo \"EXTRA domain=$domain " ..
+          "search=$search boot=$boot_file host=$hostname tftp=$tftp\"\n" ..
+          "[ \"$1\" = bound ] && ip addr add \"$ip/24\" dev \"$interface\"\nexit 0\n", "755")
+    local env = wired("slirp,hostname=vm0,domainname=example.test,dnssearch=a.test;b.test," ..
+                      "tftp=" .. dir .. ",tftp-server-name=tftp.example.test,bootfile=hello.txt," ..
+                      "guestfwd=tcp:10.0.2.100:5555-cmd:echo hello-from-guestfwd")
+    local ok, out = env.g:exec("busybox udhcpc -f -q -n -t 5 -T 1 -O search -O tftp -i " .. env.tap ..
+                               " -s " .. dir .. "/lease.sh")
+    assert.is_true(ok, out)
+    assert.matches("EXTRA domain=example%.test search=a%.test b%.test boot=hello%.txt host=vm0 " ..
+                   "tftp=tftp%.example%.test", out)
+    ok, out = env.g:exec("cd " .. dir .. " && busybox tftp -g -r hello.txt -l got.txt 10.0.2.2")
+    assert.is_true(ok, out)
+    assert.equal("hello-over-tftp\n", ns.read(dir .. "/got.txt"))
+    ok, out = env.g:exec("busybox nc -w 3 10.0.2.100 5555 </dev/null")
+    assert.is_true(ok, out)
+    assert.matches("hello%-from%-guestfwd", out)
+  end)
+
   it("gives the guest an IPv6 address in the prefix and reaches the host's ::1", function()
     local env = wired("slirp,open,ipv6-net=fd00:76::/64")
     serve(env.h, "TCP6-LISTEN:7003,bind=[::1]", "hello-over-v6")
