@@ -4662,6 +4662,7 @@ struct slirp_priv {
     size_t head, tail, used;
     size_t last;                 /* offset of the newest record, or SIZE_MAX once read */
     int throttled;
+    int rx_first;                /* the loop thread let receive go before this round */
     /* the loop mapping */
     struct slirp_fdw *fdw;
     int nfdw;
@@ -4736,6 +4737,41 @@ static uint8_t *slirp_newest(struct slirp_priv *p, struct slirp_rec *rec)
     return p->ring + p->last + sizeof *rec;
 }
 
+/* The ring's oldest record into REC, past a wrap mark, and its frame.
+** Lock held; the ring is not empty. */
+static uint8_t *slirp_oldest(struct slirp_priv *p, struct slirp_rec *rec)
+{
+    memcpy(rec, p->ring + p->head, sizeof *rec);
+    if (rec->len == SLIRP_WRAP) {
+        p->used -= SLIRP_RING - p->head;
+        p->head = 0;
+        memcpy(rec, p->ring, sizeof *rec);
+    }
+    return p->ring + p->head + sizeof *rec;
+}
+
+/* Free the ring's oldest record. Lock held. Returns 1 when reading host
+** sockets, stopped while the ring was filling, may resume. */
+static int slirp_free_oldest(struct slirp_priv *p)
+{
+    if (p->used) {
+        struct slirp_rec rec;
+        slirp_oldest(p, &rec);
+        size_t need = sizeof rec + ((rec.len + 3) & ~(size_t)3);
+        p->head += need;
+        p->used -= need;
+    }
+    if (!p->used)
+        p->head = p->tail = 0;
+    if (p->throttled && p->used < SLIRP_THROTTLE / 2) {
+        p->throttled = 0;
+        return 1;
+    }
+    if (!p->throttled && p->used > SLIRP_THROTTLE)
+        p->throttled = 1;
+    return 0;
+}
+
 /* True when ACK (a pure ACK) makes the ring's newest record, a pure ACK of
 ** the same connection with an older acknowledgement number, pointless:
 ** the guest learns nothing from it that the newer one does not say. Equal
@@ -4762,6 +4798,16 @@ static int slirp_room(const struct slirp_priv *p, size_t grow)
                               : p->head - p->tail > grow;
 }
 
+/* True when IP headers A and B (TCP at TCP) agree in what GRO compares
+** besides addresses and lengths: IPv4 TOS, DF and TTL, or IPv6 traffic
+** class, flow label and hop limit. */
+static int slirp_same_ip(const uint8_t *a, const uint8_t *b, size_t tcp)
+{
+    if (tcp == 34)
+        return a[15] == b[15] && a[20] == b[20] && a[22] == b[22];
+    return memcmp(a + 14, b + 14, 4) == 0 && a[21] == b[21];
+}
+
 /* Append data segment F (LEN bytes) to the ring's newest record when both
 ** are in-order segments of one connection, making that record one TSO
 ** frame. libslirp sends a window's worth of segments in one burst; the
@@ -4784,6 +4830,7 @@ static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t 
     size_t mss = rec.gso_size ? rec.gso_size : opay, a0 = tcp == 34 ? 26 : 22;
     size_t grow = ((rec.len + pay + 3) & ~(size_t)3) - ((rec.len + 3) & ~(size_t)3);
     if (pay > mss || rec.len - 14 + pay > 65535 || !slirp_room(p, grow) ||
+        nb_seg_count(opay + pay, (unsigned)mss) > NB_SEG_MAX || !slirp_same_ip(old, f, tcp) ||
         memcmp(old, f, 14) != 0 || memcmp(old + a0, f + a0, tcp + 4 - a0) != 0 ||
         memcmp(old + tcp + 8, f + tcp + 8, 5) != 0 ||        /* ACK number, data offset */
         memcmp(old + tcp + 14, f + tcp + 14, 2) != 0 ||      /* window; flags may add PSH */
@@ -4822,12 +4869,14 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
         return (ssize_t)len;
     if (!p->used)
         p->head = p->tail = 0;
-    if (p->tail >= p->head && !slirp_room(p, need) && p->head > need) {
+    if (len <= NETBE_MAX_FRAME && p->tail >= p->head && !slirp_room(p, need) &&
+        p->head > need) {
         /* Not enough room before the end (room stays for this mark). */
         uint32_t wrap = SLIRP_WRAP;
         memcpy(p->ring + p->tail, &wrap, 4);
         p->used += SLIRP_RING - p->tail;
         p->tail = 0;
+        p->last = SIZE_MAX;      /* the newest record no longer ends at the tail */
     }
     if (len > NETBE_MAX_FRAME || !slirp_room(p, need)) {
         nb_count(&be->st.rx_drops, 1);
@@ -5129,9 +5178,16 @@ static void slirp_on_run(evutil_socket_t fd, short what, void *arg)
     /* Frames waiting for the guest go first. The round may read host
     ** sockets, and those reads then overlap with the guest taking the
     ** frames, instead of delaying them (the ACK the guest sends back is
-    ** what lets libslirp send more). */
-    if (be->rx_enabled && slirp_rx_pending(be))
-        nb_fire(be, NETBE_EV_RX);
+    ** what lets libslirp send more). libevent runs active events in the
+    ** order they became active, so the receive event runs before this
+    ** one runs again. */
+    if (!p->rx_first && be->rx_enabled && slirp_rx_pending(be)) {
+        p->rx_first = 1;
+        event_active(be->rx_ev, EV_READ, 0);
+        slirp_kick(p);
+        return;
+    }
+    p->rx_first = 0;
     pthread_mutex_lock(&p->lock);
     slirp_round(be);
     int ready = p->used > 0;
@@ -5290,9 +5346,21 @@ static uint64_t slirp_get_cap(netbe *be)
     return SLIRP_CAPS;
 }
 
+/* New features are a device reset: frames queued under the old ones
+** (joined into TSO frames, or with a checksum to be completed) are
+** dropped, as a NIC drops its queue. */
 static int slirp_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
 {
+    struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    uint64_t dropped = 0;
+    pthread_mutex_lock(&p->lock);
+    for (; p->used; dropped++)
+        slirp_free_oldest(p);
+    p->last = SIZE_MAX;
     be->be_hdr_len = features ? SLIRP_HDR : 0;
+    pthread_mutex_unlock(&p->lock);
+    nb_count(&be->st.rx_drops, dropped);
+    slirp_kick(p);
     return 0;
 }
 
@@ -5379,19 +5447,6 @@ static struct nb_vnet_hdr slirp_rec_hdr(netbe *be, const struct slirp_rec *rec, 
     return h;
 }
 
-/* The ring's oldest record into REC, past a wrap mark, and its frame.
-** Lock held; the ring is not empty. */
-static uint8_t *slirp_oldest(struct slirp_priv *p, struct slirp_rec *rec)
-{
-    memcpy(rec, p->ring + p->head, sizeof *rec);
-    if (rec->len == SLIRP_WRAP) {
-        p->used -= SLIRP_RING - p->head;
-        p->head = 0;
-        memcpy(rec, p->ring, sizeof *rec);
-    }
-    return p->ring + p->head + sizeof *rec;
-}
-
 /* Lend the ring's oldest frame: its header into *H, its bytes at *FRAME,
 ** kept until slirp_rx_done. Returns its length, or 0 when none waits. */
 static size_t slirp_rx_lend(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame)
@@ -5416,23 +5471,8 @@ static size_t slirp_rx_lend(netbe *be, struct nb_vnet_hdr *h, const uint8_t **fr
 static void slirp_rx_done(netbe *be)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    int resume = 0;
     pthread_mutex_lock(&p->lock);
-    if (p->used) {
-        struct slirp_rec rec;
-        slirp_oldest(p, &rec);
-        size_t need = sizeof rec + ((rec.len + 3) & ~(size_t)3);
-        p->head += need;
-        p->used -= need;
-    }
-    if (!p->used)
-        p->head = p->tail = 0;
-    if (p->throttled && p->used < SLIRP_THROTTLE / 2) {
-        p->throttled = 0;
-        resume = 1;
-    } else if (!p->throttled && p->used > SLIRP_THROTTLE) {
-        p->throttled = 1;
-    }
+    int resume = slirp_free_oldest(p);
     pthread_mutex_unlock(&p->lock);
     if (resume)
         slirp_kick(p);
@@ -5649,7 +5689,8 @@ static int wire_lend(struct netbe_wire *w, struct wire_dir *d)
         return 0;
     if ((h.flags | h.gso_type) && !nb_rx_accepts(from, &h, frame[12] == 0x86))
         return -ENOTSUP;
-    if (wire_judge(w, d, frame, len) != NETBE_DROP) {
+    /* A frame the other side refused was judged before: once is all. */
+    if (d->lent_held || wire_judge(w, d, frame, len) != NETBE_DROP) {
         if (!(from->features & NETBE_F_GUEST_CSUM))
             h.flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
         h.num_buffers = fe == 12;

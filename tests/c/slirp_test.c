@@ -276,6 +276,33 @@ out:
     netbe_close(slirp);
 }
 
+/* New features are a device reset: a reply queued before them is dropped
+** and counted, and the backend answers again afterwards. */
+static void test_renegotiate(struct event_base *base)
+{
+    char err[NETBE_ERRMAX];
+    netbe *be;
+    int rc = netbe_open_str(&be, "slirp", base, NULL, NULL, err, sizeof err);
+    CHECK(rc == 0, "open: %s", err);
+    if (rc < 0)
+        return;
+    uint8_t f[NETBE_MAX_FRAME];
+    struct iovec req = {f, arp_request(f)}, in = {f, sizeof f};
+    CHECK(netbe_send(be, &req, 1) == 60, "ARP request taken");
+    CHECK(netbe_set_cap(be, NETBE_F_GUEST_CSUM, 12) == 0, "features set");
+    struct netbe_stats st;
+    netbe_get_stats(be, &st);
+    CHECK(netbe_recv(be, &in, 1) == 0 && st.rx_drops == 1,
+          "the reply queued before was dropped (rx_drops %llu)", (unsigned long long)st.rx_drops);
+    req.iov_len = 12 + arp_request(f + 12);
+    memset(f, 0, 12);
+    CHECK(netbe_send(be, &req, 1) == 72, "ARP request with a header taken");
+    ssize_t n = netbe_recv(be, &in, 1);
+    CHECK(n >= 12 + 42 && f[12 + 12] == 0x08 && f[12 + 13] == 0x06 && f[12 + 21] == 2,
+          "an ARP reply behind a 12-byte header (%zd bytes)", n);
+    netbe_close(be);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
@@ -283,6 +310,7 @@ int main(void)
     RUN(test_answers(base));
     RUN(test_hostfwd(base));
     RUN(test_wire_lend(base));
+    RUN(test_renegotiate(base));
     RUN(test_bad_configs(base));
     event_base_free(base);
     return check_summary();
