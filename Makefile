@@ -8,13 +8,12 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -fPIC -I. $(PKG_CFLAGS)
 LIBS    = $(PKG_LIBS) -lpthread
 MODLIBS = $(shell pkg-config --libs libevent slirp 2>/dev/null) -lpthread
-# C tests that drive a wire from two threads need libevent's pthread locking.
-TESTLIBS = $(shell pkg-config --libs libevent_pthreads 2>/dev/null)
 # FreeBSD: the netgraph backend calls libnetgraph.
 OSLIBS  := $(if $(filter FreeBSD,$(shell uname -s)),-lnetgraph)
 LIBS    += $(OSLIBS)
 MODLIBS += $(OSLIBS)
-# Embedders that call netbe_send from another thread make the base thread-aware.
+# Embedders (and C tests) that call netbe_send from another thread make the
+# base thread-aware.
 LIBS    += $(shell pkg-config --libs libevent_pthreads 2>/dev/null)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 PREFIX  ?= /usr/local
@@ -43,7 +42,7 @@ examples/%: examples/%.c libnetbe.a netbe.h
 
 build/tests/%: tests/c/%.c netbe.c netbe.h
 	@mkdir -p build/tests
-	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS) $(TESTLIBS)
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory all

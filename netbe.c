@@ -430,6 +430,8 @@ struct nb_vnet_hdr {
     uint16_t csum_offset;
     uint16_t num_buffers;
 };
+/* Headers are copied in and out of it as they are on the wire. */
+_Static_assert(sizeof(struct nb_vnet_hdr) == 12, "nb_vnet_hdr is the wire layout");
 
 #define NB_HDR_F_NEEDS_CSUM  1
 #define NB_HDR_GSO_NONE      0
@@ -490,6 +492,26 @@ static void nb_put32(uint8_t *p, uint32_t v)
     nb_put16(p + 2, v & 0xffff);
 }
 
+/* Walk up to two VLAN tags (802.1ad outer, 802.1Q inner) of Ethernet
+** frame F of LEN >= 14 bytes. Stores the ethertype after them in *TYPE and
+** the outer VLAN id (0xffff untagged) in *VLAN; returns the offset past
+** that ethertype, 0 when a tag runs past LEN. */
+static size_t nb_eth_walk(const uint8_t *f, size_t len, uint16_t *type, uint16_t *vlan)
+{
+    size_t off = 12;
+    *type = nb_get16(f + off);
+    *vlan = 0xffff;
+    for (int tags = 0; tags < 2 && (*type == 0x8100 || *type == 0x88a8); tags++) {
+        if (off + 6 > len)
+            return 0;
+        if (tags == 0)
+            *vlan = nb_get16(f + off + 2) & 0x0fff;
+        off += 4;
+        *type = nb_get16(f + off);
+    }
+    return off + 2;
+}
+
 /* Where the headers of an Ethernet frame are. */
 struct nb_pkt {
     unsigned l3, l4;             /* offsets of the IP and transport headers */
@@ -506,17 +528,11 @@ struct nb_pkt {
 ** such a packet or its lengths run past LEN. */
 static int nb_pkt_parse(const uint8_t *f, size_t len, struct nb_pkt *p)
 {
-    unsigned off = 12, type;
+    uint16_t type, vlan;
     memset(p, 0, sizeof *p);
-    for (int tags = 0;; tags++) {
-        if (off + 2 > len)
-            return -1;
-        type = nb_get16(f + off);
-        off += 2;
-        if ((type != 0x8100 && type != 0x88a8) || tags == 2)
-            break;
-        off += 2;
-    }
+    if (len < 14)
+        return -1;
+    unsigned off = (unsigned)nb_eth_walk(f, len, &type, &vlan);
     p->l3 = off;
     if (type == 0x0800) {
         if (off + 20 > len || f[off] >> 4 != 4)
@@ -682,11 +698,11 @@ struct nb_seg {
     uint8_t hdr[NB_HEAD_MAX];    /* the current segment's headers */
 };
 
-/* Start cutting frame F (LEN bytes) as header H (already checked) asks.
-** A frame that needs only its checksum becomes one segment. Returns 0 or
-** -EOPNOTSUPP (UFO over IPv6). */
+/* Start cutting frame F (LEN bytes) as header H asks, with P what
+** nb_hdr_check found in F. A frame that needs only its checksum becomes
+** one segment. Returns 0 or -EOPNOTSUPP (UFO over IPv6). */
 static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
-                        const struct nb_vnet_hdr *h)
+                        const struct nb_vnet_hdr *h, const struct nb_pkt *p)
 {
     memset(s, 0, offsetof(struct nb_seg, hdr));
     s->f = f;
@@ -694,7 +710,7 @@ static int nb_seg_start(struct nb_seg *s, uint8_t *f, size_t len,
     s->left = 1;
     s->gso = h->gso_type & ~NB_HDR_GSO_ECN;
     if (s->gso != NB_HDR_GSO_NONE) {
-        nb_pkt_parse(f, len, &s->p);
+        s->p = *p;
         s->mss = nb_hdr_mss(h);
         s->start = s->gso == NB_HDR_GSO_UDP ? s->p.l4 : s->p.hdrs;
         /* What fits in one piece is not really GSO: Linux sends it as it
@@ -821,43 +837,35 @@ static uint64_t nb_hdr_features(const struct nb_vnet_hdr *h, int send)
     return f;
 }
 
-/* Read a header of LEN bytes (0, 10 or 12) from the start of BUF. */
-static void nb_hdr_parse(const uint8_t *buf, unsigned len, struct nb_vnet_hdr *h)
+/* Read the header of FRAME into H and check it, filling P. */
+static int nb_frame_check(const void *frame, size_t len, unsigned hdr_len,
+                          struct nb_vnet_hdr *h, struct nb_pkt *p)
 {
+    if ((hdr_len != 10 && hdr_len != 12) || len < hdr_len)
+        return -EINVAL;
     memset(h, 0, sizeof *h);
-    if (len < 10)
-        return;
-    h->flags = buf[0];
-    h->gso_type = buf[1];
-    h->hdr_len = (uint16_t)(buf[2] | buf[3] << 8);
-    h->gso_size = (uint16_t)(buf[4] | buf[5] << 8);
-    h->csum_start = (uint16_t)(buf[6] | buf[7] << 8);
-    h->csum_offset = (uint16_t)(buf[8] | buf[9] << 8);
-    if (len >= 12)
-        h->num_buffers = (uint16_t)(buf[10] | buf[11] << 8);
+    memcpy(h, frame, hdr_len);
+    return nb_hdr_check(h, (const uint8_t *)frame + hdr_len, len - hdr_len, p);
 }
 
 int netbe_frame_check(const void *frame, size_t len, unsigned hdr_len)
 {
     struct nb_vnet_hdr h;
     struct nb_pkt p;
-    if ((hdr_len != 10 && hdr_len != 12) || len < hdr_len)
-        return -EINVAL;
-    nb_hdr_parse(frame, hdr_len, &h);
-    return nb_hdr_check(&h, (const uint8_t *)frame + hdr_len, len - hdr_len, &p);
+    return nb_frame_check(frame, len, hdr_len, &h, &p);
 }
 
 int netbe_frame_offload(void *frame, size_t len, unsigned hdr_len,
                         netbe_frame_cb cb, void *arg)
 {
     struct nb_vnet_hdr h;
+    struct nb_pkt p;
     struct nb_seg s;
     struct iovec v[2];
-    int rc = netbe_frame_check(frame, len, hdr_len), n = 0, cnt;
+    int rc = nb_frame_check(frame, len, hdr_len, &h, &p), n = 0, cnt;
     if (rc < 0)
         return rc;
-    nb_hdr_parse(frame, hdr_len, &h);
-    if ((rc = nb_seg_start(&s, (uint8_t *)frame + hdr_len, len - hdr_len, &h)) < 0)
+    if ((rc = nb_seg_start(&s, (uint8_t *)frame + hdr_len, len - hdr_len, &h, &p)) < 0)
         return rc;
     while ((cnt = nb_seg_build(&s, v)) > 0) {
         if ((rc = cb(v, cnt, arg)) < 0)
@@ -1103,21 +1111,9 @@ static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
     if (len < 14)
         return;
     pk->have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
-    size_t off = 12;
-    pk->ethertype = nb_get16(p + off);
-    pk->vlan = 0xffff;
-    /* Up to two tags (802.1ad outer, 802.1Q inner); the outer id counts. */
-    for (int tags = 0; tags < 2; tags++) {
-        if (pk->ethertype != 0x8100 && pk->ethertype != 0x88a8)
-            break;
-        if (off + 6 > len)
-            return;
-        if (tags == 0)
-            pk->vlan = nb_get16(p + off + 2) & 0x0fff;
-        off += 4;
-        pk->ethertype = nb_get16(p + off);
-    }
-    off += 2;
+    size_t off = nb_eth_walk(p, len, &pk->ethertype, &pk->vlan);
+    if (!off)
+        return;
     switch (pk->ethertype) {
     case 0x0800: pk->l3class = POL_L3_IP4; pol_parse_ip4(pk, off); break;
     case 0x86dd: pk->l3class = POL_L3_IP6; pol_parse_ip6(pk, off); break;
@@ -1684,7 +1680,7 @@ static void pol_host_lookup(const netbe_policy *p, const struct pol_pkt *pk, int
 }
 
 /* Build the host table: count each host's rules, lay the lists out, fill
-** them in rule order (n counts again while filling). */
+** them in rule order. A separate cursor fills: n == 0 marks a free entry. */
 static int pol_build_hosts(netbe_policy *p)
 {
     int nhost = 0;
@@ -2326,6 +2322,15 @@ static void nb_hdr_read(const struct iovec *iov, int iovcnt, unsigned len,
     nb_iov_to_buf(iov, iovcnt, 0, h, len);
 }
 
+/* nb_hdr_check for header H of the FLEN-byte frame at offset FE of IOV. */
+static int nb_hdr_check_iov(const struct nb_vnet_hdr *h, const struct iovec *iov,
+                            int iovcnt, unsigned fe, size_t flen, struct nb_pkt *p)
+{
+    uint8_t head[NB_HEAD_MAX];
+    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
+    return nb_hdr_check(h, head, flen, p);
+}
+
 /* Send the segments left in TX; 0 when all went, -EAGAIN when the backend
 ** is full (TX readiness is armed). A segment refused for another reason
 ** is counted and skipped, as a NIC drops a frame. Lock held. */
@@ -2358,7 +2363,7 @@ static int nb_sw_tx_drain(netbe *be, struct nb_sw_tx *tx)
 ** frame is taken once its first segment is out; the rest wait for TX
 ** readiness if the backend fills up. */
 static ssize_t nb_sw_send(netbe *be, const struct iovec *iov, int iovcnt, size_t len,
-                          const struct nb_vnet_hdr *h)
+                          const struct nb_vnet_hdr *h, const struct nb_pkt *p)
 {
     struct nb_sw_tx *tx = be->sw_tx;
     unsigned fe = be->fe_hdr_len;
@@ -2368,7 +2373,7 @@ static ssize_t nb_sw_send(netbe *be, const struct iovec *iov, int iovcnt, size_t
         return -EAGAIN;
     }
     nb_iov_to_buf(iov, iovcnt, fe, tx->frame, len - fe);
-    int rc = nb_seg_start(&tx->seg, tx->frame, len - fe, h);
+    int rc = nb_seg_start(&tx->seg, tx->frame, len - fe, h, p);
     if (rc < 0) {
         pthread_mutex_unlock(&tx->lock);
         nb_count(&be->st.tx_drops, 1);
@@ -2386,18 +2391,14 @@ static ssize_t nb_sw_send(netbe *be, const struct iovec *iov, int iovcnt, size_t
     return (ssize_t)len;
 }
 
-/* Check header H of the LEN-byte frame in IOV (frontend header first).
-** Returns 0 when the backend can take the frame as it is, 1 when netbe
-** must do the offload, -EINVAL (counted) when the header lies. */
+/* Check header H of the LEN-byte frame in IOV (frontend header first),
+** filling P. Returns 0 when the backend can take the frame as it is, 1
+** when netbe must do the offload, -EINVAL (counted) when the header lies. */
 static int nb_tx_classify(netbe *be, const struct iovec *iov, int iovcnt, size_t len,
-                          const struct nb_vnet_hdr *h)
+                          const struct nb_vnet_hdr *h, struct nb_pkt *p)
 {
     unsigned fe = be->fe_hdr_len;
-    uint8_t head[NB_HEAD_MAX];
-    struct nb_pkt p;
-    size_t flen = len - fe;
-    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
-    if (nb_hdr_check(h, head, flen, &p) < 0) {
+    if (nb_hdr_check_iov(h, iov, iovcnt, fe, len - fe, p) < 0) {
         nb_count(&be->st.tx_drops, 1);
         nb_count(&be->st.tx_bad_hdr, 1);
         return -EINVAL;
@@ -2423,11 +2424,12 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
         if (nb_sw_tx_drain(be, be->sw_tx) < 0)
             return -EAGAIN;
         if (h.flags | h.gso_type | h.hdr_len) {
-            int sw = nb_tx_classify(be, iov, iovcnt, len, &h);
+            struct nb_pkt p;
+            int sw = nb_tx_classify(be, iov, iovcnt, len, &h, &p);
             if (sw < 0)
                 return sw;
             if (sw)
-                return nb_sw_send(be, iov, iovcnt, len, &h);
+                return nb_sw_send(be, iov, iovcnt, len, &h, &p);
         }
     }
     if (fe == bl)
@@ -2498,13 +2500,11 @@ static ssize_t nb_rx_offload(netbe *be, const struct iovec *iov, int iovcnt, ssi
                              const struct nb_vnet_hdr *h)
 {
     unsigned fe = be->fe_hdr_len;
-    size_t flen = (size_t)r - fe, room = nb_iov_len(iov, iovcnt);
-    uint8_t head[NB_HEAD_MAX];
+    size_t flen = (size_t)r - fe;
     struct nb_pkt p;
-    if ((size_t)r > room)
+    if ((size_t)r > nb_iov_len(iov, iovcnt))
         return 0;                /* truncated: counted as such by the caller */
-    nb_iov_to_buf(iov, iovcnt, fe, head, flen < sizeof head ? flen : sizeof head);
-    if (nb_hdr_check(h, head, flen, &p) < 0) {
+    if (nb_hdr_check_iov(h, iov, iovcnt, fe, flen, &p) < 0) {
         nb_count(&be->st.rx_drops, 1);
         nb_count(&be->st.rx_bad_hdr, 1);
         return -EINVAL;
@@ -2517,7 +2517,7 @@ static ssize_t nb_rx_offload(netbe *be, const struct iovec *iov, int iovcnt, ssi
     }
     struct nb_sw_rx *rx = be->sw_rx;
     nb_iov_to_buf(iov, iovcnt, fe, rx->frame, flen);
-    int rc = nb_seg_start(&rx->seg, rx->frame, flen, h);
+    int rc = nb_seg_start(&rx->seg, rx->frame, flen, h, &p);
     if (rc < 0) {
         nb_count(&be->st.rx_drops, 1);
         return rc;
@@ -2525,6 +2525,15 @@ static ssize_t nb_rx_offload(netbe *be, const struct iovec *iov, int iovcnt, ssi
     nb_count(&be->st.rx_sw_frames, 1);
     rx->busy = 1;
     return nb_sw_recv_next(be, iov, iovcnt);
+}
+
+/* Make received header H what the frontend of BE negotiated: one buffer,
+** and no DATA_VALID unless it takes checksum offload. */
+static void nb_hdr_for_fe(netbe *be, struct nb_vnet_hdr *h)
+{
+    if (!(be->features & NETBE_F_GUEST_CSUM))
+        h->flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
+    h->num_buffers = be->fe_hdr_len == 12;
 }
 
 /* Receive from the backend, converting its header to the frontend's and
@@ -2548,9 +2557,7 @@ static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
                 return s;
         }
         if (fe) {
-            if (!(be->features & NETBE_F_GUEST_CSUM))
-                h.flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
-            h.num_buffers = fe == 12;
+            nb_hdr_for_fe(be, &h);
             nb_buf_to_iov(&h, fe, iov, iovcnt, 0);
         }
         return r;
@@ -2587,8 +2594,7 @@ static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
         if (r == -EAGAIN || r == 0)
             return 0;
         if (r < 0) {
-            if (r != -EPROTO)
-                nb_count(&be->st.rx_errors, 1);
+            nb_count(&be->st.rx_errors, 1);
             if (nb_is_fatal(r))
                 nb_go_down(be, (int)r);
             return r;
@@ -4709,23 +4715,20 @@ static size_t slirp_tcp(const uint8_t *f, size_t len, size_t *payload)
 #define SLIRP_TH_ACK  0x10
 #define SLIRP_TH_PUSH 0x08
 
-/* Where the TCP header of a pure ACK (no data, no SYN, FIN, RST, URG)
-** starts in F, or 0 when F is something else. */
-static size_t slirp_pure_ack(const uint8_t *f, size_t len)
+/* True when F, TCP at TCP (slirp_tcp) with PAY payload bytes, is a pure
+** ACK: no data, no SYN, FIN, RST or URG. */
+static int slirp_pure_ack(const uint8_t *f, size_t tcp, size_t pay)
 {
-    size_t payload, tcp = slirp_tcp(f, len, &payload);
-    return tcp && !payload && (f[tcp + 13] & 0x3f) == SLIRP_TH_ACK ? tcp : 0;
+    return tcp && !pay && (f[tcp + 13] & 0x3f) == SLIRP_TH_ACK;
 }
 
-/* Where the TCP header of F starts when F is a data segment that may join
-** a TSO frame: flags ACK or ACK|PSH, no TCP options (libslirp sends them
-** only with SYN), no padding. *PAYLOAD gets its length. Else 0. */
-static size_t slirp_data_seg(const uint8_t *f, size_t len, size_t *payload)
+/* True when F (LEN bytes, TCP at TCP with PAY payload bytes) is a data
+** segment that may join a TSO frame: flags ACK or ACK|PSH, no TCP options
+** (libslirp sends them only with SYN), no padding. */
+static int slirp_data_seg(const uint8_t *f, size_t len, size_t tcp, size_t pay)
 {
-    size_t tcp = slirp_tcp(f, len, payload);
-    return tcp && *payload && f[tcp + 12] == 0x50 &&
-           (f[tcp + 13] & ~SLIRP_TH_PUSH) == SLIRP_TH_ACK && len == tcp + 20 + *payload
-           ? tcp : 0;
+    return tcp && pay && f[tcp + 12] == 0x50 &&
+           (f[tcp + 13] & ~SLIRP_TH_PUSH) == SLIRP_TH_ACK && len == tcp + 20 + pay;
 }
 
 /* The ring's newest record, while the frontend has not taken it. */
@@ -4772,16 +4775,18 @@ static int slirp_free_oldest(struct slirp_priv *p)
     return 0;
 }
 
-/* True when ACK (a pure ACK) makes the ring's newest record, a pure ACK of
+/* True when ACK (a pure ACK, TCP at TCP) makes the ring's newest record, a pure ACK of
 ** the same connection with an older acknowledgement number, pointless:
 ** the guest learns nothing from it that the newer one does not say. Equal
 ** numbers stay apart: duplicate ACKs drive the guest's fast retransmit. */
-static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t len)
+static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t len,
+                                size_t tcp)
 {
     struct slirp_rec rec;
-    size_t tcp = slirp_pure_ack(ack, len);
-    const uint8_t *old = tcp ? slirp_newest(p, &rec) : NULL;
-    if (!old || rec.len != len || slirp_pure_ack(old, rec.len) != tcp)
+    size_t opay;
+    const uint8_t *old = slirp_newest(p, &rec);
+    if (!old || rec.len != len || slirp_tcp(old, rec.len, &opay) != tcp ||
+        !slirp_pure_ack(old, tcp, opay))
         return 0;
     /* Same addresses and ports: IPv4 12..19 or IPv6 8..39 of the IP header. */
     size_t a0 = tcp == 34 ? 26 : 22, a1 = tcp + 4;
@@ -4808,24 +4813,24 @@ static int slirp_same_ip(const uint8_t *a, const uint8_t *b, size_t tcp)
     return memcmp(a + 14, b + 14, 4) == 0 && a[21] == b[21];
 }
 
-/* Append data segment F (LEN bytes) to the ring's newest record when both
-** are in-order segments of one connection, making that record one TSO
-** frame. libslirp sends a window's worth of segments in one burst; the
+/* Append data segment F (LEN bytes, TCP at TCP with PAY payload bytes) to
+** the ring's newest record when both are in-order segments of one
+** connection, making that record one TSO frame. libslirp sends a window's worth of segments in one burst; the
 ** guest then takes one frame, one write and one pass through its stack
 ** for the burst instead of one per segment, and answers with one ACK.
 ** Like GRO: same headers but the sequence number, which follows on; all
 ** segments MSS long but the last; a PSH or a short segment ends the frame.
 ** Returns 1 when F was joined. Lock held. */
-static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t len)
+static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t len,
+                      size_t tcp, size_t pay)
 {
     struct slirp_rec rec;
-    size_t pay, opay;
-    size_t tcp = slirp_data_seg(f, len, &pay);
+    size_t opay;
     uint64_t tso = tcp == 34 ? NETBE_F_GUEST_TSO4 : NETBE_F_GUEST_TSO6;
-    uint8_t *old = tcp && be->features & tso && be->features & NETBE_F_GUEST_CSUM
+    uint8_t *old = be->features & tso && be->features & NETBE_F_GUEST_CSUM
                    ? slirp_newest(p, &rec) : NULL;
-    if (!old || rec.sealed || slirp_data_seg(old, rec.len, &opay) != tcp ||
-        old[tcp + 13] & SLIRP_TH_PUSH)
+    if (!old || rec.sealed || slirp_tcp(old, rec.len, &opay) != tcp ||
+        !slirp_data_seg(old, rec.len, tcp, opay) || old[tcp + 13] & SLIRP_TH_PUSH)
         return 0;
     size_t mss = rec.gso_size ? rec.gso_size : opay, a0 = tcp == 34 ? 26 : 22;
     size_t grow = ((rec.len + pay + 3) & ~(size_t)3) - ((rec.len + 3) & ~(size_t)3);
@@ -4860,12 +4865,13 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
     netbe *be = opaque;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     size_t need = sizeof(struct slirp_rec) + ((len + 3) & ~(size_t)3);
-    if (slirp_ack_supersedes(p, buf, len)) {
+    size_t pay, tcp = slirp_tcp(buf, len, &pay);
+    if (slirp_pure_ack(buf, tcp, pay) && slirp_ack_supersedes(p, buf, len, tcp)) {
         /* A burst of guest segments is answered by one ACK, not one each. */
         memcpy(p->ring + p->last + sizeof(struct slirp_rec), buf, len);
         return (ssize_t)len;
     }
-    if (slirp_join(be, p, buf, len))
+    if (slirp_data_seg(buf, len, tcp, pay) && slirp_join(be, p, buf, len, tcp, pay))
         return (ssize_t)len;
     if (!p->used)
         p->head = p->tail = 0;
@@ -5691,9 +5697,7 @@ static int wire_lend(struct netbe_wire *w, struct wire_dir *d)
         return -ENOTSUP;
     /* A frame the other side refused was judged before: once is all. */
     if (d->lent_held || wire_judge(w, d, frame, len) != NETBE_DROP) {
-        if (!(from->features & NETBE_F_GUEST_CSUM))
-            h.flags &= (uint8_t)~NB_HDR_F_DATA_VALID;
-        h.num_buffers = fe == 12;
+        nb_hdr_for_fe(from, &h);
         struct iovec v[2] = {{&h, fe}, {(void *)frame, len}};
         ssize_t r = netbe_send(d->to, fe ? v : v + 1, fe ? 2 : 1);
         if (r == -EAGAIN)

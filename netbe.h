@@ -197,12 +197,13 @@ int netbe_down(netbe *be);
 ** sending side in full (CSUM, HOST_TSO4/6, HOST_ECN, HOST_UFO, HOST_USO):
 ** what the backend cannot do itself netbe does in software (see "Frames:
 ** software offloads" below). The receiving side (GUEST_*) is offered only
-** by backends that can deliver such frames: a Linux tap, probed at open. */
+** by backends that can deliver such frames: a Linux tap (probed at open),
+** slirp (GUEST_CSUM, GUEST_TSO4/6) and a VALE port. */
 uint64_t netbe_get_cap(netbe *be);
 
 /* Settle on FEATURES (a subset of netbe_get_cap) and the frontend's header
 ** length VNET_HDR_LEN: 0, 10 or 12. Returns 0, or -EINVAL for another
-** length or a feature BE did not offer. A frontend never receives a frame
+** length, a feature BE did not offer, or features with length 0. A frontend never receives a frame
 ** needing an offload it did not negotiate here: such frames are
 ** checksummed and segmented in software first. */
 int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len);
@@ -666,7 +667,7 @@ int netbe_vq_publish(netbe_vq *vq);
 /* Ask the driver to notify (kick) when it makes more chains available, or
 ** to stop notifying. Enabling returns 1 when chains became available before
 ** the request was seen (process them, as no kick will come for them), 0
-** when the ring is empty, or -EIO. */
+** when the ring is empty, or a negative errno value as netbe_vq_pending. */
 int netbe_vq_notify_enable(netbe_vq *vq);
 void netbe_vq_notify_disable(netbe_vq *vq);
 

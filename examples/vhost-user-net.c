@@ -468,23 +468,23 @@ static int set_mem_table(struct dev *d, struct vu_msg *m)
     }
     mem_unmap(d);
     for (uint32_t i = 0; i < n; i++) {
-        struct vu_region reg, *r = &reg;
+        struct vu_region reg;
         struct mapping *mp = &d->mem[i];
         memcpy(&reg, (char *)m + offsetof(struct vu_msg, p.mem.r) + i * sizeof reg, sizeof reg);
-        if (r->size == 0 || r->mmap_offset > SIZE_MAX - r->size) {
-            say("SET_MEM_TABLE: region %u has size %llu", i, (unsigned long long)r->size);
+        if (reg.size == 0 || reg.mmap_offset > SIZE_MAX - reg.size) {
+            say("SET_MEM_TABLE: region %u has size %llu", i, (unsigned long long)reg.size);
             return -EINVAL;
         }
-        mp->len = r->size + r->mmap_offset;
+        mp->len = reg.size + reg.mmap_offset;
         mp->base = mmap(NULL, mp->len, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[i], 0);
         if (mp->base == MAP_FAILED) {
             say("SET_MEM_TABLE: cannot map region %u: %s", i, strerror(errno));
             return -errno;
         }
-        mp->host = (uint8_t *)mp->base + r->mmap_offset;
-        mp->gpa = r->gpa;
-        mp->size = r->size;
-        mp->uva = r->uva;
+        mp->host = (uint8_t *)mp->base + reg.mmap_offset;
+        mp->gpa = reg.gpa;
+        mp->size = reg.size;
+        mp->uva = reg.uva;
         d->nmem = (int)i + 1;
     }
     /* Rings already running move to the new mappings. */
@@ -606,7 +606,6 @@ static int payload_size(uint32_t request)
     switch (request) {
     case VU_SET_FEATURES: case VU_SET_PROTOCOL_FEATURES: case VU_SET_VRING_KICK:
     case VU_SET_VRING_CALL: case VU_SET_VRING_ERR: case VU_NET_SET_MTU:
-        return 8;
     case VU_SET_VRING_NUM: case VU_SET_VRING_BASE: case VU_GET_VRING_BASE:
     case VU_SET_VRING_ENABLE:
         return 8;
@@ -691,10 +690,10 @@ static void on_message(evutil_socket_t fd, short what, void *arg)
     close_fds(&m);
     if (rc < 0 && getenv("VHOST_USER_NET_DEBUG"))
         say("request %u failed: %s", m.request, strerror(-rc));
-    if (rc == 0 && (m.flags & VU_FLAG_NEED_REPLY) && (d->protocol & VU_PF_REPLY_ACK))
-        rc = reply_u64(d, &m, 0);
-    else if (rc < 0 && (m.flags & VU_FLAG_NEED_REPLY) && (d->protocol & VU_PF_REPLY_ACK))
-        reply_u64(d, &m, 1);
+    /* REPLY_ACK: a message that asked and has no reply yet gets 0 (done) or 1. */
+    if (rc <= 0 && (m.flags & VU_FLAG_NEED_REPLY) && (d->protocol & VU_PF_REPLY_ACK) &&
+        reply_u64(d, &m, rc < 0) < 0)
+        rc = -EIO;
     if (rc < 0)
         disconnect(d);
 }

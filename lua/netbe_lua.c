@@ -913,18 +913,28 @@ static int lb_step(lua_State *L)
 ** Frames: software offloads
 ** ==================================================================== */
 
+#define LB_BAD_HDR "the virtio-net header does not match the frame"
+
+/* The (frame, hdr_len) arguments of FN; hdr_len is 10 or 12. */
+static const char *lb_checkframe(lua_State *L, const char *fn, size_t *len, unsigned *hl)
+{
+    const char *f = luaL_checklstring(L, 1, len);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    if (n != 10 && n != 12)
+        luaL_error(L, "%s: header length %d (expected 10 or 12)", fn, (int)n);
+    *hl = (unsigned)n;
+    return f;
+}
+
 /* netbe.frame_check(frame, hdr_len) -> true | nil, message */
 static int lb_frame_check(lua_State *L)
 {
     size_t len;
-    const char *f = luaL_checklstring(L, 1, &len);
-    lua_Integer hl = luaL_checkinteger(L, 2);
-    if (hl != 10 && hl != 12)
-        return luaL_error(L, "netbe.frame_check: header length %d (expected 10 or 12)",
-                          (int)hl);
-    if (netbe_frame_check(f, len, (unsigned)hl) < 0) {
+    unsigned hl;
+    const char *f = lb_checkframe(L, "netbe.frame_check", &len, &hl);
+    if (netbe_frame_check(f, len, hl) < 0) {
         luaL_pushfail(L);
-        lua_pushstring(L, "the virtio-net header does not match the frame");
+        lua_pushstring(L, LB_BAD_HDR);
         return 2;
     }
     lua_pushboolean(L, 1);
@@ -948,19 +958,15 @@ static int lb_offload_one(const struct iovec *iov, int iovcnt, void *arg)
 static int lb_offload(lua_State *L)
 {
     size_t len;
-    const char *f = luaL_checklstring(L, 1, &len);
-    lua_Integer hl = luaL_checkinteger(L, 2);
-    if (hl != 10 && hl != 12)
-        return luaL_error(L, "netbe.offload: header length %d (expected 10 or 12)",
-                          (int)hl);
+    unsigned hl;
+    const char *f = lb_checkframe(L, "netbe.offload", &len, &hl);
     char *copy = lua_newuserdatauv(L, len ? len : 1, 0);
     memcpy(copy, f, len);
     lua_newtable(L);
-    int rc = netbe_frame_offload(copy, len, (unsigned)hl, lb_offload_one, L);
+    int rc = netbe_frame_offload(copy, len, hl, lb_offload_one, L);
     if (rc < 0) {
         luaL_pushfail(L);
-        lua_pushstring(L, rc == -EINVAL ? "the virtio-net header does not match the frame"
-                                        : strerror(-rc));
+        lua_pushstring(L, rc == -EINVAL ? LB_BAD_HDR : strerror(-rc));
         return 2;
     }
     return 1;

@@ -2,6 +2,9 @@
 -- Each switch gets its own config, pid and lease files in the topology's
 -- files directory, so it never reads /etc/dnsmasq.conf or meets another
 -- dnsmasq's leases; DNS is off (port=0): it only hands out addresses.
+local plan = require("netbe.plan")
+local topology = require("netbe.topology")
+
 local dnsmasq = {}
 
 function dnsmasq.paths(files, sw)
@@ -11,7 +14,7 @@ end
 
 function dnsmasq.conf(sw, p, topo_name)
   local a = sw.address
-  local mask = require("netbe.topology").ip4_text(a.mask)
+  local mask = topology.ip4_text(a.mask)
   return table.concat({
     "# netbe: DHCP on switch " .. sw.name .. " of topology " .. topo_name .. "; written by netbe, do not edit",
     "interface=" .. sw.ifname,
@@ -34,10 +37,8 @@ function dnsmasq.steps(sw, files, topo_name)
   local p = dnsmasq.paths(files, sw)
   local content = dnsmasq.conf(sw, p, topo_name)
   return {
-    { id = "dnsmasq-conf:" .. sw.name, what = "write the dnsmasq config for " .. sw.name,
-      write = { path = p.conf, content = content },
-      probe = { { file = p.conf, content = content } },
-      inverse = { { "rm", "-f", p.conf } } },
+    plan.write_step("dnsmasq-conf:" .. sw.name, "write the dnsmasq config for " .. sw.name,
+                    p.conf, content),
     { id = "dnsmasq:" .. sw.name, what = "start dnsmasq serving DHCP on " .. sw.ifname,
       run = { { "dnsmasq", "--conf-file=" .. p.conf } },
       follows = "dnsmasq-conf:" .. sw.name,

@@ -20,6 +20,7 @@
 --            step, this one runs again even though its probe passes
 --   stop     list of argv lists: when a step runs again, stop it first
 --            (a daemon), then wait for its probe to fail
+--   script   text that format shows beside the commands (an ngctl script)
 -- The engine never builds a shell string from untrusted parts without
 -- quoting every argument.
 local plan = {}
@@ -151,6 +152,11 @@ function plan.undo(inverse, run, log)
   return errs
 end
 
+-- Logs each argv of ARGVS, indented, for a dry run.
+local function log_argvs(ctx, argvs)
+  for _, argv in ipairs(argvs or {}) do ctx.log("  " .. plan.argv_text(argv)) end
+end
+
 -- What the state keeps of a step the tool made.
 local function record(step)
   return { id = step.id, what = step.what, inverse = step.inverse or {}, probe = step.probe }
@@ -176,10 +182,8 @@ function plan.apply(steps, ctx)
       return plan.rollback(made_now, ctx, "refused: " .. step.refuse)
     elseif ctx.dry then
       ctx.log("would run (" .. step.what .. why .. "):")
-      if here then
-        for _, argv in ipairs(step.stop or {}) do ctx.log("  " .. plan.argv_text(argv)) end
-      end
-      for _, argv in ipairs(step.run or {}) do ctx.log("  " .. plan.argv_text(argv)) end
+      if here then log_argvs(ctx, step.stop) end
+      log_argvs(ctx, step.run)
       if step.write then ctx.log("  write " .. step.write.path) end
       made_now[#made_now + 1] = step
       changed[step.id] = true
@@ -240,7 +244,7 @@ function plan.prune(steps, ctx)
       n = n + 1
       if ctx.dry then
         ctx.log("would undo (" .. r.what .. ", no longer in the topology):")
-        for _, argv in ipairs(r.inverse) do ctx.log("  " .. plan.argv_text(argv)) end
+        log_argvs(ctx, r.inverse)
       else
         ctx.log("# undo " .. r.what .. " (no longer in the topology)")
         if not r.probe or plan.probe(r, ctx.run) then
@@ -269,12 +273,9 @@ function plan.rollback(made_now, ctx, why)
     for _, e in ipairs(plan.undo(step.inverse, ctx.run, ctx.log)) do errs[#errs + 1] = e end
     drop[step.id] = true
   end
-  local keep = {}
-  for _, r in ipairs(ctx.made) do
-    if not drop[r.id] then keep[#keep + 1] = r end
+  for i = #ctx.made, 1, -1 do
+    if drop[ctx.made[i].id] then table.remove(ctx.made, i) end
   end
-  for i = #ctx.made, 1, -1 do ctx.made[i] = nil end
-  for i, r in ipairs(keep) do ctx.made[i] = r end
   ctx.save()
   local msg = why .. string.format("; rolled back %d steps", #made_now)
   if #errs > 0 then msg = msg .. "; undo errors: " .. table.concat(errs, "; ") end
@@ -292,7 +293,7 @@ function plan.destroy(ctx)
       ctx.log("# already gone: " .. r.what)
     elseif ctx.dry then
       ctx.log("would undo (" .. r.what .. "):")
-      for _, argv in ipairs(r.inverse) do ctx.log("  " .. plan.argv_text(argv)) end
+      log_argvs(ctx, r.inverse)
       undone = undone + 1
     else
       ctx.log("# undo " .. r.what)
@@ -349,6 +350,13 @@ function plan.existing_switch(sw, probe)
            probe = probe,
            refuse = "switch " .. sw.name .. " uses the existing interface " .. sw.ifname
              .. ", which does not exist; create it first or change the switch type" }
+end
+
+-- The step that writes CONTENT to PATH; in place while the file holds it.
+function plan.write_step(id, what, path, content)
+  return { id = id, what = what, write = { path = path, content = content },
+           probe = { { file = path, content = content } },
+           inverse = { { "rm", "-f", path } } }
 end
 
 -- Every command STEPS run, in order, as text ("write PATH" for a file).

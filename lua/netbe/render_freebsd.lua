@@ -170,10 +170,7 @@ local function nat_steps(topo, files, add)
   local path = files .. "/pf.conf"
   local text = "# netbe: rules of anchor " .. anchor .. "; written by netbe, do not edit\n"
     .. table.concat(rules, "\n") .. "\n"
-  add { id = "pf-conf", what = "write the pf rules of anchor " .. anchor,
-        write = { path = path, content = text },
-        probe = { { file = path, content = text } },
-        inverse = { { "rm", "-f", path } } }
+  add(plan.write_step("pf-conf", "write the pf rules of anchor " .. anchor, path, text))
   local probe = {}
   for _, sw in ipairs(topo.switch_list) do
     if sw.type == "nat" then

@@ -150,10 +150,7 @@ local function nat_steps(topo, files, add)
         probe = { { argv = { "sysctl", "-n", "net.ipv4.ip_forward" }, match = "^1%s*$" } },
         inverse = { { "sysctl", "-w", "net.ipv4.ip_forward=0" } } }
   local path = files .. "/nft.conf"
-  add { id = "nft-conf", what = "write the nft rules of table " .. t,
-        write = { path = path, content = text },
-        probe = { { file = path, content = text } },
-        inverse = { { "rm", "-f", path } } }
+  add(plan.write_step("nft-conf", "write the nft rules of table " .. t, path, text))
   local probe = {}
   for _, r in ipairs(rules) do
     probe[#probe + 1] = { argv = { "nft", "list", "table", "ip", t }, plain = r:gsub("^%s+", "") }

@@ -29,8 +29,6 @@ local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe
 local cli = require("netbe.cli")
 local fail = cli.fail
 
-local function parse(args) return cli.options(args, OPTIONS) end
-
 local function host_os()
   local p = io.popen("uname -s 2>/dev/null")
   local s = p and p:read("l") or ""
@@ -125,7 +123,7 @@ local function change(cmd, topo, steps, os_name, opt)
 end
 
 function topocli.main(cmd, args)
-  local pos, opt = parse(args)
+  local pos, opt = cli.options(args, OPTIONS)
   if not pos then return fail(2, "%s: %s\n%s", cmd, opt, USAGE) end
   if #pos ~= 1 then return fail(2, "%s: expected one topology file, got %d\n%s", cmd, #pos, USAGE) end
   local os_name = opt.os or host_os()

@@ -285,12 +285,9 @@ local function check_nic(vm, i, n, switches, field)
   if not nic.slot:match("^%d+$") and not nic.slot:match("^%d+:%d+$") and not nic.slot:match("^%d+:%d+:%d+$") then
     bad(field .. ".slot", "expected a PCI slot like 5, 2:0 or 0:2:0, got %s", describe(n.slot))
   end
-  local bridge_port = nic.type == "tap" or nic.type == "veth"
-  if bridge_port then
+  if nic.type == "tap" or nic.type == "veth" then
     nic.private = bool_field(n.private, field .. ".private")
     if n.vlan ~= nil then nic.vlan = int_field(n.vlan, field .. ".vlan", 1, 4094, "a VLAN id") end
-  end
-  if nic.type == "tap" or nic.type == "veth" then
     nic.ifname = n.ifname ~= nil and name_field(n.ifname, field .. ".ifname", "an interface name")
       or name_field(vm .. "n" .. nic.index, field .. ".ifname",
                     "an interface name (the default VM name + n + index is too long; set ifname)")

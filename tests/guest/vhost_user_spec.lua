@@ -24,6 +24,18 @@ local function tap_rx(n, tap)
   return tonumber(b), tonumber(p)
 end
 
+-- Guest shell lines that wait until HOST serves /done on port 8080.
+local function until_done(host)
+  return "i=0\nwhile ! wget -q -O /dev/null http://" .. host .. ":8080/done 2>/dev/null; do\n" ..
+         "  sleep 0.5; i=$((i+1)); [ $i -lt 240 ] || exit 4\ndone\n"
+end
+
+-- Average bytes per frame the guest received, from its GUESTRX line.
+local function guest_rx_average(g)
+  local b0, p0, b1, p1 = g:output():match("GUESTRX=(%d+) (%d+) (%d+) (%d+)")
+  return (tonumber(b1) - tonumber(b0)) / math.max(1, tonumber(p1) - tonumber(p0))
+end
+
 describe("vhost-user-net with QEMU guests", function()
   after_each(vhost.cleanup)
   teardown(vhost.cleanup)
@@ -55,11 +67,7 @@ dd if=/dev/urandom of=/www/out.bin bs=1M count=]] .. MB .. [[ 2>/dev/null
 echo "TXMD5=$(md5sum /www/out.bin | cut -d' ' -f1)"
 httpd -p 8080 -h /www
 echo SERVING
-i=0
-while ! wget -q -O /dev/null http://10.201.0.1:8080/done 2>/dev/null; do
-  sleep 0.5; i=$((i+1)); [ $i -lt 240 ] || exit 4
-done
-]]})
+]] .. until_done("10.201.0.1")})
     local features = g:wait_for("FEATURES=([01]+)", 90)
     assert.is_truthy(features, g:transcript())
     assert.is_true(bit(features, 0), "CSUM not negotiated: " .. features)
@@ -71,8 +79,7 @@ done
     -- Namespace -> guest: the tap hands the device TSO frames for the guest.
     local rxmd5 = g:wait_for("RXMD5=(%x+)", 120)
     assert.are.equal(md5(dir .. "/tx.bin"), rxmd5, g:transcript())
-    local b0, p0, b1, p1 = g:output():match("GUESTRX=(%d+) (%d+) (%d+) (%d+)")
-    local avg_in = (tonumber(b1) - tonumber(b0)) / math.max(1, tonumber(p1) - tonumber(p0))
+    local avg_in = guest_rx_average(g)
     assert.is_true(avg_in > 2000, "guest received frames of " .. avg_in .. " bytes on average: no TSO")
 
     -- Guest -> namespace: the guest sends TSO frames through to the tap.
@@ -143,11 +150,7 @@ dd if=/dev/urandom of=/www/out.bin bs=1M count=2 2>/dev/null
 echo "TXMD5=$(md5sum /www/out.bin | cut -d' ' -f1)"
 httpd -p 8080 -h /www
 echo SERVING
-i=0
-while ! wget -q -O /dev/null http://10.203.0.1:8080/done 2>/dev/null; do
-  sleep 0.5; i=$((i+1)); [ $i -lt 240 ] || exit 4
-done
-]]})
+]] .. until_done("10.203.0.1")})
     assert.is_truthy(g:wait_for("SERVING", 120), g:transcript())
     local features = g:output():match("FEATURES=([01]+)")
     assert.is_true(bit(features, 32), "VERSION_1 not negotiated")
@@ -186,17 +189,12 @@ mkdir -p /www
 echo netbe-inbound >/www/in.txt
 httpd -p 80 -h /www
 echo SERVING
-i=0
-while ! wget -q -O /dev/null http://10.0.2.2:8080/done 2>/dev/null; do
-  sleep 0.5; i=$((i+1)); [ $i -lt 240 ] || exit 4
-done
-]]})
+]] .. until_done("10.0.2.2")})
     assert.are.equal("10.0.2.15", g:wait_for("LEASE ip=(%S+)", 90), g:transcript())
     assert.is_truthy(g:wait_for("SERVING", 60), g:transcript())
     -- Host loopback -> guest: slirp's segments reach the guest joined.
     assert.are.equal(md5(dir .. "/tx.bin"), g:output():match("RXMD5=(%x+)"), g:transcript())
-    local b0, p0, b1, p1 = g:output():match("GUESTRX=(%d+) (%d+) (%d+) (%d+)")
-    local avg_in = (tonumber(b1) - tonumber(b0)) / math.max(1, tonumber(p1) - tonumber(p0))
+    local avg_in = guest_rx_average(g)
     assert.is_true(avg_in > 2000, "guest received frames of " .. avg_in .. " bytes on average: " ..
                    "slirp's segments were not joined")
     local ok, out = n:exec("busybox wget -q -O - http://127.0.0.1:2280/in.txt")

@@ -59,6 +59,14 @@ function ns.read(path)
   return s
 end
 
+-- Write TEXT to file PATH; returns PATH.
+function ns.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
 function ns.tmpdir()
   local ok, out = ns.sh("mktemp -d /tmp/netbe-test.XXXXXX")
   assert(ok, "mktemp failed: " .. out)

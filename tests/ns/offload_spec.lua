@@ -39,15 +39,20 @@ end
 local read_file = ns.read
 
 -- Start a receiver in R and a sender in S; returns a function that says
--- whether both are done, and one that returns their "LEN SHA" lines.
+-- whether both are done, and one that asserts the sender printed its
+-- "LEN SHA" line and the receiver the same (two missing lines are equal).
 local function start_transfer(S, R, addr, port, bytes)
   local rpid, rlog = R:spawn("python3 " .. XFER .. " recv " .. addr .. " " .. port)
   assert(ns.wait_for(function() return (R:exec("ss -ltn | grep -q :" .. port)) end, 5),
          "receiver did not listen")
   local spid, slog = S:spawn("python3 " .. XFER .. " send " .. addr .. " " .. port .. " " .. bytes)
   local function done() return not ns.alive(rpid) and not ns.alive(spid) end
-  local function results() return read_file(slog):match("%d+ %x+"), read_file(rlog):match("%d+ %x+") end
-  return done, results
+  local function intact()
+    local sent, got = read_file(slog):match("%d+ %x+"), read_file(rlog):match("%d+ %x+")
+    assert.is_truthy(sent, "sender printed no result")
+    assert.equal(sent, got)
+  end
+  return done, intact
 end
 
 local function first_difference(a, b)
@@ -161,11 +166,9 @@ describe("software segmentation against the kernel", function()
     it("cuts real " .. case[3] .. " frames as the kernel does, and the receiver takes them", function()
       if skip then return pending(skip) end
       local S, R, st = setup()
-      local done, results = start_transfer(S, R, case[2], 5001, 3 * 1024 * 1024)
+      local done, intact = start_transfer(S, R, case[2], 5001, 3 * 1024 * 1024)
       assert.is_true(run(st, done, 90), "transfer did not finish")
-      local sent, got = results()
-      assert.is_truthy(sent, "sender printed no result")
-      assert.equal(sent, got)
+      intact()
       assert.is_true(st.gso >= 5, "only " .. st.gso .. " TSO frames from the kernel")
       assert.is_true(st.compared > 5 * 10, "compared " .. st.compared .. " segments")
       assert.same({}, st.mismatches)
@@ -252,7 +255,7 @@ for fam, addr in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
     local S, R, st = setup()
     -- A large initial window: the sender queues several TSO frames at once.
     assert(S:exec("ip route replace 10.77.0.0/24 dev " .. st.n1 .. " initcwnd 100"))
-    local done, results = start_transfer(S, R, "10.77.0.2", 5002, 2 * 1024 * 1024)
+    local done, intact = start_transfer(S, R, "10.77.0.2", 5002, 2 * 1024 * 1024)
     -- Pump until the first TSO frame, keep it, turn TSO off, then go on.
     local first
     for _ = 1, 5000 do
@@ -268,8 +271,7 @@ for fam, addr in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
     assert(st.t1:set_cap(netbe.F_GUEST_CSUM | HOST, 12))
     handle(st, first)
     assert.is_true(run(st, done, 60), "transfer did not finish")
-    local sent, got = results()
-    assert.equal(sent, got)
+    intact()
     assert.is_true(st.t1:stats().rx_sw_frames > 0, "no frame was segmented on receive")
     assert.same({}, st.mismatches)
   end)
@@ -305,11 +307,9 @@ describe("netbe wire with offloads", function()
   it("tap<->tap moves a 32 MB TCP stream intact in TSO frames", function()
     if skip then return pending(skip) end
     local A, B, ta, tb, pids, logs = wire_taps(function(ta, tb) return { ta .. " " .. tb } end)
-    local done, results = start_transfer(A, B, "10.78.0.2", 5003, 32 * 1024 * 1024)
+    local done, intact = start_transfer(A, B, "10.78.0.2", 5003, 32 * 1024 * 1024)
     assert.is_true(ns.wait_for(done, 60), "transfer did not finish")
-    local sent, got = results()
-    assert.is_truthy(sent)
-    assert.equal(sent, got)
+    intact()
     ns.kill(pids[1], "INT")
     local log = read_file(logs[1])
     assert.matches("offloads " .. ta .. ": csum guest_csum host_tso4", log, 1, true)
@@ -329,11 +329,9 @@ describe("netbe wire with offloads", function()
       return { ta .. " stream,listen=" .. sock .. " --stats 1",
                "stream,connect=" .. sock .. ",reconnect=1 " .. tb }
     end)
-    local done, results = start_transfer(A, B, "10.78.0.2", 5004, 8 * 1024 * 1024)
+    local done, intact = start_transfer(A, B, "10.78.0.2", 5004, 8 * 1024 * 1024)
     assert.is_true(ns.wait_for(done, 60), "transfer did not finish")
-    local sent, got = results()
-    assert.is_truthy(sent)
-    assert.equal(sent, got)
+    intact()
     ns.kill(pids[1], "INT")
     ns.kill(pids[2], "INT")
     local s = stats_of(read_file(logs[1]):match(".*(wire: stopped.*)$") or "", "stream")

@@ -18,10 +18,7 @@ local function topology(policy_text, stats_every)
   t.tap_a, t.tap_g = ns.unique("tapa"), ns.unique("tapg")
   t.ip_a, t.ip_g = "10.77." .. subnet .. ".1", "10.77." .. subnet .. ".2"
   t.dir = ns.tmpdir()
-  t.policy = t.dir .. "/policy.lua"
-  local f = assert(io.open(t.policy, "w"))
-  f:write(policy_text)
-  f:close()
+  t.policy = ns.write(t.dir .. "/policy.lua", policy_text)
   t.pid, t.log = t.h:spawn("exec " .. ns.netbe .. " wire " .. t.tap_a .. " " .. t.tap_g ..
                            " --policy " .. t.policy .. " --stats " .. (stats_every or 1))
   assert(ns.wait_for(function()

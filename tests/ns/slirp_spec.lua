@@ -38,9 +38,7 @@ local function stop_started()
 end
 
 local function write(path, text, mode)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+  ns.write(path, text)
   if mode then ns.sh("chmod " .. mode .. " " .. ns.quote(path)) end
 end
 
@@ -74,8 +72,18 @@ local function dhcp(env)
   return {ip = ip, router = router, dns = dns}
 end
 
+-- Wait until something in namespace N listens on PORT (PROTO "t" for TCP,
+-- "u" for UDP).
+local function listening(n, port, proto)
+  return ns.wait_for(function()
+    local _, out = n:exec("ss -ln" .. (proto or "t") .. " | grep -q ':" .. port .. " ' && echo yes")
+    return out:match("yes")
+  end, 5)
+end
+
 -- A service that answers every TCP connection (socat LISTEN address) or
--- UDP datagram ("UDP:PORT") with TEXT.
+-- UDP datagram ("UDP:PORT") with TEXT. It must listen: a test that expects
+-- no answer would pass on a service that never started.
 local function serve(n, listen, text)
   local cmd = "socat " .. listen .. ",reuseaddr,fork SYSTEM:'echo " .. text .. "'"
   if listen:match("^UDP:") then
@@ -84,21 +92,9 @@ local function serve(n, listen, text)
           "    a = s.recvfrom(100)[1]; s.sendto(b\"" .. text .. "\", a)'"
   end
   local pid = spawn(n, cmd)
-  local port = listen:match(":(%d+)")
-  local proto = listen:match("^UDP") and "u" or "t"
-  ns.wait_for(function()
-    local _, out = n:exec("ss -ln" .. proto .. " | grep -q ':" .. port .. " ' && echo yes")
-    return out:match("yes")
-  end, 5)
+  assert(listening(n, listen:match(":(%d+)"), listen:match("^UDP") and "u" or "t"),
+         "nothing listens on " .. listen)
   return pid
-end
-
--- Wait until something in namespace N listens on TCP PORT.
-local function tcp_listening(n, port)
-  return ns.wait_for(function()
-    local _, out = n:exec("ss -ltn | grep -q ':" .. port .. " ' && echo yes")
-    return out:match("yes")
-  end, 5)
 end
 
 -- Wait until file COPY holds what file ORIGINAL holds.
@@ -108,6 +104,21 @@ local function copied(original, copy)
     local _, b = ns.sh("md5sum <" .. copy)
     return a:match("^%x+") == b:match("^%x+")
   end, 10)
+end
+
+-- Give the guest's tap the MAC the specs name, so its address is known.
+local function set_guest_mac(env)
+  env.g:exec("ip link set " .. env.tap .. " down; ip link set " .. env.tap ..
+             " address 52:54:00:12:34:56 up")
+end
+
+-- Wait until the guest holds that MAC's EUI-64 address in the /64 PREFIX
+-- (like "fd00:77:"), past duplicate address detection.
+local function has_eui64(env, prefix)
+  return ns.wait_for(function()
+    local _, out = env.g:exec("ip -6 addr show dev " .. env.tap .. " scope global")
+    return out:match(prefix .. ":5054:ff:fe12:3456") and not out:match("tentative")
+  end, 15)
 end
 
 -- A tap and slirp joined by tests/helpers/slirp_ctl.lua (MODE "offload"
@@ -124,10 +135,7 @@ local function controlled(spec, mode)
     write(dir .. "/cmd.tmp", cmd .. "\n")
     os.rename(dir .. "/cmd.tmp", dir .. "/cmd")
     assert.is_true(ns.wait_for("test -e " .. dir .. "/out", 5), "no answer to " .. cmd)
-    local f = io.open(dir .. "/out")
-    local text = f:read("a"):gsub("\n$", "")
-    f:close()
-    return text
+    return (ns.read(dir .. "/out"):gsub("\n$", ""))
   end
   return env, ctl
 end
@@ -137,19 +145,19 @@ describe("slirp backend in namespaces", function()
   teardown(ns.cleanup)
   if skip then pending(skip) return end
 
-  it("gives the guest its DHCP lease with the router and DNS the options name", function()
-    local env = wired("slirp,open,host=10.0.2.4,dns=10.0.2.53")
-    local lease, out = dhcp(env)
-    assert.is_not_nil(lease, out)
-    assert.same({ip = "10.0.2.15", router = "10.0.2.4", dns = "10.0.2.53"}, lease)
-  end)
-
-  it("respects a custom net= and dhcpstart=", function()
-    local env = wired("slirp,open,net=192.168.76.0/24,dhcpstart=192.168.76.50")
-    local lease, out = dhcp(env)
-    assert.is_not_nil(lease, out)
-    assert.same({ip = "192.168.76.50", router = "192.168.76.2", dns = "192.168.76.3"}, lease)
-  end)
+  local lease_cases = {
+    {"gives the guest its DHCP lease with the router and DNS the options name",
+     "slirp,open,host=10.0.2.4,dns=10.0.2.53", {ip = "10.0.2.15", router = "10.0.2.4", dns = "10.0.2.53"}},
+    {"respects a custom net= and dhcpstart=", "slirp,open,net=192.168.76.0/24,dhcpstart=192.168.76.50",
+     {ip = "192.168.76.50", router = "192.168.76.2", dns = "192.168.76.3"}},
+  }
+  for _, case in ipairs(lease_cases) do
+    it(case[1], function()
+      local lease, out = dhcp(wired(case[2]))
+      assert.is_not_nil(lease, out)
+      assert.same(case[3], lease)
+    end)
+  end
 
   it("lets the guest reach a host loopback service when open", function()
     local env = wired("slirp,open")
@@ -191,14 +199,10 @@ describe("slirp backend in namespaces", function()
     local dir = ns.tmpdir()
     local env = wired("slirp,mac=52:54:00:12:34:56,ipv6-net=fd00:77::/64," ..
                       "hostfwd=tcp:[::1]:2223-:22;unix:" .. dir .. "/fwd.sock-:22")
-    env.g:exec("ip link set " .. env.tap .. " down; ip link set " .. env.tap ..
-               " address 52:54:00:12:34:56 up")
+    set_guest_mac(env)
     assert.is_not_nil(dhcp(env))
     serve(env.g, "TCP6-LISTEN:22,ipv6only=0", "hello-from-guest")
-    assert.is_true(ns.wait_for(function()
-      local _, out = env.g:exec("ip -6 addr show dev " .. env.tap .. " scope global")
-      return out:match("fd00:77::5054:ff:fe12:3456") and not out:match("tentative")
-    end, 15), "the guest has no EUI-64 address in fd00:77::/64")
+    assert.is_true(has_eui64(env, "fd00:77:"), "the guest has no EUI-64 address in fd00:77::/64")
     local ok, out = env.h:exec("socat -T 3 - TCP6:[::1]:2223 </dev/null")
     assert.is_true(ok, out)
     assert.matches("hello%-from%-guest", out)
@@ -230,7 +234,7 @@ describe("slirp backend in namespaces", function()
     local dir = ns.tmpdir()
     spawn(env.h, "exec socat -u TCP4-LISTEN:7004,bind=127.0.0.1,reuseaddr OPEN:" .. dir ..
                  "/got,creat,trunc")
-    assert.is_true(tcp_listening(env.h, 7004))
+    assert.is_true(listening(env.h, 7004))
     assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
     local ok, out = env.g:exec("socat -u OPEN:" .. dir .. "/blob TCP4:10.0.2.2:7004")
     assert.is_true(ok, out)
@@ -254,20 +258,16 @@ describe("slirp backend in namespaces", function()
                            or "slirp,open,hostfwd=tcp:127.0.0.1:7005-:7005"
       local env = wired(spec, "--stats 1 " .. case.flags)
       if case.v6 then
-        env.g:exec("ip link set " .. env.tap .. " down; ip link set " .. env.tap ..
-                   " address 52:54:00:12:34:56 up")
+        set_guest_mac(env)
       end
       assert.is_not_nil(dhcp(env))
       if case.v6 then
-        assert.is_true(ns.wait_for(function()
-          local _, out = env.g:exec("ip -6 addr show dev " .. env.tap .. " scope global")
-          return out:match("fd00:78::5054:ff:fe12:3456") and not out:match("tentative")
-        end, 15), "the guest has no EUI-64 address in fd00:78::/64")
+        assert.is_true(has_eui64(env, "fd00:78:"), "the guest has no EUI-64 address in fd00:78::/64")
       end
       local dir = ns.tmpdir()
       spawn(env.g, "exec socat -u TCP6-LISTEN:7005,ipv6only=0,reuseaddr OPEN:" .. dir ..
                    "/got,creat,trunc")
-      assert.is_true(tcp_listening(env.g, 7005))
+      assert.is_true(listening(env.g, 7005))
       assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
       local ok, out = env.h:exec("socat -u OPEN:" .. dir .. "/blob " ..
                                  (case.v6 and "TCP6:[::1]:7005" or "TCP4:127.0.0.1:7005"))

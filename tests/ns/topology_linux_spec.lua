@@ -27,12 +27,7 @@ local function netbe(env, cmd, file, extra)
                .. ns.quote(file) .. " --os linux --netns " .. env.t.name .. " " .. (extra or ""))
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = ns.write
 
 -- A fresh topology namespace, state dir and topology file.
 local function setup_env(topology_text)

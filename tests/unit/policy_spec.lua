@@ -7,13 +7,7 @@ local ns = require "ns"
 
 local tmp = ns.tmpdir()
 
-local function write(name, text)
-  local path = tmp .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return ns.write(tmp .. "/" .. name, text) end
 
 local GUEST = "\x52\x54\x00\x12\x34\x56"
 local HOST = "\x02\x00\x00\x00\x00\x01"
@@ -213,9 +207,8 @@ describe("netbe wire --policy", function()
 
   it("reloads on SIGHUP, keeps the rules in force when the file is broken, prints counters", function()
     local file = write("cli.lua", "rule { name = 'one', action = 'count' }\n")
-    local log = tmp .. "/cli.log"
-    local pid = tonumber(sh("exec scripts/netbe wire null null --policy " .. file ..
-                            " >" .. log .. " 2>&1 & echo $!"))
+    -- ns.spawn: the cleanup stops it even when an assertion fails.
+    local pid, log = ns.spawn("exec " .. ns.netbe .. " wire null null --policy " .. file)
     assert.truthy(wait_for(log, "until SIGINT or SIGTERM"))
     write("cli.lua", "rule { name = 'one', action = 'count' }\nrule { name = 'two', proto = 'tcpx' }\n")
     os.execute("kill -HUP " .. pid)

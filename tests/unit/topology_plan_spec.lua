@@ -4,6 +4,7 @@
 local plan = require("netbe.plan")
 local topology = require("netbe.topology")
 local render_linux = require("netbe.render_linux")
+local ns = require("ns")
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1")
@@ -261,8 +262,7 @@ end)
 
 describe("Linux renderer", function()
   local function load_text(text)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w")); f:write(text); f:close()
+    local path = ns.write(os.tmpname(), text)
     local t, err = topology.load(path)
     os.remove(path)
     return assert(t, err)

@@ -1,15 +1,13 @@
 -- Bad topology files are rejected with the file, the field and the reason.
 local topology = require("netbe.topology")
+local ns = require("ns")
 
 local root = os.getenv("PWD")
 local netbe_cmd = root .. "/scripts/netbe"
 
 local tmpfiles = {}
 local function tmpfile(text)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+  local path = ns.write(os.tmpname() .. ".lua", text)
   tmpfiles[#tmpfiles + 1] = path
   return path
 end
@@ -197,47 +195,38 @@ vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
   end)
 
   it("makes the command exit 1 with the message, and 2 on bad usage", function()
+    -- Runs `netbe ARGS`: the exit code must be CODE and the output hold TEXT.
+    local function exits(code, text, args, env)
+      local got, out = sh((env or "") .. netbe_cmd .. " " .. args)
+      assert.equal(code, got, out)
+      assert.matches(text, out, 1, true)
+    end
     local path = tmpfile([[switches = { b = { type = "bridge", vlan = 9999, uplink = "re0" } }]])
     local code, out = sh(netbe_cmd .. " plan " .. path .. " --os linux")
     assert.equal(1, code)
     assert.equal("netbe: " .. path .. ": switches.b.vlan: expected a VLAN id 1..4094, got 9999 (number)\n", out)
-    code, out = sh(netbe_cmd .. " plan " .. path .. " --os windows")
-    assert.equal(2, code)
-    assert.matches("--os wants freebsd or linux, got 'windows'", out, 1, true)
-    code, out = sh(netbe_cmd .. " apply")
-    assert.equal(2, code)
-    assert.matches("expected one topology file, got 0", out, 1, true)
-    code, out = sh(netbe_cmd .. " status examples/topologies/nat.lua --bogus")
-    assert.equal(2, code)
-    assert.matches("unknown option --bogus", out, 1, true)
-    code, out = sh(netbe_cmd .. " plan examples/topologies/netgraph.lua --os linux")
-    assert.equal(1, code)
-    assert.matches("switches.bnet0: netgraph switches exist only on FreeBSD (use --os freebsd)", out, 1, true)
+    exits(2, "--os wants freebsd or linux, got 'windows'", "plan " .. path .. " --os windows")
+    exits(2, "expected one topology file, got 0", "apply")
+    exits(2, "unknown option --bogus", "status examples/topologies/nat.lua --bogus")
+    exits(1, "switches.bnet0: netgraph switches exist only on FreeBSD (use --os freebsd)",
+          "plan examples/topologies/netgraph.lua --os linux")
     -- A live holder of the topology's lock keeps apply out; a dead one does not.
     local _, dir = sh("mktemp -d /tmp/netbe-lock.XXXXXX")
     dir = dir:gsub("%s+$", "")
+    local state = "NETBE_STATE_DIR=" .. dir .. " "
+    local apply = "apply examples/topologies/bridged.lua --os linux --dry-run"
     sh("mkdir " .. dir .. "/bridged.lock && echo 1 > " .. dir .. "/bridged.lock/pid")
-    code, out = sh("NETBE_STATE_DIR=" .. dir .. " " .. netbe_cmd .. " apply examples/topologies/bridged.lua --os linux --dry-run")
-    assert.equal(1, code)
-    assert.matches("apply: topology bridged is busy: netbe process 1 holds " .. dir .. "/bridged.lock", out, 1, true)
+    exits(1, "apply: topology bridged is busy: netbe process 1 holds " .. dir .. "/bridged.lock", apply, state)
     sh("echo 999999999 > " .. dir .. "/bridged.lock/pid")
-    code, out = sh("NETBE_STATE_DIR=" .. dir .. " " .. netbe_cmd .. " apply examples/topologies/bridged.lua --os linux --dry-run")
-    assert.equal(0, code, out)
-    assert.matches("dry run: 6 steps would run", out, 1, true)
+    exits(0, "dry run: 6 steps would run", apply, state)
     local _, left = sh("ls -A " .. dir)
     assert.equal("", left)                       -- lock released, nothing recorded
     sh("rm -rf " .. dir)
-    code, out = sh(netbe_cmd .. " status examples/topologies/nat.lua --os linux --netns nbnosuchns")
-    assert.equal(1, code)
-    assert.matches('status: --netns nbnosuchns: Cannot open network namespace "nbnosuchns"', out, 1, true)
-    code, out = sh(netbe_cmd .. " apply examples/topologies/nat.lua --os freebsd --netns x")
-    assert.equal(2, code)
-    assert.matches("apply: --netns is for --os linux", out, 1, true)
-    code, out = sh(netbe_cmd .. " apply examples/topologies/nat.lua --os freebsd")
-    assert.equal(2, code)
-    assert.matches("apply: --os freebsd on a linux host: only plan and bhyve-args work for another system", out, 1, true)
-    code, out = sh(netbe_cmd .. " bhyve-args examples/topologies/nat.lua --vm nosuch")
-    assert.equal(1, code)
-    assert.matches("no VM named 'nosuch' in topology natlab", out, 1, true)
+    exits(1, 'status: --netns nbnosuchns: Cannot open network namespace "nbnosuchns"',
+          "status examples/topologies/nat.lua --os linux --netns nbnosuchns")
+    exits(2, "apply: --netns is for --os linux", "apply examples/topologies/nat.lua --os freebsd --netns x")
+    exits(2, "apply: --os freebsd on a linux host: only plan and bhyve-args work for another system",
+          "apply examples/topologies/nat.lua --os freebsd")
+    exits(1, "no VM named 'nosuch' in topology natlab", "bhyve-args examples/topologies/nat.lua --vm nosuch")
   end)
 end)
