@@ -1,4 +1,5 @@
 # nslib.sh: throwaway network namespaces for demos and benchmarks (sourced).
+# shellcheck shell=bash disable=SC2034  # its variables are for the scripts that source it
 # Every namespace and process made through here is torn down on exit, also
 # when the script fails or is interrupted. Names carry the pid, so runs can
 # overlap.
@@ -67,6 +68,9 @@ ns_wait_port() {
 
 # ratio A B: A / B with two decimals (0 when B is 0).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+# median V...: the median of the values (the lower middle one of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # ns_iperf3 CLIENT_NS SERVER_NS ADDR [PORT]: one iperf3 TCP run of
 # BENCH_SECONDS (default 5) to a server on port 5201 in SERVER_NS, reached
