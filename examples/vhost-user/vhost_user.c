@@ -197,7 +197,7 @@ int vu_msg_check(const struct vu_msg *m, char *err, size_t errlen)
         return vu_check_regions(m, err, errlen);
     int want = vu_fds_wanted(m);
     if (m->nfds != want)
-        return vu_fail(m, err, errlen, EINVAL, ": came with %d descriptors, expected %d",
+        return vu_fail(m, err, errlen, EINVAL, ": %d descriptors came with it, expected %d",
                        m->nfds, want);
     switch (m->request) {
     case VU_SET_VRING_NUM: case VU_SET_VRING_ADDR: case VU_SET_VRING_BASE:

@@ -9,7 +9,10 @@
 **   - a normal frame after it must still reach the backend, a dgram
 **     socket this test listens on, with its checksum completed;
 **   - a 100 KB datagram from the peer must be skipped, and the frame
-**     behind it land in the guest's receive buffer.
+**     behind it land in the guest's receive buffer;
+**   - memory tables that move running rings away or map past the end of
+**     their file must be refused, the device staying up for the next
+**     connection.
 ** The device runs in a temporary directory and is ended by its pid.
 */
 #define _GNU_SOURCE
@@ -369,6 +372,70 @@ static void test_rx_bound(void)
           "counters after the oversize datagram:\n%s", device_log());
 }
 
+static int device_alive(void)
+{
+    return waitpid(dev_pid, NULL, WNOHANG) == 0;
+}
+
+/* A new connection, as QEMU makes after a restart. */
+static int reconnect(void)
+{
+    struct sockaddr_un sa;
+    close(conn);
+    conn = socket(AF_UNIX, SOCK_STREAM, 0);
+    return connect(conn, (struct sockaddr *)&sa, (socklen_t)unix_addr(&sa, "vu.sock")) == 0;
+}
+
+/* SET_MEM_TABLE of one region: guest address 0, SIZE bytes of FD at
+** user address UVA. Returns the REPLY_ACK status, or -1 without one. */
+static int64_t mem_table(uint64_t size, uint64_t uva, int fd)
+{
+    struct { uint32_t n, pad; uint64_t gpa, size, uva, off; } table = {1, 0, 0, size, uva, 0};
+    uint64_t ack;
+    if (!vu_send(VU_SET_MEM_TABLE, VU_NEED_REPLY, &table, sizeof table, &fd, 1) ||
+        !vu_reply(VU_SET_MEM_TABLE, &ack))
+        return -1;
+    return (int64_t)ack;
+}
+
+/* A hostile front-end: a memory table that moves the running rings out of
+** guest memory, then one whose region runs past its file. Each is refused
+** with its reason and ends that connection; the device lives, and a new
+** connection gets a working device. */
+static void test_hostile_tables(void)
+{
+    int small = memfd_create("small", MFD_CLOEXEC);
+    CHECK(small >= 0 && ftruncate(small, 4096) == 0, "memfd");
+    CHECK(mem_table(4096, 0x100000000ull, small) == 1, "a table without the rings was taken");
+    eventfd_write(kick[1], 1);                   /* a ring left in unmapped memory would crash */
+    usleep(100000);
+    CHECK(device_alive() && log_has("ring addresses are outside the memory table"),
+          "after moving the rings away:\n%s", device_log());
+    close(small);
+
+    CHECK(reconnect() && vu_u64(VU_SET_PROTOCOL_FEATURES, VU_PF_REPLY_ACK), "reconnect");
+    CHECK(mem_table(2 * MEM_SIZE, (uint64_t)(uintptr_t)mem, memfd) == 1,
+          "a region past the end of its file was taken");
+    usleep(100000);
+    CHECK(device_alive() && log_has("needs 2097152 bytes of its file, which has 1048576"),
+          "after a region past its file:\n%s", device_log());
+
+    for (int q = 0; q < 2; q++) {
+        close(kick[q]);
+        close(call[q]);
+        memset(mem + ring_gpa[q], 0, 0x3000);
+    }
+    CHECK(reconnect() && negotiate(), "a new connection could not set the device up");
+    uint8_t *h = mem + TX_SMALL_GPA, got[300];
+    memset(h, 0, HL);
+    udp_frame(h + HL, 60, 3);
+    desc(1, 0, TX_SMALL_GPA, HL + 60, 0);
+    offer(1, 0, 0);
+    struct pollfd p = {peer, POLLIN, 0};
+    ssize_t n = poll(&p, 1, 5000) == 1 ? recv(peer, got, sizeof got, 0) : -1;
+    CHECK(n == 60 && memcmp(got, h + HL, 60) == 0, "the device no longer serves: %zd", n);
+}
+
 /* SIGTERM ends the device cleanly: exit status 0, no sanitizer report. */
 static void test_clean_exit(void)
 {
@@ -397,6 +464,7 @@ int main(void)
         RUN(test_oversize_tx());
         RUN(test_tx_still_serving());
         RUN(test_rx_bound());
+        RUN(test_hostile_tables());
         RUN(test_clean_exit());
     }
     if (dev_pid > 0) {
