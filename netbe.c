@@ -2310,8 +2310,10 @@ static int nb_over_mtu(netbe *be, const struct iovec *iov, int iovcnt)
 {
     uint8_t head[22];
     uint16_t type, vlan;
+    if (!be->tx_mtu)
+        return 0;
     size_t len = nb_iov_len(iov, iovcnt);
-    if (!be->tx_mtu || len <= be->tx_mtu + 14)
+    if (len <= be->tx_mtu + 14)
         return 0;
     nb_iov_to_buf(iov, iovcnt, 0, head, sizeof head);
     size_t l2 = nb_eth_walk(head, sizeof head, &type, &vlan);

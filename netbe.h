@@ -147,12 +147,12 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg);
 **     per segment netbe cuts from it. Without mtu= nothing is checked;
 **   - slirp: libslirp applies its MTU and MRU (mtu=) itself;
 **   - null: takes anything; netgraph, netmap, vale: their kernel side.
-** An offload the header asks for and the backend
-** cannot do is done in software (netbe_frame_offload); if the backend
-** fills up halfway through the segments, the frame still counts as taken
-** and the rest go out, in order, before any later frame. Safe to call
-** from one thread other than the event_base's while that thread runs the
-** loop. */
+** An offload the header asks for and the backend cannot do is done in
+** software (netbe_frame_offload); if the backend fills up halfway through
+** the segments, the frame still counts as taken and the rest go out, in
+** order, before any later frame (a segment the backend refuses, over the
+** MTU say, is counted and skipped). Safe to call from one thread other
+** than the event_base's while that thread runs the loop. */
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt);
 
 /* Length of the next received frame including the frontend's header, or
