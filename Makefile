@@ -19,7 +19,9 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 PREFIX  ?= /usr/local
 LUAVER  := 5.4
 
-EXAMPLES := $(patsubst %.c,%,$(wildcard examples/*.c))
+EXAMPLES := $(patsubst %.c,%,$(wildcard examples/*.c)) examples/vhost-user-net
+VHOST_SRC := $(wildcard examples/vhost-user/*.c)
+VHOST_HDR := $(wildcard examples/vhost-user/*.h)
 CTESTS   := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/*.c))
 
 .PHONY: all deps test demo bench fuzz install clean
@@ -40,9 +42,19 @@ lua/netbe.so: lua/netbe_lua.c netbe.o netbe.h
 examples/%: examples/%.c libnetbe.a netbe.h
 	$(CC) $(ALL_CFLAGS) -o $@ $< libnetbe.a $(LIBS)
 
+examples/vhost-user-net: $(VHOST_SRC) $(VHOST_HDR) libnetbe.a netbe.h
+	$(CC) $(ALL_CFLAGS) -o $@ $(VHOST_SRC) libnetbe.a $(LIBS)
+
+# The same device under ASan and UBSan, for the C test that plays QEMU.
+build/vhost-user-net: $(VHOST_SRC) $(VHOST_HDR) netbe.c netbe.h
+	@mkdir -p build
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $(VHOST_SRC) netbe.c $(LIBS)
+
 build/tests/%: tests/c/%.c netbe.c netbe.h
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS)
+
+build/tests/vhost_client_test: build/vhost-user-net
 
 test: deps
 	@$(MAKE) --no-print-directory all

@@ -884,7 +884,8 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
         return -EINVAL;
     int used = 0;
     while (off < len) {
-        if (used == nbufs)
+        /* num_buffers is 16 bits: a frame cannot span more buffers. */
+        if (used == nbufs || used == UINT16_MAX)
             return -EMSGSIZE;
         size_t n = bufs[used].iov_len < len - off ? bufs[used].iov_len : len - off;
         nb_iov_to_buf(frame, framecnt, off, bufs[used].iov_base, n);
@@ -2004,6 +2005,9 @@ struct nb_ops {
     ** Returns its length, 0 when none waits. Both may be NULL. */
     size_t (*rx_lend)(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame);
     void (*rx_done)(netbe *be);
+    /* The link has no MTU of its own (no kernel interface checks it): netbe
+    ** drops frames over mtu=, when given. Such backends take no header. */
+    int mtu_drop;
 };
 
 struct netbe {
@@ -2019,6 +2023,7 @@ struct netbe {
     unsigned fe_hdr_len, be_hdr_len;
     uint64_t features;
     unsigned mtu;
+    unsigned tx_mtu;             /* longer IP packets are dropped on send; 0: no check */
     int have_mac;
     uint8_t mac[6];
     uint8_t *bounce;             /* a frame read ahead by netbe_peek_recvlen */
@@ -2249,6 +2254,8 @@ int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
     const char *v;
     if ((v = netbe_config_get(cfg, "mtu")))
         netbe_parse_mtu(v, &be->mtu, NULL, 0);
+    if (v && o->mtu_drop)
+        be->tx_mtu = be->mtu;
     if ((v = netbe_config_get(cfg, "mac")))
         be->have_mac = netbe_parse_mac(v, be->mac, NULL, 0) == 0;
     rc = o->open(be, cfg, err, errlen);
@@ -2297,10 +2304,26 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg)
     be->cb_arg = arg;
 }
 
+/* True when the plain Ethernet frame in IOV carries more than tx_mtu
+** bytes after its VLAN tags: a giant, which a NIC drops. */
+static int nb_over_mtu(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    uint8_t head[22];
+    uint16_t type, vlan;
+    if (!be->tx_mtu)
+        return 0;
+    size_t len = nb_iov_len(iov, iovcnt);
+    if (len <= be->tx_mtu + 14)
+        return 0;
+    nb_iov_to_buf(iov, iovcnt, 0, head, sizeof head);
+    size_t l2 = nb_eth_walk(head, sizeof head, &type, &vlan);
+    return len - (l2 ? l2 : 14) > be->tx_mtu;
+}
+
 /* Send with the frontend's header already converted to the backend's. */
 static ssize_t nb_send_raw(netbe *be, const struct iovec *iov, int iovcnt)
 {
-    ssize_t n = be->ops->send(be, iov, iovcnt);
+    ssize_t n = nb_over_mtu(be, iov, iovcnt) ? -EMSGSIZE : be->ops->send(be, iov, iovcnt);
     if (n >= 0) {
         nb_count(&be->st.tx_frames, 1);
         nb_count(&be->st.tx_bytes, (uint64_t)n);
@@ -2416,6 +2439,11 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
     if (len < fe + 14) {
         nb_count(&be->st.tx_drops, 1);
         return -EINVAL;
+    }
+    if (len > NETBE_MAX_FRAME + fe) {
+        /* No frame is longer: refused before a byte of it is copied. */
+        nb_count(&be->st.tx_drops, 1);
+        return -EMSGSIZE;
     }
     struct nb_vnet_hdr h;
     nb_hdr_read(iov, iovcnt, fe, &h);
@@ -2536,9 +2564,19 @@ static void nb_hdr_for_fe(netbe *be, struct nb_vnet_hdr *h)
     h->num_buffers = be->fe_hdr_len == 12;
 }
 
+/* Report receive readiness again: frames may wait behind the ones a call
+** gave up on, and no new readiness would announce them (a stream's
+** buffer, slirp's ring). Only the event_base's thread receives. */
+static void nb_rx_again(netbe *be)
+{
+    if (be->rx_enabled && be->rx_ev)
+        event_active(be->rx_ev, EV_READ, 0);
+}
+
 /* Receive from the backend, converting its header to the frontend's and
 ** doing in software the offloads the frontend did not negotiate. Frames
-** with lying headers are dropped and the next one read. */
+** longer than any frame or with lying headers are dropped and the next
+** one read. */
 static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
 {
     unsigned fe = be->fe_hdr_len;
@@ -2547,6 +2585,10 @@ static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
     for (int tries = 0; tries < NB_RX_TRIES; tries++) {
         struct nb_vnet_hdr h;
         ssize_t r = nb_recv_one(be, iov, iovcnt, &h);
+        if (r > (ssize_t)(NETBE_MAX_FRAME + fe)) {
+            nb_count(&be->st.rx_drops, 1);
+            continue;
+        }
         if (r <= 0 || (fe == 0 && be->be_hdr_len == 0))
             return r;
         if (h.flags | h.gso_type) {
@@ -2562,6 +2604,7 @@ static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
         }
         return r;
     }
+    nb_rx_again(be);
     return 0;
 }
 
@@ -2602,6 +2645,7 @@ static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
     }
     if ((size_t)r > room) {
         nb_count(&be->st.rx_drops, 1);
+        nb_rx_again(be);
         return -EMSGSIZE;
     }
     nb_count(&be->st.rx_frames, 1);
@@ -2871,6 +2915,7 @@ static ssize_t sock_recv_msg(netbe *be, const struct iovec *iov, int iovcnt)
 static const struct nb_ops nb_pair = {
     .prefix = "pair", .keys = pair_keys, .priv_size = sizeof(struct pair_priv),
     .open = pair_open, .close = pair_close, .send = sock_send_msg, .recv = sock_recv_msg,
+    .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -3503,7 +3548,7 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
 static const struct nb_ops nb_stream = {
     .prefix = "stream", .keys = stream_keys, .priv_size = sizeof(struct stream_priv),
     .check = stream_check, .open = stream_open, .close = stream_close,
-    .send = stream_send, .recv = stream_recv,
+    .send = stream_send, .recv = stream_recv, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -3576,7 +3621,7 @@ static void dgram_close(netbe *be)
 static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
-    .send = sock_send_msg, .recv = sock_recv_msg,
+    .send = sock_send_msg, .recv = sock_recv_msg, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -5967,6 +6012,7 @@ struct netbe_vq {
     uint16_t used_idx;           /* next used entry to fill */
     uint16_t published;          /* used index at the last publish */
     int can_unpop;
+    uint64_t dropped;            /* chains given back unread: longer than a frame */
     char error[160];
 };
 
@@ -6179,25 +6225,45 @@ static int vq_walk_chain(netbe_vq *vq, uint16_t head, struct iovec *iov, int iov
     }
 }
 
+/* Fill the next used entry: chain HEAD, LEN bytes written. */
+static void vq_put_used(netbe_vq *vq, uint16_t head, uint32_t len)
+{
+    uint32_t elem[2] = {head, len};
+    memcpy((uint8_t *)vq->used + 4 + 8 * (size_t)(vq->used_idx % vq->size), elem,
+           sizeof elem);
+    vq->used_idx++;
+}
+
 int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
                  struct netbe_vq_chain *ch)
 {
+    /* The chains available now, and no more: a guest that keeps adding
+    ** chains too long to take cannot keep the call going. */
     int n = netbe_vq_pending(vq);
-    if (n <= 0)
-        return n;
-    uint16_t head = vq_load16(&vq->avail[2 + vq->last_avail % vq->size]);
-    if (head >= vq->size)
-        return vq_fail(vq, EINVAL, "available entry %u names head %u, outside the queue "
-                       "(%u entries)", vq->last_avail, head, vq->size);
-    memset(ch, 0, sizeof *ch);
-    ch->head = head;
-    int rc = vq_walk_chain(vq, head, iov, iovmax, allow, ch);
-    if (rc < 0)
-        return rc;
-    vq->last_avail++;
-    vq->can_unpop = 1;
-    return 1;
+    for (; n > 0; n--) {
+        uint16_t head = vq_load16(&vq->avail[2 + vq->last_avail % vq->size]);
+        if (head >= vq->size)
+            return vq_fail(vq, EINVAL, "available entry %u names head %u, outside the "
+                           "queue (%u entries)", vq->last_avail, head, vq->size);
+        memset(ch, 0, sizeof *ch);
+        ch->head = head;
+        int rc = vq_walk_chain(vq, head, iov, iovmax, allow, ch);
+        if (rc < 0)
+            return rc;
+        vq->last_avail++;
+        if (ch->read_len <= NETBE_VQ_MAX_READ) {
+            vq->can_unpop = 1;
+            return 1;
+        }
+        /* Longer than any frame: back to the driver unread, and counted. */
+        vq_put_used(vq, head, 0);
+        vq->dropped++;
+        vq->can_unpop = 0;
+    }
+    return n;
 }
+
+uint64_t netbe_vq_dropped(const netbe_vq *vq) { return vq->dropped; }
 
 void netbe_vq_unpop(netbe_vq *vq)
 {
@@ -6212,10 +6278,7 @@ int netbe_vq_push(netbe_vq *vq, uint16_t head, uint32_t len)
         return -EIO;
     if (head >= vq->size)
         return -EINVAL;
-    uint32_t elem[2] = {head, len};
-    memcpy((uint8_t *)vq->used + 4 + 8 * (size_t)(vq->used_idx % vq->size), elem,
-           sizeof elem);
-    vq->used_idx++;
+    vq_put_used(vq, head, len);
     vq->can_unpop = 0;
     return 0;
 }

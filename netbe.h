@@ -33,7 +33,9 @@ extern "C" {
 struct event_base;
 
 /* Largest frame any backend moves: a 64 KiB GSO frame plus Ethernet and VLAN
-** headers, not counting the virtio-net header. */
+** headers, not counting the virtio-net header. Every length a guest or a
+** peer controls is held to it: a longer frame is refused or dropped and
+** counted, on send and on receive (see netbe_send, netbe_recv). */
 #define NETBE_MAX_FRAME  (65535 + 14 + 4)
 /* Size of an error buffer that never truncates a netbe message. */
 #define NETBE_ERRMAX     256
@@ -131,12 +133,26 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg);
 ** backend cannot take it now (NETBE_EV_TX follows once it can; the frame
 ** was not taken), or another negative errno value when the frame was
 ** dropped (counted as a drop or error); -EINVAL when its header lies (see
-** netbe_frame_check). An offload the header asks for and the backend
-** cannot do is done in software (netbe_frame_offload); if the backend
-** fills up halfway through the segments, the frame still counts as taken
-** and the rest go out, in order, before any later frame. Safe to call
-** from one thread other than the event_base's while that thread runs the
-** loop. */
+** netbe_frame_check) or the frame is shorter than the header and an
+** Ethernet header; -EMSGSIZE, counted in tx_drops, when it is longer than
+** NETBE_MAX_FRAME plus the header (checked before any of it is copied),
+** or longer than the backend's MTU where netbe enforces it:
+**   - tap: the kernel's interface has the mtu= MTU and applies it as for
+**     any interface; netbe does not, so GSO frames up to 64 KiB pass
+**     whole (the kernel cuts them) and the host's stack or bridge decides
+**     about plain frames, as it does for any NIC;
+**   - stream, dgram, pair: the link has no MTU of its own, so when mtu=
+**     is given netbe drops a frame whose payload after the Ethernet
+**     header and VLAN tags is longer (a giant); a GSO frame is checked
+**     per segment netbe cuts from it. Without mtu= nothing is checked;
+**   - slirp: libslirp applies its MTU and MRU (mtu=) itself;
+**   - null: takes anything; netgraph, netmap, vale: their kernel side.
+** An offload the header asks for and the backend cannot do is done in
+** software (netbe_frame_offload); if the backend fills up halfway through
+** the segments, the frame still counts as taken and the rest go out, in
+** order, before any later frame (a segment the backend refuses, over the
+** MTU say, is counted and skipped). Safe to call from one thread other
+** than the event_base's while that thread runs the loop. */
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt);
 
 /* Length of the next received frame including the frontend's header, or
@@ -144,12 +160,19 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt);
 ssize_t netbe_peek_recvlen(netbe *be);
 
 /* Receive one frame into IOV. Returns its length (header included), 0 when
-** none is waiting, or a negative errno value. A frame longer than IOV is
-** truncated to fit and counted as an rx drop; -EMSGSIZE is returned.
-** Frames from the backend whose header lies are dropped and counted
-** (rx_bad_hdr) and the next one is read; a frame needing an offload the
-** frontend did not negotiate comes out as the segments netbe made of it,
-** one per call. */
+** none is waiting, or a negative errno value. Frames from the backend
+** longer than NETBE_MAX_FRAME plus the header (a datagram peer can send
+** one) are dropped, counted in rx_drops, and the next one is read. So are
+** frames whose header lies (counted in rx_bad_hdr too). A frame needing
+** an offload the frontend did not negotiate comes out as the segments
+** netbe made of it, one per call.
+** A frame longer than IOV is dropped (what fits is written), counted in
+** rx_drops, and -EMSGSIZE is returned: the frame is gone, and the rule is
+** that frames behind it are never stranded. When receive is enabled
+** netbe reports NETBE_EV_RX again, so a loop that stops at the first
+** value <= 0, `while ((n = netbe_recv(be, iov, cnt)) > 0)`, is called
+** back for them; a caller may also go on calling after -EMSGSIZE. A
+** buffer of NETBE_MAX_FRAME plus the header length never sees it. */
 ssize_t netbe_recv(netbe *be, const struct iovec *iov, int iovcnt);
 
 /* Drop the next received frame (bhyve calls this when the guest has no
@@ -299,9 +322,10 @@ int netbe_frame_offload(void *frame, size_t len, unsigned hdr_len,
 ** LENS[i] gets the bytes written to BUFS[i] (the used-ring length); it
 ** has room for NBUFS entries. Returns the number of buffers used;
 ** -EINVAL when the frame is shorter than 12 bytes or BUFS[0] cannot hold
-** the header; -EMSGSIZE when the buffers together are too small (their
-** contents are then unspecified and none should be returned to the
-** guest). */
+** the header; -EMSGSIZE when the buffers together are too small, or the
+** frame would need more than 65535 of them (the most num_buffers can
+** count): their contents are then unspecified and none should be
+** returned to the guest. */
 int netbe_rx_merge(const struct iovec *frame, int framecnt,
                    const struct iovec *bufs, int nbufs, uint32_t *lens);
 
@@ -594,6 +618,10 @@ typedef void *(*netbe_vq_map_fn)(void *arg, uint64_t gpa, uint64_t len);
 /* Largest queue size of a split virtqueue (sizes are powers of 2). */
 #define NETBE_VQ_MAX_SIZE 32768
 
+/* The longest device-readable part of a chain netbe_vq_pop returns: a
+** frame and the longest virtio-net header. */
+#define NETBE_VQ_MAX_READ (NETBE_MAX_FRAME + 12)
+
 /* Directions a chain may carry, for netbe_vq_pop's ALLOW. */
 #define NETBE_VQ_READ   0x1  /* device-readable: the driver's data (a tx frame) */
 #define NETBE_VQ_WRITE  0x2  /* device-writable: room for the device (an rx buffer) */
@@ -644,9 +672,21 @@ struct netbe_vq_chain {
 ** value for the rule the guest broke (-EFAULT: a buffer or table outside
 ** guest memory; -ELOOP: a chain longer than the queue; -EINVAL: a bad index,
 ** flag or length; -E2BIG: more buffers than IOVMAX). Zero-length buffers are
-** skipped. */
+** skipped.
+** A chain whose device-readable part is longer than NETBE_VQ_MAX_READ (a
+** tx "frame" no backend may take) breaks no rule: it is returned to the
+** used ring with length 0, unread, counted (netbe_vq_dropped), and the
+** next chain is taken. Such chains reach the driver with the next
+** netbe_vq_publish, so publish after popping as after pushing, also when
+** the pop returned 0. The device-writable part has no such limit: a
+** driver may post receive buffers larger than any frame (Linux's big
+** packets) and the device writes only what the frame needs. */
 int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
                  struct netbe_vq_chain *ch);
+
+/* Chains netbe_vq_pop gave back unread for being longer than
+** NETBE_VQ_MAX_READ, since netbe_vq_new. */
+uint64_t netbe_vq_dropped(const netbe_vq *vq);
 
 /* Give back the chain netbe_vq_pop returned last, unused (e.g. no frame was
 ** waiting after all): the next pop returns it again. Only one pop can be

@@ -72,32 +72,48 @@ static void fuzz_configs(int rounds)
     CHECK(accepted > 0 && rejected > 0, "accepted %d rejected %d", accepted, rejected);
 }
 
-/* Frames with random headers and lengths through a pair at header length 12. */
+/* Frames with random headers and lengths through a pair at header length
+** 12, up to twice the longest frame: those past NETBE_MAX_FRAME plus the
+** header must be refused, also when a checksum header sends them down the
+** software offload path. */
 static void fuzz_frames(struct event_base *base, int rounds)
 {
     char err[NETBE_ERRMAX];
     netbe *a, *b;
     CHECK(netbe_open_str(&a, "pair,name=fz", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
     CHECK(netbe_open_str(&b, "pair,name=fz", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    netbe_set_cap(a, 0, 12);
-    static uint8_t buf[NETBE_MAX_FRAME + 12], in[200];
-    int bad_returns = 0;
+    netbe_set_cap(a, NETBE_F_CSUM, 12);
+    static uint8_t buf[2 * NETBE_MAX_FRAME], in[200], big[NETBE_MAX_FRAME];
+    int bad_returns = 0, oversize_taken = 0, oversize = 0;
     for (int i = 0; i < rounds; i++) {
         size_t len = rnd() % 3 ? rnd() % 1600 : rnd() % sizeof buf;
         /* Random headers nearly all lie and are dropped: every other
-        ** frame has a plain (zero) header so that frames get through. */
+        ** frame has a plain (zero) header so that frames get through, and
+        ** some a checksum request that is true for any long frame. */
         for (size_t j = 0; j < 24 && j < len; j++)
             buf[j] = j < 12 && i % 2 ? 0 : (uint8_t)rnd();
+        if (i % 4 == 1 && len >= 64) {
+            buf[0] = 1;
+            buf[6] = 34;
+            buf[8] = 16;
+        }
         struct iovec v[3] = {{buf, len / 3}, {buf + len / 3, len / 3},
                              {buf + 2 * (len / 3), len - 2 * (len / 3)}};
         ssize_t n = netbe_send(a, v, 3);
         bad_returns += n != (ssize_t)len && n >= 0;
-        /* Receive into a buffer too small for most frames. */
-        struct iovec r = {in, sizeof in};
+        if (len > NETBE_MAX_FRAME + 12) {
+            oversize++;
+            oversize_taken += n != -EMSGSIZE;
+        }
+        /* Receive into a buffer too small for most frames, or one that
+        ** takes them all. */
+        struct iovec r = i % 8 ? (struct iovec){in, sizeof in} : (struct iovec){big, sizeof big};
         while (netbe_recv(b, &r, 1) != 0)
             ;
     }
     CHECK(bad_returns == 0, "%d sends returned a length other than the frame's", bad_returns);
+    CHECK(oversize > 0 && oversize_taken == 0, "%d of %d frames over the bound were not "
+          "refused", oversize_taken, oversize);
     struct netbe_stats st;
     netbe_get_stats(b, &st);
     CHECK(st.rx_drops > 0, "oversize frames for the receive buffer are counted as drops");

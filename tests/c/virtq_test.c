@@ -373,6 +373,57 @@ static void test_hostile(void)
     netbe_vq_free(vq);
 }
 
+/* A tx chain longer than any frame goes back with length 0, counted, and
+** the queue goes on with the next chain; rx chains may be larger. */
+static void test_oversize_chain(void)
+{
+    netbe_vq *vq = fresh(NETBE_F_RING_INDIRECT_DESC);
+    struct iovec iov[QSIZE];
+    struct netbe_vq_chain ch;
+    desc(0, DATA_GPA, 200 * 1024, 0, 0);                    /* one 200 KB buffer */
+    desc(1, DATA_GPA, 60000, F_NEXT, 2);                     /* two, 1 byte over */
+    desc(2, DATA_GPA, NETBE_VQ_MAX_READ - 60000 + 1, 0, 0);
+    desc_at(INDIR_GPA, 0, DATA_GPA, 70000, 0, 0);            /* indirect, 70000 */
+    desc(3, INDIR_GPA, 16, F_INDIRECT, 0);
+    desc(4, DATA_GPA, NETBE_VQ_MAX_READ, 0, 0);              /* the longest frame */
+    desc(5, DATA_GPA, 200 * 1024, F_WRITE, 0);               /* a big rx buffer */
+    offer(0, 0);
+    offer(1, 1);
+    offer(2, 3);
+    offer(3, 4);
+    CHECK(netbe_vq_pop(vq, iov, QSIZE, NETBE_VQ_READ, &ch) == 1 && ch.head == 4 &&
+          ch.read_len == NETBE_VQ_MAX_READ, "pop gave head %u of %llu bytes, expected the "
+          "longest frame behind three oversize chains", ch.head,
+          (unsigned long long)ch.read_len);
+    CHECK(netbe_vq_dropped(vq) == 3, "%llu chains dropped",
+          (unsigned long long)netbe_vq_dropped(vq));
+    CHECK(netbe_vq_ready(vq), "the queue broke: %s", netbe_vq_error(vq));
+    /* Undo gives back only the chain returned, never a dropped one. */
+    netbe_vq_unpop(vq);
+    CHECK(netbe_vq_pop(vq, iov, QSIZE, NETBE_VQ_READ, &ch) == 1 && ch.head == 4,
+          "unpop then pop: head %u", ch.head);
+    /* Only an oversize chain in the ring: pop says none, and the chain it
+    ** dropped cannot be undone into being taken twice. */
+    offer(4, 0);
+    CHECK(netbe_vq_pop(vq, iov, QSIZE, NETBE_VQ_READ, &ch) == 0, "oversize chain returned");
+    netbe_vq_unpop(vq);
+    CHECK(netbe_vq_get_base(vq) == 5, "unpop after a drop moved the base to %u",
+          netbe_vq_get_base(vq));
+    netbe_vq_push(vq, 4, 0);
+    CHECK(netbe_vq_publish(vq) == 1 && get16(USED_GPA + 2) == 5, "used idx %u",
+          get16(USED_GPA + 2));
+    static const unsigned heads[5] = {0, 1, 3, 0, 4};
+    for (unsigned i = 0; i < 5; i++)
+        CHECK(get32(USED_GPA + 4 + 8 * i) == heads[i] && get32(USED_GPA + 8 + 8 * i) == 0,
+              "used entry %u: head %u len %u", i, get32(USED_GPA + 4 + 8 * i),
+              get32(USED_GPA + 8 + 8 * i));
+    offer(5, 5);
+    CHECK(netbe_vq_pop(vq, iov, QSIZE, NETBE_VQ_WRITE, &ch) == 1 && ch.head == 5 &&
+          ch.write_len == 200 * 1024, "a 200 KB rx buffer is taken");
+    CHECK(netbe_vq_dropped(vq) == 4, "%llu dropped", (unsigned long long)netbe_vq_dropped(vq));
+    netbe_vq_free(vq);
+}
+
 /* Random rings: whatever the guest writes, pops end and stay in memory. */
 static void test_random_rings(void)
 {
@@ -420,6 +471,7 @@ int main(void)
     RUN(test_indirect());
     RUN(test_event_idx());
     RUN(test_hostile());
+    RUN(test_oversize_chain());
     RUN(test_random_rings());
     free(mem);
     return check_summary();

@@ -131,6 +131,21 @@ describe("virtio-net header conversion", function()
     assert.equal(1, a:stats().tx_bad_hdr)
     a:close(); b:close()
   end)
+
+  it("refuses a 200 KB checksum frame from Lua before copying it, and goes on", function()
+    local a, b = pair()
+    a:set_cap(netbe.F_CSUM, 12)
+    -- NEEDS_CSUM, csum_start 34, csum_offset 16: true for any frame this long.
+    local needs_csum = "\1\0\0\0\0\0\34\0\16\0\0\0"
+    local ok, msg, errno = a:send(needs_csum .. frame(200 * 1024, 1))
+    assert.is_nil(ok)
+    assert.equal(90, errno)                          -- EMSGSIZE
+    assert.is_truthy(msg:find("too long", 1, true))
+    assert.equal(1, a:stats().tx_drops)
+    assert.equal(12 + netbe.MAX_FRAME, a:send(needs_csum .. frame(netbe.MAX_FRAME, 2)))
+    assert.equal(netbe.MAX_FRAME, #recv_wait(b))
+    a:close(); b:close()
+  end)
 end)
 
 describe("null", function()

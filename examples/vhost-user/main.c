@@ -1,0 +1,244 @@
+/*
+** vhost-user-net: a vhost-user net device with any netbe backend behind it.
+**
+**   vhost-user-net --socket PATH BACKEND-SPEC
+**
+** QEMU connects to PATH and hands us the guest's memory and virtqueues:
+**
+**   -object memory-backend-memfd,id=mem0,size=256M,share=on
+**   -machine pc,memory-backend=mem0
+**   -chardev socket,id=c0,path=PATH,reconnect=1
+**   -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0
+**
+** Frames move between the guest's rx/tx virtqueues (walked with netbe's
+** netbe_vq_* helper) and the backend (netbe_send/netbe_recv) with the
+** virtio-net header the guest negotiated, so offloads the backend can do
+** (netbe_get_cap) are offered to the guest. One QEMU is served at a time;
+** when it goes away (shut down, killed, restarted) the device forgets the
+** guest and waits for the next connection. A guest reboot stops and
+** re-sets the rings over the same connection.
+**
+** Nothing from the guest or QEMU is trusted. A tx chain longer than any
+** frame goes back to the guest unread and is counted; so is a frame the
+** backend refuses or one too big for the guest's receive buffers; the
+** queues go on. Every control message is checked field by field
+** (vhost_user.c); one that fails is named on stderr and ends the
+** connection, never the device.
+**
+** Runs until SIGINT or SIGTERM, then prints each queue's counters (frames,
+** drops, oversize drops) and the backend's; SIGUSR1 prints them at any
+** time. VHOST_USER_NET_DEBUG=1 in the environment logs every control
+** message to stderr.
+**
+** Under TCG, QEMU 7.2 crashes in vhost_net_start when the virtio-net-pci
+** device uses MSI-X with a vhost-user backend; give the device vectors=0.
+**
+** The protocol is QEMU's docs/interop/vhost-user.rst; only what a net device
+** with one queue pair needs is offered (no multiqueue, no dirty logging, no
+** postcopy).
+**
+** Files: main.c (socket and signals), device.c (memory, rings, data path,
+** message handling), vhost_user.c (message decoding and checks).
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <event2/event.h>
+
+#include "device.h"
+
+struct server {
+    struct dev dev;
+    const char *path;
+    int listen_fd;
+    struct event *accept_ev, *conn_ev;
+};
+
+/* Read one message with its fds into M. Returns 0, or -1 when the peer is
+** gone or sent something that is not a message; M's fds are set either way. */
+static int read_msg(int fd, struct vu_msg *m)
+{
+    char ctl[CMSG_SPACE(VU_MAX_FDS * sizeof(int))], err[300], name[32];
+    struct iovec v = {m, VU_HDR_SIZE};
+    struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl,
+                        .msg_controllen = sizeof ctl};
+    memset(m, 0, sizeof *m);
+    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); n > 0 && c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (k > VU_MAX_FDS - m->nfds)
+                k = VU_MAX_FDS - m->nfds;
+            memcpy(m->fds + m->nfds, CMSG_DATA(c), k * sizeof(int));
+            m->nfds += k;
+        }
+    if (n != VU_HDR_SIZE) {
+        if (n != 0)
+            say("short message header (%zd bytes): %s", n, n < 0 ? strerror(errno) : "");
+        return -1;
+    }
+    if (mh.msg_flags & MSG_CTRUNC) {
+        say("%s: more than %d descriptors", vu_request_name(m->request, name, sizeof name),
+            VU_MAX_FDS);
+        return -1;
+    }
+    if (vu_msg_check_header(m, err, sizeof err) < 0) {
+        say("%s", err);
+        return -1;
+    }
+    if (m->size && recv(fd, &m->p, m->size, MSG_WAITALL) != (ssize_t)m->size) {
+        say("%s: payload of %u bytes cut short", vu_request_name(m->request, name,
+            sizeof name), m->size);
+        return -1;
+    }
+    return 0;
+}
+
+static void close_fds(struct vu_msg *m)
+{
+    for (int i = 0; i < m->nfds; i++)
+        close(m->fds[i]);
+    m->nfds = 0;
+}
+
+/* QEMU is gone: forget the guest and listen for the next one. */
+static void disconnect(struct server *s)
+{
+    dev_disconnect(&s->dev);
+    event_free(s->conn_ev);
+    s->conn_ev = NULL;
+    close(s->dev.conn_fd);
+    s->dev.conn_fd = -1;
+    event_add(s->accept_ev, NULL);
+    say("disconnected; waiting for the next connection");
+}
+
+static void on_message(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    struct vu_msg m;
+    int rc = read_msg(fd, &m);
+    if (rc == 0 && getenv("VHOST_USER_NET_DEBUG")) {
+        char name[32];
+        say("%s flags 0x%x size %u fds %d", vu_request_name(m.request, name, sizeof name),
+            m.flags, m.size, m.nfds);
+    }
+    if (rc == 0)
+        rc = dev_message(&s->dev, &m);
+    close_fds(&m);
+    if (rc < 0)
+        disconnect(s);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct server *s = arg;
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    /* A peer that stops mid-message must not hang the device. */
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    s->dev.conn_fd = fd;
+    s->conn_ev = event_new(s->dev.base, fd, EV_READ | EV_PERSIST, on_message, s);
+    event_add(s->conn_ev, NULL);
+    event_del(s->accept_ev);
+    say("connected");
+}
+
+static int listen_on(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        say("--socket '%s': at most %zu characters", path, sizeof sa.sun_path - 1);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
+        say("cannot listen on %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
+static void on_report(evutil_socket_t sig, short what, void *arg)
+{
+    dev_report(arg, stdout);
+}
+
+static int server_start(struct server *s, struct event_base *base, const char *spec)
+{
+    if (dev_open(&s->dev, base, spec, s->path) < 0)
+        return -1;
+    s->listen_fd = listen_on(s->path);
+    if (s->listen_fd < 0)
+        return -1;
+    s->accept_ev = event_new(base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
+    if (!s->accept_ev)
+        return -1;
+    event_add(s->accept_ev, NULL);
+    return 0;
+}
+
+static void server_stop(struct server *s)
+{
+    if (s->conn_ev)
+        disconnect(s);
+    if (s->accept_ev)
+        event_free(s->accept_ev);
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        unlink(s->path);
+    }
+    dev_report(&s->dev, stdout);
+    dev_close(&s->dev);
+}
+
+int main(int argc, char **argv)
+{
+    static struct server s = {.listen_fd = -1};
+    if (argc != 4 || strcmp(argv[1], "--socket") != 0) {
+        fprintf(stderr, "usage: %s --socket PATH BACKEND-SPEC\n", argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    s.path = argv[2];
+    struct event_base *base = event_base_new();
+    if (!base) {
+        say("cannot create an event base");
+        return 1;
+    }
+    struct event *sigs[3] = {evsignal_new(base, SIGINT, on_stop, base),
+                             evsignal_new(base, SIGTERM, on_stop, base),
+                             evsignal_new(base, SIGUSR1, on_report, &s.dev)};
+    for (int i = 0; i < 3; i++)
+        event_add(sigs[i], NULL);
+    int status = 1;
+    if (server_start(&s, base, argv[3]) == 0) {
+        say("listening on %s, backend %s", s.path, netbe_name(s.dev.be));
+        fflush(stderr);
+        event_base_dispatch(base);
+        status = 0;
+    }
+    server_stop(&s);
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    event_base_free(base);
+    return status;
+}
