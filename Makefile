@@ -125,6 +125,10 @@ build/freebsd/examples/bhyve/%.o: examples/bhyve/%.c netbe.h
 	@mkdir -p $(dir $@)
 	$(FREEBSD_CC) $(FREEBSD_GNU) -c -o $@ $<
 
+build/freebsd/tests/c/bhyve_test.o: tests/c/bhyve_test.c netbe.h
+	@mkdir -p $(dir $@)
+	$(FREEBSD_CC) $(FREEBSD_STD) -I$(NETBE_FREEBSD_SYSROOT)/bhyve -c -o $@ $<
+
 # bhyve's device model, unmodified, against the drop-in's headers.
 build/freebsd/pci_virtio_net.o: $(NETBE_BHYVE_SRC)/pci_virtio_net.c
 	@mkdir -p $(dir $@)

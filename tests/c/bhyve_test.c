@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "check.h"
+#include "inet_csum.h"
 #include "config.h"
 #include "net_backends.h"
 #include "netbe.h"
@@ -122,20 +123,6 @@ static int wait_frames(struct softc *sc, int n)
 }
 
 /* ---- Frames ---- */
-
-static uint32_t sum16(const uint8_t *p, size_t len, uint32_t s)
-{
-    for (size_t i = 0; i < len; i++)
-        s += i & 1 ? p[i] : (uint32_t)p[i] << 8;
-    return s;
-}
-
-static uint16_t fold(uint32_t s)
-{
-    while (s >> 16)
-        s = (s & 0xffff) + (s >> 16);
-    return (uint16_t)s;
-}
 
 /* Ethernet, IPv4, a 20-byte TCP header and PAYLOAD bytes at BUF + HL, the
 ** TCP checksum field holding the pseudo header sum (as for NEEDS_CSUM), and
