@@ -49,10 +49,20 @@
 #include <sys/un.h>
 
 #include <event2/event.h>
+#ifndef NETBE_OMIT_SLIRP
 #include <libslirp.h>
+#endif
+#ifndef NETBE_OMIT_LUA
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#else
+/* Policies without Lua never make a state (hook rules are refused where
+** they load, section 3b); these stand in for the names the rest uses. */
+typedef struct lua_State lua_State;
+#define LUA_NOREF (-2)
+#define lua_close(L) ((void)(L))
+#endif
 
 #ifdef __linux__
 #include <linux/if_tun.h>
@@ -1218,6 +1228,8 @@ static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
 
 /* ---- Lua hooks ---- */
 
+#ifndef NETBE_OMIT_LUA
+
 /* The sandbox allocator: fails once the state would outgrow its limit. */
 static void *pol_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -1467,6 +1479,30 @@ static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct 
     lua_settop(L, 1);
     return verdict;
 }
+
+#else
+
+/* Built with NETBE_OMIT_LUA: no sandbox to open, and every hook rule is
+** refused where it would load, so none is ever called. */
+static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
+{
+    return 0;
+}
+
+static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
+                             const struct netbe_rule *d, char *err, size_t errlen)
+{
+    return NB_ERR(ENOTSUP, "rule '%s': action lua needs Lua, and this netbe was built "
+                  "without it (NETBE_OMIT_LUA): use compiled rules only", r->name);
+}
+
+static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct pol_pkt *pk)
+{
+    pol_add(&p->st.hook_errors, 1);
+    return p->fail;
+}
+
+#endif /* NETBE_OMIT_LUA */
 
 /* ---- Building ---- */
 
@@ -1985,7 +2021,7 @@ int netbe_policy_rule_stats(const netbe_policy *p, int i, struct netbe_rule_stat
 struct nb_ops {
     const char *prefix;          /* matched against "backend", or equal to "type" */
     const char *const *keys;     /* keys beyond the common ones, NULL-terminated */
-    size_t priv_size;            /* private state allocated after struct netbe */
+    size_t priv_size;            /* private state allocated after the netbe */
     /* Validate and normalize backend keys; may be NULL. */
     int (*check)(netbe_config *cfg, char *err, size_t errlen);
     int (*open)(netbe *be, const netbe_config *cfg, char *err, size_t errlen);
@@ -2010,7 +2046,7 @@ struct nb_ops {
     int mtu_drop;
 };
 
-struct netbe {
+struct net_backend {
     const struct nb_ops *ops;
     char *name;
     struct event_base *base;
@@ -2018,7 +2054,9 @@ struct netbe {
     void *cb_arg;
     struct event *rx_ev;         /* readiness of the receive descriptor */
     struct event *tx_ev;         /* one-shot: the send descriptor is writable */
+    pthread_mutex_t ev_lock;     /* rx_ev, tx_ev, rx_enabled: vCPU threads enable receive */
     int rx_enabled;
+    int drop_full;               /* drop what -EAGAIN would refuse (netbe_set_drop_when_full) */
     int down;                    /* 0, or the error that ended the backend */
     unsigned fe_hdr_len, be_hdr_len;
     uint64_t features;
@@ -2034,7 +2072,9 @@ struct netbe {
     void *priv;                  /* the backend's private state, same allocation */
 };
 
-static const struct nb_ops *const nb_backends[];
+/* Entries of the backend table (section 12), its NULL included. */
+#define NB_NBACKENDS 12
+static const struct nb_ops *const nb_backends[NB_NBACKENDS];
 static const char *const nb_common_keys[] = {"backend", "type", "mac", "mtu", NULL};
 
 /* What netbe offers any backend on the sending side, doing in software
@@ -2067,7 +2107,7 @@ static const uint8_t nb_zero_hdr[12];
 
 #define NB_PRIV(be, T) ((T *)(be)->priv)
 /* Private state starts at this offset of the netbe allocation. */
-#define NB_PRIV_OFF ((sizeof(struct netbe) + 15) & ~(size_t)15)
+#define NB_PRIV_OFF ((sizeof(netbe) + 15) & ~(size_t)15)
 
 static const struct nb_ops *nb_find_ops(const netbe_config *cfg)
 {
@@ -2191,9 +2231,7 @@ static void nb_on_tx(evutil_socket_t fd, short what, void *arg)
     nb_fire(be, NETBE_EV_TX);
 }
 
-/* Watch FD for receive and send readiness (FD -1 stops watching). Backends
-** call this when their descriptor changes; the enabled state is kept. */
-static int nb_watch_fd(netbe *be, int fd)
+static int nb_watch_fd_locked(netbe *be, int fd)
 {
     if (be->rx_ev) {
         event_free(be->rx_ev);
@@ -2214,11 +2252,23 @@ static int nb_watch_fd(netbe *be, int fd)
     return 0;
 }
 
+/* Watch FD for receive and send readiness (FD -1 stops watching). Backends
+** call this when their descriptor changes; the enabled state is kept. */
+static int nb_watch_fd(netbe *be, int fd)
+{
+    pthread_mutex_lock(&be->ev_lock);
+    int rc = nb_watch_fd_locked(be, fd);
+    pthread_mutex_unlock(&be->ev_lock);
+    return rc;
+}
+
 /* Ask for NETBE_EV_TX once the descriptor can take more. */
 static void nb_want_tx(netbe *be)
 {
+    pthread_mutex_lock(&be->ev_lock);
     if (be->tx_ev)
         event_add(be->tx_ev, NULL);
+    pthread_mutex_unlock(&be->ev_lock);
 }
 
 int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
@@ -2246,6 +2296,7 @@ int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
         netbe_config_free(cfg);
         return NB_ERR(ENOMEM, "out of memory");
     }
+    pthread_mutex_init(&be->ev_lock, NULL);
     be->ops = o;
     be->base = base;
     be->cb = cb;
@@ -2262,6 +2313,7 @@ int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
     netbe_config_free(cfg);
     if (rc < 0) {
         nb_watch_fd(be, -1);
+        pthread_mutex_destroy(&be->ev_lock);
         free(be->name);
         free(be);
         return rc;
@@ -2294,6 +2346,7 @@ void netbe_close(netbe *be)
     free(be->sw_tx);
     free(be->sw_rx);
     free(be->bounce);
+    pthread_mutex_destroy(&be->ev_lock);
     free(be->name);
     free(be);
 }
@@ -2324,6 +2377,8 @@ static int nb_over_mtu(netbe *be, const struct iovec *iov, int iovcnt)
 static ssize_t nb_send_raw(netbe *be, const struct iovec *iov, int iovcnt)
 {
     ssize_t n = nb_over_mtu(be, iov, iovcnt) ? -EMSGSIZE : be->ops->send(be, iov, iovcnt);
+    if (n == -EAGAIN && be->drop_full)
+        n = -ENOBUFS;
     if (n >= 0) {
         nb_count(&be->st.tx_frames, 1);
         nb_count(&be->st.tx_bytes, (uint64_t)n);
@@ -2608,10 +2663,15 @@ static ssize_t nb_recv_convert(netbe *be, const struct iovec *iov, int iovcnt)
     return 0;
 }
 
-/* Receive errors after which a backend never works again. */
+/* Receive errors after which a backend never works again. EBADFD is
+** Linux's (a tun whose interface was deleted); other systems lack it. */
 static int nb_is_fatal(ssize_t r)
 {
-    return r == -EBADFD || r == -EBADF || r == -ENODEV || r == -ENXIO || r == -ENOTCONN;
+#ifdef EBADFD
+    if (r == -EBADFD)
+        return 1;
+#endif
+    return r == -EBADF || r == -ENODEV || r == -ENXIO || r == -ENOTCONN;
 }
 
 static void nb_go_down(netbe *be, int error)
@@ -2689,6 +2749,7 @@ void netbe_rx_enable(netbe *be)
 {
     if (be->down)
         return;
+    pthread_mutex_lock(&be->ev_lock);
     be->rx_enabled = 1;
     if (be->rx_ev)
         event_add(be->rx_ev, NULL);
@@ -2697,13 +2758,23 @@ void netbe_rx_enable(netbe *be)
     if ((be->bounce_len > 0 || (be->sw_rx && be->sw_rx->busy) ||
          (be->ops->rx_pending && be->ops->rx_pending(be))) && be->rx_ev)
         event_active(be->rx_ev, EV_READ, 0);
+    pthread_mutex_unlock(&be->ev_lock);
 }
 
+/* Without waiting for a receive callback running on the loop's thread:
+** bhyve disables under the lock its callback takes. */
 void netbe_rx_disable(netbe *be)
 {
+    pthread_mutex_lock(&be->ev_lock);
     be->rx_enabled = 0;
     if (be->rx_ev)
-        event_del(be->rx_ev);
+        event_del_noblock(be->rx_ev);
+    pthread_mutex_unlock(&be->ev_lock);
+}
+
+void netbe_set_drop_when_full(netbe *be, int on)
+{
+    be->drop_full = on != 0;
 }
 
 int netbe_down(netbe *be)
@@ -2736,16 +2807,19 @@ static int nb_sw_setup(netbe *be)
     return 0;
 }
 
+/* Bits other than offloads (MAC, STATUS, MRG_RXBUF, CTRL_VQ, ring and
+** transport bits) are the frontend's business: kept, never refused. */
 int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
 {
+    uint64_t offloads = features & NETBE_F_OFFLOADS;
     if (vnet_hdr_len != 0 && vnet_hdr_len != 10 && vnet_hdr_len != 12)
         return -EINVAL;
-    if (features & ~netbe_get_cap(be))
+    if (offloads & ~netbe_get_cap(be))
         return -EINVAL;
-    if (features && vnet_hdr_len == 0)
+    if (offloads && vnet_hdr_len == 0)
         return -EINVAL;
     if (be->ops->set_cap) {
-        int rc = be->ops->set_cap(be, features & nb_backend_cap(be), vnet_hdr_len);
+        int rc = be->ops->set_cap(be, offloads & nb_backend_cap(be), vnet_hdr_len);
         if (rc < 0)
             return rc;
     }
@@ -2759,7 +2833,8 @@ int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len)
 
 uint64_t netbe_get_features(netbe *be) { return be->features; }
 
-unsigned netbe_get_vnet_hdr_len(netbe *be) { return be->fe_hdr_len; }
+size_t netbe_get_vnet_hdr_len(netbe *be) { return be->fe_hdr_len; }
+const char *netbe_libversion(void) { return NETBE_VERSION; }
 const char *netbe_name(netbe *be) { return be->name; }
 const char *netbe_type(netbe *be) { return be->ops->prefix; }
 unsigned netbe_get_mtu(netbe *be) { return be->mtu; }
@@ -2924,7 +2999,8 @@ static const struct nb_ops nb_pair = {
 ** On Linux the interface is opened with IFF_VNET_HDR, so the kernel can hand
 ** us TSO frames and accept them; with no offloads negotiated the header is
 ** all zero and the core strips it. On FreeBSD, /dev/tapN, /dev/vmnetN and
-** /dev/ngdN are plain frame devices; ngd is an ng_device node, not an
+** /dev/ngdN are plain frame devices; the link of a tap or vmnet is brought
+** up through its descriptor, as bhyve does; ngd is an ng_device node, not an
 ** interface, so the link-up step is skipped (bhyve does the same).
 */
 
@@ -2938,12 +3014,26 @@ static void tap_close(netbe *be)
     close(NB_PRIV(be, struct tap_priv)->fd);
 }
 
+/* What a failed write to a tap device means, as a netbe_send result.
+** Linux's tun says EIO while the link is down: the peer is not there.
+** FreeBSD's tap and ng_device say EIO for a frame above their MRU. */
+static ssize_t tap_send_error(int e)
+{
+#ifdef __linux__
+    const int eio = ENOTCONN;
+#else
+    const int eio = EMSGSIZE;
+#endif
+    return e == EWOULDBLOCK ? -EAGAIN : e == EIO ? -eio : -e;
+}
+
 static ssize_t tap_send(netbe *be, const struct iovec *iov, int iovcnt)
 {
     ssize_t n = writev(NB_PRIV(be, struct tap_priv)->fd, iov, iovcnt);
-    if (n >= 0)
-        return n;
-    return errno == EWOULDBLOCK ? -EAGAIN : errno == EIO ? -ENOTCONN : -errno;
+    if (n < 0)
+        return tap_send_error(errno);
+    /* FreeBSD's tap takes a write while its link is down and drops it. */
+    return n == 0 ? -ENOTCONN : n;
 }
 
 static ssize_t tap_recv(netbe *be, const struct iovec *iov, int iovcnt)
@@ -2953,6 +3043,22 @@ static ssize_t tap_recv(netbe *be, const struct iovec *iov, int iovcnt)
         return n;
     return errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
 }
+
+/* Take IFNAME, the kernel's name for BE's interface, as BE's name: a bare
+** "tap" becomes the name the kernel chose. */
+static int tap_take_name(netbe *be, const char *ifname, char *err, size_t errlen)
+{
+    if (strcmp(ifname, be->name) == 0)
+        return 0;
+    char *n = strdup(ifname);
+    if (!n)
+        return NB_ERR(ENOMEM, "%s: out of memory", be->name);
+    free(be->name);
+    be->name = n;
+    return 0;
+}
+
+#ifdef __linux__
 
 /* Bring interface NAME up and set its MTU when one was configured. */
 static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
@@ -2971,7 +3077,10 @@ static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
             rc = NB_ERR(errno, "tap %s: cannot set mtu %u: %s", ifname, be->mtu,
                         strerror(errno));
     }
-    if (rc == 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    if (rc == 0 && ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        rc = NB_ERR(errno, "tap %s: cannot read the interface flags: %s", ifname,
+                    strerror(errno));
+    if (rc == 0) {
         ifr.ifr_flags |= IFF_UP;
         if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
             rc = NB_ERR(errno, "tap %s: cannot bring the link up: %s", ifname,
@@ -2980,8 +3089,6 @@ static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
     close(s);
     return rc;
 }
-
-#ifdef __linux__
 
 /* Offloads every tun driver since Linux 2.6.27 has, in VIRTIO_NET_F terms:
 ** it takes checksum, TSO and UFO frames, and delivers them when asked by
@@ -3034,14 +3141,9 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
     }
     be->be_hdr_len = 10;
     p->caps = tap_probe_caps(p->fd);
-    if (strcmp(ifr.ifr_name, be->name) != 0) {
-        char *n = strdup(ifr.ifr_name);
-        if (n) {
-            free(be->name);
-            be->name = n;
-        }
-    }
-    int rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, err, errlen);
+    int rc = tap_take_name(be, ifr.ifr_name, err, errlen);
+    if (rc == 0)
+        rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, err, errlen);
     if (rc == 0)
         rc = nb_watch_fd(be, p->fd);
     if (rc < 0)
@@ -3104,22 +3206,55 @@ static const struct nb_ops nb_ngd = {
 
 #ifdef __FreeBSD__
 
-/* Open /dev/NAME; ngd devices are not interfaces, so no link-up. */
-static int tap_open_dev(netbe *be, int link_up, char *err, size_t errlen)
+#include <sys/event.h>
+#include <net/if_tap.h>
+
+/* ng_device has a kqueue filter only from FreeBSD 15 on. Without one,
+** libevent's kqueue method cannot watch the device (and its loop fails on
+** the first kevent), so say so now. poll(2) works on every ng_device. */
+static int tap_check_kqueue(netbe *be, int fd, char *err, size_t errlen)
+{
+    if (strcmp(event_base_get_method(be->base), "kqueue") != 0)
+        return 0;
+    struct kevent kev;
+    int kq = kqueue(), rc = 0;
+    if (kq < 0)
+        return NB_ERR(errno, "%s: kqueue: %s", be->name, strerror(errno));
+    EV_SET(&kev, fd, EVFILT_READ, EV_ADD, 0, 0, NULL);
+    if (kevent(kq, &kev, 1, NULL, 0, NULL) < 0)
+        rc = NB_ERR(ENOTSUP, "%s: this ng_device cannot be watched with kqueue, which "
+                    "the event_base uses (%s); ng_device has a kqueue filter from "
+                    "FreeBSD 15 on: use FreeBSD 15 or later, or an event_base that "
+                    "avoids the kqueue method", be->name, strerror(errno));
+    close(kq);
+    return rc;
+}
+
+/* Open /dev/NAME non-blocking from the start: ng_device has no ioctl
+** handler before FreeBSD 15, so FIONBIO fails on it. A tap or vmnet
+** (INTERFACE set) may be the clone device ("tap" makes a new tapN): its
+** name comes from the descriptor, and so does link-up, as in bhyve; a
+** tap whose link is down takes every write and drops it. */
+static int tap_open_dev(netbe *be, int interface, char *err, size_t errlen)
 {
     struct tap_priv *p = NB_PRIV(be, struct tap_priv);
+    struct ifreq ifr;
     char path[64];
-    int one = 1;
+    int rc = 0;
     snprintf(path, sizeof path, "/dev/%s", be->name);
-    p->fd = open(path, O_RDWR | O_CLOEXEC);
+    p->fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (p->fd < 0)
         return NB_ERR(errno, "%s: cannot open %s: %s", be->name, path, strerror(errno));
-    if (ioctl(p->fd, FIONBIO, &one) < 0) {
-        int e = errno;
-        close(p->fd);
-        return NB_ERR(e, "%s: FIONBIO: %s", be->name, strerror(e));
-    }
-    int rc = link_up ? tap_link_up(be, be->name, 0, err, errlen) : 0;
+    memset(&ifr, 0, sizeof ifr);
+    if (interface && ioctl(p->fd, TAPGIFNAME, &ifr) < 0)
+        rc = NB_ERR(errno, "%s: cannot learn the interface name: %s", be->name,
+                    strerror(errno));
+    if (rc == 0 && interface)
+        rc = tap_take_name(be, ifr.ifr_name, err, errlen);
+    if (rc == 0 && interface && ioctl(p->fd, VMIO_SIOCSIFFLAGS, IFF_UP) < 0)
+        rc = NB_ERR(errno, "%s: cannot bring the link up: %s", be->name, strerror(errno));
+    if (rc == 0 && !interface)
+        rc = tap_check_kqueue(be, p->fd, err, errlen);
     if (rc == 0)
         rc = nb_watch_fd(be, p->fd);
     if (rc < 0)
@@ -3583,12 +3718,48 @@ static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
     return rc;
 }
 
+#ifdef __FreeBSD__
+#include <sys/sysctl.h>
+#endif
+
+/* The largest UNIX datagram this system carries whatever the socket
+** buffers, or 0 when it has no such limit (Linux). FreeBSD's is the sysctl
+** net.local.dgram.maxdgram, 8 KiB by default: past it sendmsg fails with
+** EMSGSIZE, so every larger frame would be lost. */
+static size_t dgram_unix_max(void)
+{
+#ifdef __FreeBSD__
+    unsigned long max;
+    size_t len = sizeof max;
+    if (sysctlbyname("net.local.dgram.maxdgram", &max, &len, NULL, 0) == 0)
+        return max;
+#endif
+    return 0;
+}
+
+/* Refuse an MTU whose frames (Ethernet header and a VLAN tag on top) do not
+** fit in a datagram of LIMIT bytes (0: no limit). */
+static int dgram_check_size(unsigned mtu, size_t limit, char *err, size_t errlen)
+{
+    size_t frame = (size_t)mtu + 14 + 4;
+    if (limit == 0 || frame <= limit)
+        return 0;
+    return NB_ERR(EINVAL, "dgram: mtu %u needs UNIX datagrams of %zu bytes, but this "
+                  "system carries at most %zu (net.local.dgram.maxdgram): use mtu=%zu "
+                  "or less, or raise the sysctl", mtu, frame, limit,
+                  limit > 18 ? limit - 18 : 0);
+}
+
 static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
     struct nb_addr ra;
     nb_parse_addr("local", netbe_config_get(cfg, "local"), 1, &p->local, NULL, 0);
     nb_parse_addr("remote", netbe_config_get(cfg, "remote"), 0, &ra, NULL, 0);
+    int rc = p->local.family == AF_UNIX ?
+        dgram_check_size(be->mtu, dgram_unix_max(), err, errlen) : 0;
+    if (rc < 0)
+        return rc;
     if (p->local.family == AF_UNIX)
         unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
     p->fd = nb_socket_for(&p->local, SOCK_DGRAM);
@@ -4116,6 +4287,8 @@ static const char *const slirp_keys[] = {
     "hostfwd", "open", "restrict", "net", "host", "dhcpstart", "dns", "dnssearch",
     "domainname", "hostname", "ipv6", "ipv6-net", "ipv6-host", "ipv6-dns", "tftp",
     "tftp-server-name", "bootfile", "guestfwd", NULL};
+
+#ifndef NETBE_OMIT_SLIRP
 
 #define SLIRP_MTU_MIN   68       /* libslirp's IF_MTU_MIN */
 #define SLIRP_MTU_MAX   65521    /* libslirp's IF_MTU_MAX */
@@ -5015,7 +5188,15 @@ static void slirp_cb_timer_mod(void *timer, int64_t expire_ms, void *opaque)
     slirp_timer_arm(t);
 }
 
-static void slirp_cb_register(int fd, void *opaque) {}
+/* libslirp writes to its sockets without MSG_NOSIGNAL: where the OS lets
+** a socket say so, a peer that went away gives EPIPE, not SIGPIPE. */
+static void slirp_cb_register(int fd, void *opaque)
+{
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+}
 
 /* The descriptor is about to be closed. libevent must forget it first:
 ** its number may come back for another socket. */
@@ -5353,7 +5534,6 @@ static int slirp_start(netbe *be, char *err, size_t errlen)
 static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    struct sigaction sa;
     pthread_mutex_init(&p->lock, NULL);
     p->last = SIZE_MAX;
     int rc = slirp_opts_parse(cfg, &p->opts, err, errlen);
@@ -5361,8 +5541,12 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
         slirp_close(be);
         return rc;
     }
+#ifndef SO_NOSIGPIPE
+    /* Nothing per socket here (Linux): the process-wide fallback. */
+    struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
+#endif
     p->ring = malloc(SLIRP_RING);
     p->txbuf = malloc(NETBE_MAX_FRAME + SLIRP_HDR);
     p->run_ev = event_new(be->base, -1, 0, slirp_on_run, be);
@@ -5649,6 +5833,50 @@ ssize_t netbe_slirp_hostfwd_list(netbe *be, char *buf, size_t len)
     pthread_mutex_unlock(&p->lock);
     return (ssize_t)used;
 }
+
+#else
+
+/* Built with NETBE_OMIT_SLIRP: the backend is known, so its configs get
+** this message rather than "unknown backend", and nothing opens. */
+static int slirp_omitted(char *err, size_t errlen)
+{
+    return NB_ERR(ENOTSUP, "slirp: this netbe was built without libslirp "
+                  "(NETBE_OMIT_SLIRP)");
+}
+
+static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    return slirp_omitted(err, errlen);
+}
+
+static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
+{
+    return slirp_omitted(err, errlen);
+}
+
+static void slirp_close(netbe *be) {}
+
+static const struct nb_ops nb_slirp = {
+    .prefix = "slirp", .keys = slirp_keys, .check = slirp_check, .open = slirp_open,
+    .close = slirp_close,
+};
+
+int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errlen)
+{
+    return slirp_omitted(err, errlen);
+}
+
+int netbe_slirp_hostfwd_remove(netbe *be, const char *rule, char *err, size_t errlen)
+{
+    return slirp_omitted(err, errlen);
+}
+
+ssize_t netbe_slirp_hostfwd_list(netbe *be, char *buf, size_t len)
+{
+    return -ENOTSUP;
+}
+
+#endif /* NETBE_OMIT_SLIRP */
 
 /* ====================================================================
 ** 12. The backend table

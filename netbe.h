@@ -32,6 +32,23 @@ extern "C" {
 
 struct event_base;
 
+/* The version of this header, and of the netbe.c it came with:
+** NETBE_VERSION is "X.Y.Z", NETBE_VERSION_NUMBER is X*1000000 + Y*1000 + Z.
+** netbe_libversion() returns the NETBE_VERSION that netbe.c was compiled
+** with, so an embedder can tell a header and a library that disagree. */
+#define NETBE_VERSION        "0.11.0"
+#define NETBE_VERSION_NUMBER 11000
+const char *netbe_libversion(void);
+
+/* Build options, for embedders that cannot take every dependency (bhyve's
+** base system has neither glib nor Lua). Define them when compiling netbe.c;
+** this header and every call in it stay the same:
+**   NETBE_OMIT_SLIRP  no libslirp (and so no glib): opening a slirp backend
+**                     fails with -ENOTSUP and a message saying so.
+**   NETBE_OMIT_LUA    no Lua: policies take compiled rules only; a rule with
+**                     action NETBE_ACT_LUA is refused with -ENOTSUP.
+** libevent is always needed. */
+
 /* Largest frame any backend moves: a 64 KiB GSO frame plus Ethernet and VLAN
 ** headers, not counting the virtio-net header. Every length a guest or a
 ** peer controls is held to it: a longer frame is refused or dropped and
@@ -99,8 +116,14 @@ void netbe_mac_generate(int slot, int func, const char *vmname, uint8_t mac[6]);
 ** ====================================================================
 ** The contract follows bhyve's net_backend: open, send, peek_recvlen,
 ** recv, rx_discard, rx_enable/rx_disable, get_cap/set_cap.
+**
+** The handle's struct tag is bhyve's: a netbe * is the net_backend_t * of
+** bhyve's net_backends.h, and every call below whose name bhyve also has
+** (netbe_send, netbe_recv, netbe_get_vnet_hdr_len, ...) has bhyve's exact
+** signature, so a file may include both headers. examples/bhyve/ uses that
+** to give bhyve's own device models netbe as their backend layer.
 */
-typedef struct netbe netbe;
+typedef struct net_backend netbe;
 
 /* What a callback is told. */
 #define NETBE_EV_RX  0x1   /* frames are waiting: call netbe_recv until it returns 0 */
@@ -108,7 +131,17 @@ typedef struct netbe netbe;
 #define NETBE_EV_DOWN 0x4  /* the backend failed for good: see netbe_down() */
 
 /* Called on the event_base's thread when BE becomes readable (only while
-** receive is enabled) or writable again after -EAGAIN. */
+** receive is enabled) or writable again after -EAGAIN.
+**
+** Threads: everything about BE runs on the thread that runs its event_base,
+** with two exceptions. netbe_send may run on one other thread (see there).
+** netbe_rx_enable and netbe_rx_disable may run on any thread while the loop
+** runs, as bhyve calls them from vCPU threads; the base must then be
+** thread-aware (evthread_use_pthreads() before event_base_new()), and the
+** embedder must keep them from running at the same time as the calls that
+** receive (netbe_recv, netbe_peek_recvlen, netbe_rx_discard), as bhyve's
+** receive lock does. netbe_rx_disable never waits for a callback that is
+** running, so it may be called with a lock held that the callback takes. */
 typedef void (*netbe_cb)(netbe *be, int events, void *arg);
 
 /* Open the backend CFG selects (CFG is checked first as netbe_config_check
@@ -155,6 +188,12 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg);
 ** than the event_base's while that thread runs the loop. */
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt);
 
+/* For frontends that never retry a send (bhyve's pci_virtio_net.c hands a
+** failed frame back to the guest as sent): with ON non-zero, a frame BE has
+** no room for is dropped, counted in tx_drops, and netbe_send returns
+** -ENOBUFS instead of -EAGAIN; no NETBE_EV_TX follows. Off by default. */
+void netbe_set_drop_when_full(netbe *be, int on);
+
 /* Length of the next received frame including the frontend's header, or
 ** 0 when none is waiting, or a negative errno value. */
 ssize_t netbe_peek_recvlen(netbe *be);
@@ -179,7 +218,8 @@ ssize_t netbe_recv(netbe *be, const struct iovec *iov, int iovcnt);
 ** buffers). Returns its length, 0 when none was waiting. */
 ssize_t netbe_rx_discard(netbe *be);
 
-/* Start and stop receive notifications. */
+/* Start and stop receive notifications. Any thread may call them (see
+** "Threads" above). */
 void netbe_rx_enable(netbe *be);
 void netbe_rx_disable(netbe *be);
 
@@ -224,15 +264,25 @@ int netbe_down(netbe *be);
 ** slirp (GUEST_CSUM, GUEST_TSO4/6) and a VALE port. */
 uint64_t netbe_get_cap(netbe *be);
 
-/* Settle on FEATURES (a subset of netbe_get_cap) and the frontend's header
-** length VNET_HDR_LEN: 0, 10 or 12. Returns 0, or -EINVAL for another
-** length, a feature BE did not offer, or features with length 0. A frontend never receives a frame
-** needing an offload it did not negotiate here: such frames are
+/* Settle on FEATURES, every bit the frontend negotiated with its guest,
+** and the frontend's header length VNET_HDR_LEN: 0, 10 or 12. Of FEATURES
+** only the offloads (NETBE_F_OFFLOADS) concern netbe, and each of them is
+** honoured from here on; the rest (MAC, STATUS, MTU, MRG_RXBUF, CTRL_VQ,
+** ring and transport bits, ...) are accepted and kept, as bhyve's device
+** model passes them all. Returns 0, or -EINVAL for another length, an
+** offload BE did not offer (a frontend only negotiates what netbe_get_cap
+** offered; bhyve's virtio layer masks the guest's bits with it), or
+** offloads with length 0; BE is then unchanged. A frontend never receives
+** a frame needing an offload it did not negotiate here: such frames are
 ** checksummed and segmented in software first. */
 int netbe_set_cap(netbe *be, uint64_t features, unsigned vnet_hdr_len);
 
-/* The header length frames carry through netbe_send and netbe_recv. */
-unsigned netbe_get_vnet_hdr_len(netbe *be);
+/* The header length frames carry through netbe_send and netbe_recv: the
+** frontend's, from the last successful netbe_set_cap (0 before any). netbe
+** converts to the backend's own, so a bhyve frontend hands it frames with
+** their header and honours no offload itself; 0 would make it strip and
+** prepend headers on its own. */
+size_t netbe_get_vnet_hdr_len(netbe *be);
 
 /* The features settled by the last netbe_set_cap (0 before any). */
 uint64_t netbe_get_features(netbe *be);
@@ -360,8 +410,12 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 ** the loop. Without "open" libslirp also leaves router and DNS out of the
 ** DHCP lease and drops the guest's UDP except DHCP and TFTP, answers to
 ** forwarded datagrams included. libslirp writes to host sockets without
-** MSG_NOSIGNAL, so opening a slirp backend sets SIGPIPE to be ignored when
-** its disposition is still the default (QEMU does the same).
+** MSG_NOSIGNAL. Where the OS has SO_NOSIGPIPE (FreeBSD, macOS) netbe sets
+** it on every socket libslirp registers, as bhyve does, and leaves the
+** process's signals alone. Elsewhere (Linux) nothing per socket exists, so
+** opening a slirp backend sets SIGPIPE to be ignored when its disposition
+** is still the default (QEMU does the same); an embedder that wants
+** SIGPIPE must handle it itself before opening one.
 ** Offloads (netbe_get_cap): CSUM and HOST_TSO4/6, so the guest's TSO frames
 ** reach libslirp whole; GUEST_CSUM and GUEST_TSO4/6, so that toward a
 ** frontend that negotiates them TCP goes with a partial checksum and the

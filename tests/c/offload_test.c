@@ -12,24 +12,10 @@
 #include <event2/event.h>
 
 #include "check.h"
+#include "inet_csum.h"
 #include "netbe.h"
 
 #define HL 12
-
-/* Byte-at-a-time Internet checksum, written apart from netbe's. */
-static uint32_t sum16(const uint8_t *p, size_t len, uint32_t s)
-{
-    for (size_t i = 0; i < len; i++)
-        s += i & 1 ? p[i] : (uint32_t)p[i] << 8;
-    return s;
-}
-
-static uint16_t fold(uint32_t s)
-{
-    while (s >> 16)
-        s = (s & 0xffff) + (s >> 16);
-    return (uint16_t)s;
-}
 
 static unsigned g16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
 static uint32_t g32(const uint8_t *p) { return (uint32_t)g16(p) << 16 | g16(p + 2); }

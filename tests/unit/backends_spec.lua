@@ -120,6 +120,18 @@ describe("virtio-net header conversion", function()
     a:close(); b:close()
   end)
 
+  it("keeps the bits a frontend negotiates that are not offloads (bhyve passes them all)", function()
+    local a, b = pair()
+    -- MAC, STATUS, MRG_RXBUF, CTRL_VQ, NOTIFY_ON_EMPTY, INDIRECT_DESC
+    local others = (1 << 5) | (1 << 16) | netbe.F_MRG_RXBUF | (1 << 17) | (1 << 24) | (1 << 28)
+    assert.is_true(a:set_cap(netbe.F_CSUM | others, 12))
+    assert.equal(netbe.F_CSUM | others, a:features())
+    assert.is_true(a:set_cap(others, 0))
+    assert.is_nil(a:set_cap(netbe.F_GUEST_TSO4 | others, 12))
+    assert.equal(others, a:features())
+    a:close(); b:close()
+  end)
+
   it("drops a frame whose header puts the checksum inside the Ethernet header", function()
     local a, b = pair()
     a:set_cap(0, 10)
