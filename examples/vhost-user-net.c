@@ -1,8 +1,10 @@
 /*
 ** vhost-user-net.c: a vhost-user net device with any netbe backend behind it.
 **
-**   vhost-user-net --socket PATH BACKEND-SPEC
+**   vhost-user-net --socket PATH [--allow-exec] [--allow-files DIR] BACKEND-SPEC
 **
+** --allow-exec and --allow-files give the backend's config the permissions
+** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
 ** QEMU connects to PATH and hands us the guest's memory and virtqueues:
 **
 **   -object memory-backend-memfd,id=mem0,size=256M,share=on
@@ -132,6 +134,9 @@ struct dev {
     struct event_base *base;
     netbe *be;
     const char *path;
+    struct netbe_unix_id bound;  /* PATH, once bound */
+    unsigned allow;              /* NETBE_ALLOW_* for the backend's config */
+    const char *allow_dir;
     int listen_fd, conn_fd;
     struct event *accept_ev, *conn_ev;
     uint64_t offered, features, protocol;
@@ -718,21 +723,50 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 ** Main
 ** ==================================================================== */
 
-static int listen_on(const char *path)
+/* Listen on PATH, taking over only a stale socket there (netbe_unix_clear). */
+static int listen_on(const char *path, struct netbe_unix_id *bound)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char err[NETBE_ERRMAX];
     if (strlen(path) >= sizeof sa.sun_path) {
         say("--socket '%s': at most %zu characters", path, sizeof sa.sun_path - 1);
         return -1;
     }
     strcpy(sa.sun_path, path);
-    unlink(path);
+    if (netbe_unix_clear(path, err, sizeof err) < 0) {
+        say("--socket: %s", err);
+        return -1;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         say("cannot listen on %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    netbe_unix_mark(path, bound);
+    if (listen(fd, 1) < 0) {
+        say("cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        netbe_unix_release(path, bound);
         return -1;
     }
     return fd;
+}
+
+/* Open SPEC with the permissions given on the command line. */
+static int open_backend(struct dev *d, const char *spec, char *err, size_t errlen)
+{
+    netbe_config *cfg = netbe_config_new();
+    if (!cfg)
+        return -ENOMEM;
+    int rc = netbe_config_parse(cfg, spec, err, errlen);
+    if (rc == 0 && d->allow)
+        rc = netbe_config_allow(cfg, d->allow, d->allow_dir, err, errlen);
+    if (rc == 0)
+        rc = netbe_open(&d->be, cfg, d->base, on_backend, d, err, errlen);
+    netbe_config_free(cfg);
+    return rc;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -743,7 +777,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static int dev_init(struct dev *d, const char *spec)
 {
     char err[NETBE_ERRMAX];
-    if (netbe_open_str(&d->be, spec, d->base, on_backend, d, err, sizeof err) < 0) {
+    if (open_backend(d, spec, err, sizeof err) < 0) {
         say("%s", err);
         return -1;
     }
@@ -765,7 +799,7 @@ static int dev_init(struct dev *d, const char *spec)
         }
     }
     d->conn_fd = -1;
-    d->listen_fd = listen_on(d->path);
+    d->listen_fd = listen_on(d->path, &d->bound);
     if (d->listen_fd < 0)
         return -1;
     d->accept_ev = event_new(d->base, d->listen_fd, EV_READ | EV_PERSIST, on_accept, d);
@@ -786,7 +820,7 @@ static void dev_free(struct dev *d)
         event_free(d->accept_ev);
     if (d->listen_fd >= 0) {
         close(d->listen_fd);
-        unlink(d->path);
+        netbe_unix_release(d->path, &d->bound);
     }
     if (d->be) {
         struct netbe_stats st;
@@ -804,8 +838,20 @@ static void dev_free(struct dev *d)
 int main(int argc, char **argv)
 {
     static struct dev d = {.listen_fd = -1, .conn_fd = -1};
-    if (argc != 4 || strcmp(argv[1], "--socket") != 0) {
-        fprintf(stderr, "usage: %s --socket PATH BACKEND-SPEC\n", argv[0]);
+    int i = 3;
+    for (; i < argc - 1; i++) {
+        if (strcmp(argv[i], "--allow-exec") == 0) {
+            d.allow |= NETBE_ALLOW_EXEC;
+        } else if (strcmp(argv[i], "--allow-files") == 0 && i + 2 < argc) {
+            d.allow |= NETBE_ALLOW_FILES;
+            d.allow_dir = argv[++i];
+        } else {
+            break;
+        }
+    }
+    if (argc < 4 || strcmp(argv[1], "--socket") != 0 || i != argc - 1) {
+        fprintf(stderr, "usage: %s --socket PATH [--allow-exec] [--allow-files DIR] "
+                "BACKEND-SPEC\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -820,7 +866,7 @@ int main(int argc, char **argv)
     event_add(sigint, NULL);
     event_add(sigterm, NULL);
     int status = 1;
-    if (dev_init(&d, argv[3]) == 0) {
+    if (dev_init(&d, argv[argc - 1]) == 0) {
         say("listening on %s, backend %s", d.path, netbe_name(d.be));
         fflush(stderr);
         event_base_dispatch(d.base);
