@@ -127,12 +127,47 @@ static netbe_config *lb_toconfig(lua_State *L, int idx)
     return cfg;
 }
 
-/* netbe.check(spec) -> normalized {key = value}, ordered key list
-** or nil, message */
+/* The permissions table at IDX ({allow_exec = true, allow_files = DIR}, or
+** none) given to CFG; raises the problem after freeing CFG. */
+static void lb_allow(lua_State *L, int idx, netbe_config *cfg)
+{
+    char err[NETBE_ERRMAX];
+    unsigned allow = 0;
+    const char *dir = NULL;
+    if (lua_isnoneornil(L, idx))
+        return;
+    if (!lua_istable(L, idx)) {
+        netbe_config_free(cfg);
+        luaL_typeerror(L, idx, "table of permissions {allow_exec=, allow_files=}");
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        if (strcmp(k, "allow_exec") == 0 && lua_type(L, -1) == LUA_TBOOLEAN) {
+            allow |= lua_toboolean(L, -1) ? NETBE_ALLOW_EXEC : 0;
+        } else if (strcmp(k, "allow_files") == 0 && lua_type(L, -1) == LUA_TSTRING) {
+            allow |= NETBE_ALLOW_FILES;
+            dir = lua_tostring(L, -1);
+        } else {
+            netbe_config_free(cfg);
+            luaL_error(L, "netbe: permission '%s': expected allow_exec = true|false or "
+                       "allow_files = DIRECTORY", k);
+        }
+        lua_pop(L, 1);
+    }
+    if (netbe_config_allow(cfg, allow, dir, err, sizeof err) < 0) {
+        netbe_config_free(cfg);
+        luaL_error(L, "%s", err);
+    }
+}
+
+/* netbe.check(spec [, permissions]) -> normalized {key = value}, ordered
+** key list, list of the permissions used ("exec", "files"); or nil, message */
 static int lb_check(lua_State *L)
 {
     char err[NETBE_ERRMAX];
     netbe_config *cfg = lb_toconfig(L, 1);
+    lb_allow(L, 2, cfg);
     if (netbe_config_check(cfg, err, sizeof err) < 0) {
         netbe_config_free(cfg);
         luaL_pushfail(L);
@@ -148,8 +183,18 @@ static int lb_check(lua_State *L)
         lua_pushstring(L, netbe_config_key(cfg, i));
         lua_rawseti(L, -2, i + 1);
     }
+    unsigned needs = netbe_config_needs(cfg);
+    lua_createtable(L, 2, 0);
+    if (needs & NETBE_ALLOW_EXEC) {
+        lua_pushliteral(L, "exec");
+        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    }
+    if (needs & NETBE_ALLOW_FILES) {
+        lua_pushliteral(L, "files");
+        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    }
     netbe_config_free(cfg);
-    return 2;
+    return 3;
 }
 
 /* ====================================================================
@@ -198,12 +243,13 @@ static void lb_on_event(netbe *be, int events, void *arg)
     lb_protected_call(b->loop, 1, 0);
 }
 
-/* netbe.open(spec) -> backend */
+/* netbe.open(spec [, permissions]) -> backend */
 static int lb_open(lua_State *L)
 {
     char err[NETBE_ERRMAX];
     lb_loop *lp = lb_getloop(L);
     netbe_config *cfg = lb_toconfig(L, 1);
+    lb_allow(L, 2, cfg);
     lb_backend *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     b->loop = lp;
