@@ -9,10 +9,13 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -22,6 +25,7 @@
 
 #define LB_BACKEND "netbe.backend"
 #define LB_WIRE    "netbe.wire"
+#define LB_LOCK    "netbe.lock"
 
 /* ====================================================================
 ** Loop state: one per Lua state, kept in the registry
@@ -1058,6 +1062,42 @@ static int lb_parse_mtu(lua_State *L)
 }
 
 /* ====================================================================
+** File locks, for the topology state several netbe processes share
+** ==================================================================== */
+
+/* netbe.lock(path) -> a lock held until lock:unlock(), collection or the
+** end of its <close> scope; or nil, message. Takes flock(2) LOCK_EX on
+** PATH (created 0600 if missing), waiting while another process holds
+** it; the kernel drops it when the process dies. */
+static int lb_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int *fdp = lua_newuserdatauv(L, sizeof *fdp, 0);
+    *fdp = -1;
+    luaL_setmetatable(L, LB_LOCK);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        luaL_pushfail(L);
+        lua_pushfstring(L, "cannot lock %s: %s", path, strerror(e));
+        return 2;
+    }
+    *fdp = fd;
+    return 1;
+}
+
+static int lb_unlock(lua_State *L)
+{
+    int *fdp = luaL_checkudata(L, 1, LB_LOCK);
+    if (*fdp >= 0)
+        close(*fdp);
+    *fdp = -1;
+    return 0;
+}
+
+/* ====================================================================
 ** Module
 ** ==================================================================== */
 
@@ -1077,11 +1117,13 @@ static const luaL_Reg lb_policy_methods[] = {
     {"eval", lb_policy_eval}, {"carry", lb_policy_carry}, {"stats", lb_policy_stats},
     {"free", lb_policy_gc}, {NULL, NULL}};
 
+static const luaL_Reg lb_lock_methods[] = {{"unlock", lb_unlock}, {NULL, NULL}};
+
 static const luaL_Reg lb_functions[] = {
     {"open", lb_open}, {"check", lb_check}, {"wire", lb_wire_new}, {"run", lb_run_loop},
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
-    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {NULL, NULL}};
+    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock}, {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)
@@ -1119,6 +1161,7 @@ int luaopen_netbe(lua_State *L)
     lb_newclass(L, LB_BACKEND, lb_backend_methods, lb_close);
     lb_newclass(L, LB_WIRE, lb_wire_methods, lb_wire_close);
     lb_newclass(L, LB_POLICY, lb_policy_methods, lb_policy_gc);
+    lb_newclass(L, LB_LOCK, lb_lock_methods, lb_unlock);
     luaL_getmetatable(L, LB_BACKEND);
     lua_pushcfunction(L, lb_tostring);
     lua_setfield(L, -2, "__tostring");

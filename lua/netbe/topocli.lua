@@ -80,6 +80,9 @@ local function context(st, opt)
     dry = opt["dry-run"] == true,
     made = st.made,
     save = function() state.save(st) end,
+    user = st.name,
+    scope = opt.netns,
+    host = state.host,
   }
 end
 
