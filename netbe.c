@@ -454,8 +454,8 @@ int netbe_config_allow(netbe_config *cfg, unsigned allow, const char *dir,
         struct stat st;
         if (!dir || !*dir)
             return NB_ERR(EINVAL, "netbe_config_allow: NETBE_ALLOW_FILES needs a directory");
-        int e = !(real = realpath(dir, NULL)) || stat(real, &st) < 0 ? errno :
-                !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+        real = realpath(dir, NULL);
+        int e = !real ? errno : stat(real, &st) < 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
         if (e) {
             free(real);
             return NB_ERR(e, "allowed files directory '%s': %s", dir, strerror(e));
@@ -3385,6 +3385,8 @@ int netbe_unix_clear(const char *path, char *err, size_t errlen)
         return NB_ERR(EEXIST, "%s exists and is %s (netbe removes only stale UNIX "
                       "sockets)", path, nb_file_kind(st.st_mode));
     int live = nb_unix_listened(path);
+    if (live == -ENOENT)
+        return 0;                /* gone meanwhile */
     if (live < 0)
         return NB_ERR(-live, "%s: cannot tell whether a process listens on it: %s", path,
                       strerror(-live));

@@ -145,6 +145,8 @@ static void test_allow_call(void)
           strstr(err, "unknown permission bits 0x4"), "unknown bit: %s", err);
     CHECK(netbe_config_allow(cfg, NETBE_ALLOW_FILES, NULL, err, sizeof err) == -EINVAL &&
           strstr(err, "needs a directory"), "no dir: %s", err);
+    CHECK(netbe_config_allow(cfg, NETBE_ALLOW_FILES, "", err, sizeof err) == -EINVAL &&
+          strstr(err, "needs a directory"), "empty dir: %s", err);
     CHECK(netbe_config_allow(cfg, NETBE_ALLOW_FILES, "/nonexistent-netbe", err,
                              sizeof err) == -ENOENT, "missing dir: %s", err);
     write_file(in(file, sizeof file, dir, "plain"), "x");

@@ -454,14 +454,14 @@ switches = { swb = { type = "nat", address = "10.62.0.1/24", outbound = "up0" } 
     ok, out = netbe(b, "apply", b.file)
     assert.is_true(ok, out)
     assert.equal("1", forwarding(t))
-    local host = assert(loadfile(a.state .. "/host.state", "t", {}))()
-    assert.same({ old = "0", users = { nata = true, natb = true } }, host["net.ipv4.ip_forward@netns:" .. t])
 
     ok, out = netbe(a, "destroy", a.file)
     assert.is_true(ok, out)
-    assert.matches("net.ipv4.ip_forward stays 1: topologies natb still need it", out, 1, true)
     assert.equal("1", forwarding(t), "natb's NAT still forwards")
     assert.is_true((ns.sh("ip netns exec " .. t .. " nft list table ip netbe_natb")))
+    assert.matches("net.ipv4.ip_forward stays 1: topologies natb still need it", out, 1, true)
+    local host = assert(loadfile(a.state .. "/host.state", "t", {}))()
+    assert.same({ old = "0", users = { natb = true } }, host["net.ipv4.ip_forward@netns:" .. t])
 
     ok, out = netbe(b, "destroy", b.file)
     assert.is_true(ok, out)

@@ -6,11 +6,12 @@ local ns = require("ns")
 local netbe_cmd = ns.root .. "/scripts/netbe"
 local NAT = ns.root .. "/examples/topologies/nat.lua"
 
--- Runs `netbe ARGS` (PREFIX before it); returns exit code, stdout, stderr.
+-- Runs `netbe ARGS` (PREFIX before it), for at most 20 seconds; returns
+-- exit code, stdout, stderr.
 local function run(args, prefix)
   local dir = ns.tmpdir()
-  local p = io.popen(string.format("%s%s %s >%s/out 2>%s/err </dev/null; echo $?", prefix or "",
-                                   netbe_cmd, args, dir, dir))
+  local p = io.popen(string.format("timeout -k 1 20 %s%s %s >%s/out 2>%s/err </dev/null; echo $?",
+                                   prefix or "", netbe_cmd, args, dir, dir))
   local code = tonumber(p:read("a"))
   p:close()
   return code, ns.read(dir .. "/out"), ns.read(dir .. "/err")
