@@ -179,10 +179,9 @@ local function connect_field(v, field)
   return v
 end
 
+-- A unicast, non-zero MAC in exactly netbe's form (netbe's own parser).
 function topology.is_mac(s)
-  if type(s) ~= "string" or not s:match("^%x%x:%x%x:%x%x:%x%x:%x%x:%x%x$") then return false end
-  local first = tonumber(s:sub(1, 2), 16)
-  return first & 1 == 0 and s ~= "00:00:00:00:00:00"
+  return type(s) == "string" and require("netbe").parse_mac(s) ~= nil
 end
 
 local function check_dhcp(v, field, addr)
