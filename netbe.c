@@ -245,9 +245,18 @@ static void nb_md5(const void *data, size_t len, uint8_t out[16])
 ** 2. Config: legacy strings, keys, MAC and MTU
 ** ==================================================================== */
 
+/* What the embedder lets a config do on the host (netbe_config_allow). */
+struct nb_allow {
+    unsigned flags;              /* NETBE_ALLOW_* */
+    char *dir;                   /* the files directory, resolved; owned */
+};
+
 struct netbe_config {
     int n, cap;
     char **key, **val;
+    struct nb_allow allow;
+    unsigned needs;              /* NETBE_ALLOW_* the last check found used */
+    char refused[NETBE_ERRMAX];  /* what the last check refused, "" if nothing */
 };
 
 netbe_config *netbe_config_new(void)
@@ -265,6 +274,7 @@ void netbe_config_free(netbe_config *cfg)
     }
     free(cfg->key);
     free(cfg->val);
+    free(cfg->allow.dir);
     free(cfg);
 }
 
@@ -369,16 +379,30 @@ int netbe_config_parse(netbe_config *cfg, const char *legacy, char *err, size_t 
     return rc;
 }
 
+/* The value of hex digit C, or -1. */
+static int nb_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 int netbe_parse_mac(const char *text, uint8_t mac[6], char *err, size_t errlen)
 {
-    unsigned b[6];
-    int end = 0;
-    if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4],
-               &b[5], &end) != 6 || text[end] != '\0' || end != 17)
+    /* Exactly xx:xx:xx:xx:xx:xx: sscanf's %x would also take signs,
+    ** spaces and single digits. */
+    uint8_t b[6];
+    int ok = strlen(text) == 17;
+    for (int i = 0; ok && i < 6; i++) {
+        int hi = nb_hex_digit(text[i * 3]), lo = nb_hex_digit(text[i * 3 + 1]);
+        ok = hi >= 0 && lo >= 0 && (i == 5 || text[i * 3 + 2] == ':');
+        b[i] = ok ? (uint8_t)(hi << 4 | lo) : 0;
+    }
+    if (!ok)
         return NB_ERR(EINVAL, "mac '%s': expected six hex bytes like 00:a0:98:12:34:56",
                       text);
-    for (int i = 0; i < 6; i++)
-        mac[i] = (uint8_t)b[i];
+    memcpy(mac, b, 6);
     if (mac[0] & 1)
         return NB_ERR(EINVAL, "mac '%s': multicast address (expected a unicast MAC)", text);
     if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
@@ -422,6 +446,111 @@ void netbe_mac_generate(int slot, int func, const char *vmname, uint8_t mac[6])
     mac[3] = digest[0];
     mac[4] = digest[1];
     mac[5] = digest[2];
+}
+
+/* ---- What a config may do on the host ----
+** Options that run host commands or name host paths are refused unless the
+** embedder allowed them (netbe.h explains why UNIX socket paths count). */
+
+int netbe_config_allow(netbe_config *cfg, unsigned allow, const char *dir,
+                       char *err, size_t errlen)
+{
+    unsigned known = NETBE_ALLOW_EXEC | NETBE_ALLOW_FILES;
+    if (allow & ~known)
+        return NB_ERR(EINVAL, "netbe_config_allow: unknown permission bits 0x%x",
+                      allow & ~known);
+    char *real = NULL;
+    if (allow & NETBE_ALLOW_FILES) {
+        struct stat st;
+        if (!dir || !*dir)
+            return NB_ERR(EINVAL, "netbe_config_allow: NETBE_ALLOW_FILES needs a directory");
+        real = realpath(dir, NULL);
+        int e = !real ? errno : stat(real, &st) < 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+        if (e) {
+            free(real);
+            return NB_ERR(e, "allowed files directory '%s': %s", dir, strerror(e));
+        }
+    }
+    free(cfg->allow.dir);
+    cfg->allow.flags = allow;
+    cfg->allow.dir = real;
+    return 0;
+}
+
+unsigned netbe_config_needs(const netbe_config *cfg) { return cfg->needs; }
+
+/* DST becomes a copy of SRC. Returns 0 or -ENOMEM. */
+static int nb_allow_copy(struct nb_allow *dst, const struct nb_allow *src)
+{
+    dst->flags = src->flags;
+    dst->dir = src->dir ? strdup(src->dir) : NULL;
+    return src->dir && !dst->dir ? -ENOMEM : 0;
+}
+
+static int nb_allow_exec(const struct nb_allow *a, const char *key, char *err, size_t errlen)
+{
+    if (a->flags & NETBE_ALLOW_EXEC)
+        return 0;
+    return NB_ERR(EPERM, "%s runs a host command (needs exec)", key);
+}
+
+/* 0 when A lets a config use host PATH (option KEY), else -EPERM with ERR
+** saying why. PATH must lie in the allowed directory once '..' and symbolic
+** links are resolved. WHOLE: PATH is a directory netbe serves (tftp=) and
+** is resolved whole. Otherwise PATH names a socket that need not exist yet:
+** its directory is resolved, and PATH itself may not be a symbolic link
+** (connect() would follow it out of the directory). */
+static int nb_allow_path(const struct nb_allow *a, const char *key, const char *path,
+                         int whole, char *err, size_t errlen)
+{
+    if (!(a->flags & NETBE_ALLOW_FILES))
+        return NB_ERR(EPERM, "%s '%s' is a host path (needs files)", key, path);
+    if (strcmp(a->dir, "/") == 0)
+        return 0;                /* every path lies below "/" */
+    char dir[PATH_MAX], *real;
+    const char *slash = strrchr(path, '/'), *leaf = slash ? slash + 1 : path;
+    if (whole) {
+        real = realpath(path, NULL);
+    } else {
+        if (!*leaf || strcmp(leaf, ".") == 0 || strcmp(leaf, "..") == 0)
+            return NB_ERR(EPERM, "%s '%s': expected a socket name after the last '/'",
+                          key, path);
+        size_t n = slash ? (size_t)(slash - path) : 0;
+        if (n >= sizeof dir)
+            return NB_ERR(EPERM, "%s '%s': path too long", key, path);
+        memcpy(dir, path, n);
+        strcpy(dir + n, !slash ? "." : n ? "" : "/");
+        real = realpath(dir, NULL);
+    }
+    if (!real)
+        return NB_ERR(EPERM, "%s '%s': cannot resolve %s: %s", key, path,
+                      whole ? "it" : "its directory", strerror(errno));
+    size_t dl = strlen(a->dir);
+    int inside = strncmp(real, a->dir, dl) == 0 && (real[dl] == '\0' || real[dl] == '/');
+    int rc = inside ? 0 : NB_ERR(EPERM, "%s '%s' lies in %s, outside the allowed %s", key,
+                                 path, real, a->dir);
+    free(real);
+    struct stat st;
+    if (rc == 0 && !whole && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+        rc = NB_ERR(EPERM, "%s '%s' is a symbolic link (a socket path may not be one)",
+                    key, path);
+    return rc;
+}
+
+/* Note that option KEY of CFG uses host resource PERM (NETBE_ALLOW_EXEC, or
+** NETBE_ALLOW_FILES for PATH, WHOLE as in nb_allow_path), and add why to
+** cfg->refused when the embedder did not allow it: the check reports every
+** refusal at once. */
+static void nb_config_use(netbe_config *cfg, unsigned perm, const char *key,
+                          const char *path, int whole)
+{
+    char why[NETBE_ERRMAX];
+    int rc = perm == NETBE_ALLOW_EXEC ? nb_allow_exec(&cfg->allow, key, why, sizeof why) :
+             nb_allow_path(&cfg->allow, key, path, whole, why, sizeof why);
+    size_t n = strlen(cfg->refused);
+    cfg->needs |= perm;
+    if (rc < 0)
+        snprintf(cfg->refused + n, sizeof cfg->refused - n, "%s%s", n ? "; " : "", why);
 }
 
 /* ====================================================================
@@ -2166,6 +2295,14 @@ static int nb_check_common(netbe_config *cfg, const struct nb_ops *o,
             return NB_ERR(EINVAL, "%s: unknown key '%s' (accepted keys: %s)", o->prefix,
                           cfg->key[i], keys);
         }
+        /* A value set key by key could otherwise smuggle keys into the
+        ** legacy string it is written back as. */
+        const char *v = cfg->val[i];
+        for (size_t j = 0; v[j]; j++)
+            if (v[j] == ',' || (unsigned char)v[j] < 0x20 || v[j] == 0x7f)
+                return NB_ERR(EINVAL, "%s: key '%s': a ',' or control character at "
+                              "offset %zu of its value (expected one field of "
+                              "BACKEND[,key[=value]]...)", o->prefix, cfg->key[i], j);
     }
     const char *mac = netbe_config_get(cfg, "mac");
     if (mac) {
@@ -2201,9 +2338,14 @@ int netbe_config_check(netbe_config *cfg, char *err, size_t errlen)
     }
     if (!netbe_config_get(cfg, "backend"))
         netbe_config_set(cfg, "backend", o->prefix);
+    cfg->needs = 0;
+    cfg->refused[0] = '\0';
     int rc = nb_check_common(cfg, o, err, errlen);
     if (rc == 0 && o->check)
         rc = o->check(cfg, err, errlen);
+    if (rc == 0 && cfg->refused[0])
+        rc = NB_ERR(EPERM, "%s: not allowed by the embedder: %s (netbe_config_allow; "
+                    "netbe --allow-exec, --allow-files DIR)", o->prefix, cfg->refused);
     if (rc == 0)
         rc = netbe_config_set(cfg, "type", o->prefix);
     return rc;
@@ -2282,7 +2424,12 @@ int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
         return NB_ERR(ENOMEM, "out of memory");
     for (int i = 0; i < cfg_in->n; i++)
         netbe_config_set(cfg, cfg_in->key[i], cfg_in->val[i]);
-    int rc = netbe_config_check(cfg, err, errlen);
+    int rc = nb_allow_copy(&cfg->allow, &cfg_in->allow);
+    if (rc < 0) {
+        netbe_config_free(cfg);
+        return NB_ERR(ENOMEM, "out of memory");
+    }
+    rc = netbe_config_check(cfg, err, errlen);
     if (rc < 0) {
         netbe_config_free(cfg);
         return rc;
@@ -3362,12 +3509,99 @@ static int nb_parse_addr(const char *key, const char *text, int passive,
     return 0;
 }
 
+/* A UNIX socket path is a host path: note it for the permission check. */
+static void nb_addr_use(netbe_config *cfg, const char *key, const struct nb_addr *a)
+{
+    if (a->family == AF_UNIX)
+        nb_config_use(cfg, NETBE_ALLOW_FILES, key,
+                      ((const struct sockaddr_un *)&a->sa)->sun_path, 0);
+}
+
 static int nb_check_addr_key(netbe_config *cfg, const char *key, int passive,
                              char *err, size_t errlen)
 {
     struct nb_addr a;
     const char *v = netbe_config_get(cfg, key);
-    return v ? nb_parse_addr(key, v, passive, &a, err, errlen) : 0;
+    int rc = v ? nb_parse_addr(key, v, passive, &a, err, errlen) : 0;
+    if (v && rc == 0)
+        nb_addr_use(cfg, key, &a);
+    return rc;
+}
+
+/* ---- UNIX socket paths: remove only stale sockets (netbe.h) ---- */
+
+/* Whether a process listens on (has bound) the socket at PATH: 0 when
+** connect() is refused (a stale socket), 1 when it listens, or -errno
+** when that cannot be told. Non-blocking, so a full backlog cannot stall
+** us; any socket type is refused alike when nothing is bound there. */
+static int nb_unix_listened(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 ? 1 :
+             errno == ECONNREFUSED ? 0 :
+             errno == EAGAIN || errno == EINPROGRESS || errno == EPROTOTYPE ? 1 : -errno;
+    close(fd);
+    return rc;
+}
+
+static const char *nb_file_kind(mode_t m)
+{
+    return S_ISREG(m) ? "a regular file" : S_ISDIR(m) ? "a directory" :
+           S_ISLNK(m) ? "a symbolic link" : "not a socket";
+}
+
+int netbe_unix_clear(const char *path, char *err, size_t errlen)
+{
+    struct stat st, again;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : NB_ERR(errno, "%s: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return NB_ERR(EEXIST, "%s exists and is %s (netbe removes only stale UNIX "
+                      "sockets)", path, nb_file_kind(st.st_mode));
+    int live = nb_unix_listened(path);
+    if (live == -ENOENT)
+        return 0;                /* gone meanwhile */
+    if (live < 0)
+        return NB_ERR(-live, "%s: cannot tell whether a process listens on it: %s", path,
+                      strerror(-live));
+    if (live)
+        return NB_ERR(EADDRINUSE, "%s is the socket of a running process (it accepts "
+                      "connections)", path);
+    /* Still the stale socket probed, not something put there meanwhile. */
+    if (lstat(path, &again) < 0 || again.st_dev != st.st_dev || again.st_ino != st.st_ino)
+        return NB_ERR(EADDRINUSE, "%s changed while it was checked", path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return NB_ERR(errno, "%s: cannot remove the stale socket: %s", path,
+                      strerror(errno));
+    return 0;
+}
+
+int netbe_unix_mark(const char *path, struct netbe_unix_id *id)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -ENOTSOCK;
+    id->dev = (uint64_t)st.st_dev;
+    id->ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+int netbe_unix_release(const char *path, const struct netbe_unix_id *id)
+{
+    struct stat st;
+    if (!id->ino || lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+        (uint64_t)st.st_dev != id->dev ||
+        (uint64_t)st.st_ino != id->ino || nb_unix_listened(path) != 0)
+        return 0;
+    return unlink(path) == 0;
 }
 
 /* A socket of TYPE for A; listeners and binders get SO_REUSEADDR. */
@@ -3397,6 +3631,7 @@ static const char *const stream_keys[] = {"listen", "connect", "reconnect", NULL
 struct stream_priv {
     int listen_fd, fd;
     struct nb_addr addr;
+    struct netbe_unix_id bound;  /* the listener's UNIX socket, once bound */
     struct event *accept_ev, *retry_ev;
     unsigned reconnect;          /* seconds, 0 = never */
     pthread_mutex_t tx_lock;     /* serializes senders and the pending tail */
@@ -3500,11 +3735,19 @@ static void stream_connect_later(netbe *be)
 static int stream_listen(netbe *be, char *err, size_t errlen)
 {
     struct stream_priv *p = NB_PRIV(be, struct stream_priv);
-    if (p->addr.family == AF_UNIX)
-        unlink(((struct sockaddr_un *)&p->addr.sa)->sun_path);
+    const char *path = ((struct sockaddr_un *)&p->addr.sa)->sun_path;
+    char why[NETBE_ERRMAX];
+    int rc = p->addr.family == AF_UNIX ? netbe_unix_clear(path, why, sizeof why) : 0;
+    if (rc < 0)
+        return NB_ERR(-rc, "stream: cannot listen on %s: %s", p->addr.text, why);
     p->listen_fd = nb_socket_for(&p->addr, SOCK_STREAM);
     if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&p->addr.sa,
-                                 p->addr.len) < 0 || listen(p->listen_fd, 4) < 0)
+                                 p->addr.len) < 0)
+        return NB_ERR(errno, "stream: cannot listen on %s: %s", p->addr.text,
+                      strerror(errno));
+    if (p->addr.family == AF_UNIX)
+        netbe_unix_mark(path, &p->bound);
+    if (listen(p->listen_fd, 4) < 0)
         return NB_ERR(errno, "stream: cannot listen on %s: %s", p->addr.text,
                       strerror(errno));
     p->accept_ev = event_new(be->base, p->listen_fd, EV_READ | EV_PERSIST,
@@ -3527,7 +3770,7 @@ static void stream_close(netbe *be)
     if (p->listen_fd >= 0) {
         close(p->listen_fd);
         if (p->addr.family == AF_UNIX)
-            unlink(((struct sockaddr_un *)&p->addr.sa)->sun_path);
+            netbe_unix_release(((struct sockaddr_un *)&p->addr.sa)->sun_path, &p->bound);
     }
     pthread_mutex_destroy(&p->tx_lock);
     free(p->txbuf);
@@ -3698,7 +3941,7 @@ static const char *const dgram_keys[] = {"local", "remote", NULL};
 
 struct dgram_priv {
     int fd;                      /* first: sock_send_msg reads it */
-    int unlink_local;
+    struct netbe_unix_id bound;  /* a UNIX local= socket, once bound */
     struct nb_addr local;
 };
 
@@ -3715,6 +3958,10 @@ static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
     if (rc == 0 && la.family != ra.family)
         rc = NB_ERR(EINVAL, "dgram: local '%s' and remote '%s' are of different families",
                     l, r);
+    if (rc == 0) {
+        nb_addr_use(cfg, "local", &la);
+        nb_addr_use(cfg, "remote", &ra);
+    }
     return rc;
 }
 
@@ -3760,8 +4007,11 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
         dgram_check_size(be->mtu, dgram_unix_max(), err, errlen) : 0;
     if (rc < 0)
         return rc;
-    if (p->local.family == AF_UNIX)
-        unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
+    const char *path = ((struct sockaddr_un *)&p->local.sa)->sun_path;
+    char why[NETBE_ERRMAX];
+    rc = p->local.family == AF_UNIX ? netbe_unix_clear(path, why, sizeof why) : 0;
+    if (rc < 0)
+        return NB_ERR(-rc, "dgram: cannot bind local=%s: %s", p->local.text, why);
     p->fd = nb_socket_for(&p->local, SOCK_DGRAM);
     if (p->fd < 0)
         return NB_ERR(errno, "dgram: socket: %s", strerror(errno));
@@ -3770,7 +4020,8 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
         close(p->fd);
         return NB_ERR(e, "dgram: cannot bind local=%s: %s", p->local.text, strerror(e));
     }
-    p->unlink_local = p->local.family == AF_UNIX;
+    if (p->local.family == AF_UNIX)
+        netbe_unix_mark(path, &p->bound);
     /* A UNIX peer may bind after us; connect lazily on the first send then. */
     if (connect(p->fd, (struct sockaddr *)&ra.sa, ra.len) < 0 && ra.family != AF_UNIX) {
         int e = errno;
@@ -3785,8 +4036,8 @@ static void dgram_close(netbe *be)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
     close(p->fd);
-    if (p->unlink_local)
-        unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
+    if (p->local.family == AF_UNIX)
+        netbe_unix_release(((struct sockaddr_un *)&p->local.sa)->sun_path, &p->bound);
 }
 
 static const struct nb_ops nb_dgram = {
@@ -4302,6 +4553,7 @@ struct slirp_rule {
     int proto;
     struct sockaddr_storage host, guest;
     socklen_t host_len, guest_len;
+    struct netbe_unix_id bound;  /* a UNIX host side, once libslirp bound it */
     char text[SLIRP_RULE_MAX];   /* normal form, for listing */
 };
 
@@ -4820,11 +5072,26 @@ static int slirp_opts_parse(const netbe_config *cfg, struct slirp_opts *o,
     return 0;
 }
 
+/* The options of O that reach the host, for the permission check. */
+static void slirp_uses(netbe_config *cfg, const struct slirp_opts *o)
+{
+    if (o->gfwd_cmd)
+        nb_config_use(cfg, NETBE_ALLOW_EXEC, "guestfwd", NULL, 0);
+    if (o->tftp)
+        nb_config_use(cfg, NETBE_ALLOW_FILES, "tftp", o->tftp, 1);
+    for (const struct slirp_rule *r = o->rules; r; r = r->next)
+        if (r->proto == SLIRP_UNIX)
+            nb_config_use(cfg, NETBE_ALLOW_FILES, "hostfwd",
+                          ((const struct sockaddr_un *)&r->host)->sun_path, 0);
+}
+
 /* The check hook: every option, then the rules written in normal form. */
 static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
 {
     struct slirp_opts o;
     int rc = slirp_opts_parse(cfg, &o, err, errlen);
+    if (rc == 0)
+        slirp_uses(cfg, &o);
     if (rc == 0 && o.rules) {
         size_t len = 0;
         for (struct slirp_rule *r = o.rules; r; r = r->next)
@@ -4881,6 +5148,7 @@ struct slirp_priv {
     Slirp *slirp;
     pthread_mutex_t lock;        /* libslirp, the ring, the rules, the fd table */
     struct slirp_opts opts;
+    struct nb_allow allow;       /* what rules added at run time may use */
     /* frames for the guest: records of [struct slirp_rec][frame] */
     uint8_t *ring;
     size_t head, tail, used;
@@ -5435,13 +5703,11 @@ static int slirp_rule_install(struct slirp_priv *p, struct slirp_rule *r,
                               char *err, size_t errlen)
 {
     int flags = r->proto == SLIRP_UDP ? SLIRP_HOSTFWD_UDP : 0;
-    if (r->host.ss_family == AF_UNIX) {
-        /* A socket left by an earlier run would make bind fail. */
-        struct stat st;
-        const char *path = ((struct sockaddr_un *)&r->host)->sun_path;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path);
-    }
+    const char *path = ((struct sockaddr_un *)&r->host)->sun_path;
+    char why[NETBE_ERRMAX];
+    int rc = r->host.ss_family == AF_UNIX ? netbe_unix_clear(path, why, sizeof why) : 0;
+    if (rc < 0)
+        return NB_ERR(-rc, "slirp: hostfwd '%s': %s", r->text, why);
     errno = 0;
     if (slirp_add_hostxfwd(p->slirp, (struct sockaddr *)&r->host, r->host_len,
                            (struct sockaddr *)&r->guest, r->guest_len, flags) < 0) {
@@ -5449,26 +5715,33 @@ static int slirp_rule_install(struct slirp_priv *p, struct slirp_rule *r,
         return NB_ERR(e, "slirp: hostfwd '%s': cannot listen on the host side: %s",
                       r->text, strerror(e));
     }
+    if (r->host.ss_family == AF_UNIX)
+        netbe_unix_mark(path, &r->bound);
     return 0;
+}
+
+/* Remove R's UNIX socket once nothing listens on it, if libslirp bound it. */
+static void slirp_rule_release(struct slirp_rule *r)
+{
+    if (r->host.ss_family == AF_UNIX)
+        netbe_unix_release(((struct sockaddr_un *)&r->host)->sun_path, &r->bound);
 }
 
 static void slirp_rule_uninstall(struct slirp_priv *p, struct slirp_rule *r)
 {
     slirp_remove_hostxfwd(p->slirp, (struct sockaddr *)&r->host, r->host_len,
                           r->proto == SLIRP_UDP ? SLIRP_HOSTFWD_UDP : 0);
-    if (r->host.ss_family == AF_UNIX)
-        unlink(((struct sockaddr_un *)&r->host)->sun_path);
+    slirp_rule_release(r);
 }
 
 static void slirp_close(netbe *be)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    if (p->slirp) {
-        for (struct slirp_rule *r = p->opts.rules; r; r = r->next)
-            if (r->host.ss_family == AF_UNIX)
-                unlink(((struct sockaddr_un *)&r->host)->sun_path);
+    if (p->slirp)
         slirp_cleanup(p->slirp);
-    }
+    for (struct slirp_rule *r = p->opts.rules; r; r = r->next)
+        slirp_rule_release(r);
+    free(p->allow.dir);
     for (int fd = 0; fd < p->nfdw; fd++) {
         if (p->fdw[fd].rd)
             event_free(p->fdw[fd].rd);
@@ -5536,7 +5809,8 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     pthread_mutex_init(&p->lock, NULL);
     p->last = SIZE_MAX;
-    int rc = slirp_opts_parse(cfg, &p->opts, err, errlen);
+    int rc = nb_allow_copy(&p->allow, &cfg->allow) < 0 ? NB_ERR(ENOMEM, "out of memory") :
+             slirp_opts_parse(cfg, &p->opts, err, errlen);
     if (rc < 0) {
         slirp_close(be);
         return rc;
@@ -5767,6 +6041,11 @@ int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errle
     if (!r)
         return NB_ERR(ENOMEM, "out of memory");
     int rc = slirp_parse_rule(rule ? rule : "", 0, &p->opts, r, err, errlen);
+    char why[NETBE_ERRMAX];
+    if (rc == 0 && r->proto == SLIRP_UNIX &&
+        (rc = nb_allow_path(&p->allow, "hostfwd", ((struct sockaddr_un *)&r->host)->sun_path,
+                            0, why, sizeof why)) < 0)
+        NB_ERR(-rc, "slirp: not allowed by the embedder: %s", why);
     pthread_mutex_lock(&p->lock);
     for (struct slirp_rule *o = p->opts.rules; rc == 0 && o; o = o->next)
         if (slirp_same_host(o, r))

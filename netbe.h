@@ -93,14 +93,57 @@ int netbe_config_parse(netbe_config *cfg, const char *legacy,
 
 /* Check CFG against the backend it selects without opening anything:
 ** unknown keys (the message lists the keys that backend accepts), bad MAC,
-** MTU and backend-specific values. Then rewrite CFG in normal form: "type"
-** set to the backend's name, values canonical (MAC in lower-case
-** colon form). Returns 0 or a negative errno value with ERR filled in.
-** This is what `netbe check` prints. */
+** MTU and backend-specific values, values holding a ',' or a control
+** character (every config has a legacy normal form, and a value set key
+** by key must not add keys to it), and the permissions below (-EPERM).
+** Then rewrite CFG in normal form: "type" set to the backend's name,
+** values canonical (MAC in lower-case colon form). Returns 0 or a negative
+** errno value with ERR filled in. This is what `netbe check` prints. */
 int netbe_config_check(netbe_config *cfg, char *err, size_t errlen);
 
-/* Parse an Ethernet MAC "xx:xx:xx:xx:xx:xx" that must be unicast and
-** non-zero (bhyve's rule). Returns 0 or -EINVAL. */
+/* ---- What a config may do on the host ----
+** Configs often come from people other than the embedder (a VM manager's
+** users), and netbe acts with the embedder's privileges. Options that
+** reach beyond the backend are refused unless the embedder allows them on
+** the config; a new config allows neither:
+**   NETBE_ALLOW_EXEC   running host commands: slirp's guestfwd=...-cmd:CMD,
+**                      which runs CMD for every guest connection.
+**   NETBE_ALLOW_FILES  host paths, inside one directory DIR: slirp's tftp=
+**                      (the guest reads the files there) and every UNIX
+**                      socket path: slirp's hostfwd=unix:, stream's
+**                      listen= and connect=, dgram's local= and remote=.
+**                      Binding a socket creates a file wherever the path
+**                      says, and connecting hands the guest's frames to
+**                      whatever local service listens there, so socket
+**                      paths are confined like files.
+** A path is inside DIR when its real path, with '..' and symbolic links
+** resolved, is DIR or below it: tftp= is resolved whole; for a socket
+** path its directory is, and the path itself may not be a symbolic link.
+** DIR "/" allows every path without resolving anything. The check is made
+** when the config is checked (and again at netbe_open), so keep DIR and
+** what is below it writable only by the embedder; the files in a tftp=
+** directory, symbolic links included, are the guest's to read.
+** netbe_config_check and netbe_open refuse with -EPERM and one message that
+** names every option not allowed and the permission it needs. Rules added
+** later with netbe_slirp_hostfwd_add get the permissions the backend was
+** opened with. */
+#define NETBE_ALLOW_EXEC   0x1
+#define NETBE_ALLOW_FILES  0x2
+
+/* Give CFG the permissions ALLOW (NETBE_ALLOW_* bits; 0 takes them all
+** back), replacing what an earlier call gave. DIR is needed with
+** NETBE_ALLOW_FILES and ignored without it: an existing directory,
+** resolved now. Returns 0, -EINVAL for an unknown bit or a missing DIR, or
+** the errno of resolving DIR (-ENOTDIR when it is not a directory). */
+int netbe_config_allow(netbe_config *cfg, unsigned allow, const char *dir,
+                       char *err, size_t errlen);
+
+/* The NETBE_ALLOW_* permissions the options of CFG need, as the last
+** netbe_config_check found them (also when it refused them). */
+unsigned netbe_config_needs(const netbe_config *cfg);
+
+/* Parse an Ethernet MAC, exactly "xx:xx:xx:xx:xx:xx" with hex digits, that
+** must be unicast and non-zero (bhyve's rule). Returns 0 or -EINVAL. */
 int netbe_parse_mac(const char *text, uint8_t mac[6], char *err, size_t errlen);
 
 /* Parse an MTU: decimal, 46..65535, no trailing characters. */
@@ -380,6 +423,40 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
                    const struct iovec *bufs, int nbufs, uint32_t *lens);
 
 /* ====================================================================
+** UNIX socket paths
+** ====================================================================
+** netbe removes a path only when it is a UNIX socket nobody listens on: a
+** stale one (its process died) before binding the path again, and its own
+** once it closed it, if the path still is the socket it bound. It never
+** removes a regular file, a directory, a symbolic link or the live socket
+** of another process, and binding over one of those is an open error
+** naming the path. The stream, dgram and slirp backends work this way; an
+** embedder binding sockets of its own (a vhost-user device) can use the
+** same three calls. A path swapped by someone else between the check and
+** the removal is not detected; keep socket directories private.
+*/
+
+/* Which socket a path was bound to. All zero: none. */
+struct netbe_unix_id {
+    uint64_t dev, ino;
+};
+
+/* Make PATH free for bind(): returns 0 when nothing is there, or after
+** removing a stale socket; -EADDRINUSE when a process listens on it,
+** -EEXIST when it is not a socket, or the errno of a failed check, with ERR
+** naming PATH and why. */
+int netbe_unix_clear(const char *path, char *err, size_t errlen);
+
+/* Right after bind(): record in *ID which socket PATH now is. Returns 0, or
+** a negative errno value (and *ID unchanged) when PATH is no socket. */
+int netbe_unix_mark(const char *path, struct netbe_unix_id *id);
+
+/* After closing the socket bound at PATH: remove PATH when it still is the
+** socket *ID names and nobody listens on it. Returns 1 when it removed
+** PATH, 0 when it left it (gone, replaced, in use, or *ID all zero). */
+int netbe_unix_release(const char *path, const struct netbe_unix_id *id);
+
+/* ====================================================================
 ** Slirp: user-mode NAT (libslirp)
 ** ====================================================================
 ** "slirp[,option...]" gives the guest a private network behind NAT with a
@@ -387,7 +464,8 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 ** configuration and no privileges. One libslirp instance per backend runs
 ** on the embedder's event_base; the library starts no thread for it.
 ** Options (bhyve's and QEMU's user network; each bad one fails the open
-** with a message naming it and the expected form):
+** with a message naming it and the expected form; unix: forwarding, tftp=
+** and guestfwd= need permissions, see netbe_config_allow):
 **   hostfwd=RULE[;RULE...]   RULE is PROTO:HADDR:HPORT-GADDR:GPORT with
 **                            PROTO tcp (or empty) or udp, HADDR an IPv4
 **                            address, [IPV6] or empty (any), GADDR empty
@@ -424,8 +502,10 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 
 /* Add a host forwarding RULE (the hostfwd= form above, one rule) to a
 ** running slirp backend. Returns 0, -EINVAL for a bad rule, -EEXIST when
-** the host address and port are already forwarded, -ENOTSUP when BE is not
-** a slirp backend, or the errno of a failed bind or listen. */
+** the host address and port are already forwarded, -EPERM for a UNIX path
+** the backend's config was not allowed (netbe_config_allow), -ENOTSUP when
+** BE is not a slirp backend, or the errno of a failed bind or listen
+** (netbe_unix_clear's for a UNIX path in use). */
 int netbe_slirp_hostfwd_add(netbe *be, const char *rule, char *err, size_t errlen);
 
 /* Remove the forwarding whose host side RULE names: a whole rule, or just

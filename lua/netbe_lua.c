@@ -9,10 +9,13 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -22,6 +25,7 @@
 
 #define LB_BACKEND "netbe.backend"
 #define LB_WIRE    "netbe.wire"
+#define LB_LOCK    "netbe.lock"
 
 /* ====================================================================
 ** Loop state: one per Lua state, kept in the registry
@@ -127,12 +131,47 @@ static netbe_config *lb_toconfig(lua_State *L, int idx)
     return cfg;
 }
 
-/* netbe.check(spec) -> normalized {key = value}, ordered key list
-** or nil, message */
+/* The permissions table at IDX ({allow_exec = true, allow_files = DIR}, or
+** none) given to CFG; raises the problem after freeing CFG. */
+static void lb_allow(lua_State *L, int idx, netbe_config *cfg)
+{
+    char err[NETBE_ERRMAX];
+    unsigned allow = 0;
+    const char *dir = NULL;
+    if (lua_isnoneornil(L, idx))
+        return;
+    if (!lua_istable(L, idx)) {
+        netbe_config_free(cfg);
+        luaL_typeerror(L, idx, "table of permissions {allow_exec=, allow_files=}");
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        if (strcmp(k, "allow_exec") == 0 && lua_type(L, -1) == LUA_TBOOLEAN) {
+            allow |= lua_toboolean(L, -1) ? NETBE_ALLOW_EXEC : 0;
+        } else if (strcmp(k, "allow_files") == 0 && lua_type(L, -1) == LUA_TSTRING) {
+            allow |= NETBE_ALLOW_FILES;
+            dir = lua_tostring(L, -1);
+        } else {
+            netbe_config_free(cfg);
+            luaL_error(L, "netbe: permission '%s': expected allow_exec = true|false or "
+                       "allow_files = DIRECTORY", k);
+        }
+        lua_pop(L, 1);
+    }
+    if (netbe_config_allow(cfg, allow, dir, err, sizeof err) < 0) {
+        netbe_config_free(cfg);
+        luaL_error(L, "%s", err);
+    }
+}
+
+/* netbe.check(spec [, permissions]) -> normalized {key = value}, ordered
+** key list, list of the permissions used ("exec", "files"); or nil, message */
 static int lb_check(lua_State *L)
 {
     char err[NETBE_ERRMAX];
     netbe_config *cfg = lb_toconfig(L, 1);
+    lb_allow(L, 2, cfg);
     if (netbe_config_check(cfg, err, sizeof err) < 0) {
         netbe_config_free(cfg);
         luaL_pushfail(L);
@@ -148,8 +187,18 @@ static int lb_check(lua_State *L)
         lua_pushstring(L, netbe_config_key(cfg, i));
         lua_rawseti(L, -2, i + 1);
     }
+    unsigned needs = netbe_config_needs(cfg);
+    lua_createtable(L, 2, 0);
+    if (needs & NETBE_ALLOW_EXEC) {
+        lua_pushliteral(L, "exec");
+        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    }
+    if (needs & NETBE_ALLOW_FILES) {
+        lua_pushliteral(L, "files");
+        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    }
     netbe_config_free(cfg);
-    return 2;
+    return 3;
 }
 
 /* ====================================================================
@@ -198,12 +247,13 @@ static void lb_on_event(netbe *be, int events, void *arg)
     lb_protected_call(b->loop, 1, 0);
 }
 
-/* netbe.open(spec) -> backend */
+/* netbe.open(spec [, permissions]) -> backend */
 static int lb_open(lua_State *L)
 {
     char err[NETBE_ERRMAX];
     lb_loop *lp = lb_getloop(L);
     netbe_config *cfg = lb_toconfig(L, 1);
+    lb_allow(L, 2, cfg);
     lb_backend *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     b->loop = lp;
@@ -1012,6 +1062,42 @@ static int lb_parse_mtu(lua_State *L)
 }
 
 /* ====================================================================
+** File locks, for the topology state several netbe processes share
+** ==================================================================== */
+
+/* netbe.lock(path) -> a lock held until lock:unlock(), collection or the
+** end of its <close> scope; or nil, message. Takes flock(2) LOCK_EX on
+** PATH (created 0600 if missing), waiting while another process holds
+** it; the kernel drops it when the process dies. */
+static int lb_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int *fdp = lua_newuserdatauv(L, sizeof *fdp, 0);
+    *fdp = -1;
+    luaL_setmetatable(L, LB_LOCK);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        luaL_pushfail(L);
+        lua_pushfstring(L, "cannot lock %s: %s", path, strerror(e));
+        return 2;
+    }
+    *fdp = fd;
+    return 1;
+}
+
+static int lb_unlock(lua_State *L)
+{
+    int *fdp = luaL_checkudata(L, 1, LB_LOCK);
+    if (*fdp >= 0)
+        close(*fdp);
+    *fdp = -1;
+    return 0;
+}
+
+/* ====================================================================
 ** Module
 ** ==================================================================== */
 
@@ -1031,11 +1117,13 @@ static const luaL_Reg lb_policy_methods[] = {
     {"eval", lb_policy_eval}, {"carry", lb_policy_carry}, {"stats", lb_policy_stats},
     {"free", lb_policy_gc}, {NULL, NULL}};
 
+static const luaL_Reg lb_lock_methods[] = {{"unlock", lb_unlock}, {NULL, NULL}};
+
 static const luaL_Reg lb_functions[] = {
     {"open", lb_open}, {"check", lb_check}, {"wire", lb_wire_new}, {"run", lb_run_loop},
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
-    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {NULL, NULL}};
+    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock}, {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)
@@ -1073,6 +1161,7 @@ int luaopen_netbe(lua_State *L)
     lb_newclass(L, LB_BACKEND, lb_backend_methods, lb_close);
     lb_newclass(L, LB_WIRE, lb_wire_methods, lb_wire_close);
     lb_newclass(L, LB_POLICY, lb_policy_methods, lb_policy_gc);
+    lb_newclass(L, LB_LOCK, lb_lock_methods, lb_unlock);
     luaL_getmetatable(L, LB_BACKEND);
     lua_pushcfunction(L, lb_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -527,7 +527,8 @@ void dev_disconnect(struct dev *d)
 ** Setup and counters
 ** ==================================================================== */
 
-int dev_open(struct dev *d, struct event_base *base, const char *spec, const char *name)
+int dev_open(struct dev *d, struct event_base *base, const netbe_config *cfg,
+             const char *name)
 {
     char err[NETBE_ERRMAX];
     d->base = base;
@@ -543,7 +544,7 @@ int dev_open(struct dev *d, struct event_base *base, const char *spec, const cha
             return -1;
         }
     }
-    if (netbe_open_str(&d->be, spec, base, on_backend, d, err, sizeof err) < 0) {
+    if (netbe_open(&d->be, cfg, base, on_backend, d, err, sizeof err) < 0) {
         say("%s", err);
         return -1;
     }

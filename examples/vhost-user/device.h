@@ -68,9 +68,10 @@ struct dev {
 /* Print "vhost-user-net: ..." on stderr. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Open the backend SPEC on BASE and set D up with no connection. NAME
+/* Open the backend CFG on BASE and set D up with no connection. NAME
 ** seeds the MAC when the backend has none. Returns 0, or -1 having said why. */
-int dev_open(struct dev *d, struct event_base *base, const char *spec, const char *name);
+int dev_open(struct dev *d, struct event_base *base, const netbe_config *cfg,
+             const char *name);
 
 /* Check message M (its header was checked with vu_msg_check_header) and
 ** act on it, replying on conn_fd when it asks. Takes the descriptors it

@@ -1,8 +1,10 @@
 /*
 ** vhost-user-net: a vhost-user net device with any netbe backend behind it.
 **
-**   vhost-user-net --socket PATH BACKEND-SPEC
+**   vhost-user-net --socket PATH [--allow-exec] [--allow-files DIR] BACKEND-SPEC
 **
+** --allow-exec and --allow-files give the backend's config the permissions
+** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
 ** QEMU connects to PATH and hands us the guest's memory and virtqueues:
 **
 **   -object memory-backend-memfd,id=mem0,size=256M,share=on
@@ -56,6 +58,9 @@
 struct server {
     struct dev dev;
     const char *path;
+    struct netbe_unix_id bound;  /* PATH, once bound */
+    unsigned allow;              /* NETBE_ALLOW_* for the backend's config */
+    const char *allow_dir;
     int listen_fd;
     struct event *accept_ev, *conn_ev;
 };
@@ -153,23 +158,55 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     say("connected");
 }
 
-static int listen_on(const char *path)
+/* Listen on PATH, taking over only a stale socket there (netbe_unix_clear). */
+static int listen_on(const char *path, struct netbe_unix_id *bound)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char err[NETBE_ERRMAX];
     if (strlen(path) >= sizeof sa.sun_path) {
         say("--socket '%s': at most %zu characters", path, sizeof sa.sun_path - 1);
         return -1;
     }
     strcpy(sa.sun_path, path);
-    unlink(path);
+    if (netbe_unix_clear(path, err, sizeof err) < 0) {
+        say("--socket: %s", err);
+        return -1;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         say("cannot listen on %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
+    netbe_unix_mark(path, bound);
+    if (listen(fd, 1) < 0) {
+        say("cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        netbe_unix_release(path, bound);
+        return -1;
+    }
     return fd;
+}
+
+/* Open SPEC with the permissions given on the command line. */
+static int open_device(struct server *s, struct event_base *base, const char *spec)
+{
+    char err[NETBE_ERRMAX];
+    netbe_config *cfg = netbe_config_new();
+    if (!cfg) {
+        say("out of memory");
+        return -1;
+    }
+    int rc = netbe_config_parse(cfg, spec, err, sizeof err);
+    if (rc == 0 && s->allow)
+        rc = netbe_config_allow(cfg, s->allow, s->allow_dir, err, sizeof err);
+    if (rc < 0)
+        say("%s", err);
+    else
+        rc = dev_open(&s->dev, base, cfg, s->path);
+    netbe_config_free(cfg);
+    return rc;
 }
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
@@ -184,9 +221,9 @@ static void on_report(evutil_socket_t sig, short what, void *arg)
 
 static int server_start(struct server *s, struct event_base *base, const char *spec)
 {
-    if (dev_open(&s->dev, base, spec, s->path) < 0)
+    if (open_device(s, base, spec) < 0)
         return -1;
-    s->listen_fd = listen_on(s->path);
+    s->listen_fd = listen_on(s->path, &s->bound);
     if (s->listen_fd < 0)
         return -1;
     s->accept_ev = event_new(base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
@@ -204,7 +241,7 @@ static void server_stop(struct server *s)
         event_free(s->accept_ev);
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
-        unlink(s->path);
+        netbe_unix_release(s->path, &s->bound);
     }
     dev_report(&s->dev, stdout);
     dev_close(&s->dev);
@@ -213,8 +250,20 @@ static void server_stop(struct server *s)
 int main(int argc, char **argv)
 {
     static struct server s = {.listen_fd = -1};
-    if (argc != 4 || strcmp(argv[1], "--socket") != 0) {
-        fprintf(stderr, "usage: %s --socket PATH BACKEND-SPEC\n", argv[0]);
+    int i = 3;
+    for (; i < argc - 1; i++) {
+        if (strcmp(argv[i], "--allow-exec") == 0) {
+            s.allow |= NETBE_ALLOW_EXEC;
+        } else if (strcmp(argv[i], "--allow-files") == 0 && i + 2 < argc) {
+            s.allow |= NETBE_ALLOW_FILES;
+            s.allow_dir = argv[++i];
+        } else {
+            break;
+        }
+    }
+    if (argc < 4 || strcmp(argv[1], "--socket") != 0 || i != argc - 1) {
+        fprintf(stderr, "usage: %s --socket PATH [--allow-exec] [--allow-files DIR] "
+                "BACKEND-SPEC\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -230,7 +279,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++)
         event_add(sigs[i], NULL);
     int status = 1;
-    if (server_start(&s, base, argv[3]) == 0) {
+    if (server_start(&s, base, argv[argc - 1]) == 0) {
         say("listening on %s, backend %s", s.path, netbe_name(s.dev.be));
         fflush(stderr);
         event_base_dispatch(base);

@@ -4,18 +4,33 @@ local cli = {}
 
 local USAGE = [==[
 usage: netbe COMMAND ...
-  netbe wire SPEC_A SPEC_B [--stats N] [--no-offload] [--policy FILE]
+  netbe wire SPEC_A SPEC_B [--stats N] [--no-offload] [--policy FILE] [PERMISSIONS]
                                           join two backends until SIGINT/SIGTERM;
                                           offloads (checksum, TSO) are negotiated
                                           between them unless --no-offload;
                                           --policy judges each frame (B is the
                                           guest side); SIGHUP reloads FILE
-  netbe check SPEC                        validate a backend config, print it normalized
+  netbe check SPEC [PERMISSIONS]          validate a backend config, print it normalized
   netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--dry-run]
                                           host topology (see README)
 SPEC is a bhyve-style backend config: BACKEND[,key[=value]]...
   e.g. tap0   stream,connect=unix:/run/vm.sock   slirp,hostfwd=tcp::2222-:22
+PERMISSIONS: options that reach the host are refused unless given
+  --allow-exec       slirp guestfwd=...-cmd: runs host commands
+  --allow-files DIR  UNIX socket paths (stream, dgram, slirp hostfwd=unix:)
+                     and slirp tftp= inside DIR ("/": anywhere)
 ]==]
+
+-- The permission options of wire and check, added to the option table T.
+local function with_permissions(t)
+  t["allow-exec"], t["allow-files"] = false, true
+  return t
+end
+
+-- The netbe.open/netbe.check permissions table for the options in OPT.
+local function permissions(opt)
+  return { allow_exec = opt["allow-exec"] == true, allow_files = opt["allow-files"] }
+end
 
 function cli.fail(status, fmt, ...)
   io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
@@ -75,7 +90,8 @@ function cli.format_stats(be)
 end
 
 function cli.wire(args)
-  local pos, opt = cli.options(args, { stats = true, ["no-offload"] = false, policy = true })
+  local pos, opt = cli.options(args, with_permissions{ stats = true, ["no-offload"] = false,
+                                                      policy = true })
   if not pos then return cli.fail(2, "wire: %s", opt) end
   if #pos ~= 2 then return cli.fail(2, "wire: expected two backend specs, got %d", #pos) end
   local every = opt.stats and tonumber(opt.stats)
@@ -83,10 +99,11 @@ function cli.wire(args)
     return cli.fail(2, "wire: --stats wants a positive number of seconds, got '%s'", opt.stats)
   end
   local netbe = require("netbe")
-  local ok, a = pcall(netbe.open, pos[1])
+  local perm = permissions(opt)
+  local ok, a = pcall(netbe.open, pos[1], perm)
   if not ok then return cli.fail(1, "wire: %s", a) end
   local b
-  ok, b = pcall(netbe.open, pos[2])
+  ok, b = pcall(netbe.open, pos[2], perm)
   if not ok then a:close(); return cli.fail(1, "wire: %s", b) end
   local w = netbe.wire(a, b, { offload = not opt["no-offload"] })
   local policy = opt.policy and require("netbe.policy")
@@ -138,28 +155,44 @@ function cli.wire(args)
 end
 
 function cli.check(args)
-  if #args ~= 1 then return cli.fail(2, "check: expected one backend spec, got %d", #args) end
+  local pos, opt = cli.options(args, with_permissions{})
+  if not pos then return cli.fail(2, "check: %s", opt) end
+  if #pos ~= 1 then return cli.fail(2, "check: expected one backend spec, got %d", #pos) end
   local netbe = require("netbe")
-  local ok, cfg, keys = pcall(netbe.check, args[1])
+  local ok, cfg, keys, needs = pcall(netbe.check, pos[1], permissions(opt))
   if not ok then return cli.fail(1, "check: %s", cfg) end
   if not cfg then return cli.fail(1, "check: %s", keys) end
   for _, k in ipairs(keys) do print(k .. "=" .. cfg[k]) end
-  print(string.format("check: ok, %s backend, %d keys", cfg.type, #keys))
+  print(string.format("check: ok, %s backend, %d keys%s", cfg.type, #keys,
+                      #needs > 0 and ", uses permissions: " .. table.concat(needs, ", ") or ""))
   return 0
 end
 
 local TOPOLOGY = { plan = true, apply = true, destroy = true, status = true,
                    ["bhyve-args"] = true }
+local COMMANDS = "wire, check, plan, apply, destroy, status or bhyve-args; 'netbe help' "
+  .. "shows the usage"
 
-function cli.main(argv)
+local function dispatch(argv)
   local cmd = argv[1]
   local rest = table.move(argv, 2, #argv, 1, {})
   if cmd == "wire" then return cli.wire(rest) end
   if cmd == "check" then return cli.check(rest) end
   if cmd and TOPOLOGY[cmd] then return require("netbe.topocli").main(cmd, rest) end
-  if cmd == "-h" or cmd == "--help" or cmd == "help" then io.write(USAGE); return 0 end
-  io.stderr:write(cmd and ("netbe: unknown command '" .. cmd .. "'\n") or "", USAGE)
-  return 2
+  if cmd == "-h" or cmd == "--help" or cmd == "help" then
+    io.write(USAGE, require("netbe.topocli").USAGE)
+    return 0
+  end
+  if not cmd then return cli.fail(2, "no command given (expected %s)", COMMANDS) end
+  return cli.fail(2, "unknown command '%s' (expected %s)", cmd, COMMANDS)
+end
+
+-- Runs the command ARGV and returns its exit status. Whatever goes wrong
+-- ends in one line on stderr, never a Lua traceback.
+function cli.main(argv)
+  local ok, status = pcall(dispatch, argv)
+  if ok then return status end
+  return cli.fail(1, "%s", (tostring(status):match("^[^\n]*")))
 end
 
 return cli

@@ -21,6 +21,24 @@
 --   stop     list of argv lists: when a step runs again, stop it first
 --            (a daemon), then wait for its probe to fail
 --   script   text that format shows beside the commands (an ngctl script)
+--   owns     the step creates interface IFNAME and marks it as netbe's:
+--            { ifname, marker = TEXT, show = argv printing the interface,
+--              marker_pattern = capture of the marker in that output,
+--              index_pattern = capture of its ifindex, where the OS shows one }.
+--            Undo removes the interface only while it carries the marker
+--            (a same-named interface made by someone else is left alone);
+--            a changed ifindex with the marker is netbe's interface made
+--            again, after a reboot say.
+--   touches  names of interfaces the step changes (an address on a
+--            bridge): when one of them is not netbe's, undo leaves it alone
+--   shared   a host setting several topologies may need: { name, value,
+--            get = argv printing it, set = argv prefix taking "NAME=VALUE" }.
+--            Apply records who needs it and the value before netbe first
+--            changed it (ctx.host); undo restores that value only when no
+--            topology needs it any more.
+-- A context (ctx) carries run, log, dry, made and save (see plan.apply),
+-- and for shared steps user (the topology's name), scope (the network
+-- namespace the commands run in, or nil) and host (state.host).
 -- The engine never builds a shell string from untrusted parts without
 -- quoting every argument.
 local plan = {}
@@ -159,7 +177,143 @@ end
 
 -- What the state keeps of a step the tool made.
 local function record(step)
-  return { id = step.id, what = step.what, inverse = step.inverse or {}, probe = step.probe }
+  return { id = step.id, what = step.what, inverse = step.inverse or {}, probe = step.probe,
+           owns = step.owns, touches = step.touches, shared = step.shared }
+end
+
+-- ---- Interfaces netbe made: the marker and the ifindex ----
+
+-- What OWNS's interface is now: "gone", "mine" or "foreign", the ifindex
+-- seen, and for "foreign" the marker found (or nil).
+function plan.identify(owns, run)
+  local ok, out = run(owns.show)
+  if not ok then return "gone" end
+  local marker = out:match(owns.marker_pattern)
+  local index = owns.index_pattern and tonumber(out:match(owns.index_pattern))
+  if marker ~= owns.marker then return "foreign", index, marker end
+  return "mine", index
+end
+
+-- Records the ifindex of the interface STEP just made in REC.owns.
+local function note_index(step, rec, run)
+  if not step.owns or not step.owns.index_pattern then return end
+  local verdict, index = plan.identify(step.owns, run)
+  if verdict == "mine" and index then
+    rec.owns = {}
+    for k, v in pairs(step.owns) do rec.owns[k] = v end
+    rec.owns.ifindex = index
+  end
+end
+
+-- Whether record R may be undone: false and why when the interface it made
+-- (owns), or one it changed (touches), is not netbe's now. VERDICTS caches
+-- plan.identify by interface name, from the records in CTX.made.
+local function ours(r, ctx, verdicts)
+  local function verdict(ifname)
+    if verdicts[ifname] == nil then
+      verdicts[ifname] = false
+      for _, m in ipairs(ctx.made) do
+        if m.owns and m.owns.ifname == ifname then
+          local v, index, marker = plan.identify(m.owns, ctx.run)
+          verdicts[ifname] = { v, index, marker, m.owns }
+        end
+      end
+    end
+    return verdicts[ifname]
+  end
+  for _, name in ipairs(r.owns and { r.owns.ifname } or r.touches or {}) do
+    local v = verdict(name)
+    if v and v[1] == "foreign" then
+      return false, string.format("%s is not the interface netbe made (%s, expected marker %s)",
+                                  name, v[3] and "its marker is " .. v[3] or "it has no marker",
+                                  v[4].marker)
+    end
+    if v and v[1] == "mine" and r.owns and v[4].ifindex and v[2] ~= v[4].ifindex then
+      ctx.log(string.format("# %s has ifindex %s, not %d as made: made again (a reboot?); "
+                            .. "its marker %s says it is netbe's", name, tostring(v[2]),
+                            v[4].ifindex, v[4].marker))
+    end
+  end
+  return true
+end
+
+-- ---- Host settings topologies share ----
+
+-- Where CTX keeps shared setting S: one entry per namespace.
+local function shared_key(s, ctx)
+  return s.name .. (ctx.scope and "@netns:" .. ctx.scope or "")
+end
+
+-- The current value of shared setting S, or nil and an error.
+local function shared_value(s, run)
+  local ok, out = run(s.get)
+  if not ok then return nil, plan.argv_text(s.get) .. ": " .. out:gsub("%s+$", "") end
+  return (out:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- Sets shared setting S to VALUE; returns ok, or false and an error.
+local function shared_set(s, value, ctx)
+  local argv = {}
+  for i, a in ipairs(s.set) do argv[i] = a end
+  argv[#argv + 1] = s.name .. "=" .. value
+  ctx.log(plan.argv_text(argv))
+  local ok, out = ctx.run(argv)
+  if not ok then return false, string.format("'%s' failed: %s", plan.argv_text(argv), out:gsub("%s+$", "")) end
+  return true
+end
+
+-- Registers ctx.user as needing the shared setting of STEP, recording the
+-- value before netbe first changed it, and sets it when it differs.
+-- Returns ok (and whether it changed anything), or false and an error.
+function plan.share(step, ctx)
+  local s, key = step.shared, shared_key(step.shared, ctx)
+  return ctx.host(function(settings)
+    local now, err = shared_value(s, ctx.run)
+    if not now then return false, err end
+    local e = settings[key] or { old = now, users = {} }
+    local changed = now ~= s.value
+    if changed then
+      ctx.log("# " .. step.what)
+      local ok, serr = shared_set(s, s.value, ctx)
+      if not ok then return false, serr end
+    end
+    e.users[ctx.user] = true
+    settings[key] = e
+    return true, changed
+  end)
+end
+
+-- Unregisters ctx.user from the shared setting of record R; the last
+-- topology to leave restores the value from before netbe changed it.
+-- Returns the errors (a list, empty when all went well).
+function plan.unshare(r, ctx)
+  local s, key = r.shared, shared_key(r.shared, ctx)
+  return ctx.host(function(settings)
+    local e = settings[key]
+    if not e or not e.users[ctx.user] then return {} end
+    e.users[ctx.user] = nil
+    local others = {}
+    for u in pairs(e.users) do others[#others + 1] = u end
+    if #others > 0 then
+      table.sort(others)
+      ctx.log("# " .. s.name .. " stays " .. s.value .. ": topologies " .. table.concat(others, ", ")
+              .. " still need it")
+      return {}
+    end
+    settings[key] = nil
+    local now, err = shared_value(s, ctx.run)
+    if not now then return { err } end
+    if now == e.old then return {} end
+    local ok, serr = shared_set(s, e.old, ctx)
+    return ok and {} or { serr }
+  end)
+end
+
+-- Undoes record R: its inverse, or the release of its shared setting.
+-- Returns the errors.
+local function undo_record(r, ctx)
+  if r.shared then return plan.unshare(r, ctx) end
+  return plan.undo(r.inverse, ctx.run, ctx.log)
 end
 
 -- Applies STEPS. CTX: run (runner), log (function(line)), dry (bool),
@@ -176,7 +330,22 @@ function plan.apply(steps, ctx)
     local dep = step.follows and changed[step.follows]
     local here = plan.probe(step, ctx.run, cache)
     local why = dep and here and " (again: " .. step.follows .. " changed)" or ""
-    if here and not dep then
+    if step.shared and not ctx.dry then
+      -- Every topology that needs it registers, even when it is in place.
+      local ok, res = plan.share(step, ctx)
+      if not ok then return plan.rollback(made_now, ctx, step.what .. ": " .. res) end
+      if res then
+        made_now[#made_now + 1] = step
+        cache = {}
+      else
+        in_place = in_place + 1
+      end
+      if not known[step.id] then
+        ctx.made[#ctx.made + 1] = record(step)
+        known[step.id] = true
+        ctx.save()
+      end
+    elseif here and not dep then
       in_place = in_place + 1
     elseif step.refuse then
       return plan.rollback(made_now, ctx, "refused: " .. step.refuse)
@@ -203,8 +372,11 @@ function plan.apply(steps, ctx)
       if not known[step.id] then
         ctx.made[#ctx.made + 1] = record(step)
         known[step.id] = true
-        ctx.save()
       end
+      for _, r in ipairs(ctx.made) do
+        if r.id == step.id then note_index(step, r, ctx.run) end
+      end
+      ctx.save()
     end
   end
   local gone = removed > 0 and string.format(", %d steps no longer in the topology undone", removed) or ""
@@ -247,8 +419,11 @@ function plan.prune(steps, ctx)
         log_argvs(ctx, r.inverse)
       else
         ctx.log("# undo " .. r.what .. " (no longer in the topology)")
-        if not r.probe or plan.probe(r, ctx.run) then
-          local errs = plan.undo(r.inverse, ctx.run, ctx.log)
+        local mine, why = ours(r, ctx, {})
+        if not mine then
+          ctx.log("# left alone: " .. why)
+        elseif r.shared or not r.probe or plan.probe(r, ctx.run) then
+          local errs = undo_record(r, ctx)
           if #errs > 0 then
             return nil, "undoing '" .. r.what .. "' failed: " .. table.concat(errs, "; ")
           end
@@ -270,7 +445,7 @@ function plan.rollback(made_now, ctx, why)
   local drop = {}
   for i = #made_now, 1, -1 do
     local step = made_now[i]
-    for _, e in ipairs(plan.undo(step.inverse, ctx.run, ctx.log)) do errs[#errs + 1] = e end
+    for _, e in ipairs(undo_record(step, ctx)) do errs[#errs + 1] = e end
     drop[step.id] = true
   end
   for i = #ctx.made, 1, -1 do
@@ -283,12 +458,18 @@ function plan.rollback(made_now, ctx, why)
 end
 
 -- Undoes every recorded step, newest first. A step whose probe says it is
--- already gone is skipped. Returns ok, summary.
+-- already gone is skipped; so is one whose interface is not netbe's now
+-- (see owns and touches), and destroy says so. A shared setting is
+-- released whatever its probe says. Returns ok, summary.
 function plan.destroy(ctx)
-  local errs, undone, gone = {}, 0, 0
+  local errs, undone, gone, left, verdicts = {}, 0, 0, 0, {}
   for i = #ctx.made, 1, -1 do
     local r = ctx.made[i]
-    if r.probe and not plan.probe(r, ctx.run) then
+    local mine, why = ours(r, ctx, verdicts)
+    if not mine then
+      left = left + 1
+      ctx.log("# left alone: " .. r.what .. ": " .. why)
+    elseif r.probe and not r.shared and not plan.probe(r, ctx.run) then
       gone = gone + 1
       ctx.log("# already gone: " .. r.what)
     elseif ctx.dry then
@@ -297,13 +478,14 @@ function plan.destroy(ctx)
       undone = undone + 1
     else
       ctx.log("# undo " .. r.what)
-      for _, e in ipairs(plan.undo(r.inverse, ctx.run, ctx.log)) do errs[#errs + 1] = e end
+      for _, e in ipairs(undo_record(r, ctx)) do errs[#errs + 1] = e end
       undone = undone + 1
     end
     if not ctx.dry then ctx.made[i] = nil; ctx.save() end
   end
   if #errs > 0 then return false, "some undo commands failed: " .. table.concat(errs, "; ") end
-  return true, string.format("%d steps undone, %d already gone", undone, gone)
+  return true, string.format("%d steps undone, %d already gone%s", undone, gone,
+                             left > 0 and string.format(", %d left alone (not netbe's)", left) or "")
 end
 
 -- Compares intent with the host. Returns a list of { step, state } where
@@ -350,6 +532,18 @@ function plan.existing_switch(sw, probe)
            probe = probe,
            refuse = "switch " .. sw.name .. " uses the existing interface " .. sw.ifname
              .. ", which does not exist; create it first or change the switch type" }
+end
+
+-- The step that sets sysctl NAME to VALUE (plain digits) as a host setting
+-- topologies share (see shared); SET is the argv prefix that takes
+-- "NAME=VALUE".
+function plan.sysctl_step(id, what, name, value, set)
+  local argv = table.move(set, 1, #set, 1, {})
+  argv[#argv + 1] = name .. "=" .. value
+  return { id = id, what = what, run = { argv },
+           probe = { { argv = { "sysctl", "-n", name }, match = "^" .. value .. "%s*$" } },
+           shared = { name = name, value = value, get = { "sysctl", "-n", name }, set = set },
+           inverse = {} }
 end
 
 -- The step that writes CONTENT to PATH; in place while the file holds it.
@@ -399,6 +593,14 @@ function plan.format(steps)
     if step.follows then add("   again:   when step " .. step.follows .. " changes") end
     for _, argv in ipairs(step.stop or {}) do add("   stop:    " .. plan.argv_text(argv)) end
     for _, argv in ipairs(step.inverse or {}) do add("   undo:    " .. plan.argv_text(argv)) end
+    if step.shared then
+      add("   undo:    " .. plan.argv_text(step.shared.set) .. " " .. step.shared.name
+          .. "=<the value before netbe>, once no netbe topology needs it")
+    end
+    if step.owns then
+      add("   marks:   " .. step.owns.ifname .. " as " .. step.owns.marker
+          .. "; undo only while it carries that marker")
+    end
     if step.script then
       add("   as one ngctl script (ngctl -f-):")
       for line in step.script:gmatch("[^\n]+") do add("            | " .. line) end

@@ -28,17 +28,32 @@ local function kld_step(mods)
            run = { argv }, probe = probe, inverse = {} }
 end
 
+-- The step ID of topology TOPO that creates IFNAME with CREATE (the
+-- kernel's name fixed by RENAME, see plan): it marks the interface as
+-- netbe's with its description, and destroy removes it only while that
+-- marker is there (plan's owns). ifconfig shows no ifindex.
+local function create_step(topo, id, what, ifname, create, rename)
+  local marker = "netbe:" .. topo.name .. ":" .. id
+  return { id = id, what = what, run = { create, { "ifconfig", ifname, "description", marker } },
+           rename = rename, probe = if_probe(ifname),
+           owns = { ifname = ifname, marker = marker, show = { "ifconfig", ifname },
+                    marker_pattern = "\n%s*description: ([^\n]*)" },
+           inverse = { { "ifconfig", ifname, "destroy" } } }
+end
+
 local function addm_step(bridge, port)
   return { id = "port:" .. bridge .. ":" .. port, what = "add " .. port .. " to bridge " .. bridge,
            run = { { "ifconfig", bridge, "addm", port } },
            probe = if_probe(bridge, { plain = "member: " .. port .. " " }),
+           touches = { bridge, port },
            inverse = { { "ifconfig", bridge, "deletem", port } } }
 end
 
 local function up_step(ifname)
   return { id = "up:" .. ifname, what = "bring " .. ifname .. " up",
            run = { { "ifconfig", ifname, "up" } },
-           probe = if_probe(ifname, { match = "flags=%x+<UP[,>]" }), inverse = {} }
+           probe = if_probe(ifname, { match = "flags=%x+<UP[,>]" }), touches = { ifname },
+           inverse = {} }
 end
 
 -- ng_ether names its node after the interface with '.' and ':' made '_'.
@@ -78,25 +93,22 @@ local function netgraph_steps(sw, add)
                     { "ngctl", "msg", up, "setautosrc", "1" } } }
 end
 
-local function switch_steps(sw, add)
+local function switch_steps(topo, sw, add)
   if sw.type == "netgraph" then return netgraph_steps(sw, add) end
   if sw.type == "existing" then return add(plan.existing_switch(sw, if_probe(sw.ifname))) end
-  add { id = "bridge:" .. sw.ifname, what = "create bridge " .. sw.ifname,
-        run = { { "ifconfig", "bridge", "create", "name", sw.ifname } },
-        probe = if_probe(sw.ifname),
-        inverse = { { "ifconfig", sw.ifname, "destroy" } } }
+  add(create_step(topo, "bridge:" .. sw.ifname, "create bridge " .. sw.ifname, sw.ifname,
+                  { "ifconfig", "bridge", "create", "name", sw.ifname }))
   if sw.mtu then
     add { id = "mtu:" .. sw.ifname, what = "set MTU " .. sw.mtu .. " on " .. sw.ifname,
           run = { { "ifconfig", sw.ifname, "mtu", tostring(sw.mtu) } },
-          probe = if_probe(sw.ifname, { plain = " mtu " .. sw.mtu }), inverse = {} }
+          probe = if_probe(sw.ifname, { plain = " mtu " .. sw.mtu }), touches = { sw.ifname },
+          inverse = {} }
   end
   local uplink = sw.uplink
   if sw.vlan then
     -- vlan(4): "ifconfig re1.10 create" makes VLAN 10 on re1.
-    add { id = "vlan:" .. sw.vlan_if, what = "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
-          run = { { "ifconfig", sw.vlan_if, "create" } },
-          probe = if_probe(sw.vlan_if),
-          inverse = { { "ifconfig", sw.vlan_if, "destroy" } } }
+    add(create_step(topo, "vlan:" .. sw.vlan_if, "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
+                    sw.vlan_if, { "ifconfig", sw.vlan_if, "create" }))
     add(up_step(sw.vlan_if))
     uplink = sw.vlan_if
   end
@@ -107,12 +119,12 @@ local function switch_steps(sw, add)
     add { id = "addr:" .. sw.ifname, what = "address " .. a.text .. " on " .. sw.ifname,
           run = { { "ifconfig", sw.ifname, "inet", a.text, "alias" } },
           probe = if_probe(sw.ifname, { plain = "inet " .. a.addr .. " netmask " }),
-          inverse = { { "ifconfig", sw.ifname, "inet", a.addr, "-alias" } } }
+          touches = { sw.ifname }, inverse = { { "ifconfig", sw.ifname, "inet", a.addr, "-alias" } } }
   end
   add(up_step(sw.ifname))
 end
 
-local function nic_steps(nic, add)
+local function nic_steps(topo, nic, add)
   local sw = nic.switch
   if nic.vlan then
     return nil, nic.field .. ".vlan: per-port VLANs need bridge VLAN filtering, which the FreeBSD "
@@ -120,21 +132,16 @@ local function nic_steps(nic, add)
   end
   if nic.type == "tap" then
     -- The kernel picks the unit; rename when it is not the one asked for.
-    add { id = "tap:" .. nic.ifname, what = "create tap " .. nic.ifname .. " for " .. nic.vm,
-          run = { { "ifconfig", "tap", "create", "up" } },
-          rename = { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname } },
-                     cleanup = { "ifconfig", "%s", "destroy" } },
-          probe = if_probe(nic.ifname),
-          inverse = { { "ifconfig", nic.ifname, "destroy" } } }
+    add(create_step(topo, "tap:" .. nic.ifname, "create tap " .. nic.ifname .. " for " .. nic.vm,
+                    nic.ifname, { "ifconfig", "tap", "create", "up" },
+                    { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname } },
+                      cleanup = { "ifconfig", "%s", "destroy" } }))
   elseif nic.type == "veth" then
-    add { id = "epair:" .. nic.ifname, what = "create epair " .. nic.ifname .. "/" .. nic.peer
-            .. " for " .. nic.vm,
-          run = { { "ifconfig", "epair", "create", "up" } },
-          rename = { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname },
-                                               { "ifconfig", "%p", "name", nic.peer } },
-                     cleanup = { "ifconfig", "%s", "destroy" } },
-          probe = if_probe(nic.ifname),
-          inverse = { { "ifconfig", nic.ifname, "destroy" } } }
+    add(create_step(topo, "epair:" .. nic.ifname, "create epair " .. nic.ifname .. "/" .. nic.peer
+                      .. " for " .. nic.vm, nic.ifname, { "ifconfig", "epair", "create", "up" },
+                    { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname },
+                                                { "ifconfig", "%p", "name", nic.peer } },
+                      cleanup = { "ifconfig", "%s", "destroy" } }))
   else
     return true
   end
@@ -143,6 +150,7 @@ local function nic_steps(nic, add)
     add { id = "private:" .. nic.ifname, what = "make " .. nic.ifname .. " a private port",
           run = { { "ifconfig", sw.ifname, "private", nic.ifname } },
           probe = if_probe(sw.ifname, { match = "member: " .. nic.ifname .. " flags=%x+<[^>]*PRIVATE" }),
+          touches = { sw.ifname, nic.ifname },
           inverse = { { "ifconfig", sw.ifname, "-private", nic.ifname } } }
   end
   return true
@@ -163,10 +171,8 @@ local function nat_steps(topo, files, add)
   local rules = R.pf_rules(topo)
   if #rules == 0 then return end
   local anchor = "netbe/" .. topo.name
-  add { id = "forwarding", what = "enable IPv4 forwarding",
-        run = { { "sysctl", "net.inet.ip.forwarding=1" } },
-        probe = { { argv = { "sysctl", "-n", "net.inet.ip.forwarding" }, match = "^1%s*$" } },
-        inverse = { { "sysctl", "net.inet.ip.forwarding=0" } } }
+  add(plan.sysctl_step("forwarding", "enable IPv4 forwarding", "net.inet.ip.forwarding", "1",
+                       { "sysctl" }))
   local path = files .. "/pf.conf"
   local text = "# netbe: rules of anchor " .. anchor .. "; written by netbe, do not edit\n"
     .. table.concat(rules, "\n") .. "\n"
@@ -208,9 +214,9 @@ function R.render(topo, files)
             .. "with the translation rules, anchor with the filter rules), then run "
             .. "'pfctl -f /etc/pf.conf':\n" .. R.ANCHOR_LINES }
   end
-  for _, sw in ipairs(topo.switch_list) do switch_steps(sw, add) end
+  for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
   for _, nic in ipairs(topo.nics) do
-    local ok, err = nic_steps(nic, add)
+    local ok, err = nic_steps(topo, nic, add)
     if not ok then return nil, err end
   end
   nat_steps(topo, files, add)

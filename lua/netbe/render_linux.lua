@@ -12,24 +12,42 @@ local function link_probe(ifname, extra)
   return { c }
 end
 
+-- Interface names go after "dev" or "name" in every ip command: a bare
+-- one that is a prefix of an ip keyword ("n", "type") would be parsed as it.
+
+-- The step ID of topology TOPO that creates IFNAME with CREATE: it marks
+-- the interface as netbe's with an ifalias, and destroy deletes it only
+-- while that marker is there (plan's owns).
+local function create_step(topo, id, what, ifname, create)
+  local marker = "netbe:" .. topo.name .. ":" .. id
+  return { id = id, what = what,
+           run = { create, { "ip", "link", "set", "dev", ifname, "alias", marker } },
+           probe = link_probe(ifname),
+           owns = { ifname = ifname, marker = marker, show = { "ip", "-o", "link", "show", "dev", ifname },
+                    marker_pattern = "\\%s+alias (.-)%s*$", index_pattern = "^(%d+):" },
+           inverse = { { "ip", "link", "del", "dev", ifname } } }
+end
+
 local function up_step(ifname)
   return { id = "up:" .. ifname, what = "bring " .. ifname .. " up",
-           run = { { "ip", "link", "set", ifname, "up" } },
+           run = { { "ip", "link", "set", "dev", ifname, "up" } },
            probe = link_probe(ifname, { match = "[<,]UP[,>]" }),
-           inverse = {} }
+           touches = { ifname }, inverse = {} }
 end
 
 local function master_step(port, bridge)
   return { id = "port:" .. bridge .. ":" .. port, what = "add " .. port .. " to bridge " .. bridge,
-           run = { { "ip", "link", "set", port, "master", bridge } },
+           run = { { "ip", "link", "set", "dev", port, "master", bridge } },
            probe = link_probe(port, { plain = " master " .. bridge .. " " }),
-           inverse = { { "ip", "link", "set", port, "nomaster" } } }
+           touches = { port, bridge },
+           inverse = { { "ip", "link", "set", "dev", port, "nomaster" } } }
 end
 
 local function private_step(port)
   return { id = "private:" .. port, what = "isolate bridge port " .. port,
            run = { { "ip", "link", "set", "dev", port, "type", "bridge_slave", "isolated", "on" } },
            probe = { { argv = { "ip", "-d", "-o", "link", "show", "dev", port }, plain = "isolated on" } },
+           touches = { port },
            inverse = { { "ip", "link", "set", "dev", port, "type", "bridge_slave", "isolated", "off" } } }
 end
 
@@ -42,25 +60,22 @@ end
 
 local function switch_steps(topo, sw, add)
   if sw.type == "existing" then return add(plan.existing_switch(sw, link_probe(sw.ifname))) end
-  local create = { "ip", "link", "add", sw.ifname, "type", "bridge" }
+  local create = { "ip", "link", "add", "name", sw.ifname, "type", "bridge" }
   if uses_vlans(topo, sw) then
     create[#create + 1] = "vlan_filtering"; create[#create + 1] = "1"
   end
-  add { id = "bridge:" .. sw.ifname, what = "create bridge " .. sw.ifname,
-        run = { create }, probe = link_probe(sw.ifname),
-        inverse = { { "ip", "link", "del", sw.ifname } } }
+  add(create_step(topo, "bridge:" .. sw.ifname, "create bridge " .. sw.ifname, sw.ifname, create))
   if sw.mtu then
     add { id = "mtu:" .. sw.ifname, what = "set MTU " .. sw.mtu .. " on " .. sw.ifname,
-          run = { { "ip", "link", "set", sw.ifname, "mtu", tostring(sw.mtu) } },
-          probe = link_probe(sw.ifname, { plain = " mtu " .. sw.mtu .. " " }), inverse = {} }
+          run = { { "ip", "link", "set", "dev", sw.ifname, "mtu", tostring(sw.mtu) } },
+          probe = link_probe(sw.ifname, { plain = " mtu " .. sw.mtu .. " " }),
+          touches = { sw.ifname }, inverse = {} }
   end
   local uplink = sw.uplink
   if sw.vlan then
-    add { id = "vlan:" .. sw.vlan_if, what = "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
-          run = { { "ip", "link", "add", "link", sw.uplink, "name", sw.vlan_if, "type", "vlan",
-                    "id", tostring(sw.vlan) } },
-          probe = link_probe(sw.vlan_if),
-          inverse = { { "ip", "link", "del", sw.vlan_if } } }
+    add(create_step(topo, "vlan:" .. sw.vlan_if, "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
+                    sw.vlan_if, { "ip", "link", "add", "link", sw.uplink, "name", sw.vlan_if,
+                                  "type", "vlan", "id", tostring(sw.vlan) }))
     add(up_step(sw.vlan_if))
     uplink = sw.vlan_if
   end
@@ -72,24 +87,21 @@ local function switch_steps(topo, sw, add)
           run = { { "ip", "addr", "add", a, "dev", sw.ifname } },
           probe = { { argv = { "ip", "-o", "-4", "addr", "show", "dev", sw.ifname },
                       plain = " inet " .. a .. " " } },
+          touches = { sw.ifname },
           inverse = { { "ip", "addr", "del", a, "dev", sw.ifname } } }
   end
   add(up_step(sw.ifname))
 end
 
-local function nic_steps(nic, add)
+local function nic_steps(topo, nic, add)
   local sw = nic.switch
   if nic.type == "tap" then
-    add { id = "tap:" .. nic.ifname, what = "create tap " .. nic.ifname .. " for " .. nic.vm,
-          run = { { "ip", "tuntap", "add", "dev", nic.ifname, "mode", "tap" } },
-          probe = link_probe(nic.ifname),
-          inverse = { { "ip", "link", "del", nic.ifname } } }
+    add(create_step(topo, "tap:" .. nic.ifname, "create tap " .. nic.ifname .. " for " .. nic.vm,
+                    nic.ifname, { "ip", "tuntap", "add", "dev", nic.ifname, "mode", "tap" }))
   elseif nic.type == "veth" then
-    add { id = "veth:" .. nic.ifname, what = "create veth pair " .. nic.ifname .. "/" .. nic.peer
-            .. " for " .. nic.vm,
-          run = { { "ip", "link", "add", nic.ifname, "type", "veth", "peer", "name", nic.peer } },
-          probe = link_probe(nic.ifname),
-          inverse = { { "ip", "link", "del", nic.ifname } } }
+    add(create_step(topo, "veth:" .. nic.ifname, "create veth pair " .. nic.ifname .. "/" .. nic.peer
+                      .. " for " .. nic.vm, nic.ifname,
+                    { "ip", "link", "add", "name", nic.ifname, "type", "veth", "peer", "name", nic.peer }))
   else
     return
   end
@@ -102,13 +114,13 @@ local function nic_steps(nic, add)
                   { "bridge", "vlan", "del", "dev", nic.ifname, "vid", "1" } },
           probe = { { argv = { "bridge", "vlan", "show", "dev", nic.ifname },
                       match = "%f[%d]" .. v .. " PVID" } },
-          inverse = {} }
+          touches = { nic.ifname }, inverse = {} }
     if sw.uplink then
       local up = sw.vlan_if or sw.uplink
       add { id = "tagged:" .. up .. ":" .. v, what = "VLAN " .. v .. " tagged on uplink " .. up,
             run = { { "bridge", "vlan", "add", "dev", up, "vid", v } },
             probe = { { argv = { "bridge", "vlan", "show", "dev", up }, match = "%f[%d]" .. v .. "%f[%D]" } },
-            inverse = { { "bridge", "vlan", "del", "dev", up, "vid", v } } }
+            touches = { up }, inverse = { { "bridge", "vlan", "del", "dev", up, "vid", v } } }
     end
   end
   add(up_step(nic.ifname))
@@ -145,10 +157,8 @@ end
 local function nat_steps(topo, files, add)
   local t, text, rules = R.nft_table(topo)
   if not t then return end
-  add { id = "forwarding", what = "enable IPv4 forwarding",
-        run = { { "sysctl", "-w", "net.ipv4.ip_forward=1" } },
-        probe = { { argv = { "sysctl", "-n", "net.ipv4.ip_forward" }, match = "^1%s*$" } },
-        inverse = { { "sysctl", "-w", "net.ipv4.ip_forward=0" } } }
+  add(plan.sysctl_step("forwarding", "enable IPv4 forwarding", "net.ipv4.ip_forward", "1",
+                       { "sysctl", "-w" }))
   local path = files .. "/nft.conf"
   add(plan.write_step("nft-conf", "write the nft rules of table " .. t, path, text))
   local probe = {}
@@ -172,7 +182,7 @@ function R.render(topo, files)
     end
   end
   for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
-  for _, nic in ipairs(topo.nics) do nic_steps(nic, add) end
+  for _, nic in ipairs(topo.nics) do nic_steps(topo, nic, add) end
   nat_steps(topo, files, add)
   return plan.checks_first(steps)
 end

@@ -42,34 +42,72 @@ local function serialize(v, indent)
   return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
 end
 
--- The recorded state of NAME: { name, os, made = { records } }, a fresh one
--- when nothing is recorded, or nil and an error for an unreadable file.
-function state.load(name)
-  local path = state.path(name)
+-- The table a state file at PATH returns; nil when there is no file; nil
+-- and an error when it is corrupt.
+local function read_table(path)
   local f = io.open(path, "r")
-  if not f then return { name = name, made = {} } end
+  if not f then return nil end
   local text = f:read("a")
   f:close()
   local chunk, err = load(text, "@" .. path, "t", {})
   if not chunk then return nil, path .. ": corrupt state file: " .. err end
-  local ok, st = pcall(chunk)
-  if not ok or type(st) ~= "table" or type(st.made) ~= "table" then
+  local ok, t = pcall(chunk)
+  if not ok or type(t) ~= "table" then return nil, path .. ": corrupt state file: expected a table" end
+  return t
+end
+
+-- Writes T to PATH atomically (a temporary file, then rename), under the
+-- comment line HEADER.
+local function write_table(path, header, t)
+  ensure_dir()
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "w")
+  if not f then error("cannot write the state file " .. tmp .. ": " .. err, 0) end
+  f:write("-- ", header, "\n", "return ", serialize(t, ""), "\n")
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+-- The recorded state of NAME: { name, os, made = { records } }, a fresh one
+-- when nothing is recorded, or nil and an error for an unreadable file.
+function state.load(name)
+  local path = state.path(name)
+  local st, err = read_table(path)
+  if err then return nil, err end
+  if not st then return { name = name, made = {} } end
+  if type(st.made) ~= "table" then
     return nil, path .. ": corrupt state file: expected a table with 'made'"
   end
   return st
 end
 
--- Writes ST atomically (write a temporary file, then rename).
+-- Writes ST atomically.
 function state.save(st)
+  write_table(state.path(st.name), "netbe topology state: what netbe made for '" .. st.name
+              .. "'. Written by netbe.", st)
+end
+
+-- Host settings several topologies share (IPv4 forwarding) live in
+-- DIR/host.state: for each, the value before netbe first changed it and the
+-- topologies that need it now. DIR/host.lock (flock) serializes every netbe
+-- process that reads or changes them. Calls FN(settings) under the lock and
+-- writes back what FN left in the table; returns what FN returns. A host
+-- state file netbe cannot read raises an error.
+function state.host(fn)
   ensure_dir()
-  local path = state.path(st.name)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "w")
-  if not f then error("cannot write the state file " .. tmp .. ": " .. err, 0) end
-  f:write("-- netbe topology state: what netbe made for '", st.name, "'. Written by netbe.\n")
-  f:write("return ", serialize(st, ""), "\n")
-  f:close()
-  assert(os.rename(tmp, path))
+  local lock <close>, lerr = require("netbe").lock(state.dir() .. "/host.lock")
+  if not lock then error(lerr, 0) end
+  local path = state.dir() .. "/host.state"
+  local settings, err = read_table(path)
+  if err then error(err, 0) end
+  settings = settings or {}
+  local res = table.pack(fn(settings))
+  if next(settings) then
+    write_table(path, "netbe host settings shared by topologies. Written by netbe.", settings)
+  else
+    os.remove(path)
+  end
+  return table.unpack(res, 1, res.n)
 end
 
 local function self_pid()

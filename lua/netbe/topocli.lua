@@ -8,7 +8,7 @@ local bhyve = require("netbe.bhyve")
 
 local topocli = {}
 
-local USAGE = [==[
+topocli.USAGE = [==[
 usage: netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--dry-run]
                                                        [--netns NAME] [--vm NAME [--netbe]]
   plan        print every step: the argv it runs, its probe and its inverse
@@ -23,6 +23,8 @@ usage: netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--d
   --netbe     bhyve-args --vm: print its NICs' netbe config strings, one a line
   state: $NETBE_STATE_DIR (default /var/lib/netbe)
 ]==]
+
+local SEE_USAGE = "'netbe help' shows the usage"
 
 local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe = false }
 
@@ -78,6 +80,9 @@ local function context(st, opt)
     dry = opt["dry-run"] == true,
     made = st.made,
     save = function() state.save(st) end,
+    user = st.name,
+    scope = opt.netns,
+    host = state.host,
   }
 end
 
@@ -124,8 +129,8 @@ end
 
 function topocli.main(cmd, args)
   local pos, opt = cli.options(args, OPTIONS)
-  if not pos then return fail(2, "%s: %s\n%s", cmd, opt, USAGE) end
-  if #pos ~= 1 then return fail(2, "%s: expected one topology file, got %d\n%s", cmd, #pos, USAGE) end
+  if not pos then return fail(2, "%s: %s (%s)", cmd, opt, SEE_USAGE) end
+  if #pos ~= 1 then return fail(2, "%s: expected one topology file, got %d (%s)", cmd, #pos, SEE_USAGE) end
   local os_name = opt.os or host_os()
   if not renderer(os_name) then
     return fail(2, "%s: --os wants freebsd or linux, got '%s'", cmd, os_name)

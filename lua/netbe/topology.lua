@@ -164,10 +164,24 @@ local function list_field(v, field, each)
   return out
 end
 
+-- A stream NIC's address, checked by netbe's own parser as a config set key
+-- by key, so a ',' cannot add keys to the `bhyve-args --netbe` string.
+-- Whoever opens it confines its path; here any path may do.
+local function connect_field(v, field)
+  local cfg, why
+  if type(v) == "string" then
+    cfg, why = require("netbe").check({ "stream", connect = v }, { allow_files = "/" })
+  end
+  if not cfg then
+    bad(field, "expected unix:/PATH, /PATH, HOST:PORT or [IPV6]:PORT, got %s%s", describe(v),
+        why and ": " .. why or "")
+  end
+  return v
+end
+
+-- A unicast, non-zero MAC in exactly netbe's form (netbe's own parser).
 function topology.is_mac(s)
-  if type(s) ~= "string" or not s:match("^%x%x:%x%x:%x%x:%x%x:%x%x:%x%x$") then return false end
-  local first = tonumber(s:sub(1, 2), 16)
-  return first & 1 == 0 and s ~= "00:00:00:00:00:00"
+  return type(s) == "string" and require("netbe").parse_mac(s) ~= nil
 end
 
 local function check_dhcp(v, field, addr)
@@ -312,10 +326,7 @@ local function check_nic(vm, i, n, switches, field)
       return v
     end)
   elseif nic.type == "stream" then
-    if type(n.connect) ~= "string" or not n.connect:match("^%a+:.+") then
-      bad(field .. ".connect", "expected an address like unix:/run/vm.sock, got %s", describe(n.connect))
-    end
-    nic.connect = n.connect
+    nic.connect = connect_field(n.connect, field .. ".connect")
   end
   local common = { switch = true, type = true, mac = true, slot = true }
   for _, k in ipairs(sorted_keys(n)) do

@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "allow.h"
 #include "check.h"
 #include "netbe.h"
 
@@ -66,7 +67,7 @@ static netbe *open_be(const char *spec)
 {
     char err[NETBE_ERRMAX];
     netbe *be = NULL;
-    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s: %s",
+    CHECK(open_allowing(&be, spec, dir, base, NULL, NULL, err, sizeof err) == 0, "%s: %s",
           spec, err);
     return be;
 }
@@ -208,7 +209,7 @@ static void test_small_buffer_progress(void)
     snprintf(spec, sizeof spec, "stream,listen=unix:%s", path);
     char err[NETBE_ERRMAX];
     netbe *be = NULL;
-    CHECK(netbe_open_str(&be, spec, base, on_small, &s, err, sizeof err) == 0, "%s", err);
+    CHECK(open_allowing(&be, spec, dir, base, on_small, &s, err, sizeof err) == 0, "%s", err);
     if (!be)
         return;
     netbe_rx_enable(be);

@@ -8,6 +8,7 @@
 */
 #include "netbe.c"
 
+#include "allow.h"
 #include "check.h"
 
 static void test_fatal_errors(void)
@@ -57,7 +58,7 @@ static void test_dgram_open(void)
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     snprintf(spec, sizeof spec, "dgram,local=unix:%s/a,remote=unix:%s/b,mtu=65535", dir, dir);
     netbe *be = NULL;
-    int rc = netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err);
+    int rc = open_allowing(&be, spec, dir, base, NULL, NULL, err, sizeof err);
     size_t limit = dgram_unix_max();
     if (limit && limit < 65535 + 18)
         CHECK(rc == -EINVAL && strstr(err, "maxdgram"), "refused: %s", err);

@@ -202,7 +202,7 @@ static int start_device(void)
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
-        execl(bin, bin, "--socket", sock, spec, (char *)NULL);
+        execl(bin, bin, "--socket", sock, "--allow-files", dir, spec, (char *)NULL);
         _exit(127);
     }
     if (!log_has("listening on"))

@@ -39,9 +39,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!getenv("VHOST_MSG_VERBOSE"))
         stderr = fopen("/dev/null", "w");
     fz_base = event_base_new();
-    if (!fz_base || dev_open(&fz_dev, fz_base, "null", "fuzz") < 0 ||
+    netbe_config *cfg = netbe_config_new();
+    if (!fz_base || !cfg || netbe_config_set(cfg, "backend", "null") < 0 ||
+        dev_open(&fz_dev, fz_base, cfg, "fuzz") < 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         abort();
+    netbe_config_free(cfg);
     fz_dev.conn_fd = sv[0];
     fz_peer = sv[1];
     return 0;

@@ -40,7 +40,7 @@ describe("a QEMU guest on netbe's slirp backend #guest", function()
     f:close()
     local wire_pid, wire_log = h:spawn("exec " .. ns.netbe .. " wire " ..
       ns.quote("stream,listen=unix:" .. sock) .. " " ..
-      ns.quote("slirp,open,hostfwd=tcp:127.0.0.1:2222-:22"))
+      ns.quote("slirp,open,hostfwd=tcp:127.0.0.1:2222-:22") .. " --allow-files " .. dir)
     started[#started + 1] = wire_pid
     assert(ns.wait_for("test -S " .. sock, 10), ns.read(wire_log))
     started[#started + 1] = h:spawn("exec busybox httpd -f -p 127.0.0.1:8080 -h " .. dir)

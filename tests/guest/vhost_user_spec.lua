@@ -135,8 +135,9 @@ wget -q -O - http://10.202.0.1:8080/hello.txt | grep -q netbe-hello && echo "ROU
     local tap = ns.unique("tap")
     local dir = ns.tmpdir()
     local sock, stream = dir .. "/vu.sock", dir .. "/st.sock"
-    vhost.device(sock, "stream,listen=unix:" .. stream, n)
-    vhost.spawn(n, "exec " .. ns.netbe .. " wire " .. ns.quote("stream,connect=unix:" .. stream) .. " " .. tap)
+    vhost.device(sock, "stream,listen=unix:" .. stream, n, "--allow-files " .. dir)
+    vhost.spawn(n, "exec " .. ns.netbe .. " wire " .. ns.quote("stream,connect=unix:" .. stream) .. " " .. tap
+                .. " --allow-files " .. dir)
     vhost.tap_addr(n, tap, "10.203.0.1/24")
     assert(ns.sh("dd if=/dev/urandom of=" .. dir .. "/tx.bin bs=1M count=2 2>/dev/null"))
     vhost.spawn(n, "exec busybox httpd -f -p 10.203.0.1:8080 -h " .. dir)

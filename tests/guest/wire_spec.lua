@@ -22,7 +22,8 @@ local function exercise(spec, netdev, wait_socket)
   local h = ns.new("h")
   local tap = ns.unique("tap")
   local tmp = ns.tmpdir()
-  local wire_pid, wire_log = h:spawn(ns.netbe .. " wire " .. ns.quote(spec) .. " " .. tap)
+  local wire_pid, wire_log = h:spawn(ns.netbe .. " wire " .. ns.quote(spec) .. " " .. tap
+                                     .. " --allow-files /tmp")
   assert(ns.wait_for(function() return (h:exec("ip link show " .. tap)) end, 10), ns.read(wire_log))
   assert(h:exec("ip addr add 10.0.9.1/24 dev " .. tap .. " && ip link set " .. tap .. " up"))
   if wait_socket then assert(ns.wait_for("test -S " .. wait_socket, 10), ns.read(wire_log)) end

@@ -43,10 +43,12 @@ function vhost.skip_unless_ready()
 end
 
 -- Start the device on socket SOCK with BACKEND, inside namespace N (or on
--- the host). Returns pid, log once it listens.
-function vhost.device(sock, backend, n)
+-- the host), with FLAGS (--allow-files DIR, ...) if given. Returns pid, log
+-- once it listens.
+function vhost.device(sock, backend, n, flags)
   local debug = os.getenv("VHOST_USER_NET_DEBUG") and "VHOST_USER_NET_DEBUG=1 " or ""
-  local cmd = debug .. "exec " .. ns.quote(vhost.bin) .. " --socket " .. ns.quote(sock) .. " " .. ns.quote(backend)
+  local cmd = debug .. "exec " .. ns.quote(vhost.bin) .. " --socket " .. ns.quote(sock) .. " "
+    .. (flags and flags .. " " or "") .. ns.quote(backend)
   local pid, log = vhost.spawn(n, cmd)
   local up = ns.wait_for(function()
     local f = io.open(log)

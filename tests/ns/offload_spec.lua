@@ -326,8 +326,8 @@ describe("netbe wire with offloads", function()
     local dir = ns.tmpdir()
     local sock = "unix:" .. dir .. "/s.sock"
     local A, B, ta, tb, pids, logs = wire_taps(function(ta, tb)
-      return { ta .. " stream,listen=" .. sock .. " --stats 1",
-               "stream,connect=" .. sock .. ",reconnect=1 " .. tb }
+      return { ta .. " stream,listen=" .. sock .. " --stats 1 --allow-files " .. dir,
+               "stream,connect=" .. sock .. ",reconnect=1 " .. tb .. " --allow-files " .. dir }
     end)
     local done, intact = start_transfer(A, B, "10.78.0.2", 5004, 8 * 1024 * 1024)
     assert.is_true(ns.wait_for(done, 60), "transfer did not finish")

@@ -32,7 +32,7 @@ describe("netbe stream to passt #ns", function()
     host:spawn("socat TCP-LISTEN:8080,bind=127.0.0.1,reuseaddr,fork OPEN:" .. tmp .. "/down")
     host:spawn("socat -u TCP-LISTEN:8081,bind=127.0.0.1,reuseaddr OPEN:" .. tmp .. "/up,creat,trunc")
     local tap = ns.unique("tap")
-    g:spawn(ns.netbe .. " wire 'stream,connect=unix:" .. sock .. "' " .. tap)
+    g:spawn(ns.netbe .. " wire 'stream,connect=unix:" .. sock .. "' " .. tap .. " --allow-files " .. tmp)
     assert(ns.wait_for(function() return (g:exec("ip link show " .. tap)) end, 10))
 
     ok, out = g:exec("busybox udhcpc -i " .. tap .. " -q -n -t 5 -s /dev/null")

@@ -198,7 +198,7 @@ describe("slirp backend in namespaces", function()
   it("forwards from the host's ::1 to the guest's EUI-64 address, and from a UNIX socket", function()
     local dir = ns.tmpdir()
     local env = wired("slirp,mac=52:54:00:12:34:56,ipv6-net=fd00:77::/64," ..
-                      "hostfwd=tcp:[::1]:2223-:22;unix:" .. dir .. "/fwd.sock-:22")
+                      "hostfwd=tcp:[::1]:2223-:22;unix:" .. dir .. "/fwd.sock-:22", "--allow-files " .. dir)
     set_guest_mac(env)
     assert.is_not_nil(dhcp(env))
     serve(env.g, "TCP6-LISTEN:22,ipv6only=0", "hello-from-guest")
@@ -301,7 +301,8 @@ describe("slirp backend in namespaces", function()
           "[ \"$1\" = bound ] && ip addr add \"$ip/24\" dev \"$interface\"\nexit 0\n", "755")
     local env = wired("slirp,hostname=vm0,domainname=example.test,dnssearch=a.test;b.test," ..
                       "tftp=" .. dir .. ",tftp-server-name=tftp.example.test,bootfile=hello.txt," ..
-                      "guestfwd=tcp:10.0.2.100:5555-cmd:echo hello-from-guestfwd")
+                      "guestfwd=tcp:10.0.2.100:5555-cmd:echo hello-from-guestfwd",
+                      "--allow-exec --allow-files " .. dir)
     local ok, out = env.g:exec("busybox udhcpc -f -q -n -t 5 -T 1 -O search -O tftp -i " .. env.tap ..
                                " -s " .. dir .. "/lease.sh")
     assert.is_true(ok, out)

@@ -86,8 +86,10 @@ local function guest(env, vm, addr)
   return g, gtap, pid
 end
 
+-- What the state dir holds besides the lock of the host settings (a lock
+-- file stays: removing one races with whoever waits for it).
 local function state_files(env)
-  local _, out = ns.sh("find " .. ns.quote(env.state) .. " -mindepth 1")
+  local _, out = ns.sh("find " .. ns.quote(env.state) .. " -mindepth 1 ! -name host.lock")
   return out
 end
 
@@ -161,10 +163,10 @@ vms = { g = { nics = { { switch = "lan", ifname = "gtap" } } } }
 ]])
     local ok, out = netbe(env, "apply", env.file)
     assert.is_false(ok)
-    assert.matches("# create bridge lan\nip link add lan type bridge\n", out, 1, true)
-    assert.matches("apply broken: add nosuch0 to bridge lan: 'ip link set nosuch0 master lan' failed", out, 1, true)
+    assert.matches("# create bridge lan\nip link add name lan type bridge\n", out, 1, true)
+    assert.matches("apply broken: add nosuch0 to bridge lan: 'ip link set dev nosuch0 master lan' failed", out, 1, true)
     assert.matches("rolled back 1 steps", out, 1, true)
-    assert.matches("ip link del lan", out, 1, true)
+    assert.matches("ip link del dev lan", out, 1, true)
     assert.equal(1, count(links(env.t.name)))   -- the bridge made before the failure is gone
     local st = assert(loadfile(env.state .. "/broken.state", "t", {}))()
     assert.same({}, st.made)
@@ -197,7 +199,7 @@ vms = { g = { nics = { { switch = "lan", ifname = "gtap", private = true } } } }
     assert.is_true(ok)
     ok, out = netbe(env, "destroy", env.file, "--dry-run")
     assert.is_true(ok, out)
-    assert.matches("would undo (create tap gtap for g):\n  ip link del gtap\n", out, 1, true)
+    assert.matches("would undo (create tap gtap for g):\n  ip link del dev gtap\n", out, 1, true)
     assert.is_truthy(links(env.t.name).gtap)      -- a dry run removes nothing
     -- A damaged state file stops destroy with its name instead of guessing.
     local sf = env.state .. "/drifty.state"
@@ -415,5 +417,130 @@ switches = { lan = { type = "bridge", uplink = "up0", vlan = 20 } }
     assert.is_true(ok, out)
     assert.is_nil(links(env.t.name)["up0.20"])
     assert.is_truthy(links(env.t.name).up0)
+  end)
+end)
+
+describe("linux topology: host settings shared by topologies", function()
+  teardown(cleanup)
+  if reason then pending(reason) return end
+
+  local function forwarding(t)
+    local _, v = ns.sh("ip netns exec " .. t .. " sysctl -n net.ipv4.ip_forward")
+    return v:match("%d")
+  end
+
+  -- Two NAT topologies in namespace T sharing one state dir, as on a host.
+  local function two_nats(initial)
+    local a = setup_env([[
+name = "nata"
+switches = { swa = { type = "nat", address = "10.61.0.1/24", outbound = "up0" } }
+]])
+    local b = { t = a.t, state = a.state, file = write(ns.tmpdir() .. "/b.lua", [[
+name = "natb"
+switches = { swb = { type = "nat", address = "10.62.0.1/24", outbound = "up0" } }
+]]) }
+    applied[#applied + 1] = b
+    assert(ns.sh("ip -n " .. a.t.name .. " link add up0 type veth peer name up1"))
+    assert(ns.sh("ip netns exec " .. a.t.name .. " sysctl -qw net.ipv4.ip_forward=" .. initial))
+    return a, b
+  end
+
+  it("keeps IPv4 forwarding on while another NAT topology needs it, then restores it", function()
+    local a, b = two_nats(0)
+    local t = a.t.name
+    local ok, out = netbe(a, "apply", a.file)
+    assert.is_true(ok, out)
+    assert.equal("1", forwarding(t))
+    ok, out = netbe(b, "apply", b.file)
+    assert.is_true(ok, out)
+    assert.equal("1", forwarding(t))
+
+    ok, out = netbe(a, "destroy", a.file)
+    assert.is_true(ok, out)
+    assert.equal("1", forwarding(t), "natb's NAT still forwards")
+    assert.is_true((ns.sh("ip netns exec " .. t .. " nft list table ip netbe_natb")))
+    assert.matches("net.ipv4.ip_forward stays 1: topologies natb still need it", out, 1, true)
+    local host = assert(loadfile(a.state .. "/host.state", "t", {}))()
+    assert.same({ old = "0", users = { natb = true } }, host["net.ipv4.ip_forward@netns:" .. t])
+
+    ok, out = netbe(b, "destroy", b.file)
+    assert.is_true(ok, out)
+    assert.matches("sysctl -w net.ipv4.ip_forward=0", out, 1, true)
+    assert.equal("0", forwarding(t), "the value before the first apply")
+    assert.is_nil(io.open(a.state .. "/host.state"))
+  end)
+
+  it("leaves forwarding on when it was on before netbe", function()
+    local a, b = two_nats(1)
+    local t = a.t.name
+    assert.is_true((netbe(a, "apply", a.file)))
+    assert.is_true((netbe(b, "apply", b.file)))
+    assert.is_true((netbe(b, "destroy", b.file)))
+    local ok, out = netbe(a, "destroy", a.file)
+    assert.is_true(ok, out)
+    assert.not_matches("ip_forward=", out)
+    assert.equal("1", forwarding(t))
+  end)
+end)
+
+describe("linux topology: destroy removes only the interfaces netbe made", function()
+  teardown(cleanup)
+  if reason then pending(reason) return end
+
+  local TOPO = [[
+name = "marked"
+switches = { lan = { type = "bridge", address = "192.168.54.1/24" } }
+vms = { g = { nics = { { switch = "lan", ifname = "gtap" } } } }
+]]
+
+  local function ifindex(t, ifname)
+    local _, out = ns.sh("ip -n " .. t .. " -o link show dev " .. ifname)
+    return tonumber(out:match("^(%d+):")), out:match("\\%s+alias (%S+)")
+  end
+
+  it("marks what it makes and leaves a same-named bridge someone else made", function()
+    local env = setup_env(TOPO)
+    local t = env.t.name
+    local ok, out = netbe(env, "apply", env.file)
+    assert.is_true(ok, out)
+    local index, alias = ifindex(t, "lan")
+    assert.equal("netbe:marked:bridge:lan", alias)
+    local st = assert(loadfile(env.state .. "/marked.state", "t", {}))()
+    assert.equal(index, st.made[1].owns.ifindex)
+    assert.equal("bridge:lan", st.made[1].id)
+
+    -- Someone deletes the bridge and makes their own of the same name.
+    assert(ns.sh("ip -n " .. t .. " link del lan && ip -n " .. t .. " link add lan type bridge && ip -n "
+                 .. t .. " addr add 192.168.54.1/24 dev lan && ip -n " .. t .. " link set lan up"))
+    ok, out = netbe(env, "destroy", env.file)
+    assert.is_true(ok, out)
+    assert.matches("# left alone: create bridge lan: lan is not the interface netbe made (it has no marker, "
+                   .. "expected marker netbe:marked:bridge:lan)", out, 1, true)
+    assert.matches("# left alone: address 192.168.54.1/24 on lan", out, 1, true)
+    assert.matches("destroy marked: 2 steps undone, 0 already gone, 4 left alone (not netbe's)", out, 1, true)
+    local l = links(t)
+    assert.is_truthy(l.lan, "their bridge stays")
+    assert.is_true(l.lan.up)
+    local _, addr = ns.sh("ip -n " .. t .. " -o -4 addr show dev lan")
+    assert.matches("192.168.54.1/24", addr, 1, true)
+    assert.is_nil(l.gtap, "netbe's own tap went")
+  end)
+
+  it("still knows its bridge when it comes back with the marker and a new ifindex (a reboot)", function()
+    local env = setup_env(TOPO)
+    local t = env.t.name
+    local ok, out = netbe(env, "apply", env.file)
+    assert.is_true(ok, out)
+    local index = ifindex(t, "lan")
+    assert(ns.sh("ip -n " .. t .. " link del lan && ip -n " .. t .. " link add lan type bridge && ip -n "
+                 .. t .. " link set dev lan alias netbe:marked:bridge:lan"))
+    local again = ifindex(t, "lan")
+    assert.not_equal(index, again)
+    ok, out = netbe(env, "destroy", env.file)
+    assert.is_true(ok, out)
+    assert.matches("# lan has ifindex " .. again .. ", not " .. index .. " as made", out, 1, true)
+    assert.not_matches("left alone", out)
+    assert.is_nil(links(t).lan)
+    assert.is_nil(links(t).gtap)
   end)
 end)

@@ -4,9 +4,11 @@ local ns = require("ns")
 
 local skip = ns.skip_unless_root("socat", "ping", "sha256sum")
 
--- Start `netbe wire A B` in namespace N; returns pid, log.
+-- Start `netbe wire A B` in namespace N; returns pid, log. Socket paths
+-- live in the tests' directories under /tmp.
 local function wire(n, a, b, extra)
-  return n:spawn(ns.netbe .. " wire " .. ns.quote(a) .. " " .. ns.quote(b) .. (extra or ""))
+  return n:spawn(ns.netbe .. " wire " .. ns.quote(a) .. " " .. ns.quote(b) .. " --allow-files /tmp"
+                 .. (extra or ""))
 end
 
 local function wait_link(n, ifname)

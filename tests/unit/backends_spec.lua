@@ -1,6 +1,8 @@
 -- Backends through the Lua module: pair, null, stream, dgram, the API and wire.
 local netbe = require "netbe"
 local unique = require("ns").unique
+-- UNIX socket paths need the files permission; these tests use /tmp.
+local TMP = { allow_files = "/tmp" }
 
 -- An Ethernet frame of LEN bytes whose payload encodes SEQ.
 local function frame(len, seq)
@@ -186,16 +188,16 @@ describe("stream", function()
 
   it("fails to connect with the reason, unless reconnect is set", function()
     local path = "/tmp/netbe-nobody-" .. unique("s")
-    assert.has_error(function() netbe.open("stream,connect=unix:" .. path) end,
+    assert.has_error(function() netbe.open("stream,connect=unix:" .. path, TMP) end,
       "stream: cannot connect to unix:" .. path .. ": No such file or directory")
-    local c = netbe.open("stream,connect=unix:" .. path .. ",reconnect=1")
+    local c = netbe.open("stream,connect=unix:" .. path .. ",reconnect=1", TMP)
     assert.is_nil(c:send(frame(60, 1)))
     assert.equal(1, c:stats().tx_drops)
     c:close()
   end)
 
   it("says why listening failed", function()
-    assert.has_error(function() netbe.open("stream,listen=unix:/nonexistent-dir/x.sock") end,
+    assert.has_error(function() netbe.open("stream,listen=unix:/nonexistent-dir/x.sock", { allow_files = "/" }) end,
       "stream: cannot listen on unix:/nonexistent-dir/x.sock: No such file or directory")
   end)
 end)
@@ -214,8 +216,8 @@ describe("dgram", function()
 
   it("carries frames over UNIX datagram sockets and removes its socket", function()
     local p1, p2 = "/tmp/netbe-dg-" .. unique("a"), "/tmp/netbe-dg-" .. unique("b")
-    local a = netbe.open(("dgram,local=unix:%s,remote=unix:%s"):format(p1, p2))
-    local b = netbe.open(("dgram,local=unix:%s,remote=unix:%s"):format(p2, p1))
+    local a = netbe.open(("dgram,local=unix:%s,remote=unix:%s"):format(p1, p2), TMP)
+    local b = netbe.open(("dgram,local=unix:%s,remote=unix:%s"):format(p2, p1), TMP)
     assert.equal(9000, b:send(frame(9000, 3)))
     assert.equal(frame(9000, 3), recv_wait(a))
     a:close(); b:close()

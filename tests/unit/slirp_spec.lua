@@ -4,11 +4,13 @@
 local netbe = require "netbe"
 local ns = require "ns"
 local tmpdir = ns.tmpdir
+-- Every permission: host paths anywhere, host commands.
+local ALL = { allow_exec = true, allow_files = "/" }
 
 describe("slirp config", function()
   it("writes hostfwd rules in normal form", function()
     local cfg = assert(netbe.check("slirp,hostfwd=tcp::2222-:22;udp:127.0.0.1:5353-10.0.2.20:53;" ..
-                                   "unix:/run/vm0-ssh.sock-:22"))
+                                   "unix:/run/vm0-ssh.sock-:22", ALL))
     assert.equal("tcp:0.0.0.0:2222-10.0.2.15:22;udp:127.0.0.1:5353-10.0.2.20:53;" ..
                  "unix:/run/vm0-ssh.sock-10.0.2.15:22", cfg.hostfwd)
     assert.equal("slirp", cfg.type)
@@ -27,7 +29,7 @@ describe("slirp config", function()
       "dhcpstart=10.9.0.100,dns=10.9.0.53,dnssearch=a.example;b.example,domainname=vm.example," ..
       "hostname=vm0,ipv6=on,ipv6-net=fd00:9::/64,ipv6-host=fd00:9::1,ipv6-dns=fd00:9::53," ..
       "tftp=/srv/tftp,tftp-server-name=boot,bootfile=pxelinux.0," ..
-      "guestfwd=tcp:10.9.0.200:4321-cmd:cat"))
+      "guestfwd=tcp:10.9.0.200:4321-cmd:cat", ALL))
     assert.truthy(netbe.check("slirp,restrict=off,ipv6=off"))
     assert.truthy(netbe.check({"slirp", open = true, hostfwd = "tcp::1-:2"}))
   end)
@@ -80,7 +82,7 @@ describe("slirp run-time forwarding", function()
   teardown(ns.cleanup)
   it("adds, lists and removes rules on an open backend", function()
     local dir = tmpdir()
-    local be = netbe.open("slirp,hostfwd=unix:" .. dir .. "/a.sock-:22")
+    local be = netbe.open("slirp,hostfwd=unix:" .. dir .. "/a.sock-:22", { allow_files = dir })
     assert.same({"unix:" .. dir .. "/a.sock-10.0.2.15:22"}, be:hostfwd_list())
     assert.is_true(be:hostfwd_add("unix:" .. dir .. "/b.sock-10.0.2.16:80"))
     assert.same({"unix:" .. dir .. "/a.sock-10.0.2.15:22", "unix:" .. dir .. "/b.sock-10.0.2.16:80"},
@@ -95,7 +97,7 @@ describe("slirp run-time forwarding", function()
 
   it("refuses bad, duplicate and unknown rules with a message", function()
     local dir = tmpdir()
-    local be = netbe.open("slirp")
+    local be = netbe.open("slirp", { allow_files = dir })
     local ok, msg = be:hostfwd_add("tcp:nowhere:22-:22")
     assert.is_nil(ok)
     assert.matches("hostfwd 'tcp:nowhere:22%-:22': expected PROTO:HADDR", msg)

@@ -101,11 +101,27 @@ describe("FreeBSD bridged recipe", function()
   it("creates the bridge, adds the uplink and the VM's tap, exactly", function()
     assert.same({
       "ifconfig bridge create name brext",
+      "ifconfig brext description netbe:bridged:bridge:brext",
       "ifconfig brext addm re1",
       "ifconfig brext up",
       "ifconfig tap create up",
+      "ifconfig tap1 description netbe:bridged:tap:tap1",
       "ifconfig brext addm tap1",
     }, commands(steps))
+  end)
+
+  it("marks what it creates with a description, and undoes it only while the mark is there", function()
+    local s = find(steps, "bridge:brext")
+    assert.same({ ifname = "brext", marker = "netbe:bridged:bridge:brext", show = { "ifconfig", "brext" },
+                  marker_pattern = "\n%s*description: ([^\n]*)" }, s.owns)
+    local out = "brext: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1500\n"
+      .. "\tdescription: %s\n\tether 58:9c:fc:10:ff:c1\n"
+    local function shows(text) return function() return true, text end end
+    assert.equal("mine", plan.identify(s.owns, shows(out:format("netbe:bridged:bridge:brext"))))
+    assert.equal("foreign", plan.identify(s.owns, shows(out:format("uplink to the lab"))))
+    assert.equal("foreign", plan.identify(s.owns, shows("brext: flags=8843<UP> mtu 1500\n\tether x\n")))
+    assert.equal("gone", plan.identify(s.owns, function() return false, "does not exist" end))
+    assert.same({ "brext", "tap1" }, find(steps, "port:brext:tap1").touches)
   end)
 
   it("renames the tap the kernel made when it is not tap1, and probes by name", function()
@@ -132,11 +148,15 @@ describe("FreeBSD bridged recipe", function()
   it("renders VLAN uplinks, MTU, addresses and private ports", function()
     local s = assert(render.render(load_example("lab"), FILES))
     assert.same({
-      "ifconfig bridge create name trunk", "ifconfig trunk mtu 9000",
-      "ifconfig re1.20 create", "ifconfig re1.20 up", "ifconfig trunk addm re1.20",
+      "ifconfig bridge create name trunk", "ifconfig trunk description netbe:lab:bridge:trunk",
+      "ifconfig trunk mtu 9000",
+      "ifconfig re1.20 create", "ifconfig re1.20 description netbe:lab:vlan:re1.20",
+      "ifconfig re1.20 up", "ifconfig trunk addm re1.20",
       "ifconfig trunk inet 192.168.20.1/24 alias", "ifconfig trunk up",
-      "ifconfig tap create up", "ifconfig trunk addm tap10", "ifconfig trunk private tap10",
-      "ifconfig tap create up", "ifconfig bridge0 addm tap11",
+      "ifconfig tap create up", "ifconfig tap10 description netbe:lab:tap:tap10",
+      "ifconfig trunk addm tap10", "ifconfig trunk private tap10",
+      "ifconfig tap create up", "ifconfig tap11 description netbe:lab:tap:tap11",
+      "ifconfig bridge0 addm tap11",
     }, commands(s))
     assert.equal("exists:bridge0", s[1].id)          -- checks come first
   end)
@@ -159,9 +179,11 @@ describe("FreeBSD NAT recipe", function()
     assert.same({
       "kldload -nq pf",
       "ifconfig bridge create name natnet",
+      "ifconfig natnet description netbe:natlab:bridge:natnet",
       "ifconfig natnet inet 10.0.0.1/24 alias",
       "ifconfig natnet up",
       "ifconfig tap create up",
+      "ifconfig tap2 description netbe:natlab:tap:tap2",
       "ifconfig natnet addm tap2",
       "sysctl net.inet.ip.forwarding=1",
       "write " .. FILES .. "/pf.conf",
@@ -206,6 +228,27 @@ describe("FreeBSD NAT recipe", function()
     assert.equal("already enabled", s.ok_output)
     assert.same({}, s.inverse)
     assert.same({ { argv = { "pfctl", "-s", "info" }, plain = "Status: Enabled" } }, s.probe)
+    -- No command of any example's plan (run, undo, stop, rename) disables pf.
+    for _, name in ipairs({ "nat", "bridged", "lab", "netgraph" }) do
+      for _, step in ipairs(assert(render.render(load_example(name), FILES))) do
+        local lists = { step.run or {}, step.inverse or {}, step.stop or {},
+                        step.rename and step.rename.argv or {} }
+        for _, list in ipairs(lists) do
+          for _, argv in ipairs(list) do
+            if argv[1] == "pfctl" then
+              for _, a in ipairs(argv) do assert.is_nil(a:match("^%-[a-zA-Z]*d"), plan.argv_text(argv)) end
+            end
+          end
+        end
+      end
+    end
+  end)
+
+  it("leaves IPv4 forwarding to the last topology that needs it, restoring the value it found", function()
+    local s = find(steps, "forwarding")
+    assert.same({ name = "net.inet.ip.forwarding", value = "1",
+                  get = { "sysctl", "-n", "net.inet.ip.forwarding" }, set = { "sysctl" } }, s.shared)
+    assert.same({}, s.inverse)
   end)
 
   it("serves DHCP on the bridge from dnsmasq's own conf, pid and lease files", function()

@@ -249,6 +249,64 @@ describe("plan engine", function()
     assert.same({ "ok", "drift", "missing" }, { rows[1].state, rows[2].state, rows[3].state })
   end)
 
+  it("shares a host setting: the last topology to leave restores the value found first", function()
+    -- A sysctl kept in a file, and host settings in a table, as state.host keeps them.
+    local value = dir .. "/value"
+    sh("echo 0 > " .. value)
+    local settings = {}
+    local function host(fn) return fn(settings) end
+    local step = plan.sysctl_step("forwarding", "enable forwarding", "fwd", "1", { "set" })
+    step.shared.get = { "cat", value }
+    step.probe = { { argv = { "grep", "-qx", "1", value } } }
+    local function run(argv)
+      if argv[1] == "set" then return plan.runner()({ "sh", "-c", "echo " .. argv[2]:match("=(.*)") .. " > " .. value }) end
+      return plan.runner()(argv)
+    end
+    local function ctx_for(user)
+      local ctx = new_ctx()
+      ctx.run, ctx.user, ctx.host, ctx.scope = run, user, host, "ns1"
+      return ctx
+    end
+    local a, b = ctx_for("a"), ctx_for("b")
+    assert.equal("1 steps made, 0 already in place", select(2, plan.apply({ step }, a)))
+    assert.equal("1\n", read(value))
+    assert.equal("nothing to do: all 1 steps already in place", select(2, plan.apply({ step }, b)))
+    assert.same({ ["fwd@netns:ns1"] = { old = "0", users = { a = true, b = true } } }, settings)
+    assert.is_true((plan.destroy(a)))
+    assert.equal("1\n", read(value), "b still needs it")
+    assert.matches("fwd stays 1: topologies b still need it", table.concat(a.lines, "\n"), 1, true)
+    -- Someone turns it off meanwhile; b's next apply turns it on, the old value stays 0.
+    sh("echo 0 > " .. value)
+    assert.is_true((plan.apply({ step }, b)))
+    assert.equal("1\n", read(value))
+    assert.is_true((plan.destroy(b)))
+    assert.equal("0\n", read(value), "back to the value before the first apply")
+    assert.same({}, settings)
+    -- A failed apply after the setting changed takes it back in the rollback.
+    local c = ctx_for("c")
+    local bad = { id = "bad", what = "fail", run = { { "false" } }, inverse = {} }
+    assert.is_false((plan.apply({ step, bad }, c)))
+    assert.equal("0\n", read(value))
+    assert.same({}, settings)
+  end)
+
+  it("netbe.lock holds an flock until unlocked", function()
+    local netbe = require("netbe")
+    local path = dir .. "/lock"
+    local lock = assert(netbe.lock(path))
+    assert.is_false((sh("flock -n " .. path .. " true")))
+    lock:unlock()
+    assert.is_true((sh("flock -n " .. path .. " true")))
+    do
+      local held <close> = assert(netbe.lock(path))
+      assert.is_false((sh("flock -n " .. path .. " true")))
+    end
+    assert.is_true((sh("flock -n " .. path .. " true")))
+    local none, err = netbe.lock(dir .. "/no/such/dir/lock")
+    assert.is_nil(none)
+    assert.matches("cannot lock .*: No such file or directory", err)
+  end)
+
   it("quotes every argument it hands to the shell", function()
     local run = plan.runner()
     local weird = "a b'c;$(echo x)\"*"
@@ -275,12 +333,14 @@ describe("Linux renderer", function()
     local t = assert(topology.load("examples/topologies/nat.lua"))
     local steps = assert(render_linux.render(t, FILES))
     assert.same({
-      "ip link add natnet type bridge",
+      "ip link add name natnet type bridge",
+      "ip link set dev natnet alias netbe:natlab:bridge:natnet",
       "ip addr add 10.0.0.1/24 dev natnet",
-      "ip link set natnet up",
+      "ip link set dev natnet up",
       "ip tuntap add dev tap2 mode tap",
-      "ip link set tap2 master natnet",
-      "ip link set tap2 up",
+      "ip link set dev tap2 alias netbe:natlab:tap:tap2",
+      "ip link set dev tap2 master natnet",
+      "ip link set dev tap2 up",
       "sysctl -w net.ipv4.ip_forward=1",
       "write " .. FILES .. "/nft.conf",
       "nft -f " .. FILES .. "/nft.conf",
@@ -305,10 +365,17 @@ describe("Linux renderer", function()
       assert.is_table(s.probe, s.id)
       assert.is_table(s.inverse, s.id)
       if s.id:match("^bridge:") or s.id:match("^tap:") or s.id:match("^port:") or s.id == "nft"
-         or s.id:match("^dnsmasq") or s.id == "forwarding" then
+         or s.id:match("^dnsmasq") then
         assert.is_true(#s.inverse > 0, s.id .. " has an inverse")
       end
     end
+    -- Forwarding is a host setting other topologies may need: restored
+    -- from the recorded value by the last one to go, never set to 0 blindly.
+    local fwd
+    for _, s in ipairs(render_linux.render(t, FILES)) do if s.id == "forwarding" then fwd = s end end
+    assert.same({ name = "net.ipv4.ip_forward", value = "1", get = { "sysctl", "-n", "net.ipv4.ip_forward" },
+                  set = { "sysctl", "-w" } }, fwd.shared)
+    assert.same({}, fwd.inverse)
   end)
 
   it("renders VLANs: an 802.1Q uplink, a filtering bridge, access ports, isolation", function()
@@ -320,26 +387,31 @@ vms = { a = { nics = { { switch = "acc", ifname = "atap", vlan = 30, private = t
         b = { nics = { { switch = "lan", ifname = "bveth", type = "veth", peer = "bpeer" } } } }
 ]])
     assert.same({
-      "ip link add acc type bridge vlan_filtering 1",
-      "ip link set eth1 master acc",
-      "ip link set eth2 master acc",
-      "ip link set acc up",
-      "ip link add lan type bridge",
-      "ip link set lan mtu 9000",
+      "ip link add name acc type bridge vlan_filtering 1",
+      "ip link set dev acc alias netbe:v:bridge:acc",
+      "ip link set dev eth1 master acc",
+      "ip link set dev eth2 master acc",
+      "ip link set dev acc up",
+      "ip link add name lan type bridge",
+      "ip link set dev lan alias netbe:v:bridge:lan",
+      "ip link set dev lan mtu 9000",
       "ip link add link eth0 name eth0.20 type vlan id 20",
-      "ip link set eth0.20 up",
-      "ip link set eth0.20 master lan",
-      "ip link set lan up",
+      "ip link set dev eth0.20 alias netbe:v:vlan:eth0.20",
+      "ip link set dev eth0.20 up",
+      "ip link set dev eth0.20 master lan",
+      "ip link set dev lan up",
       "ip tuntap add dev atap mode tap",
-      "ip link set atap master acc",
+      "ip link set dev atap alias netbe:v:tap:atap",
+      "ip link set dev atap master acc",
       "ip link set dev atap type bridge_slave isolated on",
       "bridge vlan add dev atap vid 30 pvid untagged",
       "bridge vlan del dev atap vid 1",
       "bridge vlan add dev eth1 vid 30",
-      "ip link set atap up",
-      "ip link add bveth type veth peer name bpeer",
-      "ip link set bveth master lan",
-      "ip link set bveth up",
+      "ip link set dev atap up",
+      "ip link add name bveth type veth peer name bpeer",
+      "ip link set dev bveth alias netbe:v:veth:bveth",
+      "ip link set dev bveth master lan",
+      "ip link set dev bveth up",
     }, commands(assert(render_linux.render(t, FILES))))
   end)
 end)

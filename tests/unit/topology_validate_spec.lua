@@ -155,7 +155,7 @@ vms = { a = { nics = { { switch = "b", type = "netgraph" } } } }]],
       { [[vms = { a = { nics = { { type = "vde" } } } }]],
         [[vms.a.nics[1].type: expected tap, veth, netgraph, ngd, slirp or stream, got "vde"]] },
       { [[vms = { a = { nics = { { type = "stream" } } } }]],
-        "vms.a.nics[1].connect: expected an address like unix:/run/vm.sock, got nil (nil)" },
+        "vms.a.nics[1].connect: expected unix:/PATH, /PATH, HOST:PORT or [IPV6]:PORT, got nil (nil)" },
       { [[switches = { g = { type = "netgraph", uplink = "re0" } }
 vms = { a = { nics = { { switch = "g", link = 2 } } }, b = { nics = { { switch = "g", link = 2 } } } }]],
         "vms.b.nics[1].link: link2 of g is already taken" },
@@ -170,6 +170,27 @@ vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
         "vms.averyveryverylongvm.nics[1].ifname: expected an interface name (the default VM name + n + index is too long; set ifname): a letter then letters, digits or '_', at most 15 characters, got \"averyveryverylongvmn0\"" },
     }
     for _, c in ipairs(cases) do assert.equal(c[2], err_of(c[1])) end
+  end)
+
+  it("takes a stream NIC's address in netbe's forms only, so no key rides along", function()
+    local function nic(addr)
+      return "vms = { a = { nics = { { type = 'stream', connect = " .. string.format("%q", addr) .. " } } } }"
+    end
+    for _, addr in ipairs({ "127.0.0.1:5000", "[::1]:5000", "unix:/run/vm.sock", "/run/vm.sock" }) do
+      local path = tmpfile(nic(addr))
+      local t, err = topology.load(path)
+      assert.is_table(t, err)
+      local code, out = sh(netbe_cmd .. " bhyve-args " .. path .. " --vm a --netbe")
+      assert.equal(0, code, out)
+      assert.equal("stream,connect=" .. addr .. "\n", out)
+    end
+    assert.matches('^vms%.a%.nics%[1%]%.connect: expected unix:/PATH, /PATH, HOST:PORT or %[IPV6%]:PORT, '
+                   .. 'got "unix:/x,reconnect=1,mtu=9000": stream: key \'connect\': a \',\' or control character',
+                   err_of(nic("unix:/x,reconnect=1,mtu=9000")))
+    for _, addr in ipairs({ "127.0.0.1:5000,mtu=9000", "tcp:127.0.0.1:5000", "host.example:22", "",
+                            "127.0.0.1:0", "unix:" }) do
+      assert.matches("connect: expected unix:/PATH", err_of(nic(addr)))
+    end
   end)
 
   it("reports Lua errors and missing files with the file and line", function()
