@@ -18,8 +18,7 @@
 
 #include "check.h"
 #include "netbe.h"
-
-static const uint8_t guest_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+#include "slirp_frames.h"
 
 struct seen {
     int arp_reply, dhcp_offer, frames;
@@ -48,30 +47,6 @@ static void on_ready(netbe *be, int events, void *arg)
     }
 }
 
-static uint16_t ip_checksum(const uint8_t *p, size_t len)
-{
-    uint32_t sum = 0;
-    for (size_t i = 0; i + 1 < len; i += 2)
-        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
-static size_t arp_request(uint8_t *f)
-{
-    memset(f, 0, 60);
-    memset(f, 0xff, 6);
-    memcpy(f + 6, guest_mac, 6);
-    f[12] = 0x08, f[13] = 0x06;
-    const uint8_t head[8] = {0, 1, 8, 0, 6, 4, 0, 1};
-    memcpy(f + 14, head, 8);
-    memcpy(f + 22, guest_mac, 6);
-    memcpy(f + 28, "\x0a\x00\x02\x0f", 4);      /* 10.0.2.15 asks */
-    memcpy(f + 38, "\x0a\x00\x02\x02", 4);      /* who has 10.0.2.2 */
-    return 60;
-}
-
 static size_t dhcp_discover(uint8_t *f)
 {
     size_t udp = 34, bootp = 42, len = bootp + 300;
@@ -96,15 +71,6 @@ static size_t dhcp_discover(uint8_t *f)
     const uint8_t opts[] = {53, 1, 1, 255};
     memcpy(b + 240, opts, sizeof opts);
     return len;
-}
-
-static void run_until(struct event_base *base, int *flag, int want)
-{
-    struct timeval tick = {0, 20000};
-    for (int i = 0; i < 150 && *flag < want; i++) {
-        event_base_loopexit(base, &tick);
-        event_base_dispatch(base);
-    }
 }
 
 struct sender {
