@@ -50,6 +50,7 @@
 #include <sys/un.h>
 
 #include <event2/event.h>
+#include <glib.h>
 #include <libslirp.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -4455,6 +4456,53 @@ static int frag_input(struct frag_table *t, const uint8_t *f, size_t len, uint64
 ** the ring, in the same loop pass, without an eventfd's two system calls.
 */
 
+/* ---- Log: libslirp's glib messages go to the embedder ---- */
+
+static pthread_mutex_t slirp_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static netbe_log_fn slirp_log_fn;
+static void *slirp_log_arg;
+static pthread_once_t slirp_log_once = PTHREAD_ONCE_INIT;
+
+static int slirp_log_level(GLogLevelFlags flags)
+{
+    return flags & G_LOG_LEVEL_ERROR ? NETBE_LOG_ERR :
+           flags & G_LOG_LEVEL_CRITICAL ? NETBE_LOG_CRIT :
+           flags & G_LOG_LEVEL_WARNING ? NETBE_LOG_WARNING :
+           flags & G_LOG_LEVEL_MESSAGE ? NETBE_LOG_NOTICE :
+           flags & G_LOG_LEVEL_INFO ? NETBE_LOG_INFO : NETBE_LOG_DEBUG;
+}
+
+static void slirp_on_log(const gchar *domain, GLogLevelFlags flags, const gchar *msg,
+                         gpointer unused)
+{
+    pthread_mutex_lock(&slirp_log_lock);
+    netbe_log_fn fn = slirp_log_fn;
+    void *arg = slirp_log_arg;
+    pthread_mutex_unlock(&slirp_log_lock);
+    if (fn) {
+        char line[512];
+        snprintf(line, sizeof line, "slirp: %s", msg ? msg : "");
+        fn(slirp_log_level(flags), line, arg);
+    }
+}
+
+/* libslirp logs through glib in its own domain, "Slirp" (its G_LOG_DOMAIN);
+** the handler takes that domain only, before the first slirp opens. */
+static void slirp_log_install(void)
+{
+    g_log_set_handler("Slirp", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
+                      slirp_on_log, NULL);
+}
+
+void netbe_set_log(netbe_log_fn fn, void *arg)
+{
+    pthread_mutex_lock(&slirp_log_lock);
+    slirp_log_fn = fn;
+    slirp_log_arg = arg;
+    pthread_mutex_unlock(&slirp_log_lock);
+    pthread_once(&slirp_log_once, slirp_log_install);
+}
+
 /* ---- Options: parsing and checking ---- */
 
 static const char *const slirp_keys[] = {
@@ -5725,6 +5773,7 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
     struct sigaction sa;
+    pthread_once(&slirp_log_once, slirp_log_install);
     pthread_mutex_init(&p->lock, NULL);
     p->last = SIZE_MAX;
     int rc = slirp_opts_parse(cfg, &p->opts, err, errlen);

@@ -318,6 +318,33 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
                    const struct iovec *bufs, int nbufs, uint32_t *lens);
 
 /* ====================================================================
+** Log
+** ====================================================================
+** netbe prints nothing. What a library it calls wants to say goes to the
+** function given here: libslirp's glib messages (its log domain "Slirp",
+** which glib would print on stderr as "Slirp-CRITICAL **: ..." or
+** "Slirp-WARNING **: ..."). Without a function they are dropped. Only
+** that domain is taken: glib's default handler and the handlers of other
+** domains stay as they are.
+*/
+#define NETBE_LOG_CRIT     2   /* g_critical: the library met a case it cannot handle */
+#define NETBE_LOG_ERR      3   /* g_error: glib aborts the process after the call */
+#define NETBE_LOG_WARNING  4
+#define NETBE_LOG_NOTICE   5   /* g_message */
+#define NETBE_LOG_INFO     6
+#define NETBE_LOG_DEBUG    7   /* libslirp's own, with SLIRP_DEBUG set */
+
+/* Called with a NETBE_LOG_* level (syslog's numbers) and one line of text
+** naming its source ("slirp: ..."; valid during the call only), on the
+** thread that made the library log: the event base's, or one that called
+** netbe_send. */
+typedef void (*netbe_log_fn)(int level, const char *msg, void *arg);
+
+/* From now on hand log messages to FN(level, msg, ARG), process-wide; FN
+** NULL drops them, as before any call. Safe from any thread, FN too. */
+void netbe_set_log(netbe_log_fn fn, void *arg);
+
+/* ====================================================================
 ** Slirp: user-mode NAT (libslirp)
 ** ====================================================================
 ** "slirp[,option...]" gives the guest a private network behind NAT with a
