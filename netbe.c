@@ -3483,6 +3483,13 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
                 stream_drop_peer(be);
                 return 0;
             }
+            if (len == 0) {
+                /* An empty record carries no frame: skip it, so the frames
+                ** behind it need not wait for the peer's next write. */
+                nb_count(&be->st.rx_errors, 1);
+                p->rx_head += 4;
+                continue;
+            }
             if (have >= len + 4) {
                 p->rx_head += len + 4;
                 size_t room = nb_iov_len(iov, iovcnt);

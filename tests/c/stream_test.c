@@ -170,6 +170,42 @@ static void test_oversize_and_reconnect(void)
     close(lfd);
 }
 
+/* An empty record is skipped and counted as an error; the frames behind
+** it, in the same write, are delivered at once, not at the peer's next one. */
+static void test_empty_record(void)
+{
+    char err[NETBE_ERRMAX];
+    char spec[200];
+    netbe *be;
+    int lfd = raw_listener();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
+    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    int peer = accept(lfd, NULL, NULL);
+    uint8_t wire[4 + 4 + 60 + 4 + 4 + 80], got[100];
+    uint32_t l = htonl(60);
+    memset(wire, 0, 4);
+    memcpy(wire + 4, &l, 4);
+    frame(wire + 8, 60, 1);
+    memset(wire + 68, 0, 4);
+    l = htonl(80);
+    memcpy(wire + 72, &l, 4);
+    frame(wire + 76, 80, 2);
+    CHECK(write(peer, wire, sizeof wire) == (ssize_t)sizeof wire, "write");
+    CHECK(recv_one(be, got, sizeof got) == 60 && memcmp(got, wire + 8, 60) == 0,
+          "the frame behind the first empty record");
+    struct iovec v = {got, sizeof got};
+    ssize_t n = netbe_recv(be, &v, 1);
+    CHECK(n == 80 && memcmp(got, wire + 76, 80) == 0,
+          "the frame behind the second comes in the same pass: %zd", n);
+    struct netbe_stats st;
+    netbe_get_stats(be, &st);
+    CHECK(st.rx_frames == 2 && st.rx_errors == 2, "two frames, two errors: %llu %llu",
+          (unsigned long long)st.rx_frames, (unsigned long long)st.rx_errors);
+    netbe_close(be);
+    close(peer);
+    close(lfd);
+}
+
 /* As a listener: a raw client connects, frames flow, the client leaves and a
 ** second client is served. */
 static void test_listener(void)
@@ -261,6 +297,7 @@ int main(void)
     snprintf(path, sizeof path, "/tmp/netbe-stream-test-%d.sock", (int)getpid());
     RUN(test_partial_writes());
     RUN(test_oversize_and_reconnect());
+    RUN(test_empty_record());
     RUN(test_listener());
     RUN(test_threaded_send());
     unlink(path);
