@@ -2778,6 +2778,7 @@ struct pair_waiting {
     struct pair_waiting *next;
     char *name;
     int fd;                      /* the end for the second opener */
+    const netbe *owner;          /* the first end, which holds the other one */
 };
 
 static pthread_mutex_t pair_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -2794,8 +2795,10 @@ static int sock_grow_buffers(int fd, int bytes)
     return 0;
 }
 
-/* The other end waiting under NAME, or -1 after leaving one there. */
-static int pair_take_or_leave(const char *name, int *mine, char *err, size_t errlen)
+/* Take the end waiting under NAME into *MINE, or leave the other end of a
+** new socket pair there for the next opener, owned by BE. */
+static int pair_take_or_leave(netbe *be, const char *name, int *mine, char *err,
+                              size_t errlen)
 {
     pthread_mutex_lock(&pair_lock);
     for (struct pair_waiting **pp = &pair_list; *pp; pp = &(*pp)->next) {
@@ -2823,6 +2826,7 @@ static int pair_take_or_leave(const char *name, int *mine, char *err, size_t err
     sock_grow_buffers(sv[0], 1 << 20);
     sock_grow_buffers(sv[1], 1 << 20);
     w->fd = sv[1];
+    w->owner = be;
     w->next = pair_list;
     pair_list = w;
     *mine = sv[0];
@@ -2834,12 +2838,26 @@ static int pair_open(netbe *be, const netbe_config *cfg, char *err, size_t errle
 {
     struct pair_priv *p = NB_PRIV(be, struct pair_priv);
     const char *name = netbe_config_get(cfg, "name");
-    int rc = pair_take_or_leave(name ? name : "", &p->fd, err, errlen);
+    int rc = pair_take_or_leave(be, name ? name : "", &p->fd, err, errlen);
     return rc < 0 ? rc : nb_watch_fd(be, p->fd);
 }
 
+/* A first end closed before a second came takes its waiting end along, so
+** the next two opens of the name join each other. */
 static void pair_close(netbe *be)
 {
+    pthread_mutex_lock(&pair_lock);
+    for (struct pair_waiting **pp = &pair_list; *pp; pp = &(*pp)->next) {
+        struct pair_waiting *w = *pp;
+        if (w->owner == be) {
+            *pp = w->next;
+            close(w->fd);
+            free(w->name);
+            free(w);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pair_lock);
     close(NB_PRIV(be, struct pair_priv)->fd);
 }
 
@@ -2863,16 +2881,24 @@ static ssize_t sock_recv_msg(netbe *be, const struct iovec *iov, int iovcnt)
         if (n >= 0)
             return n;
         if (errno == EWOULDBLOCK)
-            return 0;
+            return -EAGAIN;
         /* A connected UDP socket reports a past ICMP unreachable here. */
         if (errno != ECONNREFUSED && errno != EINTR)
             return -errno;
     }
 }
 
+/* An empty read is the other end closing (netbe sends no empty frame):
+** this end is down, instead of readable for ever. */
+static ssize_t pair_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n = sock_recv_msg(be, iov, iovcnt);
+    return n == 0 ? -ENOTCONN : n;
+}
+
 static const struct nb_ops nb_pair = {
     .prefix = "pair", .keys = pair_keys, .priv_size = sizeof(struct pair_priv),
-    .open = pair_open, .close = pair_close, .send = sock_send_msg, .recv = sock_recv_msg,
+    .open = pair_open, .close = pair_close, .send = sock_send_msg, .recv = pair_recv,
 };
 
 /* ====================================================================

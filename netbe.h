@@ -166,7 +166,8 @@ void netbe_rx_disable(netbe *be);
 ** and every later netbe_recv returns the same error. Errors that concern
 ** one frame or a peer that may come back (a stream client reconnecting)
 ** do not take a backend down; a stream client without reconnect= whose
-** server went away does (-ENOTCONN). */
+** server went away does (-ENOTCONN), and so does a pair end whose other
+** end was closed (-ENOTCONN). */
 int netbe_down(netbe *be);
 
 /* virtio-net feature bits (VIRTIO_NET_F_*) a backend can offer. */
