@@ -3546,7 +3546,8 @@ static const struct nb_ops nb_stream = {
 ** ====================================================================
 ** Compatible with QEMU's -netdev dgram: UDP or UNIX datagram sockets, no
 ** length prefix and no virtio header. With remote= the socket is connected,
-** so the kernel drops datagrams from anyone else.
+** so the kernel drops datagrams from anyone else. A UNIX remote not bound
+** yet, or gone, is connected again when a send finds it there.
 */
 
 static const char *const dgram_keys[] = {"local", "remote", NULL};
@@ -3554,7 +3555,8 @@ static const char *const dgram_keys[] = {"local", "remote", NULL};
 struct dgram_priv {
     int fd;                      /* first: sock_send_msg reads it */
     int unlink_local;
-    struct nb_addr local;
+    int connected;               /* to remote; a UNIX peer may bind after us */
+    struct nb_addr local, remote;
 };
 
 static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
@@ -3573,12 +3575,21 @@ static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
     return rc;
 }
 
+/* Connect to the remote address; 0 or -errno. */
+static int dgram_connect(struct dgram_priv *p)
+{
+    int ok = connect(p->fd, (struct sockaddr *)&p->remote.sa, p->remote.len) == 0;
+    int e = errno;
+    __atomic_store_n(&p->connected, ok, __ATOMIC_RELEASE);
+    return ok ? 0 : -e;
+}
+
 static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
-    struct nb_addr ra;
+    struct nb_addr *ra = &p->remote;
     nb_parse_addr("local", netbe_config_get(cfg, "local"), 1, &p->local, NULL, 0);
-    nb_parse_addr("remote", netbe_config_get(cfg, "remote"), 0, &ra, NULL, 0);
+    nb_parse_addr("remote", netbe_config_get(cfg, "remote"), 0, ra, NULL, 0);
     if (p->local.family == AF_UNIX)
         unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
     p->fd = nb_socket_for(&p->local, SOCK_DGRAM);
@@ -3590,11 +3601,11 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
         return NB_ERR(e, "dgram: cannot bind local=%s: %s", p->local.text, strerror(e));
     }
     p->unlink_local = p->local.family == AF_UNIX;
-    /* A UNIX peer may bind after us; connect lazily on the first send then. */
-    if (connect(p->fd, (struct sockaddr *)&ra.sa, ra.len) < 0 && ra.family != AF_UNIX) {
-        int e = errno;
+    /* A UNIX peer may bind after us; dgram_send connects then. */
+    int rc = dgram_connect(p);
+    if (rc < 0 && ra->family != AF_UNIX) {
         close(p->fd);
-        return NB_ERR(e, "dgram: cannot use remote=%s: %s", ra.text, strerror(e));
+        return NB_ERR(-rc, "dgram: cannot use remote=%s: %s", ra->text, strerror(-rc));
     }
     sock_grow_buffers(p->fd, 4 << 20);
     return nb_watch_fd(be, p->fd);
@@ -3608,10 +3619,24 @@ static void dgram_close(netbe *be)
         unlink(((struct sockaddr_un *)&p->local.sa)->sun_path);
 }
 
+/* Connect to a UNIX peer that was absent at open, or that went and may
+** have come back (a new socket at its path) when a send finds it gone.
+** Frames sent while nobody is there are dropped (-ENOTCONN, counted). */
+static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    if (!__atomic_load_n(&p->connected, __ATOMIC_ACQUIRE) && dgram_connect(p) < 0)
+        return -ENOTCONN;
+    ssize_t n = sock_send_msg(be, iov, iovcnt);
+    if (n == -ENOTCONN && p->remote.family == AF_UNIX && dgram_connect(p) == 0)
+        n = sock_send_msg(be, iov, iovcnt);
+    return n;
+}
+
 static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
-    .send = sock_send_msg, .recv = sock_recv_msg,
+    .send = dgram_send, .recv = sock_recv_msg,
 };
 
 /* ====================================================================
