@@ -155,11 +155,14 @@ static uint64_t nb_load(const uint64_t *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
+#ifdef __FreeBSD__
+/* For descriptors made by another library (netgraph's NgMkSockNode). */
 static int nb_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
     return fl < 0 ? -errno : fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
 }
+#endif
 
 /* MD5 (RFC 1321), only for bhyve-compatible MAC generation. */
 struct nb_md5 {
@@ -3236,16 +3239,28 @@ static int nb_socket_for(const struct nb_addr *a, int type)
 ** each frame, with no virtio header. We are either the listener (one peer
 ** at a time, later peers wait in the backlog) or the client, which may
 ** reconnect every "reconnect" seconds after the peer goes away.
+** The client never waits in connect(): the socket is non-blocking and the
+** event loop hears when the handshake ends. A connect that has not
+** succeeded after STREAM_CONNECT_TIMEOUT seconds gives up: the client
+** tries again after "reconnect" seconds, or without it goes down.
 */
 
 static const char *const stream_keys[] = {"listen", "connect", "reconnect", NULL};
 
 #define STREAM_RXBUF (4 * (NETBE_MAX_FRAME + 4))
+/* Loopback and UNIX peers answer at once; a host that has not answered a
+** SYN and its retries 1 and 3 s later is not there. */
+#define STREAM_CONNECT_TIMEOUT 10
+/* A UNIX listener whose backlog is full refuses at once (EAGAIN): asked
+** again this often, until the timeout. */
+#define STREAM_BUSY_RETRY_US 100000
 
 struct stream_priv {
     int listen_fd, fd;
+    int conn_fd;                 /* a connect in progress, or -1 */
+    uint64_t conn_deadline;      /* when it gives up, ns */
     struct nb_addr addr;
-    struct event *accept_ev, *retry_ev;
+    struct event *accept_ev, *retry_ev, *conn_ev;
     unsigned reconnect;          /* seconds, 0 = never */
     pthread_mutex_t tx_lock;     /* serializes senders and the pending tail */
     uint8_t *txbuf;              /* unsent tail of a partially written frame */
@@ -3314,21 +3329,93 @@ static void stream_on_accept(evutil_socket_t lfd, short what, void *arg)
     stream_use_fd(be, fd);
 }
 
-/* Connect synchronously (loopback and UNIX peers answer at once). */
+static void stream_on_connect(evutil_socket_t fd, short what, void *arg);
+
+/* Wait, on the event loop, for the connect on conn_fd to end (its socket
+** turns writable) or, BUSY, for the moment to ask a full UNIX listener
+** again; never past the deadline. Returns 0, or -ETIMEDOUT. */
+static int stream_connect_wait(netbe *be, int busy)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    uint64_t now = nb_now_ns();
+    if (now >= p->conn_deadline)
+        return -ETIMEDOUT;
+    uint64_t us = (p->conn_deadline - now + 999) / 1000;
+    if (busy && us > STREAM_BUSY_RETRY_US)
+        us = STREAM_BUSY_RETRY_US;
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    event_del(p->conn_ev);
+    event_assign(p->conn_ev, be->base, busy ? -1 : p->conn_fd, busy ? 0 : EV_WRITE,
+                 stream_on_connect, be);
+    event_add(p->conn_ev, &tv);
+    return 0;
+}
+
+/* The connect on conn_fd answered E (an errno value, 0 for success).
+** Returns 0 once connected or while waiting, else -errno with the
+** attempt over. A loopback peer has answered before connect() returns,
+** so a handshake in progress is looked at once before waiting. */
+static int stream_connect_result(netbe *be, int e)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    struct pollfd pfd = {p->conn_fd, POLLOUT, 0};
+    socklen_t len = sizeof e;
+    if (e == EINPROGRESS && poll(&pfd, 1, 0) == 1 &&
+        getsockopt(p->conn_fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+        e = errno;
+    if (e == EINPROGRESS || e == EAGAIN) {
+        int rc = stream_connect_wait(be, e == EAGAIN);
+        if (rc == 0)
+            return 0;
+        e = -rc;
+    }
+    int fd = p->conn_fd;
+    p->conn_fd = -1;
+    event_del(p->conn_ev);
+    if (e) {
+        close(fd);
+        return -e;
+    }
+    stream_use_fd(be, fd);
+    return 0;
+}
+
+/* Start connecting. Returns 0 when connected or on the way, else -errno. */
 static int stream_connect(netbe *be, char *err, size_t errlen)
 {
     struct stream_priv *p = NB_PRIV(be, struct stream_priv);
-    int fd = socket(p->addr.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    p->conn_fd = socket(p->addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->conn_fd < 0)
         return NB_ERR(errno, "stream: socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
-        int e = errno;
-        close(fd);
-        return NB_ERR(e, "stream: cannot connect to %s: %s", p->addr.text, strerror(e));
+    p->conn_deadline = nb_now_ns() + STREAM_CONNECT_TIMEOUT * 1000000000ull;
+    int e = connect(p->conn_fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0 ? errno : 0;
+    int rc = stream_connect_result(be, e);
+    return rc < 0 ? NB_ERR(-rc, "stream: cannot connect to %s: %s", p->addr.text,
+                           strerror(-rc)) : 0;
+}
+
+/* The handshake ended (FD writable), the deadline passed, or (FD -1) it
+** is time to ask a full UNIX listener again. A client that failed retries
+** after reconnect= seconds, or without it goes down with the reason. */
+static void stream_on_connect(evutil_socket_t fd, short what, void *arg)
+{
+    netbe *be = arg;
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (what & EV_WRITE) {
+        if (getsockopt(p->conn_fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+            e = errno;
+    } else if (fd >= 0 || nb_now_ns() >= p->conn_deadline) {
+        e = ETIMEDOUT;
+    } else if (connect(p->conn_fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
+        e = errno;
     }
-    nb_set_nonblock(fd);
-    stream_use_fd(be, fd);
-    return 0;
+    int rc = stream_connect_result(be, e);
+    if (rc < 0 && p->reconnect)
+        stream_connect_later(be);
+    else if (rc < 0)
+        nb_go_down(be, rc);
 }
 
 static void stream_on_retry(evutil_socket_t fd, short what, void *arg)
@@ -3370,6 +3457,10 @@ static void stream_close(netbe *be)
         event_free(p->accept_ev);
     if (p->retry_ev)
         event_free(p->retry_ev);
+    if (p->conn_ev)
+        event_free(p->conn_ev);
+    if (p->conn_fd >= 0)
+        close(p->conn_fd);
     if (p->fd >= 0)
         close(p->fd);
     if (p->listen_fd >= 0) {
@@ -3388,7 +3479,7 @@ static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t err
     const char *l = netbe_config_get(cfg, "listen"), *c = netbe_config_get(cfg, "connect");
     const char *r = netbe_config_get(cfg, "reconnect");
     unsigned long secs = 0;
-    p->fd = p->listen_fd = -1;
+    p->fd = p->listen_fd = p->conn_fd = -1;
     pthread_mutex_init(&p->tx_lock, NULL);
     if (r)
         nb_parse_uint(r, 0, 86400, &secs);
@@ -3396,7 +3487,9 @@ static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t err
     p->txbuf = malloc(NETBE_MAX_FRAME + 4);
     p->rxbuf = malloc(STREAM_RXBUF);
     p->retry_ev = evtimer_new(be->base, stream_on_retry, be);
-    int rc = !p->txbuf || !p->rxbuf || !p->retry_ev ? NB_ERR(ENOMEM, "out of memory") :
+    p->conn_ev = evtimer_new(be->base, stream_on_connect, be);
+    int rc = !p->txbuf || !p->rxbuf || !p->retry_ev || !p->conn_ev ?
+             NB_ERR(ENOMEM, "out of memory") :
              nb_parse_addr(l ? "listen" : "connect", l ? l : c, l != NULL, &p->addr,
                            err, errlen);
     if (rc == 0)

@@ -166,8 +166,9 @@ void netbe_rx_disable(netbe *be);
 ** and every later netbe_recv returns the same error. Errors that concern
 ** one frame or a peer that may come back (a stream client reconnecting)
 ** do not take a backend down; a stream client without reconnect= whose
-** server went away does (-ENOTCONN), and so does a pair end whose other
-** end was closed (-ENOTCONN). */
+** server went away does (-ENOTCONN), or whose connect failed after
+** netbe_open returned (its error; -ETIMEDOUT after 10 s without an
+** answer), and so does a pair end whose other end was closed (-ENOTCONN). */
 int netbe_down(netbe *be);
 
 /* virtio-net feature bits (VIRTIO_NET_F_*) a backend can offer. */
