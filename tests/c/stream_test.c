@@ -45,6 +45,17 @@ static int raw_connect(void)
     return connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -1 : fd;
 }
 
+/* A client backend (connect= with EXTRA options) and the raw server's end
+** of its connection; *LFD gets the raw listener. */
+static int client_and_peer(netbe **be, int *lfd, const char *extra)
+{
+    char err[NETBE_ERRMAX], spec[200];
+    *lfd = raw_listener();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s%s", path, extra);
+    CHECK(netbe_open_str(be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    return accept(*lfd, NULL, NULL);
+}
+
 static void spin(void)
 {
     struct timeval tv = {0, 20000};
@@ -77,13 +88,8 @@ static ssize_t recv_one(netbe *be, uint8_t *out, size_t room)
 /* Bytes written by the raw side in awkward pieces arrive as whole frames. */
 static void test_partial_writes(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
-    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, "");
     uint8_t wire[3 * 1600], f[1600], got[2000];
     size_t off = 0;
     size_t lens[3] = {60, 1514, 200};
@@ -135,13 +141,8 @@ static void test_partial_writes(void)
 ** with reconnect= the client comes back. */
 static void test_oversize_and_reconnect(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s,reconnect=1", path);
-    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, ",reconnect=1");
     uint32_t huge = htonl(NETBE_MAX_FRAME + 1);
     CHECK(write(peer, &huge, 4) == 4, "write");
     uint8_t got[100];
@@ -178,13 +179,8 @@ static void test_oversize_and_reconnect(void)
 ** it, in the same write, are delivered at once, not at the peer's next one. */
 static void test_empty_record(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
-    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, "");
     uint8_t wire[4 + 4 + 60 + 4 + 4 + 80], got[100];
     uint32_t l = htonl(60);
     memset(wire, 0, 4);
@@ -381,13 +377,8 @@ static void *tx_thread(void *p)
 
 static void test_threaded_send(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
-    CHECK(netbe_open_str(&be, spec, base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, "");
     struct tx_arg a = {be, 0};
     pthread_t t;
     pthread_create(&t, NULL, tx_thread, &a);
