@@ -3248,8 +3248,8 @@ static int nb_socket_for(const struct nb_addr *a, int type)
 static const char *const stream_keys[] = {"listen", "connect", "reconnect", NULL};
 
 #define STREAM_RXBUF (4 * (NETBE_MAX_FRAME + 4))
-/* Loopback and UNIX peers answer at once; a host that has not answered a
-** SYN and its retries 1 and 3 s later is not there. */
+/* Loopback and UNIX peers answer at once; a host that has answered
+** neither a SYN nor its resends 1, 3 and 7 s later is not there. */
 #define STREAM_CONNECT_TIMEOUT 10
 /* A UNIX listener whose backlog is full refuses at once (EAGAIN): asked
 ** again this often, until the timeout. */
