@@ -379,8 +379,10 @@ void netbe_set_log(netbe_log_fn fn, void *arg);
 ** forwarded datagrams included. libslirp writes to host sockets without
 ** MSG_NOSIGNAL, so opening a slirp backend sets SIGPIPE to be ignored when
 ** its disposition is still the default (QEMU does the same).
-** Offloads (netbe_get_cap): CSUM and HOST_TSO4/6, so the guest's TSO frames
-** reach libslirp whole; GUEST_CSUM and GUEST_TSO4/6, so that toward a
+** Offloads (netbe_get_cap): CSUM and HOST_TSO4, so the guest's IPv4 TSO
+** frames reach libslirp whole (IPv6 ones are cut in software first:
+** libslirp 4.7 refuses an IPv6 packet longer than mtu= with "packet too
+** big"); GUEST_CSUM and GUEST_TSO4/6, so that toward a
 ** frontend that negotiates them TCP goes with a partial checksum and the
 ** in-order segments of one burst are joined into one TSO frame.
 ** IP fragments from the guest never reach libslirp: libslirp 4.7 crashes
