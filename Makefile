@@ -40,7 +40,7 @@ lua/netbe.so: lua/netbe_lua.c netbe.o netbe.h
 examples/%: examples/%.c libnetbe.a netbe.h
 	$(CC) $(ALL_CFLAGS) -o $@ $< libnetbe.a $(LIBS)
 
-build/tests/%: tests/c/%.c netbe.c netbe.h
+build/tests/%: tests/c/%.c netbe.c netbe.h $(wildcard tests/c/*.h)
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS)
 
