@@ -120,6 +120,19 @@ local function copied(original, copy)
   end, 10)
 end
 
+-- Send 4 MiB over TCP from the guest to LISTEN (a socat address in the host
+-- namespace, port PORT) through CONNECT (one in the guest's), and check it
+-- arrived intact.
+local function send_to_host(env, listen, connect, port)
+  local dir = ns.tmpdir()
+  spawn(env.h, "exec socat -u " .. listen .. ",reuseaddr OPEN:" .. dir .. "/got,creat,trunc")
+  assert.is_true(listening(env.h, port))
+  assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
+  local ok, out = env.g:exec("timeout 20 socat -u OPEN:" .. dir .. "/blob " .. connect)
+  assert.is_true(ok, out)
+  assert.is_true(copied(dir .. "/blob", dir .. "/got"), "the 4 MiB arrived damaged or short")
+end
+
 -- Give the guest's tap the MAC the specs name, so its address is known.
 local function set_guest_mac(env)
   env.g:exec("ip link set " .. env.tap .. " down; ip link set " .. env.tap ..
@@ -245,14 +258,7 @@ describe("slirp backend in namespaces", function()
   it("takes the guest's TSO frames whole, checksums completed, data intact", function()
     local env, ctl = controlled("slirp,open", "offload")
     assert.is_not_nil(dhcp(env))
-    local dir = ns.tmpdir()
-    spawn(env.h, "exec socat -u TCP4-LISTEN:7004,bind=127.0.0.1,reuseaddr OPEN:" .. dir ..
-                 "/got,creat,trunc")
-    assert.is_true(listening(env.h, 7004))
-    assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
-    local ok, out = env.g:exec("socat -u OPEN:" .. dir .. "/blob TCP4:10.0.2.2:7004")
-    assert.is_true(ok, out)
-    assert.is_true(copied(dir .. "/blob", dir .. "/got"), "the 4 MiB arrived damaged or short")
+    send_to_host(env, "TCP4-LISTEN:7004,bind=127.0.0.1", "TCP4:10.0.2.2:7004", 7004)
     local biggest = tonumber(ctl("maxframe"))
     assert.is_true(biggest > 10 + 1514, "no frame beyond the MTU: " .. biggest)
   end)
@@ -263,14 +269,7 @@ describe("slirp backend in namespaces", function()
     local env = wired("slirp,open,mac=52:54:00:12:34:56,ipv6-net=fd00:7a::/64")
     set_guest_mac(env)
     assert.is_true(has_eui64(env, "fd00:7a:"), "the guest has no EUI-64 address in fd00:7a::/64")
-    local dir = ns.tmpdir()
-    spawn(env.h, "exec socat -u TCP6-LISTEN:7011,bind=[::1],reuseaddr OPEN:" .. dir ..
-                 "/got,creat,trunc")
-    assert.is_true(listening(env.h, 7011))
-    assert(ns.sh("head -c 4194304 /dev/urandom >" .. dir .. "/blob"))
-    local ok, out = env.g:exec("timeout 20 socat -u OPEN:" .. dir .. "/blob TCP6:[fd00:7a::2]:7011")
-    assert.is_true(ok, out)
-    assert.is_true(copied(dir .. "/blob", dir .. "/got"), "the 4 MiB arrived damaged or short")
+    send_to_host(env, "TCP6-LISTEN:7011,bind=[::1]", "TCP6:[fd00:7a::2]:7011", 7011)
   end)
 
   -- libslirp sends a window of MSS-sized segments at a time; netbe joins
