@@ -53,7 +53,7 @@ build/vhost-user-net: $(VHOST_SRC) $(VHOST_HDR) netbe.c netbe.h
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $(VHOST_SRC) netbe.c $(LIBS)
 
-build/tests/%: tests/c/%.c netbe.c netbe.h
+build/tests/%: tests/c/%.c netbe.c netbe.h $(wildcard tests/c/*.h)
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS)
 

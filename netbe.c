@@ -16,6 +16,7 @@
 **  10. Backend dgram
 ** 10a. Backend netgraph (FreeBSD ng_socket; config checked everywhere)
 ** 10b. Backends netmap and vale (FreeBSD netmap; config checked everywhere)
+** 10c. IP reassembly: whole datagrams from a guest's fragments
 **  11. Backend slirp (libslirp user-mode NAT)
 **  12. The backend table
 **  13. Wire
@@ -50,6 +51,7 @@
 
 #include <event2/event.h>
 #ifndef NETBE_OMIT_SLIRP
+#include <glib.h>
 #include <libslirp.h>
 #endif
 #ifndef NETBE_OMIT_LUA
@@ -163,11 +165,14 @@ static uint64_t nb_load(const uint64_t *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
+#ifdef __FreeBSD__
+/* For descriptors made by another library (netgraph's NgMkSockNode). */
 static int nb_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
     return fl < 0 ? -errno : fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
 }
+#endif
 
 /* MD5 (RFC 1321), only for bhyve-compatible MAC generation. */
 struct nb_md5 {
@@ -3042,6 +3047,7 @@ struct pair_waiting {
     struct pair_waiting *next;
     char *name;
     int fd;                      /* the end for the second opener */
+    const netbe *owner;          /* the first end, which holds the other one */
 };
 
 static pthread_mutex_t pair_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -3058,8 +3064,10 @@ static int sock_grow_buffers(int fd, int bytes)
     return 0;
 }
 
-/* The other end waiting under NAME, or -1 after leaving one there. */
-static int pair_take_or_leave(const char *name, int *mine, char *err, size_t errlen)
+/* Take the end waiting under NAME into *MINE, or leave the other end of a
+** new socket pair there for the next opener, owned by BE. */
+static int pair_take_or_leave(netbe *be, const char *name, int *mine, char *err,
+                              size_t errlen)
 {
     pthread_mutex_lock(&pair_lock);
     for (struct pair_waiting **pp = &pair_list; *pp; pp = &(*pp)->next) {
@@ -3087,6 +3095,7 @@ static int pair_take_or_leave(const char *name, int *mine, char *err, size_t err
     sock_grow_buffers(sv[0], 1 << 20);
     sock_grow_buffers(sv[1], 1 << 20);
     w->fd = sv[1];
+    w->owner = be;
     w->next = pair_list;
     pair_list = w;
     *mine = sv[0];
@@ -3098,12 +3107,26 @@ static int pair_open(netbe *be, const netbe_config *cfg, char *err, size_t errle
 {
     struct pair_priv *p = NB_PRIV(be, struct pair_priv);
     const char *name = netbe_config_get(cfg, "name");
-    int rc = pair_take_or_leave(name ? name : "", &p->fd, err, errlen);
+    int rc = pair_take_or_leave(be, name ? name : "", &p->fd, err, errlen);
     return rc < 0 ? rc : nb_watch_fd(be, p->fd);
 }
 
+/* A first end closed before a second came takes its waiting end along, so
+** the next two opens of the name join each other. */
 static void pair_close(netbe *be)
 {
+    pthread_mutex_lock(&pair_lock);
+    for (struct pair_waiting **pp = &pair_list; *pp; pp = &(*pp)->next) {
+        struct pair_waiting *w = *pp;
+        if (w->owner == be) {
+            *pp = w->next;
+            close(w->fd);
+            free(w->name);
+            free(w);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pair_lock);
     close(NB_PRIV(be, struct pair_priv)->fd);
 }
 
@@ -3127,16 +3150,24 @@ static ssize_t sock_recv_msg(netbe *be, const struct iovec *iov, int iovcnt)
         if (n >= 0)
             return n;
         if (errno == EWOULDBLOCK)
-            return 0;
+            return -EAGAIN;
         /* A connected UDP socket reports a past ICMP unreachable here. */
         if (errno != ECONNREFUSED && errno != EINTR)
             return -errno;
     }
 }
 
+/* An empty read is the other end closing (netbe sends no empty frame):
+** this end is down, instead of readable for ever. */
+static ssize_t pair_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n = sock_recv_msg(be, iov, iovcnt);
+    return n == 0 ? -ENOTCONN : n;
+}
+
 static const struct nb_ops nb_pair = {
     .prefix = "pair", .keys = pair_keys, .priv_size = sizeof(struct pair_priv),
-    .open = pair_open, .close = pair_close, .send = sock_send_msg, .recv = sock_recv_msg,
+    .open = pair_open, .close = pair_close, .send = sock_send_msg, .recv = pair_recv,
     .mtu_drop = 1,
 };
 
@@ -3622,17 +3653,29 @@ static int nb_socket_for(const struct nb_addr *a, int type)
 ** each frame, with no virtio header. We are either the listener (one peer
 ** at a time, later peers wait in the backlog) or the client, which may
 ** reconnect every "reconnect" seconds after the peer goes away.
+** The client never waits in connect(): the socket is non-blocking and the
+** event loop hears when the handshake ends. A connect that has not
+** succeeded after STREAM_CONNECT_TIMEOUT seconds gives up: the client
+** tries again after "reconnect" seconds, or without it goes down.
 */
 
 static const char *const stream_keys[] = {"listen", "connect", "reconnect", NULL};
 
 #define STREAM_RXBUF (4 * (NETBE_MAX_FRAME + 4))
+/* Loopback and UNIX peers answer at once; a host that has answered
+** neither a SYN nor its resends 1, 3 and 7 s later is not there. */
+#define STREAM_CONNECT_TIMEOUT 10
+/* A UNIX listener whose backlog is full refuses at once (EAGAIN): asked
+** again this often, until the timeout. */
+#define STREAM_BUSY_RETRY_US 100000
 
 struct stream_priv {
     int listen_fd, fd;
+    int conn_fd;                 /* a connect in progress, or -1 */
+    uint64_t conn_deadline;      /* when it gives up, ns */
     struct nb_addr addr;
     struct netbe_unix_id bound;  /* the listener's UNIX socket, once bound */
-    struct event *accept_ev, *retry_ev;
+    struct event *accept_ev, *retry_ev, *conn_ev;
     unsigned reconnect;          /* seconds, 0 = never */
     pthread_mutex_t tx_lock;     /* serializes senders and the pending tail */
     uint8_t *txbuf;              /* unsent tail of a partially written frame */
@@ -3701,21 +3744,93 @@ static void stream_on_accept(evutil_socket_t lfd, short what, void *arg)
     stream_use_fd(be, fd);
 }
 
-/* Connect synchronously (loopback and UNIX peers answer at once). */
+static void stream_on_connect(evutil_socket_t fd, short what, void *arg);
+
+/* Wait, on the event loop, for the connect on conn_fd to end (its socket
+** turns writable) or, BUSY, for the moment to ask a full UNIX listener
+** again; never past the deadline. Returns 0, or -ETIMEDOUT. */
+static int stream_connect_wait(netbe *be, int busy)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    uint64_t now = nb_now_ns();
+    if (now >= p->conn_deadline)
+        return -ETIMEDOUT;
+    uint64_t us = (p->conn_deadline - now + 999) / 1000;
+    if (busy && us > STREAM_BUSY_RETRY_US)
+        us = STREAM_BUSY_RETRY_US;
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    event_del(p->conn_ev);
+    event_assign(p->conn_ev, be->base, busy ? -1 : p->conn_fd, busy ? 0 : EV_WRITE,
+                 stream_on_connect, be);
+    event_add(p->conn_ev, &tv);
+    return 0;
+}
+
+/* The connect on conn_fd answered E (an errno value, 0 for success).
+** Returns 0 once connected or while waiting, else -errno with the
+** attempt over. A loopback peer has answered before connect() returns,
+** so a handshake in progress is looked at once before waiting. */
+static int stream_connect_result(netbe *be, int e)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    struct pollfd pfd = {p->conn_fd, POLLOUT, 0};
+    socklen_t len = sizeof e;
+    if (e == EINPROGRESS && poll(&pfd, 1, 0) == 1 &&
+        getsockopt(p->conn_fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+        e = errno;
+    if (e == EINPROGRESS || e == EAGAIN) {
+        int rc = stream_connect_wait(be, e == EAGAIN);
+        if (rc == 0)
+            return 0;
+        e = -rc;
+    }
+    int fd = p->conn_fd;
+    p->conn_fd = -1;
+    event_del(p->conn_ev);
+    if (e) {
+        close(fd);
+        return -e;
+    }
+    stream_use_fd(be, fd);
+    return 0;
+}
+
+/* Start connecting. Returns 0 when connected or on the way, else -errno. */
 static int stream_connect(netbe *be, char *err, size_t errlen)
 {
     struct stream_priv *p = NB_PRIV(be, struct stream_priv);
-    int fd = socket(p->addr.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    p->conn_fd = socket(p->addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->conn_fd < 0)
         return NB_ERR(errno, "stream: socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
-        int e = errno;
-        close(fd);
-        return NB_ERR(e, "stream: cannot connect to %s: %s", p->addr.text, strerror(e));
+    p->conn_deadline = nb_now_ns() + STREAM_CONNECT_TIMEOUT * 1000000000ull;
+    int e = connect(p->conn_fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0 ? errno : 0;
+    int rc = stream_connect_result(be, e);
+    return rc < 0 ? NB_ERR(-rc, "stream: cannot connect to %s: %s", p->addr.text,
+                           strerror(-rc)) : 0;
+}
+
+/* The handshake ended (FD writable), the deadline passed, or (FD -1) it
+** is time to ask a full UNIX listener again. A client that failed retries
+** after reconnect= seconds, or without it goes down with the reason. */
+static void stream_on_connect(evutil_socket_t fd, short what, void *arg)
+{
+    netbe *be = arg;
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (what & EV_WRITE) {
+        if (getsockopt(p->conn_fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+            e = errno;
+    } else if (fd >= 0 || nb_now_ns() >= p->conn_deadline) {
+        e = ETIMEDOUT;
+    } else if (connect(p->conn_fd, (struct sockaddr *)&p->addr.sa, p->addr.len) < 0) {
+        e = errno;
     }
-    nb_set_nonblock(fd);
-    stream_use_fd(be, fd);
-    return 0;
+    int rc = stream_connect_result(be, e);
+    if (rc < 0 && p->reconnect)
+        stream_connect_later(be);
+    else if (rc < 0)
+        nb_go_down(be, rc);
 }
 
 static void stream_on_retry(evutil_socket_t fd, short what, void *arg)
@@ -3765,6 +3880,10 @@ static void stream_close(netbe *be)
         event_free(p->accept_ev);
     if (p->retry_ev)
         event_free(p->retry_ev);
+    if (p->conn_ev)
+        event_free(p->conn_ev);
+    if (p->conn_fd >= 0)
+        close(p->conn_fd);
     if (p->fd >= 0)
         close(p->fd);
     if (p->listen_fd >= 0) {
@@ -3783,7 +3902,7 @@ static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t err
     const char *l = netbe_config_get(cfg, "listen"), *c = netbe_config_get(cfg, "connect");
     const char *r = netbe_config_get(cfg, "reconnect");
     unsigned long secs = 0;
-    p->fd = p->listen_fd = -1;
+    p->fd = p->listen_fd = p->conn_fd = -1;
     pthread_mutex_init(&p->tx_lock, NULL);
     if (r)
         nb_parse_uint(r, 0, 86400, &secs);
@@ -3791,7 +3910,9 @@ static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t err
     p->txbuf = malloc(NETBE_MAX_FRAME + 4);
     p->rxbuf = malloc(STREAM_RXBUF);
     p->retry_ev = evtimer_new(be->base, stream_on_retry, be);
-    int rc = !p->txbuf || !p->rxbuf || !p->retry_ev ? NB_ERR(ENOMEM, "out of memory") :
+    p->conn_ev = evtimer_new(be->base, stream_on_connect, be);
+    int rc = !p->txbuf || !p->rxbuf || !p->retry_ev || !p->conn_ev ?
+             NB_ERR(ENOMEM, "out of memory") :
              nb_parse_addr(l ? "listen" : "connect", l ? l : c, l != NULL, &p->addr,
                            err, errlen);
     if (rc == 0)
@@ -3904,6 +4025,13 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
                 stream_drop_peer(be);
                 return 0;
             }
+            if (len == 0) {
+                /* An empty record carries no frame: skip it, so the frames
+                ** behind it need not wait for the peer's next write. */
+                nb_count(&be->st.rx_errors, 1);
+                p->rx_head += 4;
+                continue;
+            }
             if (have >= len + 4) {
                 p->rx_head += len + 4;
                 size_t room = nb_iov_len(iov, iovcnt);
@@ -3934,7 +4062,8 @@ static const struct nb_ops nb_stream = {
 ** ====================================================================
 ** Compatible with QEMU's -netdev dgram: UDP or UNIX datagram sockets, no
 ** length prefix and no virtio header. With remote= the socket is connected,
-** so the kernel drops datagrams from anyone else.
+** so the kernel drops datagrams from anyone else. A UNIX remote not bound
+** yet, or gone, is connected again when a send finds it there.
 */
 
 static const char *const dgram_keys[] = {"local", "remote", NULL};
@@ -3942,7 +4071,8 @@ static const char *const dgram_keys[] = {"local", "remote", NULL};
 struct dgram_priv {
     int fd;                      /* first: sock_send_msg reads it */
     struct netbe_unix_id bound;  /* a UNIX local= socket, once bound */
-    struct nb_addr local;
+    int connected;               /* to remote; a UNIX peer may bind after us */
+    struct nb_addr local, remote;
 };
 
 static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
@@ -3997,12 +4127,21 @@ static int dgram_check_size(unsigned mtu, size_t limit, char *err, size_t errlen
                   limit > 18 ? limit - 18 : 0);
 }
 
+/* Connect to the remote address; 0 or -errno. */
+static int dgram_connect(struct dgram_priv *p)
+{
+    int ok = connect(p->fd, (struct sockaddr *)&p->remote.sa, p->remote.len) == 0;
+    int e = errno;
+    __atomic_store_n(&p->connected, ok, __ATOMIC_RELEASE);
+    return ok ? 0 : -e;
+}
+
 static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
-    struct nb_addr ra;
+    struct nb_addr *ra = &p->remote;
     nb_parse_addr("local", netbe_config_get(cfg, "local"), 1, &p->local, NULL, 0);
-    nb_parse_addr("remote", netbe_config_get(cfg, "remote"), 0, &ra, NULL, 0);
+    nb_parse_addr("remote", netbe_config_get(cfg, "remote"), 0, ra, NULL, 0);
     int rc = p->local.family == AF_UNIX ?
         dgram_check_size(be->mtu, dgram_unix_max(), err, errlen) : 0;
     if (rc < 0)
@@ -4022,11 +4161,11 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     }
     if (p->local.family == AF_UNIX)
         netbe_unix_mark(path, &p->bound);
-    /* A UNIX peer may bind after us; connect lazily on the first send then. */
-    if (connect(p->fd, (struct sockaddr *)&ra.sa, ra.len) < 0 && ra.family != AF_UNIX) {
-        int e = errno;
+    /* A UNIX peer may bind after us; dgram_send connects then. */
+    rc = dgram_connect(p);
+    if (rc < 0 && ra->family != AF_UNIX) {
         close(p->fd);
-        return NB_ERR(e, "dgram: cannot use remote=%s: %s", ra.text, strerror(e));
+        return NB_ERR(-rc, "dgram: cannot use remote=%s: %s", ra->text, strerror(-rc));
     }
     sock_grow_buffers(p->fd, 4 << 20);
     return nb_watch_fd(be, p->fd);
@@ -4040,10 +4179,24 @@ static void dgram_close(netbe *be)
         netbe_unix_release(((struct sockaddr_un *)&p->local.sa)->sun_path, &p->bound);
 }
 
+/* Connect to a UNIX peer that was absent at open, or that went and may
+** have come back (a new socket at its path) when a send finds it gone.
+** Frames sent while nobody is there are dropped (-ENOTCONN, counted). */
+static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    if (!__atomic_load_n(&p->connected, __ATOMIC_ACQUIRE) && dgram_connect(p) < 0)
+        return -ENOTCONN;
+    ssize_t n = sock_send_msg(be, iov, iovcnt);
+    if (n == -ENOTCONN && p->remote.family == AF_UNIX && dgram_connect(p) == 0)
+        n = sock_send_msg(be, iov, iovcnt);
+    return n;
+}
+
 static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
-    .send = sock_send_msg, .recv = sock_recv_msg, .mtu_drop = 1,
+    .send = dgram_send, .recv = sock_recv_msg, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -4513,6 +4666,399 @@ static const struct nb_ops nb_vale = {
 #endif /* __FreeBSD__ */
 
 /* ====================================================================
+** 10c. IP reassembly: whole datagrams from a guest's fragments
+** ====================================================================
+** libslirp 4.7 must never see a fragment: its IPv4 ip_reass takes a lone
+** last fragment (MF clear, offset not 0) for a whole datagram and writes
+** through pointers read from its payload, and its IPv6 input drops every
+** packet with a fragment header. Guests fragment large UDP datagrams
+** (DNS with big EDNS answers, NFS over UDP), so the slirp backend hands
+** fragments to this table and libslirp gets only whole datagrams.
+**
+** The rules are Linux's. A datagram is keyed by addresses, id and (IPv4)
+** protocol. Fragments that overlap drop the whole datagram (RFC 5722; Linux
+** does the same for IPv4); an exact duplicate is dropped alone. A datagram
+** that would pass 65,535 bytes is dropped. Limits as the kernel's
+** ipfrag_time, ipfrag_high_thresh and ipfrag_max_dist: a datagram still
+** incomplete after 30 s is dropped; at most FRAG_MAX_DGRAMS datagrams and
+** FRAG_MEM_MAX bytes are held, the oldest going first; a datagram that has
+** seen no fragment while FRAG_MAX_DIST others came is stale (its id has
+** likely wrapped) and is dropped. Only a fragment header right behind the
+** fixed IPv6 header is reassembled: libslirp 4.7 drops a packet with any
+** other extension header anyway. Every fragment counts in tx_frags, every
+** one given up also in tx_frag_drops and tx_drops, every datagram given
+** up in one of tx_frag_overlap, _oversize, _timeout or _evicted.
+** The table is used under its owner's lock.
+*/
+
+#ifndef NETBE_OMIT_SLIRP
+
+#define FRAG_MEM_MAX    (4u << 20)          /* bytes held, as ipfrag_high_thresh */
+#define FRAG_MAX_DGRAMS 256                 /* datagrams in progress */
+#define FRAG_TIME_NS    (30ull * 1000000000u)   /* as ipfrag_time */
+#define FRAG_MAX_DIST   64                  /* as ipfrag_max_dist */
+#define FRAG_COST       64                  /* bytes charged per allocation beyond its data */
+#define FRAG_KEY        37                  /* family, two IPv6 addresses, a 32-bit id */
+#define FRAG_HEAD_MAX   (14 + 60)           /* Ethernet and the largest IPv4 header */
+
+struct frag_piece {
+    struct frag_piece *next;
+    uint32_t off, len;           /* where the data goes in the datagram's payload */
+    uint8_t data[];
+};
+
+/* A datagram being put together. */
+struct frag_dgram {
+    struct frag_dgram *next;     /* the table's list, oldest first */
+    uint64_t born;               /* when its first fragment came, ns */
+    uint64_t seen;               /* the table's fragment count at its latest fragment */
+    uint8_t key[FRAG_KEY];
+    uint32_t total;              /* payload length once the last fragment came, else 0 */
+    uint32_t have, end;          /* payload bytes held; the end of the furthest piece */
+    size_t cost;
+    unsigned npieces;
+    uint8_t nexthdr;             /* IPv6: the next header the first fragment names */
+    uint16_t head_len;           /* 0 until the first fragment came */
+    uint8_t head[FRAG_HEAD_MAX]; /* its Ethernet and IP headers */
+    struct frag_piece *pieces;   /* sorted by offset, never overlapping */
+};
+
+struct frag_table {
+    struct frag_dgram *first, *last;
+    unsigned count;
+    size_t cost;
+    uint64_t seq;                /* fragments taken so far */
+    size_t v6_max;               /* the largest IPv6 packet the owner passes on */
+    struct netbe_stats *st;
+    uint8_t *out;                /* the datagram made whole, 14 + 65535 bytes */
+};
+
+/* What a fragment is. */
+struct frag_info {
+    int v6;
+    int more;                    /* more fragments follow */
+    unsigned head_len;           /* Ethernet and IP header (IPv6: without the fragment header) */
+    unsigned data;               /* where its data starts in the frame */
+    uint32_t off, len;
+    uint8_t nexthdr;
+    uint8_t key[FRAG_KEY];
+};
+
+static void frag_init(struct frag_table *t, struct netbe_stats *st, size_t v6_max)
+{
+    memset(t, 0, sizeof *t);
+    t->st = st;
+    t->v6_max = v6_max;
+}
+
+/* Classify Ethernet frame F of LEN bytes: 0 when it is no fragment, 1 for
+** a fragment (*FI filled), 2 for an IPv6 atomic fragment (offset 0, no
+** more: RFC 6946 has it taken alone), -1 for a fragment whose headers lie. */
+static int frag_parse(const uint8_t *f, size_t len, struct frag_info *fi)
+{
+    memset(fi, 0, sizeof *fi);
+    if (len >= 34 && nb_get16(f + 12) == 0x0800 && (f[14] >> 4) == 4) {
+        unsigned fo = nb_get16(f + 20), ihl = (f[14] & 15u) * 4, tot = nb_get16(f + 16);
+        if (!(fo & 0x3fff))
+            return 0;
+        if (ihl < 20 || tot <= ihl || 14 + (size_t)tot > len ||
+            nb_sum_fold(nb_sum(0, f + 14, ihl)) != 0xffff)
+            return -1;
+        fi->more = (fo & 0x2000) != 0;
+        fi->head_len = fi->data = 14 + ihl;
+        fi->off = (fo & 0x1fff) * 8u;
+        fi->len = tot - ihl;
+        fi->key[0] = 4;
+        memcpy(fi->key + 1, f + 26, 8);          /* source, destination */
+        memcpy(fi->key + 9, f + 18, 2);          /* id */
+        fi->key[11] = f[23];                     /* protocol */
+    } else if (len >= 54 && nb_get16(f + 12) == 0x86dd && (f[14] >> 4) == 6 && f[20] == 44) {
+        unsigned pl = nb_get16(f + 18), fo;
+        if (pl < 8 || 54 + (size_t)pl > len)
+            return -1;
+        fo = nb_get16(f + 56);
+        fi->v6 = 1;
+        fi->more = fo & 1;
+        fi->head_len = 54;
+        fi->data = 62;
+        fi->off = fo & 0xfff8;
+        fi->len = pl - 8;
+        fi->nexthdr = f[54];
+        fi->key[0] = 6;
+        memcpy(fi->key + 1, f + 22, 32);         /* source, destination */
+        memcpy(fi->key + 33, f + 58, 4);         /* id */
+        if (!fi->off && !fi->more)
+            return 2;
+    } else {
+        return 0;
+    }
+    if (!fi->len || (fi->more && fi->len % 8))
+        return -1;               /* only the last fragment may end off the 8-byte grid */
+    return 1;
+}
+
+/* True when Ethernet frame F of LEN bytes is an IP fragment. */
+static int frag_is_fragment(const uint8_t *f, size_t len)
+{
+    struct frag_info fi;
+    return frag_parse(f, len, &fi) != 0;
+}
+
+static void frag_drop_count(struct frag_table *t, uint64_t fragments)
+{
+    nb_count(&t->st->tx_frag_drops, fragments);
+    nb_count(&t->st->tx_drops, fragments);
+}
+
+/* Give up datagram D, counting it in REASON. */
+static void frag_kill(struct frag_table *t, struct frag_dgram *d, uint64_t *reason)
+{
+    struct frag_dgram **pp = &t->first, *prev = NULL;
+    while (*pp != d) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    *pp = d->next;
+    if (t->last == d)
+        t->last = prev;
+    t->count--;
+    t->cost -= d->cost;
+    if (reason) {
+        frag_drop_count(t, d->npieces);
+        nb_count(reason, 1);
+    }
+    while (d->pieces) {
+        struct frag_piece *p = d->pieces;
+        d->pieces = p->next;
+        free(p);
+    }
+    free(d);
+}
+
+/* Drop the datagrams that ran out of time at NOW. */
+static void frag_expire(struct frag_table *t, uint64_t now)
+{
+    while (t->first && now - t->first->born >= FRAG_TIME_NS)
+        frag_kill(t, t->first, &t->st->tx_frag_timeout);
+}
+
+/* When the oldest datagram runs out of time, or 0 when none is held. */
+static uint64_t frag_deadline(const struct frag_table *t)
+{
+    return t->first ? t->first->born + FRAG_TIME_NS : 0;
+}
+
+static void frag_free(struct frag_table *t)
+{
+    while (t->first)
+        frag_kill(t, t->first, NULL);
+    free(t->out);
+    t->out = NULL;
+}
+
+static struct frag_dgram *frag_find(struct frag_table *t, const uint8_t *key)
+{
+    for (struct frag_dgram *d = t->first; d; d = d->next)
+        if (memcmp(d->key, key, FRAG_KEY) == 0)
+            return d;
+    return NULL;
+}
+
+/* A new, empty datagram at the end of the list, after making room for
+** it; NULL when out of memory. */
+static struct frag_dgram *frag_new(struct frag_table *t, const uint8_t *key, uint64_t now)
+{
+    if (t->count >= FRAG_MAX_DGRAMS)
+        frag_kill(t, t->first, &t->st->tx_frag_evicted);
+    struct frag_dgram *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    memcpy(d->key, key, FRAG_KEY);
+    d->born = now;
+    d->cost = sizeof *d + FRAG_COST;
+    if (t->last)
+        t->last->next = d;
+    else
+        t->first = d;
+    t->last = d;
+    t->count++;
+    t->cost += d->cost;
+    return d;
+}
+
+/* Put fragment FI of frame F into D. Returns 0 when it went in, 1 when it
+** repeats a piece exactly (dropped alone), -1 when it overlaps or
+** contradicts what D holds (D must go), -ENOMEM. */
+static int frag_insert(struct frag_table *t, struct frag_dgram *d, const uint8_t *f,
+                       const struct frag_info *fi)
+{
+    uint32_t end = fi->off + fi->len;
+    if (!fi->more && (d->total ? end != d->total : end < d->end))
+        return -1;               /* a second, different last fragment, or one short of the data */
+    if (fi->more && d->total && end > d->total)
+        return -1;
+    struct frag_piece **pp = &d->pieces;
+    while (*pp && (*pp)->off + (*pp)->len <= fi->off)
+        pp = &(*pp)->next;
+    if (*pp && (*pp)->off < end)
+        return (*pp)->off == fi->off && (*pp)->len == fi->len ? 1 : -1;
+    size_t cost = sizeof(struct frag_piece) + fi->len + FRAG_COST;
+    while (t->cost + cost > FRAG_MEM_MAX && t->first != d)
+        frag_kill(t, t->first, &t->st->tx_frag_evicted);
+    struct frag_piece *p = malloc(sizeof *p + fi->len);
+    if (!p)
+        return -ENOMEM;
+    p->off = fi->off;
+    p->len = fi->len;
+    memcpy(p->data, f + fi->data, fi->len);
+    p->next = *pp;
+    *pp = p;
+    d->npieces++;
+    d->have += fi->len;
+    d->end = end > d->end ? end : d->end;
+    d->cost += cost;
+    t->cost += cost;
+    if (!fi->more)
+        d->total = end;
+    if (fi->off == 0) {
+        memcpy(d->head, f, fi->head_len);
+        d->head_len = (uint16_t)fi->head_len;
+        d->nexthdr = fi->nexthdr;
+    }
+    return 0;
+}
+
+/* The largest IP packet, header included, a datagram may become. */
+static size_t frag_max(const struct frag_table *t, int v6)
+{
+    return v6 ? (t->v6_max < 40 + 65535 ? t->v6_max : 40 + 65535) : 65535;
+}
+
+/* The buffer whole datagrams are written to; NULL when out of memory. */
+static uint8_t *frag_out(struct frag_table *t)
+{
+    if (!t->out)
+        t->out = malloc(14 + 40 + 65535);
+    return t->out;
+}
+
+/* Set the lengths in the headers of datagram O (IP header at 14) with
+** TOTAL payload bytes, and take out what said it was a fragment. Returns
+** the frame length. */
+static size_t frag_seal(uint8_t *o, int v6, unsigned head_len, uint32_t total,
+                        uint8_t nexthdr)
+{
+    size_t ip_len = head_len - 14u + total;
+    if (v6) {
+        nb_put16(o + 18, total);
+        o[20] = nexthdr;
+    } else {
+        nb_put16(o + 16, (unsigned)ip_len);
+        nb_put16(o + 20, 0);
+        nb_ipv4_csum(o + 14);
+    }
+    return 14 + ip_len;
+}
+
+/* Hand out the whole datagram in t->out. */
+static int frag_ready(struct frag_table *t, size_t n, const uint8_t **out, size_t *outlen)
+{
+    nb_count(&t->st->tx_frag_whole, 1);
+    *out = t->out;
+    *outlen = n;
+    return 1;
+}
+
+/* An IPv6 atomic fragment is the whole datagram behind a fragment header. */
+static int frag_atomic(struct frag_table *t, const uint8_t *f, const struct frag_info *fi,
+                       const uint8_t **out, size_t *outlen)
+{
+    if (!frag_out(t)) {
+        frag_drop_count(t, 1);
+        return -1;
+    }
+    memcpy(t->out, f, fi->head_len);
+    memcpy(t->out + fi->head_len, f + fi->data, fi->len);
+    return frag_ready(t, frag_seal(t->out, 1, fi->head_len, fi->len, fi->nexthdr), out,
+                      outlen);
+}
+
+/* D is complete when its last and first fragments came and nothing is
+** missing between (pieces never overlap, so the bytes held tell). Then it
+** is written to t->out and freed. */
+static int frag_complete(struct frag_table *t, struct frag_dgram *d, const uint8_t **out,
+                         size_t *outlen)
+{
+    if (!d->total || d->have != d->total || !d->head_len)
+        return -1;
+    int v6 = d->key[0] == 6;
+    if (d->head_len - 14u + d->total > frag_max(t, v6) || !frag_out(t)) {
+        frag_kill(t, d, &t->st->tx_frag_oversize);
+        return -1;
+    }
+    memcpy(t->out, d->head, d->head_len);
+    for (const struct frag_piece *p = d->pieces; p; p = p->next)
+        memcpy(t->out + d->head_len + p->off, p->data, p->len);
+    size_t n = frag_seal(t->out, v6, d->head_len, d->total, d->nexthdr);
+    frag_kill(t, d, NULL);
+    return frag_ready(t, n, out, outlen);
+}
+
+/* Take Ethernet frame F of LEN bytes from the guest at time NOW. Returns 0
+** when it is no fragment (pass F on as it is), 1 when a whole datagram is
+** ready (*OUT, *OUTLEN: valid until the next call), -1 when the fragment
+** was kept or dropped (nothing to pass on; counted). */
+static int frag_input(struct frag_table *t, const uint8_t *f, size_t len, uint64_t now,
+                      const uint8_t **out, size_t *outlen)
+{
+    struct frag_info fi;
+    int kind = frag_parse(f, len, &fi);
+    if (kind == 0)
+        return 0;
+    nb_count(&t->st->tx_frags, 1);
+    frag_expire(t, now);
+    if (kind == 2)
+        return frag_atomic(t, f, &fi, out, outlen);
+    if (kind < 0) {
+        frag_drop_count(t, 1);
+        return -1;
+    }
+    struct frag_dgram *d = frag_find(t, fi.key);
+    uint64_t *why = NULL;        /* set when the datagram must go */
+    t->seq++;
+    if (d && t->seq - d->seen > FRAG_MAX_DIST) {
+        frag_kill(t, d, &t->st->tx_frag_evicted);
+        d = NULL;
+    }
+    if (fi.head_len - 14u + fi.off + fi.len > frag_max(t, fi.v6)) {
+        why = &t->st->tx_frag_oversize;
+    } else if (!d && !(d = frag_new(t, fi.key, now))) {
+        frag_drop_count(t, 1);
+        return -1;
+    } else {
+        d->seen = t->seq;
+        int rc = frag_insert(t, d, f, &fi);
+        if (rc == 1) {
+            frag_drop_count(t, 1);
+            return -1;
+        }
+        if (rc < 0)
+            why = rc == -1 ? &t->st->tx_frag_overlap : &t->st->tx_frag_evicted;
+    }
+    if (why) {
+        frag_drop_count(t, 1);
+        if (d)
+            frag_kill(t, d, why);
+        else
+            nb_count(why, 1);
+        return -1;
+    }
+    return frag_complete(t, d, out, outlen);
+}
+
+#endif /* NETBE_OMIT_SLIRP */
+
+/* ====================================================================
 ** 11. Backend slirp: user-mode NAT through libslirp
 ** ====================================================================
 ** libslirp is a TCP/IP stack that terminates the guest's connections and
@@ -4531,6 +5077,57 @@ static const struct nb_ops nb_vale = {
 ** descriptor: it is activated when a round (or a send) leaves frames in
 ** the ring, in the same loop pass, without an eventfd's two system calls.
 */
+
+/* ---- Log: libslirp's glib messages go to the embedder ---- */
+
+#ifndef NETBE_OMIT_SLIRP
+
+static pthread_mutex_t slirp_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static netbe_log_fn slirp_log_fn;
+static void *slirp_log_arg;
+static pthread_once_t slirp_log_once = PTHREAD_ONCE_INIT;
+
+static int slirp_log_level(GLogLevelFlags flags)
+{
+    return flags & G_LOG_LEVEL_ERROR ? NETBE_LOG_ERR :
+           flags & G_LOG_LEVEL_CRITICAL ? NETBE_LOG_CRIT :
+           flags & G_LOG_LEVEL_WARNING ? NETBE_LOG_WARNING :
+           flags & G_LOG_LEVEL_MESSAGE ? NETBE_LOG_NOTICE :
+           flags & G_LOG_LEVEL_INFO ? NETBE_LOG_INFO : NETBE_LOG_DEBUG;
+}
+
+static void slirp_on_log(const gchar *domain, GLogLevelFlags flags, const gchar *msg,
+                         gpointer unused)
+{
+    pthread_mutex_lock(&slirp_log_lock);
+    netbe_log_fn fn = slirp_log_fn;
+    void *arg = slirp_log_arg;
+    pthread_mutex_unlock(&slirp_log_lock);
+    if (fn) {
+        char line[512];
+        snprintf(line, sizeof line, "slirp: %s", msg ? msg : "");
+        fn(slirp_log_level(flags), line, arg);
+    }
+}
+
+/* libslirp logs through glib in its own domain, "Slirp" (its G_LOG_DOMAIN);
+** the handler takes that domain only, before the first slirp opens. */
+static void slirp_log_install(void)
+{
+    g_log_set_handler("Slirp", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
+                      slirp_on_log, NULL);
+}
+
+void netbe_set_log(netbe_log_fn fn, void *arg)
+{
+    pthread_mutex_lock(&slirp_log_lock);
+    slirp_log_fn = fn;
+    slirp_log_arg = arg;
+    pthread_mutex_unlock(&slirp_log_lock);
+    pthread_once(&slirp_log_once, slirp_log_install);
+}
+
+#endif /* NETBE_OMIT_SLIRP */
 
 /* ---- Options: parsing and checking ---- */
 
@@ -5166,6 +5763,8 @@ struct slirp_priv {
     int run_pending;             /* run_ev is active: no need to activate it again */
     struct slirp_timer *timers;
     uint8_t *txbuf;              /* gathers a scattered frame for slirp_input */
+    struct frag_table frag;      /* the guest's IP fragments, made whole for libslirp */
+    struct event *frag_ev;       /* drops datagrams that ran out of time */
 };
 
 
@@ -5698,6 +6297,27 @@ static void slirp_on_run(evutil_socket_t fd, short what, void *arg)
         event_active(be->rx_ev, EV_READ, 0);
 }
 
+/* Arm the timer that drops the oldest held datagram when it runs out of
+** time, so it goes even when the guest sends nothing more (lock held). */
+static void slirp_frag_arm(struct slirp_priv *p)
+{
+    uint64_t when = frag_deadline(&p->frag), now = nb_now_ns();
+    if (!when || evtimer_pending(p->frag_ev, NULL))
+        return;
+    uint64_t us = when > now ? (when - now + 999) / 1000 : 0;
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    evtimer_add(p->frag_ev, &tv);
+}
+
+static void slirp_on_frag_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct slirp_priv *p = NB_PRIV((netbe *)arg, struct slirp_priv);
+    pthread_mutex_lock(&p->lock);
+    frag_expire(&p->frag, nb_now_ns());
+    slirp_frag_arm(p);
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* Install RULE in libslirp (lock held). */
 static int slirp_rule_install(struct slirp_priv *p, struct slirp_rule *r,
                               char *err, size_t errlen)
@@ -5754,6 +6374,9 @@ static void slirp_close(netbe *be)
         event_free(p->run_ev);
     if (p->timeout_ev)
         event_free(p->timeout_ev);
+    if (p->frag_ev)
+        event_free(p->frag_ev);
+    frag_free(&p->frag);
     free(p->fdw);
     free(p->pfd);
     free(p->ring);
@@ -5807,6 +6430,7 @@ static int slirp_start(netbe *be, char *err, size_t errlen)
 static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
+    pthread_once(&slirp_log_once, slirp_log_install);
     pthread_mutex_init(&p->lock, NULL);
     p->last = SIZE_MAX;
     int rc = nb_allow_copy(&p->allow, &cfg->allow) < 0 ? NB_ERR(ENOMEM, "out of memory") :
@@ -5825,8 +6449,10 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     p->txbuf = malloc(NETBE_MAX_FRAME + SLIRP_HDR);
     p->run_ev = event_new(be->base, -1, 0, slirp_on_run, be);
     p->timeout_ev = evtimer_new(be->base, slirp_on_run, be);
+    p->frag_ev = evtimer_new(be->base, slirp_on_frag_timer, be);
+    frag_init(&p->frag, &be->st, p->opts.mtu);
     be->rx_ev = event_new(be->base, -1, EV_PERSIST, nb_on_rx, be);
-    if (!p->ring || !p->txbuf || !be->rx_ev || !p->run_ev || !p->timeout_ev)
+    if (!p->ring || !p->txbuf || !be->rx_ev || !p->run_ev || !p->timeout_ev || !p->frag_ev)
         rc = NB_ERR(ENOMEM, "slirp: out of memory or descriptors");
     if (rc == 0) {
         pthread_mutex_lock(&p->lock);
@@ -5840,14 +6466,16 @@ static int slirp_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     return rc;
 }
 
-/* ---- Offloads: the guest's TSO frames go to libslirp whole ----
+/* ---- Offloads: the guest's IPv4 TSO frames go to libslirp whole ----
 ** libslirp's TCP takes a segment of any length that fits the window it
 ** advertised, so a 64 KiB TSO frame from the guest is one slirp_input and
 ** one send() on the host socket instead of 45 of each, with one ACK back.
 ** It verifies every checksum, so the ones the guest left partial are
-** completed here. */
+** completed here. Not IPv6: libslirp 4.7 answers an IPv6 packet longer
+** than its MTU with "packet too big" and drops it, so netbe cuts IPv6 TSO
+** frames in software first. */
 
-#define SLIRP_CAPS  (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_TSO6 | NETBE_F_HOST_ECN | \
+#define SLIRP_CAPS  (NETBE_F_CSUM | NETBE_F_HOST_TSO4 | NETBE_F_HOST_ECN | \
                      NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6)
 
 static uint64_t slirp_get_cap(netbe *be)
@@ -5876,7 +6504,10 @@ static int slirp_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
 /* Make F (an Ethernet frame of LEN bytes with header H) one libslirp takes:
 ** lengths set for a TSO frame, the IPv4 header checksum and the partial
 ** transport checksum computed. Returns 0, or -EINVAL for a frame whose
-** header lies about it. */
+** header lies about it. A fragment is never repaired: its transport
+** checksum covers the whole datagram, so a header asking to complete it
+** lies, and rewriting its IP header would make a forged fragment pass the
+** checks the reassembly makes. */
 static int slirp_complete(uint8_t *f, size_t len, const struct nb_vnet_hdr *h)
 {
     int v4 = len >= 34 && f[12] == 0x08 && f[13] == 0x00 && (f[14] >> 4) == 4;
@@ -5884,6 +6515,8 @@ static int slirp_complete(uint8_t *f, size_t len, const struct nb_vnet_hdr *h)
     size_t l4 = v4 ? 14 + (size_t)(f[14] & 15) * 4 : 54;
     if (!(h->flags & NB_HDR_F_NEEDS_CSUM))
         return h->gso_type == NB_HDR_GSO_NONE ? 0 : -EINVAL;
+    if (frag_is_fragment(f, len))
+        return -EINVAL;
     if ((!v4 && !v6) || h->csum_start != l4 || l4 + 8 > len ||
         (size_t)h->csum_start + h->csum_offset + 2 > len || len - 14 > 65535)
         return -EINVAL;
@@ -5903,12 +6536,14 @@ static int slirp_complete(uint8_t *f, size_t len, const struct nb_vnet_hdr *h)
     return 0;
 }
 
-/* The guest sent a frame: straight into libslirp, which answers through
-** slirp_cb_send and may open or close host sockets; a round follows. */
+/* The guest sent a frame: into libslirp, which answers through
+** slirp_cb_send and may open or close host sockets; a round follows. IP
+** fragments go through the reassembly table first: libslirp gets only
+** whole datagrams (section 10c). */
 static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    size_t len = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
+    size_t len = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len, flen = len - hl;
     if (len > NETBE_MAX_FRAME + hl || len < hl + 14)
         return -EMSGSIZE;
     struct nb_vnet_hdr h;
@@ -5917,14 +6552,17 @@ static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
     pthread_mutex_lock(&p->lock);
     const uint8_t *frame = (const uint8_t *)iov[0].iov_base + hl;
     if (!whole) {
-        nb_iov_to_buf(iov, iovcnt, hl, p->txbuf, len - hl);
+        nb_iov_to_buf(iov, iovcnt, hl, p->txbuf, flen);
         frame = p->txbuf;
-        if (slirp_complete(p->txbuf, len - hl, &h) < 0) {
+        if (slirp_complete(p->txbuf, flen, &h) < 0) {
             pthread_mutex_unlock(&p->lock);
+            nb_count(&be->st.tx_bad_hdr, 1);
             return -EMSGSIZE;    /* counted as a drop: a header that lies */
         }
     }
-    slirp_input(p->slirp, frame, (int)(len - hl));
+    if (frag_input(&p->frag, frame, flen, nb_now_ns(), &frame, &flen) >= 0)
+        slirp_input(p->slirp, frame, (int)flen);
+    slirp_frag_arm(p);
     pthread_mutex_unlock(&p->lock);
     slirp_kick(p);
     return (ssize_t)len;
@@ -6154,6 +6792,9 @@ ssize_t netbe_slirp_hostfwd_list(netbe *be, char *buf, size_t len)
 {
     return -ENOTSUP;
 }
+
+/* libslirp is the only library that logs, so there is nothing to hand on. */
+void netbe_set_log(netbe_log_fn fn, void *arg) {}
 
 #endif /* NETBE_OMIT_SLIRP */
 

@@ -272,7 +272,9 @@ void netbe_rx_disable(netbe *be);
 ** and every later netbe_recv returns the same error. Errors that concern
 ** one frame or a peer that may come back (a stream client reconnecting)
 ** do not take a backend down; a stream client without reconnect= whose
-** server went away does (-ENOTCONN). */
+** server went away does (-ENOTCONN), or whose connect failed after
+** netbe_open returned (its error; -ETIMEDOUT after 10 s without an
+** answer), and so does a pair end whose other end was closed (-ENOTCONN). */
 int netbe_down(netbe *be);
 
 /* virtio-net feature bits (VIRTIO_NET_F_*) a backend can offer. */
@@ -347,11 +349,23 @@ int netbe_get_mac(netbe *be, uint8_t mac[6]);
 ** (see netbe_frame_check) counts in tx_drops or rx_drops and also in
 ** tx_bad_hdr or rx_bad_hdr. tx_sw_frames and rx_sw_frames count frames
 ** netbe checksummed or segmented because the other side could not;
-** the segments they became count in tx_frames and rx_frames. */
+** the segments they became count in tx_frames and rx_frames.
+** The tx_frag counters are kept by backends that reassemble the IP
+** fragments their frontend sends (slirp; see there): tx_frags counts the
+** fragments taken, tx_frag_whole the datagrams made whole and passed on,
+** tx_frag_drops the fragments given up (also in tx_drops; they counted in
+** tx_frames when taken). Each datagram given up counts in one of:
+** tx_frag_overlap (fragments overlapped or disagreed on its end),
+** tx_frag_oversize (it would pass 65,535 bytes, or the largest IPv6
+** packet the backend takes), tx_frag_timeout (still incomplete after
+** 30 s), tx_frag_evicted (dropped, oldest first, to keep within the
+** limits on datagrams, bytes and fragments in between). */
 struct netbe_stats {
     uint64_t tx_frames, tx_bytes, tx_drops, tx_errors;
     uint64_t rx_frames, rx_bytes, rx_drops, rx_errors;
     uint64_t tx_bad_hdr, rx_bad_hdr, tx_sw_frames, rx_sw_frames;
+    uint64_t tx_frags, tx_frag_whole, tx_frag_drops;
+    uint64_t tx_frag_overlap, tx_frag_oversize, tx_frag_timeout, tx_frag_evicted;
 };
 void netbe_get_stats(netbe *be, struct netbe_stats *st);
 
@@ -457,6 +471,33 @@ int netbe_unix_mark(const char *path, struct netbe_unix_id *id);
 int netbe_unix_release(const char *path, const struct netbe_unix_id *id);
 
 /* ====================================================================
+** Log
+** ====================================================================
+** netbe prints nothing. What a library it calls wants to say goes to the
+** function given here: libslirp's glib messages (its log domain "Slirp",
+** which glib would print on stderr as "Slirp-CRITICAL **: ..." or
+** "Slirp-WARNING **: ..."). Without a function they are dropped. Only
+** that domain is taken: glib's default handler and the handlers of other
+** domains stay as they are.
+*/
+#define NETBE_LOG_CRIT     2   /* g_critical: the library met a case it cannot handle */
+#define NETBE_LOG_ERR      3   /* g_error: glib aborts the process after the call */
+#define NETBE_LOG_WARNING  4
+#define NETBE_LOG_NOTICE   5   /* g_message */
+#define NETBE_LOG_INFO     6
+#define NETBE_LOG_DEBUG    7   /* libslirp's own, with SLIRP_DEBUG set */
+
+/* Called with a NETBE_LOG_* level (syslog's numbers) and one line of text
+** naming its source ("slirp: ..."; valid during the call only), on the
+** thread that made the library log: the event base's, or one that called
+** netbe_send. */
+typedef void (*netbe_log_fn)(int level, const char *msg, void *arg);
+
+/* From now on hand log messages to FN(level, msg, ARG), process-wide; FN
+** NULL drops them, as before any call. Safe from any thread, FN too. */
+void netbe_set_log(netbe_log_fn fn, void *arg);
+
+/* ====================================================================
 ** Slirp: user-mode NAT (libslirp)
 ** ====================================================================
 ** "slirp[,option...]" gives the guest a private network behind NAT with a
@@ -494,10 +535,30 @@ int netbe_unix_release(const char *path, const struct netbe_unix_id *id);
 ** opening a slirp backend sets SIGPIPE to be ignored when its disposition
 ** is still the default (QEMU does the same); an embedder that wants
 ** SIGPIPE must handle it itself before opening one.
-** Offloads (netbe_get_cap): CSUM and HOST_TSO4/6, so the guest's TSO frames
-** reach libslirp whole; GUEST_CSUM and GUEST_TSO4/6, so that toward a
+** Offloads (netbe_get_cap): CSUM and HOST_TSO4, so the guest's IPv4 TSO
+** frames reach libslirp whole (IPv6 ones are cut in software first:
+** libslirp 4.7 refuses an IPv6 packet longer than mtu= with "packet too
+** big"); GUEST_CSUM and GUEST_TSO4/6, so that toward a
 ** frontend that negotiates them TCP goes with a partial checksum and the
 ** in-order segments of one burst are joined into one TSO frame.
+** IP fragments from the guest never reach libslirp: libslirp 4.7 crashes
+** on a lone last IPv4 fragment and drops every IPv6 packet with a fragment
+** header. netbe reassembles them, as Linux does, and hands libslirp the
+** whole datagram (IPv6: without the fragment header). Overlapping
+** fragments drop the datagram (RFC 5722), an exact duplicate is dropped
+** alone; a datagram that would pass 65,535 bytes is dropped, and so is an
+** IPv6 one larger than mtu=, which libslirp would refuse (the guest has
+** fragmented already, so its ICMPv6 "packet too big" would help nothing).
+** At most 256 datagrams and 4 MiB are held per backend (oldest dropped
+** first); a datagram incomplete after 30 s, or one that saw no fragment
+** while 64 others came, is dropped (Linux's ipfrag_time, _high_thresh and
+** _max_dist). Only a fragment header right after the fixed IPv6 header is
+** reassembled; libslirp drops packets with other extension headers. Every
+** step is counted (the tx_frag counters of struct netbe_stats). Checksum
+** offload never repairs a fragment: a fragment whose header asks for a
+** checksum lies (the transport checksum covers the whole datagram) and is
+** dropped as tx_bad_hdr, and a fragment whose IPv4 header checksum is wrong
+** is dropped, not recomputed, so no forged fragment is made valid.
 */
 
 /* Add a host forwarding RULE (the hostfwd= form above, one rule) to a

@@ -370,11 +370,13 @@ static int lb_stats(lua_State *L)
 {
     struct netbe_stats st;
     netbe_get_stats(lb_checkbe(L, 1)->be, &st);
-    lua_createtable(L, 0, 12);
+    lua_createtable(L, 0, 19);
 #define F(name) (lua_pushinteger(L, (lua_Integer)st.name), lua_setfield(L, -2, #name))
     F(tx_frames); F(tx_bytes); F(tx_drops); F(tx_errors);
     F(rx_frames); F(rx_bytes); F(rx_drops); F(rx_errors);
     F(tx_bad_hdr); F(rx_bad_hdr); F(tx_sw_frames); F(rx_sw_frames);
+    F(tx_frags); F(tx_frag_whole); F(tx_frag_drops);
+    F(tx_frag_overlap); F(tx_frag_oversize); F(tx_frag_timeout); F(tx_frag_evicted);
 #undef F
     return 1;
 }

@@ -65,6 +65,9 @@ end
 local COUNTERS = { "rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
                    "rx_drops", "tx_drops", "rx_errors", "tx_errors",
                    "rx_bad_hdr", "tx_bad_hdr", "rx_sw_frames", "tx_sw_frames" }
+-- Shown once a backend has reassembled fragments (slirp).
+local FRAG_COUNTERS = { "tx_frags", "tx_frag_whole", "tx_frag_drops", "tx_frag_overlap",
+                        "tx_frag_oversize", "tx_frag_timeout", "tx_frag_evicted" }
 
 -- Feature bits by name, in the order `netbe wire` prints them.
 local FEATURES = { "CSUM", "GUEST_CSUM", "HOST_TSO4", "HOST_TSO6", "HOST_ECN", "HOST_UFO",
@@ -86,6 +89,9 @@ function cli.format_stats(be)
   local s = be:stats()
   local parts = {}
   for _, k in ipairs(COUNTERS) do parts[#parts + 1] = k .. "=" .. s[k] end
+  if s.tx_frags > 0 then
+    for _, k in ipairs(FRAG_COUNTERS) do parts[#parts + 1] = k .. "=" .. s[k] end
+  end
   return string.format("%-12s %s", be:name(), table.concat(parts, " "))
 end
 

@@ -2,16 +2,20 @@
 ** stream_test.c: the stream backend against a raw socket peer, byte by byte
 ** as QEMU's -netdev stream writes it: 4-byte big-endian length, then the
 ** frame. Partial writes, several frames in one write, an oversize length,
-** a peer that goes away and a client that reconnects.
+** a peer that goes away and a client that reconnects, and a client whose
+** server's backlog is full, which must not stop the event loop.
 */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -40,6 +44,17 @@ static int raw_connect(void)
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     return connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -1 : fd;
+}
+
+/* A client backend (connect= with EXTRA options) and the raw server's end
+** of its connection; *LFD gets the raw listener. */
+static int client_and_peer(netbe **be, int *lfd, const char *extra)
+{
+    char err[NETBE_ERRMAX], spec[200];
+    *lfd = raw_listener();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s%s", path, extra);
+    CHECK(open_allowing(be, spec, "/tmp", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    return accept(*lfd, NULL, NULL);
 }
 
 static void spin(void)
@@ -74,13 +89,8 @@ static ssize_t recv_one(netbe *be, uint8_t *out, size_t room)
 /* Bytes written by the raw side in awkward pieces arrive as whole frames. */
 static void test_partial_writes(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
-    CHECK(open_allowing(&be, spec, "/tmp", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, "");
     uint8_t wire[3 * 1600], f[1600], got[2000];
     size_t off = 0;
     size_t lens[3] = {60, 1514, 200};
@@ -132,13 +142,8 @@ static void test_partial_writes(void)
 ** with reconnect= the client comes back. */
 static void test_oversize_and_reconnect(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s,reconnect=1", path);
-    CHECK(open_allowing(&be, spec, "/tmp", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, ",reconnect=1");
     uint32_t huge = htonl(NETBE_MAX_FRAME + 1);
     CHECK(write(peer, &huge, 4) == 4, "write");
     uint8_t got[100];
@@ -168,6 +173,158 @@ static void test_oversize_and_reconnect(void)
     CHECK(netbe_send(be, &v, 1) == 60, "send after reconnect");
     netbe_close(be);
     close(peer);
+    close(lfd);
+}
+
+/* An empty record is skipped and counted as an error; the frames behind
+** it, in the same write, are delivered at once, not at the peer's next one. */
+static void test_empty_record(void)
+{
+    netbe *be;
+    int lfd, peer = client_and_peer(&be, &lfd, "");
+    uint8_t wire[4 + 4 + 60 + 4 + 4 + 80], got[100];
+    uint32_t l = htonl(60);
+    memset(wire, 0, 4);
+    memcpy(wire + 4, &l, 4);
+    frame(wire + 8, 60, 1);
+    memset(wire + 68, 0, 4);
+    l = htonl(80);
+    memcpy(wire + 72, &l, 4);
+    frame(wire + 76, 80, 2);
+    CHECK(write(peer, wire, sizeof wire) == (ssize_t)sizeof wire, "write");
+    CHECK(recv_one(be, got, sizeof got) == 60 && memcmp(got, wire + 8, 60) == 0,
+          "the frame behind the first empty record");
+    struct iovec v = {got, sizeof got};
+    ssize_t n = netbe_recv(be, &v, 1);
+    CHECK(n == 80 && memcmp(got, wire + 76, 80) == 0,
+          "the frame behind the second comes in the same pass: %zd", n);
+    struct netbe_stats st;
+    netbe_get_stats(be, &st);
+    CHECK(st.rx_frames == 2 && st.rx_errors == 2, "two frames, two errors: %llu %llu",
+          (unsigned long long)st.rx_frames, (unsigned long long)st.rx_errors);
+    netbe_close(be);
+    close(peer);
+    close(lfd);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Run the loop for MS milliseconds; returns how often a 10 ms timer ran. */
+static int ticks_in(int ms)
+{
+    int ticks = 0;
+    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, &ticks);
+    struct timeval every = {0, 10000}, run = {ms / 1000, (ms % 1000) * 1000};
+    event_add(tick, &every);
+    event_base_loopexit(base, &run);
+    event_base_dispatch(base);
+    event_free(tick);
+    return ticks;
+}
+
+/* Connect to LFD until its backlog refuses; returns the sockets made. */
+static int fill_backlog(int *fds, int max)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    for (int n = 0; n < max; n++) {
+        fds[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (connect(fds[n], (struct sockaddr *)&sa, sizeof sa) < 0) {
+            close(fds[n]);
+            return n;
+        }
+    }
+    return max;
+}
+
+/* Accept every waiting connection and close it; returns how many had sent
+** a 64-byte frame. */
+static int drain_listener(int lfd)
+{
+    int peer, got = 0;
+    uint8_t in[68];
+    while ((peer = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+        got += read(peer, in, sizeof in) == (ssize_t)sizeof in;
+        close(peer);
+    }
+    return got;
+}
+
+/* Send F until the client has connected: about 0.6 s at most. */
+static int send_when_connected(netbe *be, const struct iovec *v)
+{
+    for (int i = 0; i < 30; i++) {
+        if (netbe_send(be, v, 1) == (ssize_t)v->iov_len)
+            return 1;
+        spin();
+    }
+    return 0;
+}
+
+/* Read what arrives, so that the client sees its server hang up. */
+static void drain_rx(netbe *be, int events, void *arg)
+{
+    uint8_t buf[100];
+    struct iovec v = {buf, sizeof buf};
+    while (netbe_recv(be, &v, 1) > 0)
+        ;
+}
+
+/* A UNIX listener whose backlog is full: connect=, which used to block in
+** connect() until the server accepted, returns at once; the loop keeps
+** running other events while the client waits; once there is room the
+** client connects by itself. The same when it reconnects after the server
+** dropped it. (SIGALRM ends the test if anything blocks.) */
+static void test_connect_full_backlog(void)
+{
+    char err[NETBE_ERRMAX];
+    char spec[200];
+    netbe *be;
+    int lfd = raw_listener(), fill[8], nfill;
+    listen(lfd, 0);
+    fcntl(lfd, F_SETFL, O_NONBLOCK);
+    nfill = fill_backlog(fill, 8);
+    CHECK(nfill >= 1 && nfill < 8, "the backlog is full after %d connections", nfill);
+    alarm(10);
+    double t0 = seconds();
+    snprintf(spec, sizeof spec, "stream,connect=unix:%s,reconnect=1", path);
+    int rc = open_allowing(&be, spec, "/tmp", base, drain_rx, NULL, err, sizeof err);
+    double took = seconds() - t0;
+    CHECK(rc == 0 && took < 0.1, "open returns at once: %d in %.3f s (%s)", rc, took, err);
+    if (rc < 0)
+        return;
+    netbe_rx_enable(be);
+    int ticks = ticks_in(500);
+    CHECK(ticks >= 20, "the loop ran a 10 ms timer %d times in 0.5 s", ticks);
+    uint8_t f[64];
+    frame(f, sizeof f, 5);
+    struct iovec v = {f, sizeof f};
+    CHECK(netbe_send(be, &v, 1) == -ENOTCONN, "not connected while the server is busy");
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    CHECK(drain_listener(lfd) == 0, "room made");
+    CHECK(send_when_connected(be, &v), "connected once the server made room");
+    CHECK(drain_listener(lfd) == 1, "the frame arrived, and the server dropped the client");
+    nfill = fill_backlog(fill, 8);
+    ticks = ticks_in(1500);
+    CHECK(ticks >= 60, "reconnecting to a full backlog, the loop ran %d ticks in 1.5 s", ticks);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    drain_listener(lfd);
+    CHECK(send_when_connected(be, &v), "reconnected once the server made room");
+    CHECK(drain_listener(lfd) == 1, "the frame arrived");
+    alarm(0);
+    netbe_close(be);
     close(lfd);
 }
 
@@ -221,13 +378,8 @@ static void *tx_thread(void *p)
 
 static void test_threaded_send(void)
 {
-    char err[NETBE_ERRMAX];
-    char spec[200];
     netbe *be;
-    int lfd = raw_listener();
-    snprintf(spec, sizeof spec, "stream,connect=unix:%s", path);
-    CHECK(open_allowing(&be, spec, "/tmp", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
-    int peer = accept(lfd, NULL, NULL);
+    int lfd, peer = client_and_peer(&be, &lfd, "");
     struct tx_arg a = {be, 0};
     pthread_t t;
     pthread_create(&t, NULL, tx_thread, &a);
@@ -262,6 +414,8 @@ int main(void)
     snprintf(path, sizeof path, "/tmp/netbe-stream-test-%d.sock", (int)getpid());
     RUN(test_partial_writes());
     RUN(test_oversize_and_reconnect());
+    RUN(test_empty_record());
+    RUN(test_connect_full_backlog());
     RUN(test_listener());
     RUN(test_threaded_send());
     unlink(path);

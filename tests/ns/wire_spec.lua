@@ -156,3 +156,40 @@ describe("netbe wire between namespaces #ns", function()
     assert.matches("mac", out)
   end)
 end)
+
+-- A stream client whose server never answers a SYN (an nft rule in a
+-- namespace drops it): connect() used to block the process about two
+-- minutes per try. The loop must keep running other events, and the
+-- client give up after its 10 s connect timeout.
+local SYN_DROP = [[
+package.cpath = arg[1] .. "/lua/?.so;" .. package.cpath
+local netbe = require "netbe"
+local b = netbe.open("stream,connect=127.0.0.1:9")
+local ticks = 0
+local reason = netbe.run{timeout = 20, every = 0.05, tick = function()
+  ticks = ticks + 1
+  if b:down() then return "down" end
+end}
+print(("ticks=%d reason=%s why=%s"):format(ticks, reason, tostring(b:down())))
+]]
+
+describe("stream connect= to a host that drops SYNs", function()
+  local skip_nft = ns.skip_unless_root("nft")
+  teardown(ns.cleanup)
+  if skip_nft then pending(skip_nft) return end
+
+  it("never blocks the event loop and goes down after the connect timeout", function()
+    local n = ns.new("syn")
+    local ok, out = n:exec("printf 'table inet netbe_test {\\n chain input {\\n" ..
+                           "  type filter hook input priority 0;\\n  tcp dport 9 drop\\n }\\n}\\n' | nft -f -")
+    assert(ok, out)
+    local script = ns.write(ns.tmpdir() .. "/syn.lua", SYN_DROP)
+    ok, out = n:exec("timeout 30 lua5.4 " .. script .. " " .. ns.quote(ns.root))
+    assert.is_true(ok, "the client blocked: " .. out)
+    local ticks, reason, why = out:match("ticks=(%d+) reason=(%S+) why=([^\n]*)")
+    assert.equal("down", reason, out)
+    assert.equal("Connection timed out", why)
+    -- 50 ms ticks over the 10 s the connect waited: the loop never stopped.
+    assert.is_true(tonumber(ticks) >= 150, out)
+  end)
+end)
