@@ -1242,6 +1242,7 @@ struct sbx {
     uint64_t time_limit;         /* CPU nanoseconds per call */
     uint64_t budget;             /* instructions per call; 0: no count */
     /* The call running now. */
+    lua_State *L;                /* the state (sandboxes have no coroutines) */
     int state;                   /* 0 idle, SBX_RUNNING, or the bound it passed */
     int step;                    /* the count hook's interval */
     uint64_t left;               /* instructions left */
@@ -1296,8 +1297,11 @@ static int sbx_spend(struct sbx *sb, size_t units)
     return sbx_expired(sb);
 }
 
-/* Refuses what would pass the memory bound (or the pool's), and, while a
-** call runs past its time, every allocation: the call then fails. */
+static void sbx_count(lua_State *L, lua_Debug *ar);
+
+/* Refuses what would pass the memory bound (or the pool's). When a check
+** here finds the time used, the count hook is set to run at the next
+** instruction and raise the error there, where it can name the line. */
 static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct sbx *sb = ud;
@@ -1308,8 +1312,8 @@ static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         if (grow > sb->mem_limit - sb->mem_used ||
             (sb->pool_used && grow > sb->pool_limit - *sb->pool_used))
             return NULL;
-        if (sb->state == SBX_TIME || (sb->state && sbx_spend(sb, grow)))
-            return NULL;
+        if (sb->state == SBX_RUNNING && sbx_spend(sb, grow))
+            lua_sethook(sb->L, sbx_count, LUA_MASKCOUNT, 1);
     }
     void *q = NULL;
     if (nsize == 0)
@@ -1382,8 +1386,6 @@ static void sbx_charge(lua_State *L, size_t units)
         sbx_raise(L, sb);
 }
 
-static void sbx_count(lua_State *L, lua_Debug *ar);
-
 /* The count hook's interval: shorter as the state holds more, since one
 ** instruction (a string comparison, a vararg copy, next() over a sparse
 ** table) may touch all of it. */
@@ -1403,13 +1405,15 @@ static void sbx_set_step(lua_State *L, struct sbx *sb, int force)
 static void sbx_count(lua_State *L, lua_Debug *ar)
 {
     struct sbx *sb = sbx_of(L);
-    sb->left -= (uint64_t)sb->step;
-    if (sb->left == 0) {
-        sb->state = SBX_BUDGET;
-        sbx_raise(L, sb);
+    if (sb->state == SBX_RUNNING) {
+        sb->left -= (uint64_t)sb->step;
+        sb->work = 0;
+        if (sb->left == 0)
+            sb->state = SBX_BUDGET;
+        else
+            sbx_expired(sb);
     }
-    sb->work = 0;
-    if (sbx_expired(sb))
+    if (sb->state != SBX_RUNNING)
         sbx_raise(L, sb);
     sbx_set_step(L, sb, 0);
 }
@@ -2154,7 +2158,7 @@ static struct lua_State *sbx_new(const struct netbe_sandbox_limits *lim, size_t 
     sb->budget = lim ? lim->instructions : 0;
     sb->pool_used = pool;
     sb->pool_limit = pool_limit;
-    lua_State *L = lua_newstate(sbx_alloc, sb);
+    lua_State *L = sb->L = lua_newstate(sbx_alloc, sb);
     if (L) {
         lua_pushcfunction(L, sbx_setup);
         if (lua_pcall(L, 0, 0, 0) == LUA_OK) {
@@ -2182,9 +2186,8 @@ static int sbx_failed(lua_State *L, struct sbx *sb, int status, int rc, char *er
 {
     char what[64];
     if (rc == LUA_ERRMEM) {
-        sbx_bound(sb, status, what, sizeof what);
-        rc = status == SBX_TIME ? NB_ERR(ETIME, "ran past its %s", what)
-                                : NB_ERR(ENOMEM, "went over its %s", what);
+        sbx_bound(sb, 0, what, sizeof what);
+        rc = NB_ERR(ENOMEM, "went over its %s", what);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         rc = NB_ERR(status == SBX_RUNNING ? EINVAL : ETIME, "%s", lua_tostring(L, -1));
     } else {
