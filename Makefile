@@ -44,6 +44,9 @@ build/tests/%: tests/c/%.c netbe.c netbe.h
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS)
 
+# The Lua module's C side is tested compiled into the test, under the sanitizers.
+build/tests/lua_module_test: lua/netbe_lua.c
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests

@@ -1490,6 +1490,7 @@ static int sbx_pat_class(int c, int cl)
     case 'u': r = isupper(c); break;
     case 'w': r = isalnum(c); break;
     case 'x': r = isxdigit(c); break;
+    case 'z': r = c == 0; break;      /* deprecated in Lua 5.2, still accepted */
     default: return cl == c;
     }
     return isupper(cl) ? !r : r != 0;

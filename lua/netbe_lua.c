@@ -557,13 +557,15 @@ static unsigned lb_read_fields(lua_State *L, int t, const struct lb_field *field
     lua_pushnil(L);
     while (lua_next(L, t)) {
         const struct lb_field *f = fields;
-        if (lua_type(L, -2) == LUA_TSTRING)
-            while (f->name && strcmp(f->name, lua_tostring(L, -2)) != 0)
-                f++;
-        if (!f->name)
-            luaL_error(L, "%sunknown field %s%s%s (expected one of: %s)", who,
-                       lua_type(L, -2) == LUA_TSTRING ? "'" : "", luaL_tolstring(L, -2, NULL),
-                       lua_type(L, -2) == LUA_TSTRING ? "'" : "", lb_field_names(L, fields));
+        while (f->name && (lua_type(L, -2) != LUA_TSTRING ||
+                           strcmp(f->name, lua_tostring(L, -2)) != 0))
+            f++;
+        if (!f->name) {
+            const char *q = lua_type(L, -2) == LUA_TSTRING ? "'" : "";
+            const char *key = luaL_tolstring(L, -2, NULL);
+            luaL_error(L, "%sunknown field %s%s%s (expected one of: %s)", who, q, key, q,
+                       lb_field_names(L, fields));
+        }
         if (f->size)
             lb_store_field(L, f, out, who);
         match |= f->match;
@@ -1225,7 +1227,7 @@ static void lb_hook_text(struct lb_pack *k, int idx, const lua_Debug *ar, int na
         lb_index_lines(S, f);
     int first = ar->linedefined, last = ar->lastlinedefined;
     if (first < 1 || last < first || last > f->nlines)
-        lb_pack_error(k, "a hook whose lines are not in the file");
+        lb_pack_error(k, "its source text is not at hand");
     lb_dump(S, idx);
     size_t dlen;
     const char *dump = lua_tolstring(S, -1, &dlen);

@@ -233,6 +233,26 @@ describe("netbe wire --policy", function()
     assert.truthy(s:find("policy rule three", 1, true), s)
   end)
 
+  it("keeps running with the old rules when a reloaded setting is out of range (SIGHUP)", function()
+    local file = write("float.lua", "rule { name = 'one', action = 'count' }\n")
+    local pid, log = ns.spawn("exec " .. ns.netbe .. " wire null null --policy " .. file)
+    assert.truthy(wait_for(log, "until SIGINT or SIGTERM"))
+    write("float.lua", "settings { hook_memory = '99999999999999999999 kb' }\n" ..
+                       "rule { name = 'two', action = 'count' }\n")
+    os.execute("kill -HUP " .. pid)
+    local s, got = wait_for(log, "reload failed")
+    assert.truthy(s, got)
+    assert.truthy(s:find("netbe: wire: policy reload failed, keeping the rules in force: " .. file ..
+                         ":1: hook_memory \"99999999999999999999 kb\": expected 64 kb to 64 mb",
+                         1, true), s)
+    ns.sh("sleep 0.3")
+    assert.is_true(ns.alive(pid), ns.read(log))
+    os.execute("kill -TERM " .. pid)
+    s = assert(wait_for(log, "frames dropped by the wire"))
+    assert.truthy(s:find("policy hook_errors=0 reloads=0 rules=1", 1, true), s)
+    assert.truthy(s:find("policy rule one", 1, true), s)
+  end)
+
   it("refuses to start with a broken policy and says where", function()
     local file = write("broken.lua", "rule { name = 'x', src_ip = '10.0.0.1/33' }\n")
     local out = sh("scripts/netbe wire null null --policy " .. file .. " 2>&1; echo status=$?")
