@@ -1651,7 +1651,7 @@ static const char *sbx_pat_match(struct sbx_pat *m, const char *s, const char *p
 {
     if (m->depth-- == 0)
         luaL_error(m->L, "pattern too complex");
-    for (; p != m->p_end && s; sbx_pat_tick(m, SBX_PAT_STEP)) {
+    for (sbx_pat_tick(m, SBX_PAT_STEP); p != m->p_end && s; sbx_pat_tick(m, SBX_PAT_STEP)) {
         const char *ep;
         switch (*p) {
         case '(':
@@ -1968,7 +1968,8 @@ static int sbx_str_gsub(lua_State *L)
 
 /* ---- Lua sandbox: libraries ---- */
 
-/* string.rep without Lua's endless loop over empty pieces. */
+/* string.rep without Lua's endless loop over empty pieces: the first piece
+** and separator are written, then what is written is copied after itself. */
 static int sbx_str_rep(lua_State *L)
 {
     size_t l, lsep;
@@ -1981,20 +1982,19 @@ static int sbx_str_rep(lua_State *L)
     }
     if (l + lsep < l || l + lsep > (size_t)LUA_MAXINTEGER / (size_t)n)
         return luaL_error(L, "resulting string too large");
-    size_t total = (size_t)n * l + (size_t)(n - 1) * lsep, done = 0;
+    size_t total = (size_t)n * (l + lsep) - lsep, done = l < total ? l : total;
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, total);
-    for (lua_Integer i = 0; i < n; i++) {
-        memcpy(out, s, l);
-        out += l;
-        if (i + 1 < n) {
-            memcpy(out, sep, lsep);
-            out += lsep;
-        }
-        if ((done += l + lsep) >= SBX_WORK / 16) {
-            sbx_charge(L, done);
-            done = 0;
-        }
+    memcpy(out, s, done);
+    if (done < total) {
+        memcpy(out + done, sep, lsep);
+        done += lsep;
+    }
+    while (done < total) {
+        size_t chunk = done < total - done ? done : total - done;
+        memcpy(out + done, out, chunk);
+        done += chunk;
+        sbx_charge(L, chunk);
     }
     luaL_pushresultsize(&b, total);
     return 1;

@@ -579,17 +579,22 @@ int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs);
 **
 ** Bounds, per call of netbe_sandbox_call:
 **   - memory: the allocator refuses what would pass the limit;
-**   - time: CPU time of the calling thread, so being preempted does not
-**     count. The clock is read every few VM instructions (fewer as the
-**     state grows, so that no run of instructions between two reads can
-**     touch much memory), every megabyte allocated, and inside the
-**     library calls whose work does not follow from their arguments'
-**     size: patterns (find, match, gmatch, gsub run netbe's own
-**     matcher, with Lua's semantics, counting its steps), string.rep,
-**     table.move, table.insert, table.remove and table.sort. A call is
-**     stopped within about a millisecond of its bound;
+**   - time: CPU time of the calling thread, so that time the thread spends
+**     preempted does not count. The clock is read at least every 1000 VM
+**     instructions (more often as the state holds more, since one
+**     instruction may touch all of it), every megabyte allocated, and
+**     inside the library calls whose work does not follow from the size
+**     of their arguments: patterns (find, match, gmatch and gsub run
+**     netbe's own matcher, with Lua's semantics and messages, counting its
+**     steps), string.rep, table.move, insert, remove and sort. A call that
+**     passes its bound is stopped within about a millisecond of CPU time;
+**     a short call reads no clock at all;
 **   - instructions: optional, exact.
 ** A call that passes one fails with a message naming it.
+**
+** The embedder may push values into the state and read results with the
+** Lua C API; whatever runs Lua code (a call, a load) goes through the calls
+** below, which never let a Lua error out. One thread at a time.
 */
 struct lua_State;
 
