@@ -825,13 +825,20 @@ static int lb_read_file(lb_file *f, const char *path, size_t max, char *why, siz
         return -1;
     }
     size_t cap = (size_t)st.st_size < max ? (size_t)st.st_size + 1 : max + 1;
-    f->text = malloc(cap);
-    ssize_t n = 0;
-    while (f->text && f->len < cap && (n = read(fd, f->text + f->len, cap - f->len)) > 0)
-        f->len += (size_t)n;
+    ssize_t n = 1;
+    char *q;
+    while (n > 0 && f->len <= max) {
+        if (f->len == cap)
+            cap = cap < max / 2 ? cap * 2 : max + 1;
+        if (!(q = realloc(f->text, cap)))
+            break;
+        f->text = q;
+        while (f->len < cap && (n = read(fd, f->text + f->len, cap - f->len)) > 0)
+            f->len += (size_t)n;
+    }
     close(fd);
-    if (!f->text || n < 0) {
-        snprintf(why, whylen, "%s", strerror(f->text ? errno : ENOMEM));
+    if (n < 0 || (n > 0 && f->len <= max)) {
+        snprintf(why, whylen, "%s", strerror(n < 0 ? errno : ENOMEM));
         return -1;
     }
     if (f->len > max) {
@@ -1386,7 +1393,7 @@ static int lb_unpack_value(lua_State *L, struct lb_unpack *u, int depth)
         return 1;
     }
     case '{':
-        if (depth > LB_DEPTH + 2)
+        if (depth > LB_DEPTH + 16)
             luaL_error(L, "netbe: a result nested too deep");
         lua_newtable(L);
         while (lb_unpack_value(L, u, depth + 1)) {
