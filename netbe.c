@@ -1235,6 +1235,7 @@ enum { SBX_RUNNING = 1, SBX_TIME, SBX_BUDGET };
 #define SBX_STEP_MAX   1000          /* and at most */
 
 struct sbx {
+    lua_State *L;                /* the state (sandboxes have no coroutines) */
     size_t mem_used, mem_limit;
     size_t mem_base;             /* what the libraries hold */
     size_t *pool_used;           /* shared with other states, or NULL */
@@ -1242,7 +1243,6 @@ struct sbx {
     uint64_t time_limit;         /* CPU nanoseconds per call */
     uint64_t budget;             /* instructions per call; 0: no count */
     /* The call running now. */
-    lua_State *L;                /* the state (sandboxes have no coroutines) */
     int state;                   /* 0 idle, SBX_RUNNING, or the bound it passed */
     int step;                    /* the count hook's interval */
     uint64_t left;               /* instructions left */
@@ -2201,11 +2201,20 @@ static int sbx_failed(lua_State *L, struct sbx *sb, int status, int rc, char *er
 int netbe_sandbox_call(struct lua_State *L, int nargs, int nresults, char *err,
                        size_t errlen)
 {
+    char what[64];
     struct sbx *sb = sbx_of(L);
+    int base = lua_gettop(L) - nargs - 1;
     sbx_begin(L, sb);
     int rc = lua_pcall(L, nargs, nresults, 0), status = sb->state;
     sb->state = 0;
-    return rc == LUA_OK ? 0 : sbx_failed(L, sb, status, rc, err, errlen);
+    if (rc != LUA_OK)
+        return sbx_failed(L, sb, status, rc, err, errlen);
+    if (status == SBX_RUNNING)
+        return 0;
+    /* The time ran out in C code that ran no instruction after. */
+    lua_settop(L, base);
+    sbx_bound(sb, status, what, sizeof what);
+    return NB_ERR(ETIME, "ran past its %s", what);
 }
 
 struct sbx_chunk {
@@ -2393,6 +2402,8 @@ static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct 
     h->view->pk = pk;
     sbx_begin(L, h->sb);
     int rc = lua_pcall(L, 1, 1, 0);
+    if (rc == LUA_OK && h->sb->state != SBX_RUNNING)
+        rc = LUA_ERRRUN;         /* the time ran out in its last C call */
     h->sb->state = 0;
     h->view->pk = NULL;
     if (rc == LUA_OK) {
