@@ -216,19 +216,18 @@ local function literal(v)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
--- The hook H of rule NAME as the chunk netbe.policy_new compiles and its
--- chunk name. H is Lua source text that returns the hook, a description
+-- The hook H as the chunk netbe.policy_new compiles and its chunk name. H is Lua source text that returns the hook, a description
 -- of a function (netbe.run_file and netbe.hook_source make them: its
 -- source, first line and captured values), or a function of this state.
 -- The chunk declares the captured values, then returns the function from
 -- the line it was on, so that messages name the file's own lines.
-local function hook_chunk(h, name)
+local function hook_chunk(h)
   if type(h) == "function" then
     local d, e = netbe.hook_source(h)
     if not d then error(e, 0) end
     h = d
   end
-  if type(h) == "string" then return h, "=hook of rule '" .. name .. "'" end
+  if type(h) == "string" then return h, "=hook" end
   if type(h) ~= "table" or type(h.source) ~= "string" or math.type(h.line) ~= "integer"
      or h.line < 1 or h.line > 1e7 or type(h.upvalues) ~= "table" then
     error("hook: expected a function(pkt), or Lua source text that returns one", 0)
@@ -310,7 +309,7 @@ local function normalize_rule(r, i)
     error("rate and burst belong to action rate", 0)
   end
   if action == "lua" then
-    n.hook, n.hook_name = hook_chunk(r.hook, n.name)
+    n.hook, n.hook_name = hook_chunk(r.hook)
   elseif r.hook ~= nil then
     error("hook belongs to action lua", 0)
   end
@@ -450,7 +449,13 @@ function policy.compile(spec) return build(policy.parse(spec)) end
 
 -- A compiled policy from a file (LIMITS as parse_file) -> policy, rule
 -- count | nil, message.
-function policy.load(path, limits) return build(policy.parse_file(path, limits)) end
+function policy.load(path, limits)
+  local d, err = policy.parse_file(path, limits)
+  if not d then return nil, err end
+  local p, n = build(d)
+  if not p then return nil, path .. ": " .. n end
+  return p, n
+end
 
 -- Load PATH and give it to WIRE, which takes it between batches with the
 -- counters carried over. On any failure the wire keeps its policy.
