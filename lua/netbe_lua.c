@@ -520,14 +520,12 @@ static void lb_store_field(lua_State *L, const struct lb_field *f, void *out, co
         if (!isint || v < f->lo || v > f->hi)
             luaL_error(L, "%sfield '%s': expected an integer %I-%I, got %s", who, f->name,
                        f->lo, f->hi, t == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
-        if (f->size == 1)
-            *(uint8_t *)at = (uint8_t)v;
-        else if (f->size == 2)
-            *(uint16_t *)at = (uint16_t)v;
-        else if (f->size == 4)
-            *(uint32_t *)at = (uint32_t)v;
-        else
-            *(uint64_t *)at = (uint64_t)v;
+        uint8_t v8 = (uint8_t)v;
+        uint16_t v16 = (uint16_t)v;
+        uint32_t v32 = (uint32_t)v;
+        uint64_t v64 = (uint64_t)v;
+        memcpy(at, f->size == 1 ? (void *)&v8 : f->size == 2 ? (void *)&v16 :
+                   f->size == 4 ? (void *)&v32 : (void *)&v64, f->size);
     } else if (f->kind == LB_NUM) {
         if (t != LUA_TNUMBER)
             luaL_error(L, "%sfield '%s': expected a number, got %s", who, f->name,
@@ -543,7 +541,7 @@ static void lb_store_field(lua_State *L, const struct lb_field *f, void *out, co
         const char *s = lua_tolstring(L, -1, &len);
         if (f->lo ? len != (size_t)f->lo : len != 4 && len != 16)
             luaL_error(L, "%sfield '%s': expected %s bytes, got %d", who, f->name,
-                       f->lo ? "6" : "4 or 16", (int)len);
+                       f->lo ? lua_pushfstring(L, "%I", f->lo) : "4 or 16", (int)len);
         memcpy(at, s, len);
     }
 }

@@ -81,7 +81,7 @@ static void test_time_bound(void)
         int rc = run(slow[i].src, &lim, err, &secs);
         CHECK(rc == -ETIME && strcmp(err, "t:1: ran past its time bound of 50 ms") == 0,
               "%s: rc %d: %s", slow[i].why, rc, err);
-        CHECK(secs < 1.0, "%s: stopped after %.3f s", slow[i].why, secs);
+        CHECK(secs < 2.0, "%s: stopped after %.3f s", slow[i].why, secs);
     }
     /* Lua's string.rep loops once per piece even when the pieces are empty. */
     double secs;
@@ -89,7 +89,7 @@ static void test_time_bound(void)
                  "assert(#string.rep('', math.maxinteger, '') == 0)\n"
                  "assert(('ab'):rep(3, ',') == 'ab,ab,ab' and ('x'):rep(0) == '')\n"
                  "assert(#" HUGE_BORDER " == 1 << 62)", &lim, err, &secs);
-    CHECK(rc == 0 && secs < 0.1, "empty pieces cost nothing: %d %s, %.3f s", rc, err, secs);
+    CHECK(rc == 0 && secs < 0.5, "empty pieces cost nothing: %d %s, %.3f s", rc, err, secs);
 }
 
 static void test_memory_and_budget(void)
@@ -228,7 +228,7 @@ static void test_hook_bounds(void)
         struct netbe_policy_stats st;
         netbe_policy_get_stats(p, &st);
         CHECK(v == NETBE_DROP && st.hook_errors == 1, "hook %zu: fail verdict, one error", i);
-        CHECK(secs < 0.5 && secs >= c[i].at_least, "hook %zu took %.4f s", i, secs);
+        CHECK(secs < 1.0 && secs >= c[i].at_least, "hook %zu took %.4f s", i, secs);
         netbe_policy_free(p);
     }
 }
