@@ -246,6 +246,19 @@ end }
     assert.equal(0, errors)
   end)
 
+  it("takes hooks a function made: each with its own captured values", function()
+    local v, errors = verdicts([[
+local function drop_len(len, verdict)
+  return function(pkt) if pkt.len == len then return verdict end end
+end
+settings { default = "pass" }
+rule { name = "a", action = "lua", hook = drop_len(61, "pass") }
+rule { name = "b", action = "lua", hook = drop_len(60, "drop") }
+]])
+    assert.same({ "drop" }, v)
+    assert.equal(0, errors)
+  end)
+
   it("reports a hook's errors at the file's own lines", function()
     local p, err = policy.load(write("hookline.lua", [[
 settings { default = "pass" }
