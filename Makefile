@@ -59,6 +59,9 @@ build/tests/%: tests/c/%.c netbe.c netbe.h $(wildcard tests/c/*.h)
 
 build/tests/vhost_client_test: build/vhost-user-net
 
+# The Lua module's C side is tested compiled into the test, under the sanitizers.
+build/tests/lua_module_test: lua/netbe_lua.c
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include "netbe.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1093,7 +1094,7 @@ struct pol_rule {
     unsigned src_plen, dst_plen;
     int rate_unit;
     double rate_per_ns, burst;
-    int hook_ref;                /* LUA: the hook in the registry of P->L */
+    int hook;                    /* LUA: its index in the policy's hooks */
     char name[64];
 };
 
@@ -1128,10 +1129,10 @@ struct netbe_policy {
     unsigned host_mask;
     uint16_t *host_list;
     struct netbe_policy_stats st;
-    lua_State *L;                /* hooks' sandbox, NULL without LUA rules */
-    struct pol_view *view;       /* kept at stack index 1 of L */
-    size_t mem_used, mem_limit;
-    unsigned budget;
+    struct pol_hook *hooks;      /* one per LUA rule */
+    int nhooks;
+    size_t hooks_mem;            /* what all hook states hold */
+    struct netbe_sandbox_limits hook_limits;
 };
 
 static void pol_add(uint64_t *c, uint64_t n)
@@ -1360,33 +1361,1051 @@ static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
     return 1;
 }
 
-/* ---- Lua hooks ---- */
+/* ---- Lua sandbox ---- */
 
 #ifndef NETBE_OMIT_LUA
 
-/* The sandbox allocator: fails once the state would outgrow its limit. */
-static void *pol_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+/* A sandbox is a lua_State with its own allocator, whose userdata is the
+** struct sbx below: the memory bound, and the account of the call that
+** runs in it. The time bound is CPU time, read lazily: the monotonic clock
+** is cheap and is read at checks; only when it says the deadline passed is
+** the thread's CPU clock read, to tell this call's time from time the
+** thread spent preempted. Checks come from the count hook, from the
+** allocator every SBX_WORK bytes, and from the library functions whose
+** work does not follow from the size of what they touch. A call whose
+** work stays below one check reads no clock at all. */
+enum { SBX_RUNNING = 1, SBX_TIME, SBX_BUDGET };
+
+#define SBX_WORK       (1u << 20)    /* work units (about a byte each) between checks */
+#define SBX_STEP_BYTES (16u << 20)   /* bytes one run of the count hook may touch */
+#define SBX_STEP_MIN   16            /* instructions between count hooks, at least */
+#define SBX_STEP_MAX   1000          /* and at most */
+
+struct sbx {
+    lua_State *L;                /* the state (sandboxes have no coroutines) */
+    size_t mem_used, mem_limit;
+    size_t mem_base;             /* what the libraries hold */
+    size_t *pool_used;           /* shared with other states, or NULL */
+    size_t pool_limit;
+    uint64_t time_limit;         /* CPU nanoseconds per call */
+    uint64_t budget;             /* instructions per call; 0: no count */
+    /* The call running now. */
+    int state;                   /* 0 idle, SBX_RUNNING, or the bound it passed */
+    int step;                    /* the count hook's interval */
+    uint64_t left;               /* instructions left */
+    uint64_t deadline;           /* monotonic; 0 until the first check */
+    uint64_t cpu_start;          /* the thread's CPU clock at the first check */
+    size_t work;                 /* units since the last check */
+};
+
+static struct sbx *sbx_of(lua_State *L)
 {
-    netbe_policy *p = ud;
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+static uint64_t sbx_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* 1 once the running call has used its time; the first check starts it. */
+static int sbx_expired(struct sbx *sb)
+{
+    if (sb->state == SBX_TIME)
+        return 1;
+    uint64_t now = nb_now_ns();
+    if (!sb->deadline) {
+        sb->deadline = now + sb->time_limit;
+        sb->cpu_start = sbx_cpu_ns();
+        return 0;
+    }
+    if (now < sb->deadline)
+        return 0;
+    uint64_t used = sbx_cpu_ns() - sb->cpu_start;
+    if (used < sb->time_limit) {
+        sb->deadline = now + (sb->time_limit - used);
+        return 0;
+    }
+    sb->state = SBX_TIME;
+    return 1;
+}
+
+/* Count UNITS of work; 1 when a check finds the time used. */
+static int sbx_spend(struct sbx *sb, size_t units)
+{
+    sb->work += units;
+    if (sb->work < SBX_WORK)
+        return 0;
+    sb->work = 0;
+    return sbx_expired(sb);
+}
+
+static void sbx_count(lua_State *L, lua_Debug *ar);
+
+/* Refuses what would pass the memory bound (or the pool's). When a check
+** here finds the time used, the count hook is set to run at the next
+** instruction and raise the error there, where it can name the line. */
+static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct sbx *sb = ud;
     if (!ptr)
         osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        p->mem_used -= osize;
-        return NULL;
+    if (nsize > osize) {
+        size_t grow = nsize - osize;
+        if (grow > sb->mem_limit - sb->mem_used ||
+            (sb->pool_used && grow > sb->pool_limit - *sb->pool_used))
+            return NULL;
+        if (sb->state == SBX_RUNNING && sbx_spend(sb, grow))
+            lua_sethook(sb->L, sbx_count, LUA_MASKCOUNT, 1);
     }
-    if (nsize > osize && p->mem_used + (nsize - osize) > p->mem_limit)
+    void *q = NULL;
+    if (nsize == 0)
+        free(ptr);
+    else if (!(q = realloc(ptr, nsize)))
         return NULL;
-    void *q = realloc(ptr, nsize);
-    if (q)
-        p->mem_used = p->mem_used - osize + nsize;
+    sb->mem_used = sb->mem_used - osize + nsize;
+    if (sb->pool_used)
+        *sb->pool_used = *sb->pool_used - osize + nsize;
     return q;
 }
 
-static void pol_lua_budget(lua_State *L, lua_Debug *ar)
+static void sbx_fmt_time(char *buf, size_t len, uint64_t ns)
 {
-    luaL_error(L, "instruction budget exhausted");
+    static const struct { uint64_t div; const char *unit; } u[] = {
+        {1000000000u, "s"}, {1000000u, "ms"}, {1000u, "us"}, {1, "ns"}};
+    size_t i = 0;
+    while (ns % u[i].div)
+        i++;
+    snprintf(buf, len, "%llu %s", (unsigned long long)(ns / u[i].div), u[i].unit);
 }
+
+static void sbx_fmt_bytes(char *buf, size_t len, size_t n)
+{
+    if (n % (1u << 20) == 0)
+        snprintf(buf, len, "%zu MiB", n >> 20);
+    else if (n % 1024 == 0)
+        snprintf(buf, len, "%zu KiB", n >> 10);
+    else
+        snprintf(buf, len, "%zu bytes", n);
+}
+
+/* "time bound of 1 ms", for the bound the call passed. */
+static void sbx_bound(const struct sbx *sb, int status, char *buf, size_t len)
+{
+    char v[32];
+    if (status == SBX_BUDGET) {
+        snprintf(buf, len, "instruction budget of %llu", (unsigned long long)sb->budget);
+    } else if (status == SBX_TIME) {
+        sbx_fmt_time(v, sizeof v, sb->time_limit);
+        snprintf(buf, len, "time bound of %s", v);
+    } else {
+        sbx_fmt_bytes(v, sizeof v, sb->mem_limit);
+        snprintf(buf, len, "memory bound of %s", v);
+    }
+}
+
+/* Raise "FILE:LINE: ran past its BOUND", at the innermost Lua line. */
+static int sbx_raise(lua_State *L, struct sbx *sb)
+{
+    char what[64];
+    lua_Debug ar;
+    sbx_bound(sb, sb->state, what, sizeof what);
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sl", &ar);
+        if (ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: ran past its %s", ar.short_src, ar.currentline, what);
+            return lua_error(L);
+        }
+    }
+    lua_pushfstring(L, "ran past its %s", what);
+    return lua_error(L);
+}
+
+/* For library functions: count UNITS of work, raise once the time is up. */
+static void sbx_charge(lua_State *L, size_t units)
+{
+    struct sbx *sb = sbx_of(L);
+    if (sbx_spend(sb, units))
+        sbx_raise(L, sb);
+}
+
+/* The count hook's interval: shorter as the state holds more, since one
+** instruction (a string comparison, a vararg copy, next() over a sparse
+** table) may touch all of it. */
+static void sbx_set_step(lua_State *L, struct sbx *sb, int force)
+{
+    size_t extra = sb->mem_used > sb->mem_base ? sb->mem_used - sb->mem_base : 0;
+    uint64_t step = SBX_STEP_BYTES / (extra + 1);
+    step = step < SBX_STEP_MIN ? SBX_STEP_MIN : step > SBX_STEP_MAX ? SBX_STEP_MAX : step;
+    if (step > sb->left)
+        step = sb->left;
+    if (force || (int)step != sb->step) {
+        sb->step = (int)step;
+        lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
+    }
+}
+
+static void sbx_count(lua_State *L, lua_Debug *ar)
+{
+    struct sbx *sb = sbx_of(L);
+    if (sb->state == SBX_RUNNING) {
+        sb->left -= (uint64_t)sb->step;
+        sb->work = 0;
+        if (sb->left == 0)
+            sb->state = SBX_BUDGET;
+        else
+            sbx_expired(sb);
+    }
+    if (sb->state != SBX_RUNNING)
+        sbx_raise(L, sb);
+    sbx_set_step(L, sb, 0);
+}
+
+/* Start a call's account. */
+static void sbx_begin(lua_State *L, struct sbx *sb)
+{
+    sb->state = SBX_RUNNING;
+    sb->deadline = 0;
+    sb->work = 0;
+    sb->left = sb->budget ? sb->budget : UINT64_MAX;
+    sbx_set_step(L, sb, 1);
+}
+
+/* ---- Lua sandbox: patterns ---- */
+
+/* Lua 5.4's patterns (string.find, match, gmatch, gsub) with Lua's
+** semantics and messages, matched by this matcher rather than Lua's so
+** that every step is counted: backtracking (".-.-.-x" on a long subject)
+** takes time that grows as a power of the subject's length. */
+#define SBX_CAPTURES   32            /* LUA_MAXCAPTURES */
+#define SBX_PAT_DEPTH  200           /* recursion, as Lua's MAXCCALLS */
+#define SBX_PAT_STEP   32            /* work units one matcher step costs */
+#define SBX_CAP_OPEN     (-1)
+#define SBX_CAP_POSITION (-2)
+
+struct sbx_pat {
+    lua_State *L;
+    const char *s0, *s_end;      /* the subject */
+    const char *p_end;           /* the end of the pattern */
+    int depth;                   /* recursion left */
+    int ncap;
+    struct { const char *at; ptrdiff_t len; } cap[SBX_CAPTURES];
+    size_t work;                 /* units not yet charged */
+};
+
+static void sbx_pat_init(struct sbx_pat *m, lua_State *L, const char *s, size_t ls,
+                         const char *p, size_t lp)
+{
+    m->L = L;
+    m->s0 = s;
+    m->s_end = s + ls;
+    m->p_end = p + lp;
+    m->work = 0;
+}
+
+static void sbx_pat_reset(struct sbx_pat *m)
+{
+    m->depth = SBX_PAT_DEPTH;
+    m->ncap = 0;
+}
+
+static void sbx_pat_tick(struct sbx_pat *m, size_t units)
+{
+    m->work += units;
+    if (m->work >= SBX_WORK / 16) {
+        sbx_charge(m->L, m->work);
+        m->work = 0;
+    }
+}
+
+/* Does character C belong to class %CL? */
+static int sbx_pat_class(int c, int cl)
+{
+    int r;
+    switch (tolower(cl)) {
+    case 'a': r = isalpha(c); break;
+    case 'c': r = iscntrl(c); break;
+    case 'd': r = isdigit(c); break;
+    case 'g': r = isgraph(c); break;
+    case 'l': r = islower(c); break;
+    case 'p': r = ispunct(c); break;
+    case 's': r = isspace(c); break;
+    case 'u': r = isupper(c); break;
+    case 'w': r = isalnum(c); break;
+    case 'x': r = isxdigit(c); break;
+    case 'z': r = c == 0; break;      /* deprecated in Lua 5.2, still accepted */
+    default: return cl == c;
+    }
+    return isupper(cl) ? !r : r != 0;
+}
+
+/* Past the single-character class that starts at P. */
+static const char *sbx_pat_class_end(struct sbx_pat *m, const char *p)
+{
+    switch (*p++) {
+    case '%':
+        if (p == m->p_end)
+            luaL_error(m->L, "malformed pattern (ends with '%%')");
+        return p + 1;
+    case '[':
+        if (*p == '^')
+            p++;
+        do {                     /* the first ']' after '[' is a member */
+            if (p == m->p_end)
+                luaL_error(m->L, "malformed pattern (missing ']')");
+            if (*p++ == '%' && p < m->p_end)
+                p++;
+        } while (*p != ']');
+        return p + 1;
+    default:
+        return p;
+    }
+}
+
+/* Does C belong to the set from P ('[') to END (its ']')? */
+static int sbx_pat_set(int c, const char *p, const char *end)
+{
+    int in = 1;
+    if (p[1] == '^') {
+        in = 0;
+        p++;
+    }
+    while (++p < end) {
+        if (*p == '%') {
+            p++;
+            if (sbx_pat_class(c, (unsigned char)*p))
+                return in;
+        } else if (p[1] == '-' && p + 2 < end) {
+            p += 2;
+            if ((unsigned char)p[-2] <= c && c <= (unsigned char)*p)
+                return in;
+        } else if ((unsigned char)*p == c) {
+            return in;
+        }
+    }
+    return !in;
+}
+
+/* Does the subject character at S match the class from P to EP? */
+static int sbx_pat_single(struct sbx_pat *m, const char *s, const char *p, const char *ep)
+{
+    if (s >= m->s_end)
+        return 0;
+    int c = (unsigned char)*s;
+    switch (*p) {
+    case '.': return 1;
+    case '%': return sbx_pat_class(c, (unsigned char)p[1]);
+    case '[': return sbx_pat_set(c, p, ep - 1);
+    default: return (unsigned char)*p == c;
+    }
+}
+
+static const char *sbx_pat_match(struct sbx_pat *m, const char *s, const char *p);
+
+/* %bxy at S, with x and y at P. */
+static const char *sbx_pat_balance(struct sbx_pat *m, const char *s, const char *p)
+{
+    if (p >= m->p_end - 1)
+        luaL_error(m->L, "malformed pattern (missing arguments to '%%b')");
+    if (s >= m->s_end || *s != *p)
+        return NULL;
+    int depth = 1;
+    while (++s < m->s_end) {
+        sbx_pat_tick(m, 1);
+        if (*s == p[1]) {
+            if (--depth == 0)
+                return s + 1;
+        } else if (*s == *p) {
+            depth++;
+        }
+    }
+    return NULL;
+}
+
+/* The class P..EP repeated greedily (* and +), then the rest. */
+static const char *sbx_pat_max(struct sbx_pat *m, const char *s, const char *p, const char *ep)
+{
+    ptrdiff_t i = 0;
+    while (sbx_pat_single(m, s + i, p, ep)) {
+        i++;
+        sbx_pat_tick(m, 1);
+    }
+    for (; i >= 0; i--) {
+        const char *r = sbx_pat_match(m, s + i, ep + 1);
+        if (r)
+            return r;
+    }
+    return NULL;
+}
+
+/* The class P..EP repeated lazily (-), then the rest. */
+static const char *sbx_pat_min(struct sbx_pat *m, const char *s, const char *p, const char *ep)
+{
+    for (;; s++) {
+        const char *r = sbx_pat_match(m, s, ep + 1);
+        if (r || !sbx_pat_single(m, s, p, ep))
+            return r;
+    }
+}
+
+static const char *sbx_pat_open(struct sbx_pat *m, const char *s, const char *p,
+                                ptrdiff_t what)
+{
+    if (m->ncap >= SBX_CAPTURES)
+        luaL_error(m->L, "too many captures");
+    m->cap[m->ncap].at = s;
+    m->cap[m->ncap].len = what;
+    m->ncap++;
+    const char *r = sbx_pat_match(m, s, p);
+    if (!r)
+        m->ncap--;
+    return r;
+}
+
+static const char *sbx_pat_close(struct sbx_pat *m, const char *s, const char *p)
+{
+    int l = m->ncap - 1;
+    while (l >= 0 && m->cap[l].len != SBX_CAP_OPEN)
+        l--;
+    if (l < 0)
+        luaL_error(m->L, "invalid pattern capture");
+    m->cap[l].len = s - m->cap[l].at;
+    const char *r = sbx_pat_match(m, s, p);
+    if (!r)
+        m->cap[l].len = SBX_CAP_OPEN;
+    return r;
+}
+
+/* %1-%9 at S: the text capture C ('1'...) matched before. */
+static const char *sbx_pat_backref(struct sbx_pat *m, const char *s, int c)
+{
+    int l = c - '1';
+    if (l < 0 || l >= m->ncap || m->cap[l].len == SBX_CAP_OPEN)
+        luaL_error(m->L, "invalid capture index %%%d", l + 1);
+    size_t len = (size_t)m->cap[l].len;
+    if ((size_t)(m->s_end - s) < len)
+        return NULL;
+    sbx_pat_tick(m, len);
+    return memcmp(m->cap[l].at, s, len) == 0 ? s + len : NULL;
+}
+
+/* Match pattern P at subject S: the end of the match, or NULL. */
+static const char *sbx_pat_match(struct sbx_pat *m, const char *s, const char *p)
+{
+    if (m->depth-- == 0)
+        luaL_error(m->L, "pattern too complex");
+    for (sbx_pat_tick(m, SBX_PAT_STEP); p != m->p_end && s; sbx_pat_tick(m, SBX_PAT_STEP)) {
+        const char *ep;
+        switch (*p) {
+        case '(':
+            if (p[1] == ')')
+                s = sbx_pat_open(m, s, p + 2, SBX_CAP_POSITION);
+            else
+                s = sbx_pat_open(m, s, p + 1, SBX_CAP_OPEN);
+            goto done;
+        case ')':
+            s = sbx_pat_close(m, s, p + 1);
+            goto done;
+        case '$':
+            if (p + 1 != m->p_end)
+                break;
+            s = s == m->s_end ? s : NULL;
+            goto done;
+        case '%':
+            if (p[1] == 'b') {
+                s = sbx_pat_balance(m, s, p + 2);
+                p += 4;
+                continue;
+            }
+            if (p[1] == 'f') {
+                p += 2;
+                if (*p != '[')
+                    luaL_error(m->L, "missing '[' after '%%f' in pattern");
+                ep = sbx_pat_class_end(m, p);
+                int prev = s == m->s0 ? 0 : (unsigned char)s[-1];
+                int cur = s < m->s_end ? (unsigned char)*s : 0;
+                if (sbx_pat_set(prev, p, ep - 1) || !sbx_pat_set(cur, p, ep - 1))
+                    s = NULL;
+                p = ep;
+                continue;
+            }
+            if (isdigit((unsigned char)p[1])) {
+                s = sbx_pat_backref(m, s, (unsigned char)p[1]);
+                p += 2;
+                continue;
+            }
+            break;
+        }
+        /* A single-character class, maybe with a repetition. */
+        ep = sbx_pat_class_end(m, p);
+        if (!sbx_pat_single(m, s, p, ep)) {
+            if (*ep == '*' || *ep == '?' || *ep == '-')
+                p = ep + 1;      /* zero repetitions */
+            else
+                s = NULL;
+            continue;
+        }
+        switch (*ep) {
+        case '?': {
+            const char *r = sbx_pat_match(m, s + 1, ep + 1);
+            if (r) {
+                s = r;
+                goto done;
+            }
+            p = ep + 1;
+            continue;
+        }
+        case '+': s = sbx_pat_max(m, s + 1, p, ep); goto done;
+        case '*': s = sbx_pat_max(m, s, p, ep); goto done;
+        case '-': s = sbx_pat_min(m, s, p, ep); goto done;
+        default: s++; p = ep; continue;
+        }
+    }
+done:
+    m->depth++;
+    return s;
+}
+
+/* Capture I of the match S..E (the whole match when there are none): its
+** text in *AT, and its length; a position capture is pushed instead and
+** SBX_CAP_POSITION returned. */
+static ptrdiff_t sbx_pat_capture(struct sbx_pat *m, int i, const char *s, const char *e,
+                                 const char **at)
+{
+    if (i >= m->ncap) {
+        if (i != 0)
+            luaL_error(m->L, "invalid capture index %%%d", i + 1);
+        *at = s;
+        return e - s;
+    }
+    ptrdiff_t len = m->cap[i].len;
+    *at = m->cap[i].at;
+    if (len == SBX_CAP_OPEN)
+        luaL_error(m->L, "unfinished capture");
+    if (len == SBX_CAP_POSITION)
+        lua_pushinteger(m->L, m->cap[i].at - m->s0 + 1);
+    return len;
+}
+
+static void sbx_pat_push(struct sbx_pat *m, int i, const char *s, const char *e)
+{
+    const char *at;
+    ptrdiff_t len = sbx_pat_capture(m, i, s, e, &at);
+    if (len != SBX_CAP_POSITION)
+        lua_pushlstring(m->L, at, (size_t)len);
+}
+
+/* Push the captures of the match S..E (S NULL: none for a capture-less
+** pattern); returns how many. */
+static int sbx_pat_push_all(struct sbx_pat *m, const char *s, const char *e)
+{
+    int n = m->ncap == 0 && s ? 1 : m->ncap;
+    luaL_checkstack(m->L, n, "too many captures");
+    for (int i = 0; i < n; i++)
+        sbx_pat_push(m, i, s, e);
+    return n;
+}
+
+/* Lua's relative start position: negative counts from the end. */
+static size_t sbx_posrelat(lua_Integer pos, size_t len)
+{
+    if (pos > 0)
+        return (size_t)pos;
+    if (pos == 0 || pos < -(lua_Integer)len)
+        return 1;
+    return len + (size_t)pos + 1;
+}
+
+static int sbx_pat_plain(const char *p, size_t lp)
+{
+    for (size_t i = 0; i < lp; i++)
+        if (p[i] && strchr("^$*+?.([%-", p[i]))
+            return 0;
+    return 1;
+}
+
+/* string.find (FIND) and string.match. */
+static int sbx_find(lua_State *L, int find)
+{
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    size_t init = sbx_posrelat(luaL_optinteger(L, 3, 1), ls) - 1;
+    if (init > ls) {
+        luaL_pushfail(L);
+        return 1;
+    }
+    if (find && (lua_toboolean(L, 4) || sbx_pat_plain(p, lp))) {
+        sbx_charge(L, ls - init + lp);   /* memmem is linear */
+        const char *at = lp ? memmem(s + init, ls - init, p, lp) : s + init;
+        if (!at) {
+            luaL_pushfail(L);
+            return 1;
+        }
+        lua_pushinteger(L, at - s + 1);
+        lua_pushinteger(L, at - s + (lua_Integer)lp);
+        return 2;
+    }
+    struct sbx_pat m;
+    int anchor = *p == '^';
+    if (anchor) {
+        p++;
+        lp--;
+    }
+    sbx_pat_init(&m, L, s, ls, p, lp);
+    const char *s1 = s + init;
+    do {
+        sbx_pat_reset(&m);
+        const char *e = sbx_pat_match(&m, s1, p);
+        if (e) {
+            if (!find)
+                return sbx_pat_push_all(&m, s1, e);
+            lua_pushinteger(L, s1 - s + 1);
+            lua_pushinteger(L, e - s);
+            return sbx_pat_push_all(&m, NULL, NULL) + 2;
+        }
+    } while (s1++ < m.s_end && !anchor);
+    luaL_pushfail(L);
+    return 1;
+}
+
+static int sbx_str_find(lua_State *L) { return sbx_find(L, 1); }
+static int sbx_str_match(lua_State *L) { return sbx_find(L, 0); }
+
+struct sbx_gmatch {
+    const char *src, *p, *last;  /* where to go on; the end of the last match */
+    struct sbx_pat m;
+};
+
+static int sbx_gmatch_next(lua_State *L)
+{
+    struct sbx_gmatch *g = lua_touserdata(L, lua_upvalueindex(3));
+    g->m.L = L;
+    for (const char *src = g->src; src <= g->m.s_end; src++) {
+        sbx_pat_reset(&g->m);
+        const char *e = sbx_pat_match(&g->m, src, g->p);
+        if (e && e != g->last) {
+            g->src = g->last = e;
+            return sbx_pat_push_all(&g->m, src, e);
+        }
+    }
+    return 0;
+}
+
+/* string.gmatch(s, pattern [, init]): the closure keeps S and the pattern
+** as upvalues, so the pointers in its state stay valid. */
+static int sbx_str_gmatch(lua_State *L)
+{
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    size_t init = sbx_posrelat(luaL_optinteger(L, 3, 1), ls) - 1;
+    if (init > ls)
+        init = ls + 1;
+    lua_settop(L, 2);
+    struct sbx_gmatch *g = lua_newuserdatauv(L, sizeof *g, 0);
+    sbx_pat_init(&g->m, L, s, ls, p, lp);
+    g->src = s + init;
+    g->p = p;
+    g->last = NULL;
+    lua_pushcclosure(L, sbx_gmatch_next, 3);
+    return 1;
+}
+
+/* gsub's replacement string (argument 3) for the match S..E. */
+static void sbx_gsub_string(struct sbx_pat *m, luaL_Buffer *b, const char *s, const char *e)
+{
+    size_t l;
+    const char *r = lua_tolstring(m->L, 3, &l), *pc;
+    while ((pc = memchr(r, '%', l)) != NULL) {
+        luaL_addlstring(b, r, (size_t)(pc - r));
+        pc++;
+        if (*pc == '%') {
+            luaL_addchar(b, '%');
+        } else if (*pc == '0') {
+            luaL_addlstring(b, s, (size_t)(e - s));
+        } else if (isdigit((unsigned char)*pc)) {
+            const char *at;
+            ptrdiff_t len = sbx_pat_capture(m, *pc - '1', s, e, &at);
+            if (len == SBX_CAP_POSITION)
+                luaL_addvalue(b);
+            else
+                luaL_addlstring(b, at, (size_t)len);
+        } else {
+            luaL_error(m->L, "invalid use of '%%' in replacement string");
+        }
+        l -= (size_t)(pc + 1 - r);
+        r = pc + 1;
+    }
+    luaL_addlstring(b, r, l);
+}
+
+/* Add the replacement for the match S..E; 1 when it changed the text. */
+static int sbx_gsub_add(struct sbx_pat *m, luaL_Buffer *b, const char *s, const char *e, int tr)
+{
+    lua_State *L = m->L;
+    if (tr == LUA_TFUNCTION) {
+        lua_pushvalue(L, 3);
+        lua_call(L, sbx_pat_push_all(m, s, e), 1);
+    } else if (tr == LUA_TTABLE) {
+        sbx_pat_push(m, 0, s, e);
+        lua_gettable(L, 3);
+    } else {
+        sbx_gsub_string(m, b, s, e);
+        return 1;
+    }
+    if (!lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        luaL_addlstring(b, s, (size_t)(e - s));
+        return 0;
+    }
+    if (!lua_isstring(L, -1))
+        return luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+    luaL_addvalue(b);
+    return 1;
+}
+
+static int sbx_str_gsub(lua_State *L)
+{
+    size_t ls, lp;
+    const char *src = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    const char *last = NULL;
+    int tr = lua_type(L, 3);
+    lua_Integer max = luaL_optinteger(L, 4, (lua_Integer)ls + 1), n = 0;
+    int anchor = *p == '^', changed = 0;
+    luaL_argexpected(L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION ||
+                     tr == LUA_TTABLE, 3, "string/function/table");
+    struct sbx_pat m;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (anchor) {
+        p++;
+        lp--;
+    }
+    sbx_pat_init(&m, L, src, ls, p, lp);
+    while (n < max) {
+        sbx_pat_reset(&m);
+        const char *e = sbx_pat_match(&m, src, p);
+        if (e && e != last) {
+            n++;
+            changed |= sbx_gsub_add(&m, &b, src, e, tr);
+            src = last = e;
+        } else if (src < m.s_end) {
+            luaL_addchar(&b, *src++);
+        } else {
+            break;
+        }
+        if (anchor)
+            break;
+    }
+    if (!changed) {
+        lua_pushvalue(L, 1);
+    } else {
+        luaL_addlstring(&b, src, (size_t)(m.s_end - src));
+        luaL_pushresult(&b);
+    }
+    lua_pushinteger(L, n);
+    return 2;
+}
+
+/* ---- Lua sandbox: libraries ---- */
+
+/* string.rep without Lua's endless loop over empty pieces: the first piece
+** and separator are written, then what is written is copied after itself. */
+static int sbx_str_rep(lua_State *L)
+{
+    size_t l, lsep;
+    const char *s = luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    const char *sep = luaL_optlstring(L, 3, "", &lsep);
+    if (n <= 0 || l + lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    if (l + lsep < l || l + lsep > (size_t)LUA_MAXINTEGER / (size_t)n)
+        return luaL_error(L, "resulting string too large");
+    size_t total = (size_t)n * (l + lsep) - lsep, done = l < total ? l : total;
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, total);
+    memcpy(out, s, done);
+    if (done < total) {
+        memcpy(out + done, sep, lsep);
+        done += lsep;
+    }
+    while (done < total) {
+        size_t chunk = done < total - done ? done : total - done;
+        memcpy(out + done, out, chunk);
+        done += chunk;
+        sbx_charge(L, chunk);
+    }
+    luaL_pushresultsize(&b, total);
+    return 1;
+}
+
+/* t2[to + k] = t1[from + k] for k = 0..n-1 (tables at T1 and T2), from the
+** top when the ranges overlap that way; counts every element. */
+static void sbx_table_shift(lua_State *L, int t1, lua_Integer from, int t2, lua_Integer to,
+                            lua_Integer n, int down)
+{
+    for (lua_Integer k = 0; k < n; k++) {
+        lua_Integer i = down ? n - 1 - k : k;
+        lua_geti(L, t1, from + i);
+        lua_seti(L, t2, to + i);
+        if ((k & 1023) == 1023)
+            sbx_charge(L, 1024 * 64);
+    }
+}
+
+/* table.move(a1, f, e, t [, a2]), as Lua's with its checks. */
+static int sbx_tab_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    lua_Integer t = luaL_checkinteger(L, 4);
+    int tt = !lua_isnoneornil(L, 5) ? 5 : 1;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, tt, LUA_TTABLE);
+    if (e >= f) {
+        luaL_argcheck(L, f > 0 || e < LUA_MAXINTEGER + f, 3, "too many elements to move");
+        lua_Integer n = e - f + 1;
+        luaL_argcheck(L, t <= LUA_MAXINTEGER - n + 1, 4, "destination wrap around");
+        int down = !(t > e || t <= f || (tt != 1 && !lua_rawequal(L, 1, tt)));
+        sbx_table_shift(L, 1, f, tt, t, n, down);
+    }
+    lua_pushvalue(L, tt);
+    return 1;
+}
+
+/* table.insert(t, [pos,] v). */
+static int sbx_tab_insert(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer e = luaL_len(L, 1), pos;
+    e = (lua_Integer)((lua_Unsigned)e + 1u);
+    switch (lua_gettop(L)) {
+    case 2:
+        pos = e;
+        break;
+    case 3:
+        pos = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2, "position out of bounds");
+        sbx_table_shift(L, 1, pos, 1, pos + 1, e - pos, 1);
+        break;
+    default:
+        return luaL_error(L, "wrong number of arguments to 'insert'");
+    }
+    lua_seti(L, 1, pos);
+    return 0;
+}
+
+/* table.remove(t [, pos]). */
+static int sbx_tab_remove(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer size = luaL_len(L, 1);
+    lua_Integer pos = luaL_optinteger(L, 2, size);
+    if (pos != size)
+        luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 2,
+                      "position out of bounds");
+    lua_geti(L, 1, pos);
+    if (pos < size) {
+        sbx_table_shift(L, 1, pos + 1, 1, pos, size - pos, 0);
+        pos = size;
+    }
+    lua_pushnil(L);
+    lua_seti(L, 1, pos);
+    return 1;
+}
+
+/* table.sort's default order, counted: a comparison of strings reads them. */
+static int sbx_tab_less(lua_State *L)
+{
+    size_t la = 0, lb = 0;
+    if (lua_type(L, 1) == LUA_TSTRING)
+        lua_tolstring(L, 1, &la);
+    if (lua_type(L, 2) == LUA_TSTRING)
+        lua_tolstring(L, 2, &lb);
+    sbx_charge(L, 64 + la + lb);
+    lua_pushboolean(L, lua_compare(L, 1, 2, LUA_OPLT));
+    return 1;
+}
+
+/* table.sort(t [, comp]): Lua's sort (upvalue 1) with a counted order. */
+static int sbx_tab_sort(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_isnoneornil(L, 2)) {
+        lua_settop(L, 1);
+        lua_pushcfunction(L, sbx_tab_less);
+    }
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 0);
+    return 0;
+}
+
+/* Open the libraries in a new sandbox and take out or bound what the
+** header lists. Runs protected: any allocation may fail. */
+static int sbx_setup(lua_State *L)
+{
+    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
+    static const char *const removed[] = {"dofile", "loadfile", "load", "collectgarbage",
+        "print", "warn", "pcall", "xpcall", "setmetatable", "getmetatable", NULL};
+    static const luaL_Reg strings[] = {{"find", sbx_str_find}, {"match", sbx_str_match},
+        {"gmatch", sbx_str_gmatch}, {"gsub", sbx_str_gsub}, {"rep", sbx_str_rep},
+        {NULL, NULL}};
+    static const luaL_Reg tables[] = {{"move", sbx_tab_move}, {"insert", sbx_tab_insert},
+        {"remove", sbx_tab_remove}, {NULL, NULL}};
+    for (const luaL_Reg *l = libs; l->name; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    lua_pushglobaltable(L);
+    for (const char *const *r = removed; *r; r++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *r);
+    }
+    lua_getfield(L, -1, LUA_STRLIBNAME);
+    luaL_setfuncs(L, strings, 0);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_getfield(L, -2, LUA_TABLIBNAME);
+    luaL_setfuncs(L, tables, 0);
+    lua_getfield(L, -1, "sort");
+    lua_pushcclosure(L, sbx_tab_sort, 1);
+    lua_setfield(L, -2, "sort");
+    /* A seed from the clock, not from the state's address as luaopen_math's. */
+    lua_getfield(L, -3, LUA_MATHLIBNAME);
+    lua_getfield(L, -1, "randomseed");
+    lua_pushinteger(L, (lua_Integer)nb_now_ns());
+    lua_call(L, 1, 0);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "randomseed");
+    return 0;
+}
+
+static struct lua_State *sbx_new(const struct netbe_sandbox_limits *lim, size_t *pool,
+                                 size_t pool_limit, char *err, size_t errlen)
+{
+    struct sbx *sb = calloc(1, sizeof *sb);
+    char mem[32];
+    if (!sb) {
+        NB_ERR(ENOMEM, "out of memory");
+        return NULL;
+    }
+    sb->mem_limit = lim && lim->memory ? lim->memory : 64u << 20;
+    sb->time_limit = lim && lim->time_ns ? lim->time_ns : 1000000000u;
+    sb->budget = lim ? lim->instructions : 0;
+    sb->pool_used = pool;
+    sb->pool_limit = pool_limit;
+    lua_State *L = sb->L = lua_newstate(sbx_alloc, sb);
+    if (L) {
+        lua_pushcfunction(L, sbx_setup);
+        if (lua_pcall(L, 0, 0, 0) == LUA_OK) {
+            sb->mem_base = sb->mem_used;
+            return L;
+        }
+        lua_close(L);
+    }
+    free(sb);
+    sbx_fmt_bytes(mem, sizeof mem, lim && lim->memory ? lim->memory : 64u << 20);
+    NB_ERR(ENOMEM, "the Lua sandbox's libraries do not fit in %s", mem);
+    return NULL;
+}
+
+struct lua_State *netbe_sandbox_new(const struct netbe_sandbox_limits *lim, char *err,
+                                    size_t errlen)
+{
+    return sbx_new(lim, NULL, 0, err, errlen);
+}
+
+/* After a call that failed with RC, having ended in STATUS: the message in
+** ERR and the error object popped. */
+static int sbx_failed(lua_State *L, struct sbx *sb, int status, int rc, char *err,
+                      size_t errlen)
+{
+    char what[64];
+    if (rc == LUA_ERRMEM) {
+        sbx_bound(sb, 0, what, sizeof what);
+        rc = NB_ERR(ENOMEM, "went over its %s", what);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        rc = NB_ERR(status == SBX_RUNNING ? EINVAL : ETIMEDOUT, "%s", lua_tostring(L, -1));
+    } else {
+        rc = NB_ERR(EINVAL, "(error object is a %s value)", luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+int netbe_sandbox_call(struct lua_State *L, int nargs, int nresults, char *err,
+                       size_t errlen)
+{
+    char what[64];
+    struct sbx *sb = sbx_of(L);
+    int base = lua_gettop(L) - nargs - 1;
+    sbx_begin(L, sb);
+    int rc = lua_pcall(L, nargs, nresults, 0), status = sb->state;
+    sb->state = 0;
+    if (rc != LUA_OK)
+        return sbx_failed(L, sb, status, rc, err, errlen);
+    if (status == SBX_RUNNING)
+        return 0;
+    /* The time ran out in C code that ran no instruction after. */
+    lua_settop(L, base);
+    sbx_bound(sb, status, what, sizeof what);
+    return NB_ERR(ETIMEDOUT, "ran past its %s", what);
+}
+
+struct sbx_chunk {
+    const char *src, *name;
+    size_t len;
+};
+
+static int sbx_load_chunk(lua_State *L)
+{
+    const struct sbx_chunk *c = lua_touserdata(L, 1);
+    if (luaL_loadbufferx(L, c->src, c->len, c->name, "t") != LUA_OK)
+        return lua_error(L);
+    return 1;
+}
+
+int netbe_sandbox_load(struct lua_State *L, const char *src, size_t len,
+                       const char *chunkname, char *err, size_t errlen)
+{
+    struct sbx_chunk c = {src, chunkname, len};
+    if (!lua_checkstack(L, 2))
+        return NB_ERR(ENOMEM, "out of memory");
+    lua_pushcfunction(L, sbx_load_chunk);
+    lua_pushlightuserdata(L, &c);
+    return netbe_sandbox_call(L, 1, 1, err, errlen);
+}
+
+void netbe_sandbox_close(struct lua_State *L)
+{
+    if (!L)
+        return;
+    struct sbx *sb = sbx_of(L);
+    lua_close(L);
+    free(sb);
+}
+
+/* ---- Lua hooks ---- */
+
+/* Each hook has a sandbox of its own: stack index 1 holds the packet view,
+** index 2 the hook function. */
+struct pol_hook {
+    lua_State *L;
+    struct sbx *sb;
+    struct pol_view *view;
+};
 
 /* The view functions are closures over the view (upvalue 1): comparing
 ** identities is cheaper than luaL_checkudata's registry lookup. */
@@ -1399,7 +2418,6 @@ static struct pol_view *pol_view_check(lua_State *L)
         luaL_error(L, "packet view used outside its hook call");
     return v;
 }
-
 /* pkt:byte(off), pkt:u16(off), pkt:u32(off): big-endian, 0-based offsets
 ** into the Ethernet frame; nil past its end. */
 static int pol_view_bytes(lua_State *L, unsigned n)
@@ -1467,31 +2485,9 @@ static int pol_view_index(lua_State *L)
     return 1;
 }
 
-/* Set up the sandbox (run protected: any allocation may fail): base,
-** string, table, math and utf8, minus everything that reaches files, loads
-** code, prints, catches errors (pcall could swallow the budget error) or
-** sets metatables (a __gc finalizer would run outside the budget). Returns
-** the packet view. */
-static int pol_lua_setup(lua_State *L)
+/* Push the packet view (run protected: any allocation may fail). */
+static int pol_view_new(lua_State *L)
 {
-    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
-        {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
-        {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
-    static const char *const unsafe[] = {"dofile", "loadfile", "load", "require",
-        "collectgarbage", "print", "pcall", "xpcall", "setmetatable", "getmetatable", NULL};
-    for (const luaL_Reg *l = libs; l->name; l++) {
-        luaL_requiref(L, l->name, l->func, 1);
-        lua_pop(L, 1);
-    }
-    lua_pushglobaltable(L);
-    for (const char *const *u = unsafe; *u; u++) {
-        lua_pushnil(L);
-        lua_setfield(L, -2, *u);
-    }
-    lua_getfield(L, -1, LUA_STRLIBNAME);
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
-    lua_pop(L, 2);
     static const lua_CFunction methods[] = {pol_view_byte, pol_view_u16, pol_view_u32};
     struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 0);
     v->pk = NULL;
@@ -1507,95 +2503,56 @@ static int pol_lua_setup(lua_State *L)
     return 1;
 }
 
-/* Open the sandbox; the packet view stays at stack index 1. */
-static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
+/* Make the sandbox of the hook of rule R, described by D, and run its chunk
+** there to get the hook. */
+static int pol_hook_new(netbe_policy *p, struct pol_rule *r, const struct netbe_rule *d,
+                        char *err, size_t errlen)
 {
-    lua_State *L = p->L = lua_newstate(pol_lua_alloc, p);
-    if (L) {
-        lua_pushcfunction(L, pol_lua_setup);
-        if (lua_pcall(L, 0, 1, 0) == LUA_OK) {
-            p->view = lua_touserdata(L, 1);
-            return 0;
-        }
-    }
-    return NB_ERR(ENOMEM, "policy: cannot set up the Lua sandbox within hook_memory "
-                  "%zu bytes", p->mem_limit);
-}
-
-/* What pol_lua_install needs, passed as a light userdata. */
-struct pol_hook_load {
-    const struct netbe_rule *d;
-    const char *name;
-    int ref;
-};
-
-/* Load the hook chunk, give it its upvalues (the sandbox for _ENV), keep it
-** in the registry. Runs protected; errors carry the reason. */
-static int pol_lua_install(lua_State *L)
-{
-    struct pol_hook_load *h = lua_touserdata(L, 1);
-    const struct netbe_rule *d = h->d;
-    if (luaL_loadbufferx(L, d->hook, d->hook_len, h->name, "bt") != LUA_OK)
-        return luaL_error(L, "hook does not load: %s", lua_tostring(L, -1));
-    int nvals = 0, fn = lua_gettop(L);
-    if (d->hook_upvalues) {
-        if (luaL_loadstring(L, d->hook_upvalues) != LUA_OK)
-            return luaL_error(L, "hook upvalues do not load: %s", lua_tostring(L, -1));
-        lua_call(L, 0, LUA_MULTRET);
-        nvals = lua_gettop(L) - fn;
-    }
-    for (int u = 1;; u++) {
-        const char *name = lua_getupvalue(L, fn, u);
-        if (!name)
-            break;
-        lua_pop(L, 1);
-        if (strcmp(name, "_ENV") == 0)
-            lua_pushglobaltable(L);
-        else if (u <= nvals)
-            lua_pushvalue(L, fn + u);
-        else
-            lua_pushnil(L);
-        lua_setupvalue(L, fn, u);
-    }
-    lua_settop(L, fn);
-    h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return 0;
-}
-
-/* Load the hook of rule R, described by D, into the sandbox. */
-static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
-                             const struct netbe_rule *d, char *err, size_t errlen)
-{
-    lua_State *L = p->L;
+    char why[NETBE_ERRMAX], mem[32];
     if (!d->hook || !d->hook_len)
         return NB_ERR(EINVAL, "rule '%s': action lua needs a hook", r->name);
-    struct pol_hook_load h = {d, r->name, LUA_NOREF};
-    lua_pushcfunction(L, pol_lua_install);
-    lua_pushlightuserdata(L, &h);
-    lua_sethook(L, pol_lua_budget, LUA_MASKCOUNT, (int)p->budget);
-    int rc = lua_pcall(L, 1, 0, 0);
-    lua_sethook(L, NULL, 0, 0);
-    if (rc != LUA_OK) {
-        rc = NB_ERR(EINVAL, "rule '%s': %s", r->name, lua_tostring(L, -1));
-        lua_settop(L, 1);
-        return rc;
+    struct pol_hook *h = &p->hooks[p->nhooks];
+    h->L = sbx_new(&p->hook_limits, &p->hooks_mem, NETBE_POLICY_HOOKS_MEMORY, why, sizeof why);
+    if (!h->L) {
+        sbx_fmt_bytes(mem, sizeof mem, p->hook_limits.memory);
+        return NB_ERR(ENOMEM, "rule '%s': hook_memory %s (all hooks: %u MiB): %s", r->name,
+                      mem, NETBE_POLICY_HOOKS_MEMORY >> 20, why);
     }
-    r->hook_ref = h.ref;
+    p->nhooks++;
+    h->sb = sbx_of(h->L);
+    lua_pushcfunction(h->L, pol_view_new);
+    int rc = netbe_sandbox_call(h->L, 0, 1, why, sizeof why);
+    if (rc == 0)
+        rc = netbe_sandbox_load(h->L, d->hook, d->hook_len, d->hook_name ? d->hook_name : "=hook",
+                                why, sizeof why);
+    if (rc == 0)
+        rc = netbe_sandbox_call(h->L, 0, 1, why, sizeof why);
+    if (rc < 0)
+        return NB_ERR(-rc, "rule '%s': %s", r->name, why);
+    h->view = lua_touserdata(h->L, 1);
+    if (lua_type(h->L, 2) != LUA_TFUNCTION)
+        return NB_ERR(EINVAL, "rule '%s': the hook's chunk returned %s (expected the hook "
+                      "function: \"return function(pkt) ... end\")", r->name,
+                      luaL_typename(h->L, 2));
+    r->hook = p->nhooks - 1;
     return 0;
 }
 
 /* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. */
 static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct pol_pkt *pk)
 {
-    lua_State *L = p->L;
+    struct pol_hook *h = &p->hooks[r->hook];
+    lua_State *L = h->L;
     int verdict = p->fail;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->hook_ref);
+    lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
-    p->view->pk = pk;
-    lua_sethook(L, pol_lua_budget, LUA_MASKCOUNT, (int)p->budget);
+    h->view->pk = pk;
+    sbx_begin(L, h->sb);
     int rc = lua_pcall(L, 1, 1, 0);
-    lua_sethook(L, NULL, 0, 0);
-    p->view->pk = NULL;
+    if (rc == LUA_OK && h->sb->state != SBX_RUNNING)
+        rc = LUA_ERRRUN;         /* the time ran out in its last C call */
+    h->sb->state = 0;
+    h->view->pk = NULL;
     if (rc == LUA_OK) {
         size_t n;
         const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
@@ -1610,21 +2567,47 @@ static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct 
     }
     if (rc != LUA_OK)
         pol_add(&p->st.hook_errors, 1);
-    lua_settop(L, 1);
+    lua_settop(L, 2);
     return verdict;
 }
 
 #else
 
-/* Built with NETBE_OMIT_LUA: no sandbox to open, and every hook rule is
+/* Built with NETBE_OMIT_LUA: no sandbox opens, and every hook rule is
 ** refused where it would load, so none is ever called. */
-static int pol_lua_open(netbe_policy *p, char *err, size_t errlen)
+struct pol_hook {
+    struct lua_State *L;
+};
+
+static int pol_lua_omitted(char *err, size_t errlen)
 {
-    return 0;
+    return NB_ERR(ENOTSUP, "Lua sandboxes need Lua, and this netbe was built without it "
+                  "(NETBE_OMIT_LUA)");
 }
 
-static int pol_lua_load_hook(netbe_policy *p, struct pol_rule *r,
-                             const struct netbe_rule *d, char *err, size_t errlen)
+struct lua_State *netbe_sandbox_new(const struct netbe_sandbox_limits *lim, char *err,
+                                    size_t errlen)
+{
+    pol_lua_omitted(err, errlen);
+    return NULL;
+}
+
+int netbe_sandbox_load(struct lua_State *L, const char *src, size_t len,
+                       const char *chunkname, char *err, size_t errlen)
+{
+    return pol_lua_omitted(err, errlen);
+}
+
+int netbe_sandbox_call(struct lua_State *L, int nargs, int nresults, char *err,
+                       size_t errlen)
+{
+    return pol_lua_omitted(err, errlen);
+}
+
+void netbe_sandbox_close(struct lua_State *L) {}
+
+static int pol_hook_new(netbe_policy *p, struct pol_rule *r, const struct netbe_rule *d,
+                        char *err, size_t errlen)
 {
     return NB_ERR(ENOTSUP, "rule '%s': action lua needs Lua, and this netbe was built "
                   "without it (NETBE_OMIT_LUA): use compiled rules only", r->name);
@@ -1720,7 +2703,7 @@ static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int 
     r->icmp_type = d->icmp_type;
     r->len_lo = d->len_lo, r->len_hi = d->len_hi;
     r->action = d->action;
-    r->hook_ref = LUA_NOREF;
+    r->hook = -1;
     if ((unsigned)d->action > NETBE_ACT_LUA)
         return NB_ERR(EINVAL, "rule '%s': unknown action %d", n, (int)d->action);
     if (d->action == NETBE_ACT_RATE) {
@@ -1990,20 +2973,18 @@ int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
     p->nrules = desc->nrules;
     p->def = desc->default_verdict;
     p->fail = desc->fail_verdict;
-    p->budget = desc->hook_budget ? desc->hook_budget : 10000;
-    p->mem_limit = desc->hook_memory ? desc->hook_memory : 4u << 20;
+    p->hook_limits.instructions = desc->hook_budget ? desc->hook_budget : 10000;
+    p->hook_limits.memory = desc->hook_memory ? desc->hook_memory : 4u << 20;
+    p->hook_limits.time_ns = desc->hook_time_ns ? desc->hook_time_ns : 1000000;
     p->rules = calloc((size_t)p->nrules + 1, sizeof *p->rules);
     p->state = calloc((size_t)p->nrules + 1, sizeof *p->state);
-    int rc = p->rules && p->state ? 0 : NB_ERR(ENOMEM, "out of memory");
+    p->hooks = calloc((size_t)p->nrules + 1, sizeof *p->hooks);
+    int rc = p->rules && p->state && p->hooks ? 0 : NB_ERR(ENOMEM, "out of memory");
     for (int i = 0; rc == 0 && i < p->nrules; i++) {
         rc = pol_compile_rule(&p->rules[i], &desc->rules[i], i, err, errlen);
         p->state[i].tokens = p->rules[i].burst;
-        if (rc == 0 && p->rules[i].action == NETBE_ACT_LUA) {
-            if (!p->L)
-                rc = pol_lua_open(p, err, errlen);
-            if (rc == 0)
-                rc = pol_lua_load_hook(p, &p->rules[i], &desc->rules[i], err, errlen);
-        }
+        if (rc == 0 && p->rules[i].action == NETBE_ACT_LUA)
+            rc = pol_hook_new(p, &p->rules[i], &desc->rules[i], err, errlen);
     }
     if (rc == 0)
         rc = pol_build_names(p, err, errlen);
@@ -2021,8 +3002,9 @@ void netbe_policy_free(netbe_policy *p)
 {
     if (!p)
         return;
-    if (p->L)
-        lua_close(p->L);
+    for (int i = 0; p->hooks && i < p->nhooks; i++)
+        netbe_sandbox_close(p->hooks[i].L);
+    free(p->hooks);
     free(p->rules);
     free(p->state);
     free(p->list_off);

@@ -632,8 +632,8 @@ uint64_t netbe_wire_drops(netbe_wire *w);
 ** over to the rules of the new policy that have the same name.
 **
 ** Threads: a policy is evaluated by one thread at a time (the thread that
-** runs its wire's event base). Its Lua hooks run in a lua_State of its
-** own, created when the policy is built.
+** runs its wire's event base). Each of its Lua hooks runs in a sandbox of
+** its own (see "Lua sandboxes" below), created when the policy is built.
 */
 typedef struct netbe_policy netbe_policy;
 
@@ -692,24 +692,26 @@ struct netbe_rule {
     enum netbe_action action;
     int rate_unit;                     /* NETBE_RATE_* */
     double rate, burst;                /* RATE: per second, bucket size */
-    /* LUA: a chunk that is the hook: it is called with the packet view
-    ** (source: "local pkt = ..."), and returns "pass", "drop" or nil to
-    ** continue. Lua source, or the string.dump of a function: Lua does not
-    ** verify bytecode, so pass only bytecode you produced yourself. The
-    ** view has fields len, dir, src_mac, dst_mac, ethertype, vlan, family,
-    ** src_ip, dst_ip, proto, sport, dport, tcp_flags, icmp_type (nil when
-    ** the frame does not carry one) and pkt:byte(off), pkt:u16(off),
-    ** pkt:u32(off): big-endian, 0-based into the frame, nil past its end.
-    ** The sandbox has base (without load, require, pcall, print,
-    ** collectgarbage, metatables), string (without dump), table, math and
-    ** utf8. A hook that errors, runs past hook_budget instructions, grows
-    ** the state past hook_memory or returns anything else counts a hook
-    ** error and gets fail_verdict. */
+    /* LUA: Lua source text (never bytecode: it is loaded with mode "t",
+    ** so a binary chunk is refused) of a chunk that returns the hook, a
+    ** function: "return function(pkt) if pkt.dport == 22 then return
+    ** 'drop' end end". The chunk runs once, when the policy is built, in
+    ** the hook's own sandbox and within the hook's bounds; locals it sets
+    ** up stay the hook's own between calls. The hook is called per frame
+    ** with the packet view and returns "pass", "drop" or nil to continue.
+    ** The view has fields len, dir, src_mac, dst_mac, ethertype, vlan,
+    ** family, src_ip, dst_ip, proto, sport, dport, tcp_flags, icmp_type
+    ** (nil when the frame does not carry one) and pkt:byte(off),
+    ** pkt:u16(off), pkt:u32(off): big-endian, 0-based into the frame, nil
+    ** past its end. The sandbox's libraries are listed under "Lua
+    ** sandboxes". A hook that errors, runs past hook_budget instructions
+    ** or hook_time_ns, grows its state past hook_memory or returns
+    ** anything else counts a hook error and gets fail_verdict. */
     const char *hook;
     size_t hook_len;
-    /* LUA, optional: Lua source returning one value per upvalue of the
-    ** hook, in order (the _ENV upvalue gets the sandbox). NULL: none. */
-    const char *hook_upvalues;
+    /* LUA, optional: the chunk name for messages, as in lua_load
+    ** ("@vm0.lua" reads "vm0.lua:LINE: ..."). NULL: "=hook". */
+    const char *hook_name;
 };
 
 /* A whole policy. */
@@ -719,12 +721,17 @@ struct netbe_policy_desc {
     int default_verdict;               /* NETBE_PASS or NETBE_DROP */
     int fail_verdict;                  /* what a failing hook gets */
     unsigned hook_budget;              /* Lua instructions per call; 0: 10000 */
-    size_t hook_memory;                /* bytes for the Lua state; 0: 4 MiB */
+    size_t hook_memory;                /* bytes for each hook's state; 0: 4 MiB */
+    uint64_t hook_time_ns;             /* CPU time per call; 0: 1 ms */
 };
 
+/* All hook states of one policy together hold at most this many bytes. */
+#define NETBE_POLICY_HOOKS_MEMORY  (64u << 20)
+
 /* Build a policy from DESC. Checks every rule (names unique, prefixes and
-** ranges sane, hooks load in the sandbox) and returns 0 and *PP, or a
-** negative errno value with ERR naming the rule and the problem. */
+** ranges sane, each hook's chunk loads and returns a function within the
+** hook's bounds) and returns 0 and *PP, or a negative errno value with ERR
+** naming the rule and the problem. */
 int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
                      char *err, size_t errlen);
 
@@ -769,6 +776,78 @@ int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p);
 ** Return -ENOENT when W has no policy. Safe from any thread. */
 int netbe_wire_policy_stats(netbe_wire *w, struct netbe_policy_stats *st);
 int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs);
+
+/* ====================================================================
+** Lua sandboxes
+** ====================================================================
+** A sandbox is a lua_State for Lua code written by someone netbe does not
+** trust: policy hooks, and (through the Lua module) policy and topology
+** files. Embedders may run their own untrusted Lua in one. Nothing in it
+** is shared with another state: its libraries are opened fresh in it, so
+** what the code replaces it replaces only for itself.
+**
+** What the code can call: base (assert, error, ipairs, next, pairs,
+** rawequal, rawget, rawlen, rawset, select, tonumber, tostring, type, _G,
+** _VERSION), string (all but dump), table, math (all but randomseed) and
+** utf8. Left out: anything that reaches files, processes or other code
+** (dofile, loadfile, load, require, io, os, package, debug, coroutine),
+** that prints (print, warn), that catches errors (pcall, xpcall: they
+** would catch the bounds' errors) or touches metatables and the collector
+** (setmetatable, getmetatable, collectgarbage; a __gc finalizer would run
+** outside every bound). Only source text loads, never bytecode.
+**
+** Bounds, per call of netbe_sandbox_call:
+**   - memory: the allocator refuses what would pass the limit;
+**   - time: CPU time of the calling thread, so that time the thread spends
+**     preempted does not count. The clock is read at least every 1000 VM
+**     instructions (more often as the state holds more, since one
+**     instruction may touch all of it), every megabyte allocated, and
+**     inside the library calls whose work does not follow from the size
+**     of their arguments: patterns (find, match, gmatch and gsub run
+**     netbe's own matcher, with Lua's semantics and messages, counting its
+**     steps), string.rep, table.move, insert, remove and sort. A call that
+**     passes its bound is stopped within about a millisecond of CPU time;
+**     a short call reads no clock at all;
+**   - instructions: optional, exact.
+** A call that passes one fails with a message naming it.
+**
+** The embedder may push values into the state and read results with the
+** Lua C API; whatever runs Lua code (a call, a load) goes through the calls
+** below, which never let a Lua error out. One thread at a time.
+*/
+struct lua_State;
+
+/* Bounds of a sandbox; a zero field takes the default. */
+struct netbe_sandbox_limits {
+    size_t memory;                     /* bytes the state may hold; 0: 64 MiB */
+    uint64_t time_ns;                  /* CPU time per call; 0: 1 s */
+    uint64_t instructions;             /* VM instructions per call; 0: no count */
+};
+
+/* A new sandbox with LIM (NULL: the defaults), or NULL with ERR set when
+** its libraries do not fit in the memory limit. Close it with
+** netbe_sandbox_close, never lua_close. */
+struct lua_State *netbe_sandbox_new(const struct netbe_sandbox_limits *lim, char *err,
+                                    size_t errlen);
+
+/* Compile LEN bytes of Lua source text SRC as a chunk named CHUNKNAME (as
+** lua_load names it: "@file", "=name") and push it. A binary chunk is
+** refused. The parser runs within the memory and time bounds. Returns 0,
+** or a negative errno value with ERR set ("FILE:LINE: ...") and nothing
+** pushed. */
+int netbe_sandbox_load(struct lua_State *L, const char *src, size_t len,
+                       const char *chunkname, char *err, size_t errlen);
+
+/* Call the function below NARGS arguments on L's stack, protected and
+** within the bounds (lua_pcall's contract otherwise). Returns 0 with
+** NRESULTS results pushed, or a negative errno value with ERR set to the
+** error message or the bound it passed ("FILE:LINE: ran past its time
+** bound of 1 s"); then nothing is pushed. No Lua error leaves this call. */
+int netbe_sandbox_call(struct lua_State *L, int nargs, int nresults, char *err,
+                       size_t errlen);
+
+/* Close sandbox L and free its memory. NULL is a no-op. */
+void netbe_sandbox_close(struct lua_State *L);
 
 
 /* ====================================================================

@@ -8,14 +8,18 @@
 ** or the netbe C API.
 */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -462,8 +466,10 @@ static int lb_tostring(lua_State *L)
 ** ====================================================================
 ** netbe.policy_new(desc) builds a netbe_policy from the normalized table
 ** that policy.lua produces: every rule field present in a rule's table
-** turns its match bit on. A policy given to a wire belongs to the wire;
-** its Lua handle is emptied.
+** turns its match bit on. Every key must be one netbe knows and every
+** value of the type and range its C field takes; a description that is
+** not returns nil and a message naming the rule and the field. A policy
+** given to a wire belongs to the wire; its Lua handle is emptied.
 */
 
 #define LB_POLICY "netbe.policy"
@@ -472,113 +478,210 @@ typedef struct lb_policy {
     netbe_policy *p;
 } lb_policy;
 
-static lua_Integer lb_field_int(lua_State *L, int t, const char *k, int *present)
+/* How a rule field is read: an integer in [lo, hi] into a C integer of its
+** size, a string of exactly LO bytes (LO 0: 4 or 16), a number, a string
+** pointer (with its length at LEN_OFF when that is not 0). */
+enum lb_kind { LB_INT, LB_BYTES, LB_NUM, LB_STR };
+
+struct lb_field {
+    const char *name;
+    enum lb_kind kind;
+    lua_Integer lo, hi;
+    size_t off, size, len_off;
+    unsigned match;              /* the match bit the field turns on */
+};
+
+#define LB_F(field, kind, lo, hi, match) {#field, kind, lo, hi, \
+    offsetof(struct netbe_rule, field), sizeof(((struct netbe_rule *)0)->field), 0, match}
+
+static const struct lb_field lb_rule_fields[] = {
+    {"name", LB_STR, 0, 0, offsetof(struct netbe_rule, name), sizeof(char *), 0, 0},
+    LB_F(dir, LB_INT, 0, 1, NETBE_M_DIR),
+    LB_F(src_mac, LB_BYTES, 6, 6, NETBE_M_SRC_MAC),
+    LB_F(src_mac_mask, LB_BYTES, 6, 6, 0),
+    LB_F(dst_mac, LB_BYTES, 6, 6, NETBE_M_DST_MAC),
+    LB_F(dst_mac_mask, LB_BYTES, 6, 6, 0),
+    LB_F(ethertype, LB_INT, 0, 0xffff, NETBE_M_ETHERTYPE),
+    LB_F(vlan, LB_INT, 0, 0xffff, NETBE_M_VLAN),
+    LB_F(ip_family, LB_INT, 4, 6, 0),
+    LB_F(src_ip, LB_BYTES, 0, 0, NETBE_M_SRC_IP),
+    LB_F(src_plen, LB_INT, 0, 128, 0),
+    LB_F(dst_ip, LB_BYTES, 0, 0, NETBE_M_DST_IP),
+    LB_F(dst_plen, LB_INT, 0, 128, 0),
+    LB_F(proto, LB_INT, 0, 255, NETBE_M_PROTO),
+    LB_F(sport_lo, LB_INT, 0, 65535, NETBE_M_SPORT),
+    LB_F(sport_hi, LB_INT, 0, 65535, NETBE_M_SPORT),
+    LB_F(dport_lo, LB_INT, 0, 65535, NETBE_M_DPORT),
+    LB_F(dport_hi, LB_INT, 0, 65535, NETBE_M_DPORT),
+    LB_F(tcp_flags, LB_INT, 0, 255, NETBE_M_TCP_FLAGS),
+    LB_F(tcp_flags_mask, LB_INT, 0, 255, NETBE_M_TCP_FLAGS),
+    LB_F(icmp_type, LB_INT, 0, 255, NETBE_M_ICMP_TYPE),
+    LB_F(len_lo, LB_INT, 0, UINT_MAX, NETBE_M_LEN),
+    LB_F(len_hi, LB_INT, 0, UINT_MAX, NETBE_M_LEN),
+    LB_F(action, LB_INT, NETBE_ACT_PASS, NETBE_ACT_LUA, 0),
+    LB_F(rate_unit, LB_INT, NETBE_RATE_BITS, NETBE_RATE_FRAMES, 0),
+    LB_F(rate, LB_NUM, 0, 0, 0),
+    LB_F(burst, LB_NUM, 0, 0, 0),
+    {"hook", LB_STR, 0, 0, offsetof(struct netbe_rule, hook), sizeof(char *),
+     offsetof(struct netbe_rule, hook_len), 0},
+    {"hook_name", LB_STR, 0, 0, offsetof(struct netbe_rule, hook_name), sizeof(char *), 0, 0},
+    {NULL, LB_INT, 0, 0, 0, 0, 0, 0}
+};
+
+#define LB_D(field, lo, hi) {#field, LB_INT, lo, hi, offsetof(struct netbe_policy_desc, field), \
+    sizeof(((struct netbe_policy_desc *)0)->field), 0, 0}
+
+static const struct lb_field lb_desc_fields[] = {
+    {"default", LB_INT, NETBE_PASS, NETBE_DROP, offsetof(struct netbe_policy_desc, default_verdict),
+     sizeof(int), 0, 0},
+    {"fail", LB_INT, NETBE_PASS, NETBE_DROP, offsetof(struct netbe_policy_desc, fail_verdict),
+     sizeof(int), 0, 0},
+    LB_D(hook_budget, 0, UINT_MAX),
+    LB_D(hook_memory, 0, LUA_MAXINTEGER),
+    LB_D(hook_time_ns, 0, LUA_MAXINTEGER),
+    {"rules", LB_NUM, 0, 0, 0, 0, 0, 0},   /* read apart */
+    {NULL, LB_INT, 0, 0, 0, 0, 0, 0}
+};
+
+/* "name, dir, ..." for messages. */
+static const char *lb_field_names(lua_State *L, const struct lb_field *f)
 {
-    lua_getfield(L, t, k);
-    *present = !lua_isnil(L, -1);
-    lua_Integer v = *present ? luaL_checkinteger(L, -1) : 0;
-    lua_pop(L, 1);
-    return v;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (; f->name; f++) {
+        luaL_addstring(&b, f->name);
+        if (f[1].name)
+            luaL_addstring(&b, ", ");
+    }
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
 }
 
-/* Copy a string field of exactly LEN bytes (LEN 0: 4 or 16) into OUT. */
-static int lb_field_bytes(lua_State *L, int t, const char *k, uint8_t *out, size_t len)
+/* Store the value on top of the stack into field F of OUT; WHO names the
+** rule for messages. Strings stay in the table they came from, which the
+** caller keeps on its stack until netbe_policy_new has copied them. */
+static void lb_store_field(lua_State *L, const struct lb_field *f, void *out, const char *who)
 {
-    size_t n;
-    lua_getfield(L, t, k);
-    const char *s = lua_tolstring(L, -1, &n);
-    int ok = s && (len ? n == len : (n == 4 || n == 16));
-    if (ok)
-        memcpy(out, s, n);
-    lua_pop(L, 1);
-    if (s && !ok)
-        luaL_error(L, "policy_new: field %s has %d bytes", k, (int)n);
-    return s != NULL;
+    char *at = (char *)out + f->off;
+    int t = lua_type(L, -1), isint;
+    size_t len;
+    if (f->kind == LB_INT) {
+        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        if (!isint || v < f->lo || v > f->hi)
+            luaL_error(L, "%sfield '%s': expected an integer %I-%I, got %s", who, f->name,
+                       f->lo, f->hi, t == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        uint8_t v8 = (uint8_t)v;
+        uint16_t v16 = (uint16_t)v;
+        uint32_t v32 = (uint32_t)v;
+        uint64_t v64 = (uint64_t)v;
+        memcpy(at, f->size == 1 ? (void *)&v8 : f->size == 2 ? (void *)&v16 :
+                   f->size == 4 ? (void *)&v32 : (void *)&v64, f->size);
+    } else if (f->kind == LB_NUM) {
+        if (t != LUA_TNUMBER)
+            luaL_error(L, "%sfield '%s': expected a number, got %s", who, f->name,
+                       luaL_typename(L, -1));
+        *(double *)at = lua_tonumber(L, -1);
+    } else if (t != LUA_TSTRING) {
+        luaL_error(L, "%sfield '%s': expected a string, got %s", who, f->name, luaL_typename(L, -1));
+    } else if (f->kind == LB_STR) {
+        *(const char **)at = lua_tolstring(L, -1, &len);
+        if (f->len_off)
+            *(size_t *)((char *)out + f->len_off) = len;
+    } else {
+        const char *s = lua_tolstring(L, -1, &len);
+        if (f->lo ? len != (size_t)f->lo : len != 4 && len != 16)
+            luaL_error(L, "%sfield '%s': expected %s bytes, got %d", who, f->name,
+                       f->lo ? lua_pushfstring(L, "%I", f->lo) : "4 or 16", (int)len);
+        memcpy(at, s, len);
+    }
 }
 
-/* Read the rule table at T into R; strings stay owned by the table. */
-static void lb_torule(lua_State *L, int t, struct netbe_rule *r)
+/* Read every key of the table at T through FIELDS into OUT; returns the
+** match bits of the fields present. Unknown keys are an error. */
+static unsigned lb_read_fields(lua_State *L, int t, const struct lb_field *fields, void *out,
+                               const char *who)
 {
-    int has;
+    unsigned match = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const struct lb_field *f = fields;
+        while (f->name && (lua_type(L, -2) != LUA_TSTRING ||
+                           strcmp(f->name, lua_tostring(L, -2)) != 0))
+            f++;
+        if (!f->name) {
+            const char *q = lua_type(L, -2) == LUA_TSTRING ? "'" : "";
+            const char *key = luaL_tolstring(L, -2, NULL);
+            luaL_error(L, "%sunknown field %s%s%s (expected one of: %s)", who, q, key, q,
+                       lb_field_names(L, fields));
+        }
+        if (f->size)
+            lb_store_field(L, f, out, who);
+        match |= f->match;
+        lua_pop(L, 1);
+    }
+    return match;
+}
+
+/* Read the rule table at T (the Ith) into R. */
+static void lb_torule(lua_State *L, int t, int i, struct netbe_rule *r)
+{
+    char who[96];
     memset(r, 0, sizeof *r);
-    lua_getfield(L, t, "name");
-    r->name = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    r->dir = (int)lb_field_int(L, t, "dir", &has);
-    r->match |= has ? NETBE_M_DIR : 0;
     memset(r->src_mac_mask, 0xff, 6);
     memset(r->dst_mac_mask, 0xff, 6);
-    if (lb_field_bytes(L, t, "src_mac", r->src_mac, 6)) {
-        r->match |= NETBE_M_SRC_MAC;
-        lb_field_bytes(L, t, "src_mac_mask", r->src_mac_mask, 6);
+    lua_getfield(L, t, "name");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        snprintf(who, sizeof who, "rule '%s': ", lua_tostring(L, -1));
+    else
+        snprintf(who, sizeof who, "rule %d: ", i);
+    lua_pop(L, 1);
+    r->match = lb_read_fields(L, t, lb_rule_fields, r, who);
+}
+
+/* Protected part of policy_new: read the description (argument 1) into
+** the desc and rule array passed as light userdata (arguments 2 and 3). */
+static int lb_policy_read(lua_State *L)
+{
+    struct netbe_policy_desc *d = lua_touserdata(L, 2);
+    struct netbe_rule *rv = lua_touserdata(L, 3);
+    lb_read_fields(L, 1, lb_desc_fields, d, "policy_new: ");
+    lua_getfield(L, 1, "rules");
+    if (!lua_istable(L, -1))
+        return luaL_error(L, "policy_new: rules: expected a list of rule tables, got %s",
+                          luaL_typename(L, -1));
+    for (int i = 0; i < d->nrules; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "rule %d: expected a table, got %s", i + 1,
+                              luaL_typename(L, -1));
+        lb_torule(L, lua_gettop(L), i + 1, &rv[i]);
+        lua_pop(L, 1);
     }
-    if (lb_field_bytes(L, t, "dst_mac", r->dst_mac, 6)) {
-        r->match |= NETBE_M_DST_MAC;
-        lb_field_bytes(L, t, "dst_mac_mask", r->dst_mac_mask, 6);
-    }
-    r->ethertype = (uint16_t)lb_field_int(L, t, "ethertype", &has);
-    r->match |= has ? NETBE_M_ETHERTYPE : 0;
-    r->vlan = (uint16_t)lb_field_int(L, t, "vlan", &has);
-    r->match |= has ? NETBE_M_VLAN : 0;
-    r->ip_family = (int)lb_field_int(L, t, "ip_family", &has);
-    if (lb_field_bytes(L, t, "src_ip", r->src_ip, 0)) {
-        r->match |= NETBE_M_SRC_IP;
-        r->src_plen = (unsigned)lb_field_int(L, t, "src_plen", &has);
-    }
-    if (lb_field_bytes(L, t, "dst_ip", r->dst_ip, 0)) {
-        r->match |= NETBE_M_DST_IP;
-        r->dst_plen = (unsigned)lb_field_int(L, t, "dst_plen", &has);
-    }
-    r->proto = (uint8_t)lb_field_int(L, t, "proto", &has);
-    r->match |= has ? NETBE_M_PROTO : 0;
-    r->sport_lo = (uint16_t)lb_field_int(L, t, "sport_lo", &has);
-    r->sport_hi = (uint16_t)lb_field_int(L, t, "sport_hi", &has);
-    r->match |= has ? NETBE_M_SPORT : 0;
-    r->dport_lo = (uint16_t)lb_field_int(L, t, "dport_lo", &has);
-    r->dport_hi = (uint16_t)lb_field_int(L, t, "dport_hi", &has);
-    r->match |= has ? NETBE_M_DPORT : 0;
-    r->tcp_flags = (uint8_t)lb_field_int(L, t, "tcp_flags", &has);
-    r->tcp_flags_mask = (uint8_t)lb_field_int(L, t, "tcp_flags_mask", &has);
-    r->match |= has ? NETBE_M_TCP_FLAGS : 0;
-    r->icmp_type = (uint8_t)lb_field_int(L, t, "icmp_type", &has);
-    r->match |= has ? NETBE_M_ICMP_TYPE : 0;
-    r->len_lo = (unsigned)lb_field_int(L, t, "len_lo", &has);
-    r->len_hi = (unsigned)lb_field_int(L, t, "len_hi", &has);
-    r->match |= has ? NETBE_M_LEN : 0;
-    r->action = (enum netbe_action)lb_field_int(L, t, "action", &has);
-    r->rate_unit = (int)lb_field_int(L, t, "rate_unit", &has);
-    lua_getfield(L, t, "rate");
-    r->rate = lua_tonumber(L, -1);
-    lua_getfield(L, t, "burst");
-    r->burst = lua_tonumber(L, -1);
-    lua_getfield(L, t, "hook");
-    r->hook = lua_tolstring(L, -1, &r->hook_len);
-    lua_getfield(L, t, "hook_upvalues");
-    r->hook_upvalues = lua_tostring(L, -1);
-    lua_pop(L, 4);
+    return 0;
 }
 
 /* netbe.policy_new(desc) -> policy | nil, message */
 static int lb_policy_new(lua_State *L)
 {
     char err[NETBE_ERRMAX];
-    int has;
-    luaL_checktype(L, 1, LUA_TTABLE);
     struct netbe_policy_desc d = {0};
-    d.default_verdict = (int)lb_field_int(L, 1, "default", &has);
-    d.fail_verdict = (int)lb_field_int(L, 1, "fail", &has);
-    d.hook_budget = (unsigned)lb_field_int(L, 1, "hook_budget", &has);
-    d.hook_memory = (size_t)lb_field_int(L, 1, "hook_memory", &has);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
     lua_getfield(L, 1, "rules");
-    luaL_checktype(L, -1, LUA_TTABLE);
-    int rules = lua_gettop(L);
-    d.nrules = (int)luaL_len(L, rules);
-    struct netbe_rule *rv = lua_newuserdatauv(L, sizeof *rv * ((size_t)d.nrules + 1), 0);
-    for (int i = 0; i < d.nrules; i++) {
-        lua_geti(L, rules, i + 1);
-        luaL_checktype(L, -1, LUA_TTABLE);
-        lb_torule(L, lua_gettop(L), &rv[i]);
-        lua_pop(L, 1);
+    lua_Integer n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
+    lua_pop(L, 1);
+    if (n > 65535)
+        n = 65536;               /* netbe_policy_new names the limit */
+    d.nrules = (int)n;
+    struct netbe_rule *rv = lua_newuserdatauv(L, sizeof *rv * ((size_t)n + 1), 0);
+    lua_pushcfunction(L, lb_policy_read);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, &d);
+    lua_pushlightuserdata(L, rv);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
     }
     d.rules = rv;
     lb_policy *lp = lua_newuserdatauv(L, sizeof *lp, 0);
@@ -687,6 +790,901 @@ static int lb_policy_stats(lua_State *L)
     struct netbe_policy_stats st;
     netbe_policy_get_stats(p, &st);
     lb_push_policy_stats(L, &st, lb_policy_rule, p);
+    return 1;
+}
+
+/* ====================================================================
+** Files: policy and topology files, each in a sandbox of its own
+** ====================================================================
+** netbe.run_file(path, opts) reads PATH and runs it in a new sandbox
+** (netbe_sandbox_new) with the bounds OPTS gives. What the file produced
+** crosses back as plain data only: strings, numbers, booleans and tables
+** of them, copied through a byte buffer (encoded in the sandbox, decoded
+** here) with a bound on depth and size, so nothing the file made (no
+** function, no metatable) reaches the caller's state. With opts.hooks a
+** function becomes a hook description: its own source text, found in the
+** file and checked to compile to exactly the function the file made, and
+** the values it captured.
+*/
+
+#define LB_FILE "netbe.file"
+#define LB_DEPTH 32              /* tables nested in a result */
+#define LB_CANDIDATES 64         /* source spans tried for one hook */
+
+/* A run's resources, owned by a userdata of the caller's state so that an
+** error anywhere frees them. */
+typedef struct lb_file {
+    lua_State *S;                /* the sandbox */
+    char *text;                  /* the file's text */
+    size_t len;
+    const char *chunkname;       /* "@PATH", in the caller's state */
+    char *out;                   /* the encoded result */
+    size_t out_len, out_cap, out_limit;
+    size_t *lines;               /* offsets where lines start, made on demand */
+    int nlines;
+    int hooks;                   /* functions become hook descriptions */
+    int any_env;                 /* every _ENV upvalue is the hook's globals */
+    int env;                     /* stack index of the file's globals in S */
+} lb_file;
+
+static void lb_file_free(lb_file *f)
+{
+    netbe_sandbox_close(f->S);
+    free(f->text);
+    free(f->out);
+    free(f->lines);
+    memset(f, 0, sizeof *f);
+}
+
+static int lb_file_gc(lua_State *L)
+{
+    lb_file_free(lua_touserdata(L, 1));
+    return 0;
+}
+
+static lb_file *lb_file_new(lua_State *L)
+{
+    lb_file *f = lua_newuserdatauv(L, sizeof *f, 0);
+    memset(f, 0, sizeof *f);
+    if (luaL_newmetatable(L, LB_FILE)) {
+        lua_pushcfunction(L, lb_file_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return f;
+}
+
+/* Read PATH (a regular file of at most MAX bytes) into F; 0, or -1 with
+** the reason in WHY. A FIFO or device is refused before it is read. */
+static int lb_read_file(lb_file *f, const char *path, size_t max, char *why, size_t whylen)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "%s", S_ISDIR(st.st_mode) ? "it is a directory" :
+                 "it is not a regular file");
+        close(fd);
+        return -1;
+    }
+    size_t cap = (size_t)st.st_size < max ? (size_t)st.st_size + 1 : max + 1;
+    ssize_t n = 1;
+    char *q;
+    while (n > 0 && f->len <= max) {
+        if (f->len == cap)
+            cap = cap < max / 2 ? cap * 2 : max + 1;
+        if (!(q = realloc(f->text, cap)))
+            break;
+        f->text = q;
+        while (f->len < cap && (n = read(fd, f->text + f->len, cap - f->len)) > 0)
+            f->len += (size_t)n;
+    }
+    close(fd);
+    if (n < 0 || (n > 0 && f->len <= max)) {
+        snprintf(why, whylen, "%s", strerror(n < 0 ? errno : ENOMEM));
+        return -1;
+    }
+    if (f->len > max) {
+        snprintf(why, whylen, "it is over %zu bytes, the memory bound", max);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Encoding: plain data, with a path for messages ---- */
+
+struct lb_pack {
+    lb_file *f;
+    lua_State *S;
+    int depth;
+    int no_functions;            /* inside a hook's captured values */
+    const char *where;           /* "FILE:LINE" of the call being packed */
+    char path[160];              /* the value's place in it: "rules[2].hook" */
+};
+
+static void lb_put(struct lb_pack *k, const void *p, size_t n)
+{
+    lb_file *f = k->f;
+    if (n > f->out_limit - f->out_len)
+        luaL_error(k->S, "the result is over %zu bytes", f->out_limit);
+    if (n > f->out_cap - f->out_len) {
+        size_t cap = f->out_cap ? f->out_cap : 256;
+        while (cap - f->out_len < n)
+            cap *= 2;
+        char *q = realloc(f->out, cap);
+        if (!q)
+            luaL_error(k->S, "out of memory");
+        f->out = q;
+        f->out_cap = cap;
+    }
+    memcpy(f->out + f->out_len, p, n);
+    f->out_len += n;
+}
+
+static void lb_put_tag(struct lb_pack *k, char tag) { lb_put(k, &tag, 1); }
+
+static void lb_put_string(struct lb_pack *k, const char *s, size_t n)
+{
+    lb_put_tag(k, 's');
+    lb_put(k, &n, sizeof n);
+    lb_put(k, s, n);
+}
+
+static void lb_put_key(struct lb_pack *k, const char *key)
+{
+    lb_put_string(k, key, strlen(key));
+}
+
+static void lb_put_int(struct lb_pack *k, lua_Integer v)
+{
+    lb_put_tag(k, 'i');
+    lb_put(k, &v, sizeof v);
+}
+
+static void lb_pack_value(struct lb_pack *k, int idx);
+
+/* Append a key to the path: ".name" or "[1]"; returns the old length. */
+static size_t lb_path_push(struct lb_pack *k, int key)
+{
+    size_t at = strlen(k->path);
+    lua_State *S = k->S;
+    const char *s = lua_type(S, key) == LUA_TSTRING ? lua_tostring(S, key) : NULL;
+    if (s && (isalpha((unsigned char)*s) || *s == '_') && strspn(s, "abcdefghijklmnopqrstuvwxyz"
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == strlen(s))
+        snprintf(k->path + at, sizeof k->path - at, "%s%s", at ? "." : "", s);
+    else if (lua_isinteger(S, key))
+        snprintf(k->path + at, sizeof k->path - at, "[%lld]", (long long)lua_tointeger(S, key));
+    else
+        snprintf(k->path + at, sizeof k->path - at, "[...]");
+    return at;
+}
+
+static int lb_pack_error(struct lb_pack *k, const char *what)
+{
+    return luaL_error(k->S, "%s%s%s%s%s", k->where ? k->where : "", k->where ? ": " : "",
+                      k->path, k->path[0] ? ": " : "", what);
+}
+
+static void lb_pack_table(struct lb_pack *k, int idx)
+{
+    lua_State *S = k->S;
+    if (++k->depth > LB_DEPTH)
+        lb_pack_error(k, "tables nested deeper than 32 (a table that holds itself?)");
+    luaL_checkstack(S, 4, NULL);
+    lb_put_tag(k, '{');
+    lua_pushnil(S);
+    while (lua_next(S, idx)) {
+        int t = lua_type(S, -2);
+        size_t at = lb_path_push(k, lua_gettop(S) - 1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+            lb_pack_error(k, "a key that is not a string, number or boolean");
+        lua_pushvalue(S, -2);    /* a copy: lua_tolstring must not touch the key */
+        lb_pack_value(k, lua_gettop(S));
+        lua_pop(S, 1);
+        lb_pack_value(k, lua_gettop(S));
+        k->path[at] = '\0';
+        lua_pop(S, 1);
+    }
+    lb_put_tag(k, '}');
+    k->depth--;
+}
+
+static void lb_pack_hook(struct lb_pack *k, int idx);
+
+static void lb_pack_value(struct lb_pack *k, int idx)
+{
+    lua_State *S = k->S;
+    size_t n;
+    switch (lua_type(S, idx)) {
+    case LUA_TNIL: lb_put_tag(k, 'n'); break;
+    case LUA_TBOOLEAN: lb_put_tag(k, lua_toboolean(S, idx) ? 't' : 'f'); break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(S, idx)) {
+            lb_put_int(k, lua_tointeger(S, idx));
+        } else {
+            lua_Number v = lua_tonumber(S, idx);
+            lb_put_tag(k, 'd');
+            lb_put(k, &v, sizeof v);
+        }
+        break;
+    case LUA_TSTRING: {
+        const char *s = lua_tolstring(S, idx, &n);
+        lb_put_string(k, s, n);
+        break;
+    }
+    case LUA_TTABLE: lb_pack_table(k, idx); break;
+    case LUA_TFUNCTION:
+        if (k->f->hooks && !k->no_functions) {
+            lb_pack_hook(k, idx);
+            break;
+        }
+        /* fall through */
+    default:
+        lua_pushfstring(S, "a %s (expected strings, numbers, booleans and tables of them)",
+                        luaL_typename(S, idx));
+        lb_pack_error(k, lua_tostring(S, -1));
+    }
+}
+
+/* ---- Hooks: a function's own source text ---- */
+
+/* Offsets of the starts of lines 1..N+1 of F's text, counting line ends as
+** Lua's lexer does ("\n", "\r", "\r\n", "\n\r"). */
+static void lb_index_lines(lua_State *S, lb_file *f)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < f->len; i++)
+        n += f->text[i] == '\n' || f->text[i] == '\r';
+    f->lines = malloc((n + 1) * sizeof *f->lines);
+    if (!f->lines)
+        luaL_error(S, "out of memory");
+    f->nlines = 0;
+    f->lines[f->nlines++] = 0;
+    for (size_t i = 0; i < f->len; i++) {
+        char c = f->text[i];
+        if (c != '\n' && c != '\r')
+            continue;
+        if (i + 1 < f->len && (f->text[i + 1] == '\n' || f->text[i + 1] == '\r') &&
+            f->text[i + 1] != c)
+            i++;
+        f->lines[f->nlines++] = i + 1;
+    }
+    f->lines[f->nlines] = f->len;
+}
+
+/* Offsets in line LINE of the word WORD (not part of a longer name), at
+** most MAX of them in AT; returns how many. */
+static int lb_find_words(const lb_file *f, int line, const char *word, size_t *at, int max)
+{
+    size_t from = f->lines[line - 1], to = f->lines[line], wl = strlen(word);
+    int n = 0;
+    for (size_t i = from; i + wl <= to && n < max; i++) {
+        const char *p = f->text + i;
+        if (memcmp(p, word, wl) != 0)
+            continue;
+        if (i > 0 && (isalnum((unsigned char)p[-1]) || p[-1] == '_'))
+            continue;
+        if (i + wl < f->len && (isalnum((unsigned char)p[wl]) || p[wl] == '_'))
+            continue;
+        at[n++] = i;
+    }
+    return n;
+}
+
+/* Push lua_dump(function at IDX) as a string. */
+static void lb_dump(lua_State *S, int idx);
+
+struct lb_dumper {
+    int init;
+    luaL_Buffer b;
+};
+
+static int lb_dump_write(lua_State *S, const void *p, size_t n, void *ud)
+{
+    struct lb_dumper *d = ud;
+    if (!d->init) {
+        d->init = 1;
+        luaL_buffinit(S, &d->b);
+    }
+    luaL_addlstring(&d->b, p, n);
+    return 0;
+}
+
+static void lb_dump(lua_State *S, int idx)
+{
+    struct lb_dumper d = {0};
+    lua_pushvalue(S, idx);
+    lua_dump(S, lb_dump_write, &d, 0);
+    if (!d.init)
+        luaL_buffinit(S, &d.b);
+    luaL_pushresult(&d.b);
+    lua_remove(S, -2);
+}
+
+/* A reader of Lua 5.4's dump format (ldump.c), to compare two functions'
+** code, constants, nested functions and debug information while skipping
+** what depends on where a function sits: its source name and its upvalue
+** descriptors (which registers of the enclosing function it captures). */
+struct lb_reader {
+    const unsigned char *p, *end;
+    int ok;
+    size_t isize, nsize;         /* sizes of an instruction and a lua_Number */
+};
+
+static size_t lb_rd_size(struct lb_reader *r)
+{
+    size_t x = 0;
+    int b;
+    do {
+        if (r->p >= r->end || x > SIZE_MAX >> 8) {
+            r->ok = 0;
+            return 0;
+        }
+        b = *r->p++;
+        x = x << 7 | (b & 0x7f);
+    } while (!(b & 0x80));
+    return x;
+}
+
+static void lb_rd_skip(struct lb_reader *r, size_t n)
+{
+    if (!r->ok || (size_t)(r->end - r->p) < n) {
+        r->ok = 0;
+        r->p = r->end;
+    } else {
+        r->p += n;
+    }
+}
+
+static void lb_rd_string(struct lb_reader *r)
+{
+    size_t n = lb_rd_size(r);
+    if (n)
+        lb_rd_skip(r, n - 1);
+}
+
+static void lb_rd_header(struct lb_reader *r)
+{
+    if (r->end - r->p < 15 || memcmp(r->p, LUA_SIGNATURE "\x54\x00", 6) != 0) {
+        r->ok = 0;
+        return;
+    }
+    r->isize = r->p[12];
+    r->nsize = r->p[14];
+    lb_rd_skip(r, 15 + r->p[13] + r->nsize + 1);   /* LUAC_INT, LUAC_NUM, nupvalues */
+}
+
+/* Read one function; SPAN gets [after its source, its upvalues) and
+** [after its upvalues, its end). */
+static void lb_rd_function(struct lb_reader *r, const unsigned char *span[4], int depth)
+{
+    if (depth > 200) {
+        r->ok = 0;
+        return;
+    }
+    lb_rd_string(r);
+    if (span)
+        span[0] = r->p;
+    lb_rd_size(r);               /* linedefined */
+    lb_rd_size(r);               /* lastlinedefined */
+    lb_rd_skip(r, 3);            /* numparams, is_vararg, maxstacksize */
+    size_t n = lb_rd_size(r);
+    lb_rd_skip(r, n > SIZE_MAX / 8 ? SIZE_MAX : n * r->isize);
+    for (n = lb_rd_size(r); r->ok && n > 0; n--) {
+        int tag = r->p < r->end ? *r->p++ : -1;
+        if (tag == 0x03 || tag == 0x13)             /* integer, float */
+            lb_rd_skip(r, tag == 0x03 ? sizeof(lua_Integer) : r->nsize);
+        else if (tag == 0x04 || tag == 0x14)        /* short, long string */
+            lb_rd_string(r);
+        else if (tag != 0x00 && tag != 0x01 && tag != 0x11)   /* nil, false, true */
+            r->ok = 0;
+    }
+    if (span)
+        span[1] = r->p;
+    n = lb_rd_size(r);
+    lb_rd_skip(r, n > SIZE_MAX / 8 ? SIZE_MAX : n * 3);
+    if (span)
+        span[2] = r->p;
+    for (n = lb_rd_size(r); r->ok && n > 0; n--)
+        lb_rd_function(r, NULL, depth + 1);
+    lb_rd_skip(r, lb_rd_size(r));                   /* lineinfo */
+    for (n = lb_rd_size(r); r->ok && n > 0; n--) {  /* abslineinfo */
+        lb_rd_size(r);
+        lb_rd_size(r);
+    }
+    for (n = lb_rd_size(r); r->ok && n > 0; n--) {  /* local variables */
+        lb_rd_string(r);
+        lb_rd_size(r);
+        lb_rd_size(r);
+    }
+    for (n = lb_rd_size(r); r->ok && n > 0; n--)    /* upvalue names */
+        lb_rd_string(r);
+    if (span)
+        span[3] = r->p;
+}
+
+/* The spans of the function of dump D (NESTED: of the only function inside
+** the dumped main chunk); 0 when D is not such a dump. */
+static int lb_function_spans(const char *d, size_t len, int nested, const unsigned char *span[4])
+{
+    struct lb_reader r = {(const unsigned char *)d, (const unsigned char *)d + len, 1, 0, 0};
+    lb_rd_header(&r);
+    if (nested) {
+        const unsigned char *main[4];
+        lb_rd_function(&r, main, 0);
+        r.p = main[2];
+        if (lb_rd_size(&r) != 1)
+            return 0;
+    }
+    lb_rd_function(&r, span, 0);
+    return r.ok;
+}
+
+/* Do dumps A (a function) and B (a chunk holding one function) show the
+** same function, apart from its source name and upvalue descriptors? */
+static int lb_same_function(const char *a, size_t la, const char *b, size_t lb)
+{
+    const unsigned char *x[4], *y[4];
+    if (!lb_function_spans(a, la, 0, x) || !lb_function_spans(b, lb, 1, y))
+        return 0;
+    struct lb_reader ux = {x[1], x[2], 1, 0, 0}, uy = {y[1], y[2], 1, 0, 0};
+    return x[1] - x[0] == y[1] - y[0] && memcmp(x[0], y[0], (size_t)(x[1] - x[0])) == 0 &&
+           lb_rd_size(&ux) == lb_rd_size(&uy) &&
+           x[3] - x[2] == y[3] - y[2] && memcmp(x[2], y[2], (size_t)(x[3] - x[2])) == 0;
+}
+
+/* Compile "local U1, ... = ...; return" + (LINE - 1) newlines + TEXT (an
+** anonymous function's source) and compare it with DUMP, the function's
+** own dump. 1 when they are the same function. */
+static int lb_try_span(lua_State *S, lb_file *f, int line, const char *text, size_t len,
+                       int names, const char *dump, size_t dlen)
+{
+    luaL_Buffer b;
+    luaL_buffinit(S, &b);
+    luaL_addstring(&b, lua_tostring(S, names));
+    for (int i = 1; i < line; i++)
+        luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, text, len);
+    luaL_pushresult(&b);
+    size_t n;
+    const char *chunk = lua_tolstring(S, -1, &n);
+    int rc = luaL_loadbufferx(S, chunk, n, f->chunkname, "t");
+    if (rc == LUA_ERRMEM)
+        lua_error(S);
+    int same = 0;
+    if (rc == LUA_OK) {
+        lb_dump(S, -1);
+        size_t cl;
+        const char *cd = lua_tolstring(S, -1, &cl);
+        same = lb_same_function(dump, dlen, cd, cl);
+        lua_pop(S, 1);
+    }
+    lua_pop(S, 2);
+    return same;
+}
+
+/* Find the source text of the Lua function at IDX in F's text: the span
+** from a "function" on its first line to an "end" on its last that
+** compiles to the same function. Pushes the text as an anonymous function
+** ("function NAME(" becomes "function("). NAMES: the prefix declaring its
+** upvalues. */
+static void lb_hook_text(struct lb_pack *k, int idx, const lua_Debug *ar, int names)
+{
+    lua_State *S = k->S;
+    lb_file *f = k->f;
+    size_t starts[8], ends[8];
+    if (!f->lines)
+        lb_index_lines(S, f);
+    int first = ar->linedefined, last = ar->lastlinedefined;
+    if (first < 1 || last < first || last > f->nlines)
+        lb_pack_error(k, "its source text is not at hand");
+    lb_dump(S, idx);
+    size_t dlen;
+    const char *dump = lua_tolstring(S, -1, &dlen);
+    int ns = lb_find_words(f, first, "function", starts, 8);
+    int ne = lb_find_words(f, last, "end", ends, 8), tries = 0;
+    for (int i = 0; i < ns; i++) {
+        for (int j = ne - 1; j >= 0 && tries < LB_CANDIDATES; j--) {
+            if (ends[j] < starts[i])
+                continue;
+            const char *p = f->text + starts[i] + 8, *stop = f->text + ends[j] + 3;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            const char *open = p;
+            while (isalnum((unsigned char)*open) || *open == '_' || *open == '.' ||
+                   *open == ':')
+                open++;
+            while (*open == ' ' || *open == '\t')
+                open++;
+            if (open > p && *open == '(')
+                p = open;
+            luaL_Buffer b;
+            luaL_buffinit(S, &b);
+            luaL_addstring(&b, "function");
+            if (p != open)
+                luaL_addchar(&b, ' ');
+            luaL_addlstring(&b, p, (size_t)(stop - p));
+            luaL_pushresult(&b);
+            size_t tl;
+            const char *text = lua_tolstring(S, -1, &tl);
+            tries++;
+            if (lb_try_span(S, f, first, text, tl, names, dump, dlen)) {
+                lua_remove(S, -2);
+                return;
+            }
+            lua_pop(S, 1);
+        }
+    }
+    lb_pack_error(k, "netbe cannot find this hook's source text exactly (write it as "
+                  "function(pkt) ... end, on lines no other function shares, capturing "
+                  "only strings, numbers, booleans and tables of them)");
+}
+
+/* Is upvalue I of the function at IDX, pushed on top, the hook's globals? */
+static int lb_is_env(struct lb_pack *k, const char *name)
+{
+    return strcmp(name, "_ENV") == 0 &&
+           (k->f->any_env || lua_rawequal(k->S, -1, k->f->env));
+}
+
+/* A Lua function of the file as a hook description:
+** {source = TEXT, line = N, name = CHUNKNAME, upvalues = {{name =, value =
+** | env = true}, ...}}. */
+static void lb_pack_hook(struct lb_pack *k, int idx)
+{
+    lua_State *S = k->S;
+    lua_Debug ar;
+    luaL_checkstack(S, 8, NULL);
+    lua_pushvalue(S, idx);
+    lua_getinfo(S, ">Su", &ar);
+    if (strcmp(ar.what, "Lua") != 0 || strcmp(ar.source, k->f->chunkname) != 0)
+        lb_pack_error(k, "only a Lua function written in this file can be a hook");
+    luaL_Buffer b;
+    int declared = 0;
+    luaL_buffinit(S, &b);
+    for (int i = 1; i <= ar.nups; i++) {
+        const char *name = lua_getupvalue(S, idx, i);
+        int env = lb_is_env(k, name);
+        lua_pop(S, 1);
+        if (!env) {
+            luaL_addstring(&b, declared++ ? ", " : "local ");
+            luaL_addstring(&b, name);
+        }
+    }
+    luaL_addstring(&b, declared ? " = ...; return " : "return ");
+    luaL_pushresult(&b);
+    lb_hook_text(k, idx, &ar, lua_gettop(S));
+    size_t tl, at = strlen(k->path);
+    const char *text = lua_tolstring(S, -1, &tl);
+    lua_Integer line = ar.linedefined;
+    lb_put_tag(k, '{');
+    lb_put_key(k, "source");
+    lb_put_string(k, text, tl);
+    lb_put_key(k, "line");
+    lb_put_int(k, line);
+    lb_put_key(k, "name");
+    lb_put_string(k, k->f->chunkname, strlen(k->f->chunkname));
+    lb_put_key(k, "upvalues");
+    lb_put_tag(k, '{');
+    for (lua_Integer i = 1; i <= ar.nups; i++) {
+        const char *name = lua_getupvalue(S, idx, (int)i);
+        lb_put_int(k, i);
+        lb_put_tag(k, '{');
+        lb_put_key(k, "name");
+        lb_put_string(k, name, strlen(name));
+        if (lb_is_env(k, name)) {
+            lb_put_key(k, "env");
+            lb_put_tag(k, 't');
+        } else {
+            lb_put_key(k, "value");
+            snprintf(k->path + at, sizeof k->path - at, "%scaptured '%s'", at ? ": " : "", name);
+            k->no_functions++;
+            lb_pack_value(k, lua_gettop(S));
+            k->no_functions--;
+            k->path[at] = '\0';
+        }
+        lb_put_tag(k, '}');
+        lua_pop(S, 1);
+    }
+    lb_put_tag(k, '}');
+    lb_put_tag(k, '}');
+    lua_pop(S, 2);
+}
+
+/* ---- Decoding, in the caller's state ---- */
+
+struct lb_unpack {
+    const char *p, *end;
+};
+
+static void lb_get(lua_State *L, struct lb_unpack *u, void *out, size_t n)
+{
+    if ((size_t)(u->end - u->p) < n)
+        luaL_error(L, "netbe: a truncated result");
+    memcpy(out, u->p, n);
+    u->p += n;
+}
+
+/* Push the next value; returns 0 at the end of a table. */
+static int lb_unpack_value(lua_State *L, struct lb_unpack *u, int depth)
+{
+    char tag;
+    lb_get(L, u, &tag, 1);
+    luaL_checkstack(L, 3, NULL);
+    switch (tag) {
+    case 'n': lua_pushnil(L); return 1;
+    case 't': case 'f': lua_pushboolean(L, tag == 't'); return 1;
+    case 'i': {
+        lua_Integer v;
+        lb_get(L, u, &v, sizeof v);
+        lua_pushinteger(L, v);
+        return 1;
+    }
+    case 'd': {
+        lua_Number v;
+        lb_get(L, u, &v, sizeof v);
+        lua_pushnumber(L, v);
+        return 1;
+    }
+    case 's': {
+        size_t n;
+        lb_get(L, u, &n, sizeof n);
+        if ((size_t)(u->end - u->p) < n)
+            luaL_error(L, "netbe: a truncated result");
+        lua_pushlstring(L, u->p, n);
+        u->p += n;
+        return 1;
+    }
+    case '{':
+        if (depth > LB_DEPTH + 16)
+            luaL_error(L, "netbe: a result nested too deep");
+        lua_newtable(L);
+        while (lb_unpack_value(L, u, depth + 1)) {
+            lb_unpack_value(L, u, depth + 1);
+            lua_rawset(L, -3);
+        }
+        return 1;
+    case '}':
+        return 0;
+    default:
+        return luaL_error(L, "netbe: a corrupt result");
+    }
+}
+
+/* ---- Running a file ---- */
+
+/* In the sandbox: record a call of a collector (rule, settings): its
+** argument and the file and line it came from, in the list (upvalue 1). */
+static int lb_collect(lua_State *S)
+{
+    lua_Debug ar;
+    lua_settop(S, 1);
+    lua_createtable(S, 2, 0);
+    lua_pushvalue(S, 1);
+    lua_rawseti(S, -2, 1);
+    if (lua_getstack(S, 1, &ar) && lua_getinfo(S, "Sl", &ar) && ar.currentline > 0)
+        lua_pushfstring(S, "%s:%d", ar.short_src, ar.currentline);
+    else
+        lua_pushliteral(S, "?");
+    lua_rawseti(S, -2, 2);
+    lua_rawseti(S, lua_upvalueindex(1), (lua_Integer)lua_rawlen(S, lua_upvalueindex(1)) + 1);
+    return 1;
+}
+
+/* In the sandbox: set up the file's globals (a table of its own over the
+** libraries) with the collectors named in the list (light userdata 2),
+** load and run the file. Returns its globals, the calls, its result. */
+static int lb_file_main(lua_State *S)
+{
+    lb_file *f = lua_touserdata(S, 1);
+    const char *const *collect = lua_touserdata(S, 2);
+    lua_newtable(S);                                     /* 3: globals */
+    lua_createtable(S, 0, 1);
+    lua_pushglobaltable(S);
+    lua_setfield(S, -2, "__index");
+    lua_setmetatable(S, 3);
+    lua_newtable(S);                                     /* 4: calls */
+    for (; collect && *collect; collect++) {
+        lua_newtable(S);
+        lua_pushvalue(S, -1);
+        lua_setfield(S, 4, *collect);
+        lua_pushcclosure(S, lb_collect, 1);
+        lua_setfield(S, 3, *collect);
+    }
+    if (luaL_loadbufferx(S, f->text, f->len, f->chunkname, "t") != LUA_OK)
+        return lua_error(S);
+    lua_pushvalue(S, 3);
+    lua_setupvalue(S, -2, 1);
+    lua_call(S, 0, 1);
+    return 3;
+}
+
+/* In the sandbox, on what lb_file_main left (globals, calls, result):
+** encode {value = ..., calls = ...}. The value is the result when it is a
+** table, else the globals when GLOBALS (light userdata 2 non-NULL), else
+** nothing. */
+static int lb_file_pack(lua_State *S)
+{
+    lb_file *f = lua_touserdata(S, 1);
+    int globals = lua_touserdata(S, 2) != NULL;
+    struct lb_pack k = {f, S, 0, 0, NULL, ""};
+    f->env = 3;
+    int value = 5;
+    if (!lua_istable(S, 5) && globals)
+        value = 3;
+    else if (!lua_istable(S, 5) && !lua_isnil(S, 5))
+        return luaL_error(S, "the file returned a %s (expected nothing, or a table)",
+                          luaL_typename(S, 5));
+    lb_put_tag(&k, '{');
+    lb_put_key(&k, "value");
+    lb_pack_value(&k, value);
+    lb_put_key(&k, "calls");
+    lb_put_tag(&k, '{');
+    lua_pushnil(S);
+    while (lua_next(S, 4)) {     /* name -> list of {argument, "FILE:LINE"} */
+        lb_pack_value(&k, lua_gettop(S) - 1);
+        lb_put_tag(&k, '{');
+        for (lua_Integer i = 1; lua_rawgeti(S, -1, i) == LUA_TTABLE; i++) {
+            int rec = lua_gettop(S);
+            lua_rawgeti(S, rec, 1);
+            lua_rawgeti(S, rec, 2);
+            k.where = lua_tostring(S, rec + 2);
+            lb_put_int(&k, i);
+            lb_put_tag(&k, '{');
+            lb_put_int(&k, 1);
+            lb_pack_value(&k, rec + 1);
+            lb_put_int(&k, 2);
+            lb_pack_value(&k, rec + 2);
+            lb_put_tag(&k, '}');
+            k.where = NULL;
+            lua_pop(S, 3);
+        }
+        lua_pop(S, 2);
+        lb_put_tag(&k, '}');
+    }
+    lb_put_tag(&k, '}');
+    lb_put_tag(&k, '}');
+    return 0;
+}
+
+static lua_Integer lb_opt_int(lua_State *L, int t, const char *k, lua_Integer def)
+{
+    int isint = 1;
+    lua_getfield(L, t, k);
+    lua_Integer v = lua_isnil(L, -1) ? def : lua_tointegerx(L, -1, &isint);
+    if (!isint || v <= 0)
+        luaL_error(L, "netbe.run_file: option %s: expected a positive integer", k);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Push the message of a run of F (PATH) that failed with WHY: named by
+** the file unless it already starts so. */
+static int lb_file_fail(lua_State *L, const char *path, const char *why)
+{
+    luaL_pushfail(L);
+    if (strncmp(why, path, strlen(path)) == 0)
+        lua_pushstring(L, why);
+    else
+        lua_pushfstring(L, "%s: %s", path, why);
+    return 2;
+}
+
+/* Decode F's result, free what the run held; pushes the result. */
+static void lb_file_result(lua_State *L, lb_file *f)
+{
+    struct lb_unpack u = {f->out, f->out + f->out_len};
+    lb_unpack_value(L, &u, 0);
+    lb_file_free(f);
+}
+
+/* netbe.run_file(path, {what=, memory=, time=, globals=, collect={...},
+** hooks=}) -> {value =, calls = {NAME = {{arg, "FILE:LINE"}, ...}}} | nil,
+** message */
+static int lb_run_file(lua_State *L)
+{
+    char why[NETBE_ERRMAX];
+    const char *path = luaL_checkstring(L, 1), *collect[8] = {NULL};
+    if (lua_isnoneornil(L, 2))
+        lua_newtable(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    struct netbe_sandbox_limits lim = {(size_t)lb_opt_int(L, 2, "memory", 64 << 20), 0, 0};
+    lua_getfield(L, 2, "time");
+    double secs = luaL_optnumber(L, -1, 1);
+    if (!(secs > 0 && secs <= 1e6))
+        return luaL_error(L, "netbe.run_file: option time: expected seconds, more than 0");
+    lim.time_ns = (uint64_t)(secs * 1e9);
+    lua_getfield(L, 2, "what");
+    const char *what = luaL_optstring(L, -1, "file");
+    lua_getfield(L, 2, "globals");
+    int globals = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "hooks");
+    int hooks = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "collect");  /* its strings stay alive on the stack */
+    for (int i = 0; lua_istable(L, 7) && i < 7; i++) {
+        lua_rawgeti(L, 7, i + 1);
+        if (!(collect[i] = lua_tostring(L, -1)))
+            break;
+    }
+    lb_file *f = lb_file_new(L);
+    f->hooks = hooks;
+    f->chunkname = lua_pushfstring(L, "@%s", path);
+    f->out_limit = lim.memory;
+    if (lb_read_file(f, path, lim.memory, why, sizeof why) < 0) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "%s: cannot read the %s: %s", path, what, why);
+        return 2;
+    }
+    if (!(f->S = netbe_sandbox_new(&lim, why, sizeof why)))
+        return lb_file_fail(L, path, why);
+    lua_pushcfunction(f->S, lb_file_main);
+    lua_pushlightuserdata(f->S, f);
+    lua_pushlightuserdata(f->S, collect);
+    if (netbe_sandbox_call(f->S, 2, 3, why, sizeof why) < 0)
+        return lb_file_fail(L, path, why);
+    lua_pushcfunction(f->S, lb_file_pack);
+    lua_pushlightuserdata(f->S, f);
+    lua_pushlightuserdata(f->S, globals ? f : NULL);
+    lua_rotate(f->S, 1, 3);
+    if (netbe_sandbox_call(f->S, 5, 0, why, sizeof why) < 0)
+        return lb_file_fail(L, path, why);
+    lb_file_result(L, f);
+    return 1;
+}
+
+/* Protected, in the caller's own state: pack function 2 as a hook. */
+static int lb_hook_pack(lua_State *L)
+{
+    struct lb_pack k = {lua_touserdata(L, 1), L, 0, 0, NULL, ""};
+    lb_pack_hook(&k, 2);
+    return 0;
+}
+
+/* netbe.hook_source(f) -> hook description | nil, message: what run_file
+** makes of a file's function, for a Lua function of this state (its _ENV
+** becomes the hook's globals). policy.compile turns closures into hooks
+** with it. */
+static int lb_hook_source(lua_State *L)
+{
+    char why[NETBE_ERRMAX];
+    lua_Debug ar;
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushvalue(L, 1);
+    lua_getinfo(L, ">S", &ar);
+    lb_file *f = lb_file_new(L);
+    f->hooks = f->any_env = 1;
+    f->chunkname = ar.source;    /* held by the function, argument 1 */
+    f->out_limit = 64 << 20;
+    if (ar.source[0] == '@') {
+        if (lb_read_file(f, ar.source + 1, f->out_limit, why, sizeof why) < 0) {
+            luaL_pushfail(L);
+            lua_pushfstring(L, "hook: cannot read its source %s: %s", ar.source + 1, why);
+            return 2;
+        }
+    } else if (ar.source[0] == '=' || !(f->text = malloc(ar.srclen + 1))) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "hook: its source text is not at hand (chunk %s)", ar.short_src);
+        return 2;
+    } else {
+        memcpy(f->text, ar.source, ar.srclen);
+        f->len = ar.srclen;
+    }
+    lua_pushcfunction(L, lb_hook_pack);
+    lua_pushlightuserdata(L, f);
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "hook: %s", lua_tostring(L, -2));
+        return 2;
+    }
+    lb_file_result(L, f);
     return 1;
 }
 
@@ -1125,7 +2123,8 @@ static const luaL_Reg lb_functions[] = {
     {"open", lb_open}, {"check", lb_check}, {"wire", lb_wire_new}, {"run", lb_run_loop},
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
-    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock}, {NULL, NULL}};
+    {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock},
+    {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)

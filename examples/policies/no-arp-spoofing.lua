@@ -1,6 +1,9 @@
 -- No ARP spoofing: ARP from the guest must name the guest's own IPv4 address
 -- as sender, and its sender hardware address must equal the Ethernet source
--- (checked by a Lua hook reading the ARP header: bytes 22-27).
+-- (checked by a Lua hook reading the ARP header: bytes 22-27). The hook runs
+-- in a sandbox of its own: netbe compiles it again from its text here, with
+-- the values it captures (GUEST_MAC, GUEST_IP); it does not see this file's
+-- globals.
 local GUEST_MAC, GUEST_IP = "52:54:00:12:34:56", "10.0.0.2"
 
 settings { default = "pass", fail = "closed" }

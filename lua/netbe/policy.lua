@@ -1,9 +1,14 @@
--- netbe.policy: the rule language. A policy file is Lua run in a sandbox;
--- it calls settings{...} once and rule{...} once per rule, in match order
--- (or returns {default=, fail=, rules={...}}). Every rule is checked here
--- and turned into the normalized table netbe.policy_new builds the C
--- ruleset from. Errors read "FILE:LINE: rule 'NAME': what is wrong
--- (what was expected)"; a policy that fails leaves the one in force alone.
+-- netbe.policy: the rule language. A policy file is Lua run in a sandbox
+-- of its own (netbe.run_file); it calls settings{...} once and rule{...}
+-- once per rule, in match order (or returns {default=, fail=, rules={...}}).
+-- What it made comes back as plain data; every rule is checked here, in
+-- netbe's own state, and turned into the normalized table netbe.policy_new
+-- builds the C ruleset from. A hook written as a function comes back as
+-- its source text and captured values and is compiled again in a sandbox
+-- of its own. Errors read "FILE:LINE: rule 'NAME': what is wrong (what was
+-- expected)"; a policy that fails leaves the one in force alone.
+local netbe = require("netbe")
+
 local policy = {}
 
 local FIELDS = {
@@ -13,7 +18,8 @@ local FIELDS = {
 }
 local FIELD_SET = {}
 for _, f in ipairs(FIELDS) do FIELD_SET[f] = true end
-local SETTINGS = { default = true, fail = true, hook_budget = true, hook_memory = true }
+local SETTINGS = { default = true, fail = true, hook_budget = true, hook_memory = true,
+                   hook_time = true }
 
 local DIRS = { to_guest = 0, from_guest = 1 }
 local ACTIONS = { pass = 0, drop = 1, count = 2, rate = 3, lua = 4 }
@@ -202,25 +208,41 @@ local function parse_burst(v, unit)
   return n * mult
 end
 
--- The hook function F as bytecode and its captured values as Lua source.
-local function dump_hook(f)
-  if type(f) ~= "function" then error("hook: expected a function(pkt)", 0) end
-  local ok, code = pcall(string.dump, f)
-  if not ok then error("hook: only Lua functions can be hooks", 0) end
-  local vals = {}
-  for i = 1, math.huge do
-    local name, val = debug.getupvalue(f, i)
-    if not name then break end
-    local t = type(val)
-    if name == "_ENV" or t == "nil" then vals[i] = "nil"
-    elseif t == "string" or t == "number" or t == "boolean" then
-      vals[i] = string.format("%q", val)
-    else
-      error(string.format("hook captures '%s', a %s; hooks may capture only strings, " ..
-                          "numbers and booleans", name, t), 0)
-    end
+-- V as Lua source text on one line.
+local function literal(v)
+  if type(v) ~= "table" then return (string.format("%q", v):gsub("\\\n", "\\n")) end
+  local parts = {}
+  for k, x in pairs(v) do parts[#parts + 1] = "[" .. literal(k) .. "]=" .. literal(x) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- The hook H as the chunk netbe.policy_new compiles and its chunk name. H is Lua source text that returns the hook, a description
+-- of a function (netbe.run_file and netbe.hook_source make them: its
+-- source, first line and captured values), or a function of this state.
+-- The chunk declares the captured values, then returns the function from
+-- the line it was on, so that messages name the file's own lines.
+local function hook_chunk(h)
+  if type(h) == "function" then
+    local d, e = netbe.hook_source(h)
+    if not d then error(e, 0) end
+    h = d
   end
-  return code, #vals > 0 and ("return " .. table.concat(vals, ", ")) or nil
+  if type(h) == "string" then return h, "=hook" end
+  if type(h) ~= "table" or type(h.source) ~= "string" or math.type(h.line) ~= "integer"
+     or h.line < 1 or h.line > 1e7 or type(h.upvalues) ~= "table" then
+    error("hook: expected a function(pkt), or Lua source text that returns one", 0)
+  end
+  local names, values = {}, {}
+  for _, u in ipairs(h.upvalues) do
+    if type(u.name) ~= "string" or not u.name:match("^[%a_][%w_]*$") then
+      error("hook: a captured value without a name", 0)
+    end
+    if not u.env then names[#names + 1], values[#values + 1] = u.name, literal(u.value) end
+  end
+  local head = #names == 0 and "return " or
+               ("local " .. table.concat(names, ", ") .. " = " .. table.concat(values, ", ") ..
+                "; return ")
+  return head .. string.rep("\n", h.line - 1) .. h.source, h.name
 end
 
 -- Check rule R (the I-th) and return its normalized form.
@@ -287,7 +309,7 @@ local function normalize_rule(r, i)
     error("rate and burst belong to action rate", 0)
   end
   if action == "lua" then
-    n.hook, n.hook_upvalues = dump_hook(r.hook)
+    n.hook, n.hook_name = hook_chunk(r.hook)
   elseif r.hook ~= nil then
     error("hook belongs to action lua", 0)
   end
@@ -297,16 +319,38 @@ end
 local VERDICTS = { pass = 0, drop = 1 }
 local FAIL = { open = 0, closed = 1, pass = 0, drop = 1 }
 
-local function size_bytes(v)
-  if math.type(v) == "integer" and v > 0 then return v end
-  local n, u = tostring(v):match("^(%d+)%s*(%a+)$")
-  local mult = u and ({ kb = 1024, mb = 1024 * 1024 })[u:lower()]
-  if not mult then error(string.format("hook_memory %s: expected bytes, or N kb / N mb",
-                                       tostring(v)), 0) end
-  return tonumber(n) * mult
+local MEMORY_UNITS = { [""] = 1, b = 1, kb = 1024, mb = 1024 * 1024 }
+local TIME_UNITS = { s = 1e9, ms = 1e6, us = 1e3 }
+
+-- hook_memory: bytes, or "N kb" / "N mb" -> bytes, 64 KiB to 64 MiB.
+local function memory_bytes(v)
+  local n, unit = v, ""
+  if type(v) == "string" then n, unit = v:match("^(%d+)%s*(%a*)$") end
+  local mult = unit and MEMORY_UNITS[unit:lower()]
+  n = math.tointeger(tonumber(n))
+  if not mult or not n or n < 1 or n > (64 << 20) // mult or n * mult < (64 << 10) then
+    error(string.format("hook_memory %s: expected 64 kb to 64 mb (a number of bytes, or " ..
+                        "N kb, N mb)", literal(v)), 0)
+  end
+  return n * mult
 end
 
--- Normalize SPEC = {default=, fail=, hook_budget=, hook_memory=, rules={...}}.
+-- hook_time: seconds, or "N ms" / "N us" / "N s" -> nanoseconds, 10 us to 1 s.
+local function time_ns(v)
+  local n, unit = v, "s"
+  if type(v) == "string" then n, unit = v:match("^(%d*%.?%d+)%s*(%a+)$") end
+  local mult = unit and TIME_UNITS[unit:lower()]
+  n = tonumber(n)
+  local ns = mult and n and n * mult
+  if not ns or ns ~= ns or ns < 1e4 or ns > 1e9 then
+    error(string.format("hook_time %s: expected 10 us to 1 s (seconds, or N ms, N us)",
+                        literal(v)), 0)
+  end
+  return math.floor(ns + 0.5)
+end
+
+-- Normalize SPEC = {default=, fail=, hook_budget=, hook_memory=, hook_time=,
+-- rules={...}}.
 -- WHERE(rule, i) names a rule's place for messages.
 local function normalize(spec, where)
   local d = { rules = {} }
@@ -331,7 +375,8 @@ local function normalize(spec, where)
         error("hook_budget: expected a whole number of instructions, 100 to 1e9", 0)
       end
     end
-    if spec.hook_memory ~= nil then d.hook_memory = size_bytes(spec.hook_memory) end
+    if spec.hook_memory ~= nil then d.hook_memory = memory_bytes(spec.hook_memory) end
+    if spec.hook_time ~= nil then d.hook_time_ns = time_ns(spec.hook_time) end
   end)
   if not ok then error(where(nil) .. ": " .. e, 0) end
   if spec.rules ~= nil and type(spec.rules) ~= "table" then
@@ -353,57 +398,32 @@ local function normalize(spec, where)
   return d
 end
 
--- The environment a policy file runs in: safe libraries, settings and rule.
-local function file_env(collect)
-  local env = { string = string, table = table, math = math, utf8 = utf8, pairs = pairs,
-                ipairs = ipairs, tostring = tostring, tonumber = tonumber, type = type,
-                select = select, error = error, assert = assert, next = next }
-  env.rule = function(t)
-    local info = debug.getinfo(2, "Sl")
-    collect.lines[t] = string.format("%s:%d", info.short_src, info.currentline)
-    collect.rules[#collect.rules + 1] = t
-    return t
-  end
-  env.settings = function(t)
-    local info = debug.getinfo(2, "Sl")
-    if type(t) ~= "table" then error("settings: expected a table", 2) end
-    collect.settings_at = string.format("%s:%d", info.short_src, info.currentline)
-    for k, v in pairs(t) do collect.settings[k] = v end
-  end
-  return env
-end
-
--- Read and check the policy file PATH -> normalized description, or nil
--- and "PATH:LINE: reason".
-function policy.parse_file(path)
-  local f, e = io.open(path, "r")
-  if not f then return nil, string.format("policy %s: cannot read: %s", path, e) end
-  local src = f:read("a")
-  f:close()
-  local collect = { rules = {}, lines = {}, settings = {} }
-  local chunk, err = load(src, "@" .. path, "t", file_env(collect))
-  if not chunk then return nil, err end
-  -- The file runs on the thread that forwards frames: bound its work.
-  local co = coroutine.create(chunk)
-  debug.sethook(co, function()
-    error("the policy file runs too long (over 10 million instructions)", 2)
-  end, "", 10000000)
-  local ok, ret = coroutine.resume(co)
-  if not ok then return nil, tostring(ret) end
-  local spec = collect.settings
-  spec.rules = collect.rules
-  if type(ret) == "table" then
-    spec = ret
-  elseif ret ~= nil then
-    return nil, string.format("%s: the file returned a %s (expected nothing, or a policy " ..
-                              "table)", path, type(ret))
+-- Run the policy file PATH in a sandbox (LIMITS: {memory = bytes, time =
+-- seconds}, default 64 MiB and 1 s) and check what it made -> normalized
+-- description, or nil and "PATH:LINE: reason".
+function policy.parse_file(path, limits)
+  limits = limits or {}
+  local res, err = netbe.run_file(path, { what = "policy file", collect = { "rule", "settings" },
+                                          hooks = true, memory = limits.memory,
+                                          time = limits.time })
+  if not res then return nil, err end
+  local spec, wheres, settings_at = res.value, {}, nil
+  if spec == nil then
+    spec = {}
+    for _, c in ipairs(res.calls.settings or {}) do
+      if type(c[1]) ~= "table" then return nil, c[2] .. ": settings: expected a table" end
+      for k, v in pairs(c[1]) do spec[k] = v end
+      settings_at = c[2]
+    end
+    spec.rules = {}
+    for i, c in ipairs(res.calls.rule or {}) do spec.rules[i], wheres[i] = c[1], c[2] end
   end
   local function where(r, i)
-    if r == nil then return collect.settings_at or path end
-    return collect.lines[r] or string.format("%s: rules[%d]", path, i)
+    if r == nil then return settings_at or path end
+    return wheres[i] or string.format("%s: rules[%d]", path, i)
   end
-  local ok2, d = pcall(normalize, spec, where)
-  if not ok2 then return nil, d end
+  local ok, d = pcall(normalize, spec, where)
+  if not ok then return nil, d end
   return d
 end
 
@@ -419,7 +439,6 @@ end
 
 local function build(d, err)
   if not d then return nil, err end
-  local netbe = require("netbe")
   local p, e = netbe.policy_new(d)
   if not p then return nil, e end
   return p, #d.rules
@@ -428,17 +447,28 @@ end
 -- A compiled policy from a table -> policy, rule count | nil, message.
 function policy.compile(spec) return build(policy.parse(spec)) end
 
--- A compiled policy from a file -> policy, rule count | nil, message.
-function policy.load(path) return build(policy.parse_file(path)) end
+-- A compiled policy from a file (LIMITS as parse_file) -> policy, rule
+-- count | nil, message.
+function policy.load(path, limits)
+  local d, err = policy.parse_file(path, limits)
+  if not d then return nil, err end
+  local p, n = build(d)
+  if not p then return nil, path .. ": " .. n end
+  return p, n
+end
 
 -- Load PATH and give it to WIRE, which takes it between batches with the
--- counters carried over. On failure the wire keeps its policy.
--- Returns rule count | nil, message.
-function policy.apply(wire, path)
-  local p, n = policy.load(path)
-  if not p then return nil, n end
-  wire:set_policy(p)
-  return n
+-- counters carried over. On any failure the wire keeps its policy.
+-- Returns rule count | nil, message; never raises.
+function policy.apply(wire, path, limits)
+  local ok, n, e = pcall(function()
+    local p, count = policy.load(path, limits)
+    if not p then return nil, count end
+    wire:set_policy(p)
+    return count
+  end)
+  if not ok then return nil, tostring(n) end
+  return n, e
 end
 
 -- Counters as text lines, for `netbe wire --stats`.

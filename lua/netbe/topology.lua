@@ -6,9 +6,10 @@
 --   switches = { NAME = { type = ..., ... }, ... }
 --   vms      = { NAME = { nics = { { switch = NAME, ... }, ... } }, ... }
 -- Switch types and their keys are in SWITCH_KEYS below; NIC keys in NIC_KEYS.
--- The file may compute (string, table, math, pairs, ...) but cannot reach
--- io, os, require or load: it describes, it does not act. Errors name the
--- file, the field and what was expected.
+-- The file runs in a sandbox of its own (see topology.load): it may compute
+-- (string, table, math, pairs, ...) but cannot reach io, os, require or
+-- load, and has bounds on memory and time: it describes, it does not act.
+-- Errors name the file, the field and what was expected.
 local topology = {}
 
 local SWITCH_KEYS = {
@@ -441,36 +442,20 @@ function topology.check(raw, source, default_name)
   error(res, 0)
 end
 
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
-end
-
--- What a topology file can read: pure functions, copied so a file cannot
--- change them for the tool.
-local function safe_base()
-  return { assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next,
-           select = select, tonumber = tonumber, tostring = tostring, type = type,
-           string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8) }
-end
-
--- Loads and checks a topology file. Returns the topology, or nil and an
--- error message naming the file.
-function topology.load(path)
-  local f, err = io.open(path, "r")
-  if not f then return nil, string.format("%s: cannot read the topology file: %s", path, err) end
-  local text = f:read("a")
-  f:close()
-  local env = setmetatable({}, { __index = safe_base() })
-  local chunk, perr = load(text, "@" .. path, "t", env)
-  if not chunk then return nil, perr end
-  local ok, ret = pcall(chunk)
-  if not ok then return nil, tostring(ret) end
-  local raw = type(ret) == "table" and ret or env
-  local base = path:match("([^/]+)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9_]", "_")
+-- Loads and checks a topology file, run in a sandbox of its own
+-- (netbe.run_file; LIMITS: {memory = bytes, time = seconds}, default 64 MiB
+-- and 1 s). What it set or returned comes back as plain data. Returns the
+-- topology, or nil and a one-line message naming the file.
+function topology.load(path, limits)
+  limits = limits or {}
+  local res, err = require("netbe").run_file(path, { what = "topology file", globals = true,
+                                                     memory = limits.memory, time = limits.time })
+  if not res then return nil, err end
+  local base = path:match("([^/]*)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9_]", "_")
   if not base:match("^[a-z]") then base = "t" .. base end
-  return topology.check(raw, path, base)
+  local ok, t, cerr = pcall(topology.check, res.value or {}, path, base)
+  if not ok then return nil, string.format("%s: %s", path, tostring(t)) end
+  return t, cerr
 end
 
 return topology

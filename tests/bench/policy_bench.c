@@ -92,16 +92,17 @@ static netbe_policy *rules(int count, int mode)
     }
     if (mode == 1) {
         static const char hook[] =
-            "local pkt = ...\n"
+            "return function(pkt)\n"
             "if pkt.dport == 22 then return 'drop' end\n"
-            "return 'pass'\n";
+            "return 'pass'\n"
+            "end\n";
         r[0].name = "hook";
         r[0].action = NETBE_ACT_LUA;
         r[0].match = 0;
         r[0].hook = hook;
         r[0].hook_len = sizeof hook - 1;
     }
-    struct netbe_policy_desc d = {r, count, NETBE_PASS, NETBE_DROP, 0, 0};
+    struct netbe_policy_desc d = {r, count, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     netbe_policy *p = NULL;
     if (netbe_policy_new(&p, &d, err, sizeof err) < 0)
         fprintf(stderr, "policy_bench: %s\n", err);

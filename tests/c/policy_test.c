@@ -107,7 +107,7 @@ static struct netbe_rule rule(const char *name, enum netbe_action action)
 
 static netbe_policy *build(const struct netbe_rule *rules, int n, int def, char *err)
 {
-    struct netbe_policy_desc d = {rules, n, def, NETBE_DROP, 0, 0};
+    struct netbe_policy_desc d = {rules, n, def, NETBE_DROP, 0, 0, 0};
     netbe_policy *p = NULL;
     int rc = netbe_policy_new(&p, &d, err, NETBE_ERRMAX);
     CHECK(rc == 0, "build: %s", err);
@@ -407,7 +407,7 @@ static netbe_policy *hook_policy(const char *src, int fail, unsigned budget, siz
     struct netbe_rule r = rule("hook", NETBE_ACT_LUA);
     r.hook = src;
     r.hook_len = strlen(src);
-    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, fail, budget, mem};
+    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, fail, budget, mem, 0};
     netbe_policy *p = NULL;
     if (netbe_policy_new(&p, &d, err, NETBE_ERRMAX) < 0)
         return NULL;
@@ -427,7 +427,7 @@ static void test_hooks(void)
     struct fb f;
     tcp4(&f, "10.0.0.2", "10.0.0.1", 40000, 22, 0x02);
     netbe_policy *p = hook_policy(
-        "local pkt = ...\n"
+        "return function(pkt)\n"
         "assert(pkt.len == 54 and pkt.dir == 'from_guest' and pkt.ethertype == 0x0800)\n"
         "assert(pkt.src_mac == '52:54:00:12:34:56' and pkt.dst_mac == '02:00:00:00:00:01')\n"
         "assert(pkt.src_ip == '10.0.0.2' and pkt.dst_ip == '10.0.0.1' and pkt.family == 4)\n"
@@ -435,7 +435,8 @@ static void test_hooks(void)
         "assert(pkt.vlan == nil and pkt.icmp_type == nil and pkt.nonsense == nil)\n"
         "assert(pkt:byte(12) == 8 and pkt:u16(12) == 0x0800 and pkt:u32(26) == 0x0a000002)\n"
         "assert(pkt:byte(54) == nil and pkt:byte(-1) == nil and pkt:u16(53) == nil)\n"
-        "if pkt.dport == 22 then return 'drop' end\n", NETBE_PASS, 0, 0, err);
+        "if pkt.dport == 22 then return 'drop' end\n"
+        "end\n", NETBE_PASS, 0, 0, err);
     CHECK(p != NULL, "hook builds: %s", err);
     if (p) {
         CHECK(netbe_policy_eval(p, 1, f.b, f.n, 0) == NETBE_DROP, "hook drops port 22");
@@ -460,7 +461,9 @@ static void test_hooks(void)
         {"return string.rep('x', 1 << 30)", "a huge string"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        p = hook_policy(bad[i].src, NETBE_DROP, 100000, 1 << 20, err);
+        char src[256];
+        snprintf(src, sizeof src, "return function(pkt) %s end", bad[i].src);
+        p = hook_policy(src, NETBE_DROP, 100000, 1 << 20, err);
         CHECK(p != NULL, "%s builds: %s", bad[i].why, err);
         if (!p)
             continue;
@@ -472,28 +475,39 @@ static void test_hooks(void)
         CHECK(hook_errors(p) == 2, "%s: second call fails the same way", bad[i].why);
         netbe_policy_free(p);
     }
-    p = hook_policy("while true do end", NETBE_PASS, 1000, 0, err);
+    p = hook_policy("return function() while true do end end", NETBE_PASS, 1000, 0, err);
     CHECK(p && netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_PASS, "fail open passes");
     netbe_policy_free(p);
     p = hook_policy("this is not lua", NETBE_PASS, 0, 0, err);
-    CHECK(!p && strstr(err, "rule 'hook'") && strstr(err, "does not load"), "syntax: %s", err);
-    p = hook_policy("return 'pass'", NETBE_PASS, 0, 2000, err);
+    CHECK(!p && strstr(err, "rule 'hook': hook:1: ") && strstr(err, "syntax error"),
+          "syntax: %s", err);
+    p = hook_policy("return 'pass'", NETBE_PASS, 0, 0, err);
+    CHECK(!p && strstr(err, "rule 'hook': the hook's chunk returned string (expected the "
+                       "hook function"), "a chunk that is not a function's source: %s", err);
+    p = hook_policy("return function() return 'pass' end", NETBE_PASS, 0, 2000, err);
     CHECK(!p && strstr(err, "hook_memory 2000 bytes"), "tiny memory limit: %s", err);
-    struct netbe_rule r = rule("ups", NETBE_ACT_LUA);
-    r.hook = "return 'pass'";
+    p = hook_policy("while true do end", NETBE_PASS, 1000, 0, err);
+    CHECK(!p && strstr(err, "rule 'hook': hook:1: ran past its instruction budget of 1000"),
+          "a runaway chunk fails the build, naming the bound: %s", err);
+    /* Locals the chunk sets up stay the hook's own between calls. */
+    p = hook_policy("local n = 0\nreturn function() n = n + 1\n"
+                    "if n > 2 then return 'drop' end end", NETBE_PASS, 0, 0, err);
+    CHECK(p != NULL, "%s", err);
+    if (p) {
+        int v1 = netbe_policy_eval(p, 0, f.b, f.n, 0), v2 = netbe_policy_eval(p, 0, f.b, f.n, 0);
+        int v3 = netbe_policy_eval(p, 0, f.b, f.n, 0);
+        CHECK(v1 == NETBE_PASS && v2 == NETBE_PASS && v3 == NETBE_DROP && hook_errors(p) == 0,
+              "a counter upvalue: %d %d %d", v1, v2, v3);
+        netbe_policy_free(p);
+    }
+    /* The chunk name comes from hook_name. */
+    struct netbe_rule r = rule("named", NETBE_ACT_LUA);
+    r.hook = "\n\nerror('at line 3')";
     r.hook_len = strlen(r.hook);
-    r.hook_upvalues = "while true do end";
-    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 1000, 0};
+    r.hook_name = "@vm0.lua";
+    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL &&
-          strstr(err, "rule 'ups': ") && strstr(err, "instruction budget exhausted"),
-          "runaway upvalue source: %s", err);
-    r.hook_upvalues = "return 'captured'";
-    r.hook = "local pkt = ... ; return X";
-    r.hook_len = strlen(r.hook);
-    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "%s", err);
-    CHECK(p && netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_PASS && hook_errors(p) == 0,
-          "_ENV stays the sandbox: X is an unset global, nil goes on to the default");
-    netbe_policy_free(p);
+          strcmp(err, "rule 'named': vm0.lua:3: at line 3") == 0, "hook_name: %s", err);
 }
 
 static void test_errors(void)
@@ -501,7 +515,7 @@ static void test_errors(void)
     char err[NETBE_ERRMAX];
     netbe_policy *p;
     struct netbe_rule r[2] = {rule("same", NETBE_ACT_PASS), rule("same", NETBE_ACT_DROP)};
-    struct netbe_policy_desc d = {r, 2, NETBE_PASS, NETBE_DROP, 0, 0};
+    struct netbe_policy_desc d = {r, 2, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL && !p &&
           strstr(err, "name 'same' is already used by rule 1"), "duplicate: %s", err);
     r[1].name = "other";

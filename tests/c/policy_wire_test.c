@@ -39,7 +39,7 @@ static netbe_policy *make_policy(int variant)
     r[!variant].proto = 17;
     r[!variant].dport_lo = r[!variant].dport_hi = 53;
     r[!variant].action = NETBE_ACT_COUNT;
-    struct netbe_policy_desc d = {r, 2, NETBE_PASS, NETBE_DROP, 0, 0};
+    struct netbe_policy_desc d = {r, 2, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     netbe_policy *p = NULL;
     if (netbe_policy_new(&p, &d, err, sizeof err) < 0)
         printf("FAIL policy: %s\n", err);

@@ -213,7 +213,7 @@ static void test_wire_lend(struct event_base *base)
     struct netbe_rule arp = {.name = "no-arp-in", .match = NETBE_M_DIR | NETBE_M_ETHERTYPE,
                              .dir = NETBE_DIR_TO_GUEST, .ethertype = 0x0806,
                              .action = NETBE_ACT_DROP};
-    struct netbe_policy_desc d = {&arp, 1, NETBE_PASS, NETBE_DROP, 0, 0};
+    struct netbe_policy_desc d = {&arp, 1, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     netbe_policy *pol = NULL;
     CHECK(netbe_policy_new(&pol, &d, err, sizeof err) == 0, "policy: %s", err);
     netbe_wire_set_policy(w, pol);

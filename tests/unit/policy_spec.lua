@@ -57,14 +57,22 @@ describe("policy compiler", function()
     { "duplicate", "rule { name = 'a' }\nrule { name = 'a' }\n",
       ":2: rule 'a': name already used by rule 1" },
     { "setting", "settings { defualt = 'drop' }\n",
-      ":1: unknown setting 'defualt' %(expected one of: default, fail, hook_budget, hook_memory%)" },
-    { "hook capture", "local t = {}\nrule { action = 'lua', hook = function() return t end }\n",
-      ":2: rule 1: hook captures 't', a table; hooks may capture only strings" },
+      ":1: unknown setting 'defualt' %(expected one of: default, fail, hook_budget, hook_memory, hook_time%)" },
+    { "hook capture", "local function f() end\nrule { action = 'lua', hook = function() return f() end }\n",
+      ":2: hook: captured 'f': a function %(expected strings, numbers, booleans and tables of them%)" },
+    { "hook from elsewhere", "rule { action = 'lua', hook = string.len }\n",
+      ":1: hook: only a Lua function written in this file can be a hook" },
+    { "hook memory", "settings { hook_memory = '99999999999999999999 kb' }\n",
+      ":1: hook_memory \"99999999999999999999 kb\": expected 64 kb to 64 mb" },
+    { "hook time", "settings { hook_time = '2 s' }\n",
+      ":1: hook_time \"2 s\": expected 10 us to 1 s" },
     { "hook missing", "rule { action = 'lua' }\n", ":1: rule 1: hook: expected a function%(pkt%)" },
     { "family mix", "rule { src_ip = '10.0.0.0/8', dst_ip = 'fd00::/8' }\n",
       ":1: rule 1: src_ip and dst_ip must be of one family" },
     { "sandboxed file", "os.execute('true')\n", ":1: attempt to index a nil value %(global 'os'%)" },
-    { "endless file", "rule {}\nwhile true do end\n", ":2: the policy file runs too long" },
+    { "endless file", "rule {}\nwhile true do end\n", ":2: ran past its time bound of 1 s" },
+    { "hungry file", "local t = {}\nwhile true do t[#t + 1] = {} end\n",
+      ": went over its memory bound of 64 MiB" },
   }
   for _, c in ipairs(cases) do
     it("rejects " .. c[1] .. " with the line and the reason", function()
@@ -223,6 +231,26 @@ describe("netbe wire --policy", function()
     s = assert(wait_for(log, "frames dropped by the wire"))
     assert.truthy(s:find("policy hook_errors=0 reloads=1 rules=3", 1, true), s)
     assert.truthy(s:find("policy rule three", 1, true), s)
+  end)
+
+  it("keeps running with the old rules when a reloaded setting is out of range (SIGHUP)", function()
+    local file = write("float.lua", "rule { name = 'one', action = 'count' }\n")
+    local pid, log = ns.spawn("exec " .. ns.netbe .. " wire null null --policy " .. file)
+    assert.truthy(wait_for(log, "until SIGINT or SIGTERM"))
+    write("float.lua", "settings { hook_memory = '99999999999999999999 kb' }\n" ..
+                       "rule { name = 'two', action = 'count' }\n")
+    os.execute("kill -HUP " .. pid)
+    local s, got = wait_for(log, "reload failed")
+    assert.truthy(s, got)
+    assert.truthy(s:find("netbe: wire: policy reload failed, keeping the rules in force: " .. file ..
+                         ":1: hook_memory \"99999999999999999999 kb\": expected 64 kb to 64 mb",
+                         1, true), s)
+    ns.sh("sleep 0.3")
+    assert.is_true(ns.alive(pid), ns.read(log))
+    os.execute("kill -TERM " .. pid)
+    s = assert(wait_for(log, "frames dropped by the wire"))
+    assert.truthy(s:find("policy hook_errors=0 reloads=0 rules=1", 1, true), s)
+    assert.truthy(s:find("policy rule one", 1, true), s)
   end)
 
   it("refuses to start with a broken policy and says where", function()
