@@ -1813,6 +1813,11 @@ int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
     if ((desc->default_verdict != NETBE_PASS && desc->default_verdict != NETBE_DROP) ||
         (desc->fail_verdict != NETBE_PASS && desc->fail_verdict != NETBE_DROP))
         return NB_ERR(EINVAL, "policy: default and fail verdicts must be pass or drop");
+    /* Lua counts the budget in an int: past INT_MAX it would go negative
+    ** and count down for billions of instructions before the hook stops. */
+    if (desc->hook_budget > INT_MAX)
+        return NB_ERR(EINVAL, "policy: hook_budget %u: expected at most %d instructions",
+                      desc->hook_budget, INT_MAX);
     netbe_policy *p = calloc(1, sizeof *p);
     if (!p)
         return NB_ERR(ENOMEM, "out of memory");
