@@ -62,7 +62,9 @@
 ** 1. Utilities: errors, iovecs, MD5
 ** ==================================================================== */
 
-/* Write a message into ERR (if any) and return -CODE. */
+/* Write a message into ERR (if any) and return -CODE. Messages quote what
+** they refuse, and a config string may hold any byte: control characters
+** become '?', so the message stays one line. */
 static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -72,6 +74,9 @@ static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
     }
     return -code;
 }
