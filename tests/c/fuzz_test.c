@@ -102,7 +102,7 @@ static void fuzz_frames(struct event_base *base, int rounds)
     CHECK(netbe_open_str(&a, "pair,name=fz", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
     CHECK(netbe_open_str(&b, "pair,name=fz", base, NULL, NULL, err, sizeof err) == 0, "%s", err);
     netbe_set_cap(a, 0, 12);
-    static uint8_t buf[NETBE_MAX_FRAME + 12], in[200];
+    static uint8_t buf[2 * NETBE_MAX_FRAME + 12], in[200];
     int bad_returns = 0;
     for (int i = 0; i < rounds; i++) {
         size_t len = rnd() % 3 ? rnd() % 1600 : rnd() % sizeof buf;
