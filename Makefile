@@ -21,8 +21,13 @@ LUAVER  := 5.4
 
 EXAMPLES := $(patsubst %.c,%,$(wildcard examples/*.c))
 CTESTS   := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/*.c))
+# libFuzzer harnesses (tests/fuzz/NAME.c -> build/fuzz/NAME): Debian's clang,
+# ASan and UBSan; scripts/fuzz runs them.
+FUZZ_CC  := clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZERS  := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*.c))
 
-.PHONY: all deps test demo bench fuzz install clean
+.PHONY: all deps test demo bench fuzz fuzzers install clean
 all: libnetbe.a lua/netbe.so $(EXAMPLES) $(CTESTS)
 
 deps:
@@ -44,8 +49,24 @@ build/tests/%: tests/c/%.c netbe.c netbe.h
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< netbe.c $(LIBS)
 
+build/fuzz/netbe.o: netbe.c netbe.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ netbe.c
+
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h build/fuzz/netbe.o
+	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< build/fuzz/netbe.o $(LIBS)
+
+# The Lua module under ASan and UBSan for the Lua-side fuzzer, which loads
+# it into lua5.4 with ASan's runtime preloaded.
+build/fuzz/lua/netbe.so: lua/netbe_lua.c netbe.c netbe.h
+	@mkdir -p build/fuzz/lua
+	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -shared-libasan -shared -o $@ lua/netbe_lua.c \
+	  netbe.c $(MODLIBS)
+
+fuzzers: $(FUZZERS) build/fuzz/lua/netbe.so
+
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all fuzzers
 	@scripts/run-tests
 
 demo: deps
@@ -57,7 +78,7 @@ bench: deps
 	@scripts/bench
 
 fuzz: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory fuzzers
 	@scripts/fuzz
 
 install: all
