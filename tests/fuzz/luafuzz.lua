@@ -12,7 +12,8 @@
 -- other seeds, hostile library calls), keeps every mutant that reaches new
 -- lines of lua/netbe/*.lua (cov: lines, ft: line-to-line steps), and runs
 -- each batch in a child lua5.4 with the netbe module built under ASan and
--- UBSan (build/fuzz/lua/netbe.so, ASan's runtime preloaded).
+-- UBSan (build/fuzz/lua/netbe.so, ASan's runtime preloaded) when it runs
+-- policies; topology files reach no C.
 -- What must hold for each file: no Lua error escapes as a traceback
 -- (every failure is a one-line message), no crash, no hang (the child
 -- stops a case past 5 million instructions, 300,000 lines run or 512 MB),
@@ -213,11 +214,10 @@ local function restore(copy)
 end
 
 local function child(kind, results, files)
-  package.path = "lua/?.lua;" .. package.path
   package.cpath = "build/fuzz/lua/?.so;" .. package.cpath
-  -- A collection at every step: a pointer kept into a string Lua may
-  -- free shows under ASan at once.
-  collectgarbage("incremental", 1, 1000)
+  -- Policies reach C: a collection at every step there, so a pointer kept
+  -- into a string Lua may free shows under ASan at once.
+  if kind == "policy" then collectgarbage("incremental", 1, 1000) end
   local out = assert(io.open(results, "w"))
   out:setvbuf("no")
   local fails, topocli = {}, nil
@@ -458,7 +458,8 @@ local function write(path, s)
   f:close()
 end
 
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+package.path = "lua/?.lua;" .. package.path
+local shq = require("netbe.plan").shquote
 
 local function ls(dir, pattern)
   local out = {}
@@ -581,7 +582,8 @@ local function main(argv)
   end
   local o = parse_flags(argv)
   local tmp = os.getenv("TMPDIR") or "/tmp"
-  local preload = asan_runtime()
+  -- Topology files reach no C: only policies need the module under ASan.
+  local preload = kind == "policy" and asan_runtime() or ""
   local found, known, execs = 0, {}, 0
   local cov, ft = {}, {}
   local ncov, nft = 0, 0

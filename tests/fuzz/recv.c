@@ -8,8 +8,9 @@
 ** frames.
 ** What must hold:
 **   - netbe_recv returns 0, a length no larger than the buffer and the
-**     bound (NETBE_MAX_FRAME plus the header), or -EMSGSIZE; the header it
-**     writes is zero but num_buffers, which is 1 at length 12;
+**     bound (NETBE_MAX_FRAME plus the header), or -EMSGSIZE, and that only
+**     for a buffer smaller than the bound; the header it writes is zero
+**     but num_buffers, which is 1 at length 12;
 **   - after netbe_peek_recvlen says N, the next receive or discard is N;
 **   - netbe_rx_merge fills buffers in order, each as far as it holds, says
 **     so in num_buffers and LENS, copies every byte, and fails with
@@ -67,6 +68,8 @@ static void op_recv(struct ctx *c, struct fz *in)
     c->peeked = 0;
     if (r <= 0) {
         FZ_ASSERT(r == 0 || r == -EMSGSIZE, "receive returned %zd", r);
+        FZ_ASSERT(r == 0 || room < NETBE_MAX_FRAME + c->rx_hl, "a frame longer than %zu "
+                  "bytes of buffer came in", room);
         return;
     }
     FZ_ASSERT((size_t)r <= room, "a %zd-byte frame in %zu bytes of buffer", r, room);

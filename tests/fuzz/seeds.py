@@ -205,6 +205,14 @@ def recv_seeds():
     return s
 
 
+def known_recv():
+    """A plain frame over the bound crosses the pair and comes out."""
+    f = l4_frame(False, 17, udp(b"x" * 64), partial=False)[0]
+    return {"tx_bound-rx": bytes([0]) + features(0) + bytes([0]) + features(0) +
+            b"\x00" + fz_frame(f, length=70000) + fz_split(()) +
+            b"\x02" + struct.pack("<BH", 0x81, 0xffff) + fz_split(())}
+
+
 # ---- virtq ----
 
 def vq_setup(size_log2, event_idx=False, indirect=False):
@@ -502,6 +510,7 @@ def main():
     write("send", send_seeds())
     write("send/known-crash", known_send())
     write("recv", recv_seeds())
+    write("recv/known-crash", known_recv())
     write("virtq", virtq_seeds())
     write("virtq/known-crash", known_virtq())
     write("stream", stream_seeds())
