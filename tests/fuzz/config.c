@@ -7,13 +7,16 @@
 ** and netbe_config_check; then the backends that open nothing on the host
 ** (null, pair and slirp, which binds only in this harness's network
 ** namespace: it refuses to run outside one with no route) are opened and
-** closed. The directory holds a regular file and a live socket that are
-** not netbe's.
+** closed; a refused config is given to netbe_open too. On a slirp, the
+** NUL-separated strings after the config are forwarding rules added at run
+** time ('-' first: removed), then listed. The directory holds a regular
+** file and a live socket that are not netbe's.
 ** What must hold:
 **   - every failure has a one-line message;
 **   - the normal form check writes is accepted again, unchanged;
 **   - a MAC is accepted only in the form xx:xx:xx:xx:xx:xx;
 **   - netbe_open agrees with netbe_config_check;
+**   - the forwarding list says how long it is and fits any buffer;
 **   - files netbe did not make are still there, unchanged.
 */
 #define _GNU_SOURCE
@@ -69,23 +72,43 @@ static int mac_form(const char *s)
     return s[17] == '\0';
 }
 
-/* Every UNIX path a hostfwd names lies in the harness's directory (a
-** refused config opens nothing, so only accepted ones are opened). */
-static int paths_confined(const netbe_config *cfg)
+/* Every UNIX path RULE names lies in the harness's directory. */
+static int rule_confined(const char *rule)
 {
-    const char *v = netbe_config_get(cfg, "hostfwd");
     size_t dlen = strlen(dir);
-    if (!v)
-        return 1;
-    if (strstr(v, ".."))
+    if (strstr(rule, ".."))
         return 0;
-    for (const char *p = v; (p = strstr(p, "unix:")); p += 5)
+    for (const char *p = rule; (p = strstr(p, "unix:")); p += 5)
         if (strncmp(p + 5, dir, dlen) != 0 || p[5 + dlen] != '/')
             return 0;
     return 1;
 }
 
-static void try_open(const netbe_config *cfg, int check_rc, const char *type)
+/* Run-time forwarding on an open slirp: each rule after the config (NUL
+** separated) is added, or removed when it starts with '-'; then the list. */
+static void try_rules(netbe *be, const char *rules, const char *end)
+{
+    char err[NETBE_ERRMAX], list[4096], tiny[8];
+    for (const char *r = rules; r < end; r += strlen(r) + 1) {
+        int rc;
+        if (!rule_confined(r))
+            continue;
+        err[0] = '\0';
+        rc = r[0] == '-' ? netbe_slirp_hostfwd_remove(be, r + 1, err, sizeof err)
+                         : netbe_slirp_hostfwd_add(be, r, err, sizeof err);
+        if (rc < 0)
+            check_message("run-time hostfwd", rc, err);
+    }
+    ssize_t n = netbe_slirp_hostfwd_list(be, list, sizeof list);
+    FZ_ASSERT(n >= 0 && (n >= (ssize_t)sizeof list || strlen(list) == (size_t)n),
+              "hostfwd_list said %zd, wrote %zu", n, strlen(list));
+    memset(tiny, 'x', sizeof tiny);
+    FZ_ASSERT(netbe_slirp_hostfwd_list(be, tiny, sizeof tiny) == n &&
+              memchr(tiny, '\0', sizeof tiny), "hostfwd_list into 8 bytes");
+}
+
+static void try_open(const netbe_config *cfg, int check_rc, const char *type,
+                     const char *rules, const char *end)
 {
     char err[NETBE_ERRMAX] = "";
     netbe *a = NULL, *b = NULL;
@@ -103,6 +126,8 @@ static void try_open(const netbe_config *cfg, int check_rc, const char *type)
     if (strcmp(type, "pair") == 0)
         FZ_ASSERT(netbe_open(&b, cfg, base, NULL, NULL, err, sizeof err) == 0,
                   "the pair's second end: %s", err);
+    if (strcmp(type, "slirp") == 0)
+        try_rules(a, rules, end);
     for (int i = 0; i < 3; i++)
         event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     netbe_close(a);
@@ -157,12 +182,13 @@ static void setup_once(void)
     listen_live();
 }
 
-/* The input as a string, each "%D" replaced with the directory. */
-static char *expand(const uint8_t *data, size_t size)
+/* The input as strings (NUL separated, the config first), each "%D"
+** replaced with the directory. *END is set past the last. */
+static char *expand(const uint8_t *data, size_t size, char **end)
 {
     size_t dlen = strlen(dir);
     char *s = malloc(size * dlen + 1), *o = s;
-    for (size_t i = 0; i < size && data[i]; i++) {
+    for (size_t i = 0; i < size; i++) {
         if (data[i] == '%' && i + 1 < size && data[i + 1] == 'D') {
             memcpy(o, dir, dlen);
             o += dlen;
@@ -172,6 +198,7 @@ static char *expand(const uint8_t *data, size_t size)
         }
     }
     *o = '\0';
+    *end = o;
     return s;
 }
 
@@ -183,7 +210,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     int open_it = data[0] & 1;
-    char *legacy = expand(data + 1, size - 1);
+    char *end, *legacy = expand(data + 1, size - 1, &end);
+    const char *rules = legacy + strlen(legacy) + (legacy < end);
     netbe_config *cfg = netbe_config_new();
     int rc = netbe_config_parse(cfg, legacy, err, sizeof err);
     if (rc < 0) {
@@ -202,12 +230,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_ASSERT(mac_form(mac), "mac '%s' accepted", mac);
         }
         const char *type = netbe_config_get(checked, "type");
+        /* A refused config opens nothing; hostfwd paths stay in the directory. */
+        const char *fwd = netbe_config_get(cfg, "hostfwd");
         if (open_it && rc < 0)
-            try_open(cfg, rc, NULL);
+            try_open(cfg, rc, NULL, rules, end);
         else if (open_it && (strcmp(type, "null") == 0 || strcmp(type, "pair") == 0 ||
-                 (strcmp(type, "slirp") == 0 && paths_confined(cfg) &&
-                  paths_confined(checked))))
-            try_open(cfg, rc, type);
+                 (strcmp(type, "slirp") == 0 && (!fwd || rule_confined(fwd)))))
+            try_open(cfg, rc, type, rules, end);
         netbe_config_free(checked);
     }
     check_bystanders();
