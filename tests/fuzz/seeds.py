@@ -402,6 +402,21 @@ def slirp_seeds():
     s["tso-guest"] = prog(2, 12, guest(gso_frame("tso4", 4000, 1000)) + run)
     s["tso-direct"] = prog(2, 12, direct(gso_frame("tso4", 4000, 1000)) + run)
     s["no-offload"] = prog(0x20, 0, direct(arp_request()) + run)
+
+    def answer(window=65535, extra=0, data=b""):
+        body = (b"\x80" + struct.pack("<H", len(data)) + data) if data else b"\x00"
+        return b"\x06" + struct.pack("<HB", window, extra) + body
+
+    connect, close = b"\x05\x00", b"\x05\x02"
+
+    def write(n):
+        return b"\x05\x40" + struct.pack("<H", n // 2)
+
+    s["host-data"] = prog(0, 12, connect + run + answer() + run + write(65536) + run +
+                          (answer() + run) * 6 + close + run + answer(extra=1) + run)
+    s["host-window"] = prog(2, 0, connect + run + answer(window=1000) + write(20000) + run +
+                            answer(window=0) + run + answer(data=b"hello") + run +
+                            answer(extra=4) + run)
     return s
 
 
