@@ -412,12 +412,22 @@ def slirp_seeds():
     def write(n):
         return b"\x05\x40" + struct.pack("<H", n // 2)
 
+    s["ipv6-fragments"] = prog(0, 0, b"".join(guest(ipv6_fragment(o))
+                                              for o in (0x0001, 0x0008, 0xfff8)) + run)
     s["host-data"] = prog(0, 12, connect + run + answer() + run + write(65536) + run +
                           (answer() + run) * 6 + close + run + answer(extra=1) + run)
     s["host-window"] = prog(2, 0, connect + run + answer(window=1000) + write(20000) + run +
                             answer(window=0) + run + answer(data=b"hello") + run +
                             answer(extra=4) + run)
     return s
+
+
+def ipv6_fragment(offset_mf):
+    """An IPv6 fragment of a UDP datagram (libslirp drops them)."""
+    src = bytes.fromhex("fec00000000000000000000000000f15")
+    dst = bytes.fromhex("fec00000000000000000000000000002")
+    frag = struct.pack("!BBHI", 17, 0, offset_mf, 0x1234) + udp(b"y" * 40)
+    return eth(0x86dd, struct.pack("!IHBB", 0x60000000, len(frag), 44, 64) + src + dst + frag)
 
 
 def known_slirp():
