@@ -23,11 +23,17 @@ EXAMPLES := $(patsubst %.c,%,$(wildcard examples/*.c)) examples/vhost-user-net
 VHOST_SRC := $(wildcard examples/vhost-user/*.c)
 VHOST_HDR := $(wildcard examples/vhost-user/*.h)
 CTESTS   := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/*.c))
+# libFuzzer harnesses (tests/fuzz/NAME.c -> build/fuzz/NAME): Debian's clang,
+# ASan and UBSan; scripts/fuzz runs them.
+FUZZ_CC  := clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZERS  := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*.c))
+
 # Embedders without libslirp or Lua: make OMIT_SLIRP=1 OMIT_LUA=1 install
 # (netbe.h, "Build options"); the Lua module needs Lua.
 LUA_MODULE := $(if $(OMIT_LUA),,lua/netbe.so)
 
-.PHONY: all deps test demo bench fuzz install clean
+.PHONY: all deps test demo bench fuzz fuzzers install clean
 all: libnetbe.a $(LUA_MODULE) $(EXAMPLES) $(CTESTS)
 
 deps:
@@ -62,8 +68,24 @@ build/tests/vhost_client_test: build/vhost-user-net
 # The Lua module's C side is tested compiled into the test, under the sanitizers.
 build/tests/lua_module_test: lua/netbe_lua.c
 
+build/fuzz/netbe.o: netbe.c netbe.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ netbe.c
+
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h build/fuzz/netbe.o
+	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< build/fuzz/netbe.o $(LIBS)
+
+# The Lua module under ASan and UBSan for the Lua-side fuzzer, which loads
+# it into lua5.4 with ASan's runtime preloaded.
+build/fuzz/lua/netbe.so: lua/netbe_lua.c netbe.c netbe.h
+	@mkdir -p build/fuzz/lua
+	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -shared-libasan -shared -o $@ lua/netbe_lua.c \
+	  netbe.c $(MODLIBS)
+
+fuzzers: $(FUZZERS) build/fuzz/lua/netbe.so
+
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all fuzzers
 	@scripts/run-tests
 
 demo: deps
@@ -75,7 +97,7 @@ bench: deps
 	@scripts/bench
 
 fuzz: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory fuzzers
 	@scripts/fuzz
 
 install: libnetbe.a build/netbe.pc $(LUA_MODULE)

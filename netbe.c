@@ -75,7 +75,9 @@ typedef struct lua_State lua_State;
 ** 1. Utilities: errors, iovecs, MD5
 ** ==================================================================== */
 
-/* Write a message into ERR (if any) and return -CODE. */
+/* Write a message into ERR (if any) and return -CODE. Messages quote what
+** they refuse, and a config string may hold any byte: control characters
+** become '?', so the message stays one line. */
 static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -85,6 +87,9 @@ static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
     }
     return -code;
 }
@@ -2967,6 +2972,11 @@ int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
     if ((desc->default_verdict != NETBE_PASS && desc->default_verdict != NETBE_DROP) ||
         (desc->fail_verdict != NETBE_PASS && desc->fail_verdict != NETBE_DROP))
         return NB_ERR(EINVAL, "policy: default and fail verdicts must be pass or drop");
+    /* Lua counts the budget in an int: past INT_MAX it would go negative
+    ** and count down for billions of instructions before the hook stops. */
+    if (desc->hook_budget > INT_MAX)
+        return NB_ERR(EINVAL, "policy: hook_budget %u: expected at most %d instructions",
+                      desc->hook_budget, INT_MAX);
     netbe_policy *p = calloc(1, sizeof *p);
     if (!p)
         return NB_ERR(ENOMEM, "out of memory");

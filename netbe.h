@@ -720,7 +720,8 @@ struct netbe_policy_desc {
     int nrules;
     int default_verdict;               /* NETBE_PASS or NETBE_DROP */
     int fail_verdict;                  /* what a failing hook gets */
-    unsigned hook_budget;              /* Lua instructions per call; 0: 10000 */
+    unsigned hook_budget;              /* Lua instructions per call, at most
+                                       ** INT_MAX; 0: 10000 */
     size_t hook_memory;                /* bytes for each hook's state; 0: 4 MiB */
     uint64_t hook_time_ns;             /* CPU time per call; 0: 1 ms */
 };

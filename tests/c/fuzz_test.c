@@ -73,6 +73,28 @@ static void fuzz_configs(int rounds)
     CHECK(accepted > 0 && rejected > 0, "accepted %d rejected %d", accepted, rejected);
 }
 
+/* A message quotes the bad input; control characters in it must not make
+** it more than one line (a caller logs it, `netbe check` prints it). */
+static void messages_one_line(void)
+{
+    static const char *const specs[] = {"tap0,mac=\n00:a0:98:12:34:56", "bogus\nline",
+        "slirp,hostfwd=tcp:\r\n:1-:2", "stream,connect=unix:/x,reconnect=\x1b[2J", "null,\t=1"};
+    char err[NETBE_ERRMAX];
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        netbe_config *cfg = netbe_config_new();
+        err[0] = '\0';
+        int rc = netbe_config_parse(cfg, specs[i], err, sizeof err);
+        if (rc == 0)
+            rc = netbe_config_check(cfg, err, sizeof err);
+        int ctl = 0;
+        for (const char *c = err; *c; c++)
+            ctl += (unsigned char)*c < 0x20 || *c == 0x7f;
+        CHECK(rc < 0 && err[0] && !ctl, "config %zu: %d, message with %d control "
+              "characters: %s", i, rc, ctl, err);
+        netbe_config_free(cfg);
+    }
+}
+
 /* Frames with random headers and lengths through a pair at header length
 ** 12, up to twice the longest frame: those past NETBE_MAX_FRAME plus the
 ** header must be refused, also when a checksum header sends them down the
@@ -172,6 +194,7 @@ int main(void)
     int rounds = it ? atoi(it) : 20000;
     struct event_base *base = event_base_new();
     RUN(fuzz_configs(rounds));
+    RUN(messages_one_line());
     RUN(fuzz_frames(base, rounds));
     RUN(fuzz_stream(base, rounds));
     event_base_free(base);

@@ -541,6 +541,13 @@ static void test_errors(void)
     r[1] = rule("other", NETBE_ACT_LUA);
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL && strstr(err, "needs a hook"),
           "hook: %s", err);
+    r[1].hook = "while true do end";
+    r[1].hook_len = strlen(r[1].hook);
+    d.hook_budget = 0xf0000000u;
+    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL && strstr(err, "hook_budget"),
+          "a budget past INT_MAX (Lua's count would go negative, never stopping the "
+          "loop): %s", err);
+    d.hook_budget = 0;
     d.default_verdict = 7;
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL && strstr(err, "default"),
           "default: %s", err);

@@ -1,0 +1,3 @@
+-- A topology file runs with no instruction limit.
+name = "t"
+while true do end
