@@ -166,6 +166,14 @@ static void nb_count(uint64_t *counter, uint64_t n)
     __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
+/* Add N to a counter only one thread writes, which others may read: a
+** plain add. A locked add would also wait for every store before it (the
+** frame just copied into guest memory) to leave the CPU. */
+static void nb_count_own(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
 static uint64_t nb_load(const uint64_t *counter)
 {
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
@@ -1142,7 +1150,7 @@ struct netbe_policy {
 
 static void pol_add(uint64_t *c, uint64_t n)
 {
-    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+    nb_count_own(c, n);
 }
 
 
@@ -3195,6 +3203,10 @@ struct net_backend {
     struct nb_sw_tx *sw_tx;      /* software offloads on send, once headers are on */
     struct nb_sw_rx *sw_rx;      /* and on receive, made when first needed */
     struct netbe_stats st;
+    /* Frames sent, each pair with one writer (nb_count_own): the sending
+    ** thread, and whoever holds sw_tx's lock. st.tx_frames and tx_bytes
+    ** stay 0; netbe_get_stats adds these. */
+    struct nb_sent { uint64_t frames, bytes; } sent, sw_sent;
     void *priv;                  /* the backend's private state, same allocation */
 };
 
@@ -3517,15 +3529,17 @@ static int nb_over_mtu(netbe *be, const struct iovec *iov, int iovcnt)
     return len - (l2 ? l2 : 14) > be->tx_mtu;
 }
 
-/* Send with the frontend's header already converted to the backend's. */
-static ssize_t nb_send_raw(netbe *be, const struct iovec *iov, int iovcnt)
+/* Send with the frontend's header already converted to the backend's,
+** counting what went in SENT. */
+static ssize_t nb_send_raw(netbe *be, const struct iovec *iov, int iovcnt,
+                           struct nb_sent *sent)
 {
     ssize_t n = nb_over_mtu(be, iov, iovcnt) ? -EMSGSIZE : be->ops->send(be, iov, iovcnt);
     if (n == -EAGAIN && be->drop_full)
         n = -ENOBUFS;
     if (n >= 0) {
-        nb_count(&be->st.tx_frames, 1);
-        nb_count(&be->st.tx_bytes, (uint64_t)n);
+        nb_count_own(&sent->frames, 1);
+        nb_count_own(&sent->bytes, (uint64_t)n);
     } else if (n == -EAGAIN) {
         nb_want_tx(be);
     } else if (n == -EMSGSIZE || n == -ENOTCONN || n == -ENOBUFS) {
@@ -3561,8 +3575,8 @@ static int nb_sw_flush(netbe *be, struct nb_sw_tx *tx)
     struct iovec v[3] = {{(void *)nb_zero_hdr, be->be_hdr_len}};
     int cnt;
     while ((cnt = nb_seg_build(&tx->seg, v + 1)) > 0) {
-        ssize_t r = be->be_hdr_len ? nb_send_raw(be, v, cnt + 1)
-                                   : nb_send_raw(be, v + 1, cnt);
+        ssize_t r = be->be_hdr_len ? nb_send_raw(be, v, cnt + 1, &be->sw_sent)
+                                   : nb_send_raw(be, v + 1, cnt, &be->sw_sent);
         if (r == -EAGAIN)
             return -EAGAIN;
         nb_seg_advance(&tx->seg);
@@ -3660,13 +3674,13 @@ ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt)
         }
     }
     if (fe == bl)
-        return nb_send_raw(be, iov, iovcnt);
+        return nb_send_raw(be, iov, iovcnt, &be->sent);
     struct iovec v[iovcnt + 1];
     int n = nb_iov_skip(iov, iovcnt, fe, v + 1);
     h.num_buffers = 0;
     v[0].iov_base = &h;
     v[0].iov_len = bl;
-    ssize_t r = bl ? nb_send_raw(be, v, n + 1) : nb_send_raw(be, v + 1, n);
+    ssize_t r = bl ? nb_send_raw(be, v, n + 1, &be->sent) : nb_send_raw(be, v + 1, n, &be->sent);
     return r < 0 ? r : r - (ssize_t)bl + (ssize_t)fe;
 }
 
@@ -3852,8 +3866,8 @@ static ssize_t nb_recv_counted(netbe *be, const struct iovec *iov, int iovcnt)
         nb_rx_again(be);
         return -EMSGSIZE;
     }
-    nb_count(&be->st.rx_frames, 1);
-    nb_count(&be->st.rx_bytes, (uint64_t)r);
+    nb_count_own(&be->st.rx_frames, 1);
+    nb_count_own(&be->st.rx_bytes, (uint64_t)r);
     return r;
 }
 
@@ -3997,6 +4011,8 @@ void netbe_get_stats(netbe *be, struct netbe_stats *st)
     uint64_t *dst = (uint64_t *)st;
     for (size_t i = 0; i < sizeof *st / sizeof(uint64_t); i++)
         dst[i] = nb_load(&src[i]);
+    st->tx_frames = nb_load(&be->sent.frames) + nb_load(&be->sw_sent.frames);
+    st->tx_bytes = nb_load(&be->sent.bytes) + nb_load(&be->sw_sent.bytes);
 }
 
 /* ====================================================================
@@ -7891,8 +7907,8 @@ static int wire_lend(struct netbe_wire *w, struct wire_dir *d)
             w->drops++;
     }
     from->ops->rx_done(from);
-    nb_count(&from->st.rx_frames, 1);
-    nb_count(&from->st.rx_bytes, len + fe);
+    nb_count_own(&from->st.rx_frames, 1);
+    nb_count_own(&from->st.rx_bytes, len + fe);
     return 1;
 }
 
@@ -8149,6 +8165,7 @@ struct netbe_vq {
     uint16_t *avail;             /* flags, idx, ring[size], used_event */
     uint16_t *used;              /* flags, idx, then {u32 id, u32 len}[size], avail_event */
     uint16_t last_avail;         /* next available entry to take */
+    uint16_t avail_idx;          /* the driver's available index, as last read */
     uint16_t used_idx;           /* next used entry to fill */
     uint16_t published;          /* used index at the last publish */
     int can_unpop;
@@ -8234,6 +8251,7 @@ int netbe_vq_setup(netbe_vq *vq, unsigned size, uint64_t desc, uint64_t avail,
     vq->event_idx = (features & NETBE_F_RING_EVENT_IDX) != 0;
     vq->indirect = (features & NETBE_F_RING_INDIRECT_DESC) != 0;
     vq->used_idx = vq->published = vq_load16(&u[1]);
+    vq->avail_idx = vq->last_avail;
     vq->error[0] = '\0';
     vq->size = size;
     return 0;
@@ -8253,7 +8271,7 @@ uint16_t netbe_vq_get_base(const netbe_vq *vq) { return vq->last_avail; }
 
 void netbe_vq_set_base(netbe_vq *vq, uint16_t base)
 {
-    vq->last_avail = base;
+    vq->last_avail = vq->avail_idx = base;
     vq->can_unpop = 0;
 }
 
@@ -8268,7 +8286,47 @@ int netbe_vq_pending(netbe_vq *vq)
     if (n > vq->size)
         return vq_fail(vq, EINVAL, "available index jumped from %u to %u, more than "
                        "the queue size %u", vq->last_avail, idx, vq->size);
+    vq->avail_idx = idx;
     return n;
+}
+
+/* Chains available: those up to the index read last, and only when it is
+** used up the driver's index again. The driver writes that index with
+** every chain it adds, so reading it per chain would wait each time for
+** its cache line to come over from the driver's CPU. */
+static int vq_available(netbe_vq *vq)
+{
+    uint16_t n = (uint16_t)(vq->avail_idx - vq->last_avail);
+    return n && vq_usable(vq) ? n : netbe_vq_pending(vq);
+}
+
+/* The descriptor that available entry AHEAD after the next one names,
+** or NULL when there is no such entry yet. */
+static const uint8_t *vq_peek_desc(netbe_vq *vq, uint16_t ahead)
+{
+    if ((uint16_t)(vq->avail_idx - vq->last_avail) <= ahead)
+        return NULL;
+    uint16_t head = vq_load16(&vq->avail[2 + (uint16_t)(vq->last_avail + ahead) % vq->size]);
+    return head < vq->size ? vq->desc + 16 * (size_t)head : NULL;
+}
+
+/* Warm the caches for the chains after the one just taken, while the
+** caller works on that one: the descriptor of the second next chain, and
+** the first buffer (or indirect table) of the next, whose descriptor the
+** last pop warmed. Only addresses come from what the guest wrote here;
+** nothing is read through them. */
+static void vq_prefetch(netbe_vq *vq)
+{
+    const uint8_t *d = vq_peek_desc(vq, 1);
+    if (d)
+        __builtin_prefetch(d);
+    if (!(d = vq_peek_desc(vq, 0)))
+        return;
+    struct vq_desc next;
+    memcpy(&next, d, sizeof next);
+    const void *p = vq->map(vq->map_arg, next.addr, next.len < 64 ? next.len : 64);
+    if (p)
+        __builtin_prefetch(p);
 }
 
 /* The walk through one chain: where descriptors come from, and the limits. */
@@ -8379,7 +8437,7 @@ int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
 {
     /* The chains available now, and no more: a guest that keeps adding
     ** chains too long to take cannot keep the call going. */
-    int n = netbe_vq_pending(vq);
+    int n = vq_available(vq);
     for (; n > 0; n--) {
         uint16_t head = vq_load16(&vq->avail[2 + vq->last_avail % vq->size]);
         if (head >= vq->size)
@@ -8393,6 +8451,7 @@ int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
         vq->last_avail++;
         if (ch->read_len <= NETBE_VQ_MAX_READ) {
             vq->can_unpop = 1;
+            vq_prefetch(vq);
             return 1;
         }
         /* Longer than any frame: back to the driver unread, and counted. */

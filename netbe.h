@@ -177,7 +177,8 @@ typedef struct net_backend netbe;
 ** receive is enabled) or writable again after -EAGAIN.
 **
 ** Threads: everything about BE runs on the thread that runs its event_base,
-** with two exceptions. netbe_send may run on one other thread (see there).
+** with two exceptions. netbe_send may run on one other thread (see there);
+** one thread sends at a time: calls of netbe_send on BE never overlap.
 ** netbe_rx_enable and netbe_rx_disable may run on any thread while the loop
 ** runs, as bhyve calls them from vCPU threads; the base must then be
 ** thread-aware (evthread_use_pthreads() before event_base_new()), and the
@@ -359,7 +360,13 @@ int netbe_get_mac(netbe *be, uint8_t mac[6]);
 ** tx_frag_oversize (it would pass 65,535 bytes, or the largest IPv6
 ** packet the backend takes), tx_frag_timeout (still incomplete after
 ** 30 s), tx_frag_evicted (dropped, oldest first, to keep within the
-** limits on datagrams, bytes and fragments in between). */
+** limits on datagrams, bytes and fragments in between).
+** netbe_get_stats may run on any thread while BE is in use; each counter
+** is read whole. rx_frames, rx_bytes, tx_frames and tx_bytes are bumped
+** once per frame without a locked instruction, so each has one writer:
+** the event_base's thread receives, and one thread at a time sends (calls
+** of netbe_send on one backend never overlap, whichever thread makes
+** them). */
 struct netbe_stats {
     uint64_t tx_frames, tx_bytes, tx_drops, tx_errors;
     uint64_t rx_frames, rx_bytes, rx_drops, rx_errors;
