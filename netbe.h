@@ -198,6 +198,44 @@ int netbe_open(netbe **bep, const netbe_config *cfg, struct event_base *base,
 int netbe_open_str(netbe **bep, const char *legacy, struct event_base *base,
                    netbe_cb cb, void *arg, char *err, size_t errlen);
 
+/* ---- Queues ----
+** A Linux tap opened with "queues=N" (N from 2 to 256) is one interface
+** with N queues (IFF_MULTI_QUEUE), as a multiqueue NIC has: the kernel
+** spreads the frames it sends over the queues by flow and takes frames
+** on any of them. netbe_open returns queue 0 and opens the others with
+** it, detached; netbe_open_queue makes queue I a handle of its own, on
+** an event base of its own, so that a device model can serve each queue
+** pair of its guest on a thread of its own. Each handle is a backend
+** like any other (its own callback, counters, netbe_set_cap, netbe_close;
+** the "Threads" rules hold per handle), and all share the interface's
+** name, MAC, MTU and offloads. Closing queue 0 closes the queues not
+** opened yet; the interface lives while any queue is open. An interface
+** made elsewhere must match: a persistent multiqueue tap opens only with
+** queues=2 or more, a single-queue one only without. Every other backend
+** has one queue. */
+
+/* The number of queues of the backend BE is a queue of: N for a tap
+** opened with queues=N, else 1. */
+int netbe_queues(netbe *be);
+
+/* Open queue INDEX (1 to netbe_queues(BE) - 1) of BE, the handle
+** netbe_open returned, as the new handle *QP that reports to CB(ARG) on
+** BASE; the queue is attached. Each index opens once. Not while BE is
+** being closed. Returns 0, -EINVAL for an index the backend does not
+** have, -EBUSY for a queue opened already, or the errno of attaching it,
+** with ERR filled in. */
+int netbe_open_queue(netbe **qp, netbe *be, int index, struct event_base *base,
+                     netbe_cb cb, void *arg, char *err, size_t errlen);
+
+/* Attach queue BE to its interface (ON non-zero) or detach it. The kernel
+** steers no frame to a detached queue and takes none from it: receive is
+** disabled (enable it again after attaching) and netbe_send drops with
+** -ENOTCONN. A device model detaches the queues its guest does not use,
+** as QEMU does, so that no flow goes to a queue nobody reads. Returns 0
+** (also when the queue already is so), -ENOTSUP for a backend with one
+** queue, or the errno of the ioctl. */
+int netbe_queue_attach(netbe *be, int on);
+
 /* Close BE: release its descriptors, events and memory. Not safe while
 ** another thread is inside netbe_send on BE. */
 void netbe_close(netbe *be);

@@ -15,7 +15,19 @@
 ** Frames move between the guest's rx/tx virtqueues (walked with netbe's
 ** netbe_vq_* helper) and the backend (netbe_send/netbe_recv) with the
 ** virtio-net header the guest negotiated, so offloads the backend can do
-** (netbe_get_cap) are offered to the guest. One QEMU is served at a time;
+** (netbe_get_cap) are offered to the guest, and with mergeable receive
+** buffers (VIRTIO_NET_F_MRG_RXBUF) when the guest takes them. Each ring
+** is served in batches: every chain the guest made available, then one
+** used-ring update and at most one interrupt for all of them; the guest
+** is asked not to kick while a ring is being served (EVENT_IDX, or
+** VRING_USED_F_NO_NOTIFY). The device sleeps when there is no work: it
+** never polls.
+**
+** A tap opened with queues=N (IFF_MULTI_QUEUE) gives the guest N queue
+** pairs (VIRTIO_NET_F_MQ; QEMU: -netdev vhost-user,...,queues=N and
+** -device virtio-net-pci,mq=on), each served on a thread of its own by
+** its own queue of the tap; a pair the guest leaves unused has its queue
+** detached. Other backends serve one pair. One QEMU is served at a time;
 ** when it goes away (shut down, killed, restarted) the device forgets the
 ** guest and waits for the next connection. A guest reboot stops and
 ** re-sets the rings over the same connection.
@@ -36,8 +48,7 @@
 ** device uses MSI-X with a vhost-user backend; give the device vectors=0.
 **
 ** The protocol is QEMU's docs/interop/vhost-user.rst; only what a net device
-** with one queue pair needs is offered (no multiqueue, no dirty logging, no
-** postcopy).
+** needs is offered (no dirty logging, no postcopy, no packed rings).
 **
 ** Files: main.c (socket and signals), device.c (memory, rings, data path,
 ** message handling), vhost_user.c (message decoding and checks).
@@ -52,6 +63,7 @@
 #include <sys/un.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "device.h"
 
@@ -268,6 +280,11 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     s.path = argv[2];
+    /* Queue pairs after the first run on threads of their own. */
+    if (evthread_use_pthreads() < 0) {
+        say("cannot make libevent thread-aware");
+        return 1;
+    }
     struct event_base *base = event_base_new();
     if (!base) {
         say("cannot create an event base");
