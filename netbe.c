@@ -4308,7 +4308,14 @@ static ssize_t tap_recv(netbe *be, const struct iovec *iov, int iovcnt)
     ** backend down for good. */
     if (p->detached)
         return 0;
-    ssize_t n = readv(p->fd, iov, iovcnt);
+    /* Linux's tun cuts a frame longer than the buffers and returns what it
+    ** wrote: a byte of room more tells a cut frame, which the core drops. */
+    uint8_t over;
+    struct iovec v[iovcnt + 1];
+    if (iovcnt > 0)
+        memcpy(v, iov, sizeof *v * (size_t)iovcnt);
+    v[iovcnt] = (struct iovec){&over, 1};
+    ssize_t n = readv(p->fd, v, iovcnt < IOV_MAX ? iovcnt + 1 : iovcnt);
     if (n >= 0)
         return n;
     return errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;

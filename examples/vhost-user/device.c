@@ -607,6 +607,7 @@ static int set_features(struct dev *d, uint64_t f)
     }
     d->features = f;
     d->hdr_len = f & (NETBE_F_VERSION_1 | NETBE_F_MRG_RXBUF) ? 12 : 10;
+    say("features 0x%llx", (unsigned long long)f);
     return pairs_call(d, pair_set_features, NULL);
 }
 
@@ -818,6 +819,7 @@ static int pair_open(struct dev *d, int i, struct event_base *base, netbe *be)
         say("%s", err);
         return -1;
     }
+    pair_attach(p);              /* detached until the guest enables the pair */
     return 0;
 }
 

@@ -1,10 +1,13 @@
 /*
 ** vhost-user-net: a vhost-user net device with any netbe backend behind it.
 **
-**   vhost-user-net --socket PATH [--allow-exec] [--allow-files DIR] BACKEND-SPEC
+**   vhost-user-net --socket PATH [--allow-exec] [--allow-files DIR]
+**                  [--disable FEATURE[,FEATURE...]] BACKEND-SPEC
 **
 ** --allow-exec and --allow-files give the backend's config the permissions
 ** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
+** --disable keeps features from the guest, by QEMU's names for them:
+** indirect_desc, event_idx, mrg_rxbuf, mq.
 ** QEMU connects to PATH and hands us the guest's memory and virtqueues:
 **
 **   -object memory-backend-memfd,id=mem0,size=256M,share=on
@@ -73,6 +76,7 @@ struct server {
     struct netbe_unix_id bound;  /* PATH, once bound */
     unsigned allow;              /* NETBE_ALLOW_* for the backend's config */
     const char *allow_dir;
+    uint64_t disabled;           /* features --disable keeps from the guest */
     int listen_fd;
     struct event *accept_ev, *conn_ev;
 };
@@ -201,6 +205,30 @@ static int listen_on(const char *path, struct netbe_unix_id *bound)
     return fd;
 }
 
+/* The feature bits of LIST, QEMU's names separated by commas, in *BITS.
+** Returns 0, or -1 having said which name is unknown. */
+static int parse_disable(const char *list, uint64_t *bits)
+{
+    static const struct { const char *name; uint64_t bit; } names[] = {
+        {"indirect_desc", NETBE_F_RING_INDIRECT_DESC}, {"event_idx", NETBE_F_RING_EVENT_IDX},
+        {"mrg_rxbuf", NETBE_F_MRG_RXBUF}, {"mq", NET_F_MQ},
+    };
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ","), i = 0;
+        while (i < sizeof names / sizeof names[0] &&
+               (strlen(names[i].name) != len || strncmp(p, names[i].name, len) != 0))
+            i++;
+        if (i == sizeof names / sizeof names[0]) {
+            say("--disable: unknown feature '%.*s' (expected indirect_desc, event_idx, "
+                "mrg_rxbuf or mq, separated by commas)", (int)len, p);
+            return -1;
+        }
+        *bits |= names[i].bit;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 /* Open SPEC with the permissions given on the command line. */
 static int open_device(struct server *s, struct event_base *base, const char *spec)
 {
@@ -218,6 +246,7 @@ static int open_device(struct server *s, struct event_base *base, const char *sp
     else
         rc = dev_open(&s->dev, base, cfg, s->path);
     netbe_config_free(cfg);
+    s->dev.offered &= ~s->disabled;
     return rc;
 }
 
@@ -269,13 +298,16 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--allow-files") == 0 && i + 2 < argc) {
             s.allow |= NETBE_ALLOW_FILES;
             s.allow_dir = argv[++i];
+        } else if (strcmp(argv[i], "--disable") == 0 && i + 2 < argc) {
+            if (parse_disable(argv[++i], &s.disabled) < 0)
+                return 2;
         } else {
             break;
         }
     }
     if (argc < 4 || strcmp(argv[1], "--socket") != 0 || i != argc - 1) {
         fprintf(stderr, "usage: %s --socket PATH [--allow-exec] [--allow-files DIR] "
-                "BACKEND-SPEC\n", argv[0]);
+                "[--disable FEATURE[,FEATURE...]] BACKEND-SPEC\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
