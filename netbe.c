@@ -4304,8 +4304,8 @@ static ssize_t tap_send(netbe *be, const struct iovec *iov, int iovcnt)
 static ssize_t tap_recv(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct tap_priv *p = NB_PRIV(be, struct tap_priv);
-    /* Linux's tun says EBADFD on a detached queue, which would take the
-    ** backend down for good. */
+    /* A detached queue has nothing to read. Linux's tun says EAGAIN or,
+    ** in some versions, EBADFD, which would take the backend down. */
     if (p->detached)
         return 0;
     /* Linux's tun cuts a frame longer than the buffers and returns what it

@@ -13,12 +13,16 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 
 #include <event2/event.h>
 
 #include "device.h"
 
 #define BUDGET 256               /* frames per turn before others get one */
+#define COALESCE_MIN 32          /* frames per look that keep a ring coalescing */
+#define COALESCE_START_US 20
+#define COALESCE_FLOOR_US 5
 
 void say(const char *fmt, ...)
 {
@@ -201,6 +205,32 @@ static int ring_running(struct vring *r)
     return r->started && r->enabled && netbe_vq_ready(r->vq);
 }
 
+/* Ring R took MOVED frames in this look and found no more. While frames
+** keep coming, look again after an interval sized to find about half a
+** ring then (at most coalesce_us), rather than on the guest's next kick
+** or the backend's next readiness: a wakeup costs the device as much as a
+** hundred frames, and a busy driver kicks every burst. The guest is not
+** asked to kick meanwhile, which is the caller's to leave so. Returns 1
+** when R waits so, 0 when traffic is too thin for it (or coalescing is
+** off): wait for a notification. */
+static int ring_coalesce(struct vring *r, int moved)
+{
+    unsigned max = r->pair->dev->coalesce_us;
+    if (moved < COALESCE_MIN || max == 0 || r->timer_fd < 0) {
+        r->wait_us = 0;
+        return 0;
+    }
+    uint64_t us = r->wait_us ? r->wait_us : COALESCE_START_US;
+    us = us * (r->num / 2) / (unsigned)moved;
+    r->wait_us = (unsigned)(us < COALESCE_FLOOR_US ? COALESCE_FLOOR_US : us > max ? max : us);
+    struct itimerspec when = {.it_value = {0, (long)r->wait_us * 1000}};
+    if (timerfd_settime(r->timer_fd, 0, &when, NULL) < 0) {
+        r->wait_us = 0;
+        return 0;
+    }
+    return 1;
+}
+
 /* The guest broke a ring's rules: stop serving it until it is set up again. */
 static void ring_broken(struct vring *r)
 {
@@ -241,6 +271,7 @@ static void ring_halt(struct vring *r)
     if (r->started)
         r->base = netbe_vq_get_base(r->vq);
     r->started = 0;
+    r->wait_us = 0;
     netbe_vq_reset(r->vq);
 }
 
@@ -401,6 +432,10 @@ static void rx_pump(struct pair *p)
         return;
     while (budget > 0) {
         int rc = p->rx_len ? rx_deliver_held(p) : rx_one(p);
+        if (rc == 0 && ring_coalesce(r, BUDGET - budget)) {
+            netbe_rx_disable(p->be);
+            break;
+        }
         if (rc == -EIO) {
             ring_broken(r);
             netbe_rx_disable(p->be);
@@ -459,6 +494,8 @@ static void tx_pump(struct pair *p)
                 break;
             }
             if (rc == 0) {
+                if (ring_coalesce(r, BUDGET - budget))
+                    break;
                 if (netbe_vq_notify_enable(r->vq) == 1) {
                     netbe_vq_notify_disable(r->vq);
                     budget--;
@@ -507,7 +544,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     struct vring *r = arg;
     eventfd_t v;
     /* Edge-triggered, every kick wakes us once: the counter may grow. */
-    if (!r->kick_et)
+    if (!r->et)
         eventfd_read(fd, &v);
     ring_kick(r);
 }
@@ -515,6 +552,15 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     ring_kick(arg);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct vring *r = arg;
+    uint64_t expired;
+    if (!r->et && read(fd, &expired, sizeof expired) < 0)
+        return;
+    ring_kick(r);
 }
 
 /* Start serving halted ring R once it has addresses, memory and a kick.
@@ -540,9 +586,8 @@ static int ring_start(struct vring *r)
     }
     if (!r->kick_ev) {
         /* Edge-triggered where the base can: one read fewer per wakeup. */
-        r->kick_et = (event_base_get_features(p->base) & EV_FEATURE_ET) != 0;
         r->kick_ev = event_new(p->base, r->kick_fd,
-                               EV_READ | EV_PERSIST | (r->kick_et ? EV_ET : 0), on_kick, r);
+                               EV_READ | EV_PERSIST | (r->et ? EV_ET : 0), on_kick, r);
         if (!r->kick_ev || event_add(r->kick_ev, NULL) < 0) {
             say("queue %d: cannot watch its kick descriptor", r->index);
             return -EINVAL;
@@ -796,14 +841,20 @@ static int pair_open(struct dev *d, int i, struct event_base *base, netbe *be)
     p->base = base;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->done, NULL);
+    for (int k = 0; k < 2; k++)
+        p->q[k].kick_fd = p->q[k].call_fd = p->q[k].err_fd = p->q[k].timer_fd = -1;
     for (int k = 0; k < 2; k++) {
         struct vring *r = &p->q[k];
         r->pair = p;
         r->index = 2 * i + k;
-        r->kick_fd = r->call_fd = r->err_fd = -1;
+        r->et = (event_base_get_features(base) & EV_FEATURE_ET) != 0;
         r->resume_ev = event_new(base, -1, 0, on_resume, r);
-        if (netbe_vq_new(&r->vq, guest_map, d) < 0 || !r->resume_ev) {
-            say("out of memory");
+        r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        r->timer_ev = r->timer_fd < 0 ? NULL : event_new(base, r->timer_fd,
+            EV_READ | EV_PERSIST | (r->et ? EV_ET : 0), on_timer, r);
+        if (netbe_vq_new(&r->vq, guest_map, d) < 0 || !r->resume_ev || !r->timer_ev ||
+            event_add(r->timer_ev, NULL) < 0) {
+            say("queue %d: out of memory or descriptors", r->index);
             return -1;
         }
     }
@@ -845,6 +896,7 @@ int dev_open(struct dev *d, struct event_base *base, const netbe_config *cfg,
     char err[NETBE_ERRMAX];
     d->base = base;
     d->conn_fd = -1;
+    d->coalesce_us = COALESCE_DEFAULT_US;
     if (netbe_open(&d->be, cfg, base, NULL, NULL, err, sizeof err) < 0) {
         say("%s", err);
         return -1;
@@ -916,9 +968,14 @@ static void pair_close(struct pair *p)
 {
     pair_thread_stop(p);
     for (int k = 0; k < 2; k++) {
-        netbe_vq_free(p->q[k].vq);
-        if (p->q[k].resume_ev)
-            event_free(p->q[k].resume_ev);
+        struct vring *r = &p->q[k];
+        netbe_vq_free(r->vq);
+        if (r->resume_ev)
+            event_free(r->resume_ev);
+        if (r->timer_ev)
+            event_free(r->timer_ev);
+        if (r->timer_fd >= 0)
+            close(r->timer_fd);
     }
     if (p->call_ev)
         event_free(p->call_ev);

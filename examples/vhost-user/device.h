@@ -30,6 +30,7 @@
 ** buffers, and an rx chain may need one more of ours. */
 #define IOVMAX 1022
 #define NET_F_MQ (1ull << 22)    /* VIRTIO_NET_F_MQ */
+#define COALESCE_DEFAULT_US 100  /* the longest a busy ring waits to be looked at */
 
 struct event_base;
 struct event;
@@ -54,7 +55,12 @@ struct vring {
     uint64_t desc_uva, avail_uva, used_uva;
     int kick_fd, call_fd, err_fd;
     struct event *kick_ev, *resume_ev;
-    int kick_et;                 /* kicks are edge-triggered: no eventfd read */
+    int et;                      /* edge-triggered events: no read per wakeup */
+    /* Under load the ring is looked at again after an interval instead of
+    ** on the next kick or backend readiness (ring_coalesce). */
+    int timer_fd;
+    struct event *timer_ev;
+    unsigned wait_us;            /* the interval; 0: waiting for a notification */
     /* Frames moved; frames dropped, of them those too long (for a frame,
     ** the MTU, or the guest's buffers). Chains netbe_vq_pop gave back for
     ** being longer than any frame count on top (netbe_vq_dropped). Only
@@ -102,6 +108,7 @@ struct dev {
     int nmem;
     int npairs;
     struct pair *pairs[VU_MAX_PAIRS];
+    unsigned coalesce_us;        /* the longest interval; 0: never wait */
 };
 
 /* Print "vhost-user-net: ..." on stderr. */
