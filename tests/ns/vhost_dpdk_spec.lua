@@ -15,6 +15,16 @@ local FRAMES = "python3 " .. ns.quote(ns.root .. "/tests/helpers/vuframes.py")
 
 local F_MRG_RXBUF, F_MQ, F_INDIRECT = 15, 22, 28
 
+-- The EAL file prefixes of the testpmds started here: DPDK keeps a
+-- directory under /var/run/dpdk for each, removed after each test.
+local prefixes = {}
+
+local function cleanup()
+  ns.cleanup()
+  for _, p in ipairs(prefixes) do ns.sh("rm -rf /var/run/dpdk/" .. p) end
+  prefixes = {}
+end
+
 -- Whether feature bit B is set in F.
 local function has(f, b) return (f >> b) & 1 == 1 end
 
@@ -51,8 +61,9 @@ end
 -- uses). Returns pid, log once the device saw features for its CONNECTION.
 local function testpmd(dir, dev_log, connection, opts)
   local queues = opts.queues or 1
+  prefixes[#prefixes + 1] = ns.unique("vupmd")
   local cmd = "exec dpdk-testpmd -l 0,1 --no-huge -m 1024 --no-pci --iova-mode=va --no-shconf " ..
-    "--no-telemetry --file-prefix=" .. ns.unique("vupmd") ..
+    "--no-telemetry --file-prefix=" .. prefixes[#prefixes] ..
     " --vdev net_virtio_user0,path=" .. dir .. "/dev.sock,queues=" .. queues ..
     ",mrg_rxbuf=" .. opts.mrg .. ",in_order=0,packed_vq=0 -- --total-num-mbufs=8192" ..
     " --forward-mode=io --auto-start --stats-period 600 --rxq=" .. (opts.rxq or queues) ..
@@ -99,6 +110,15 @@ local function quiet_ns()
   return n
 end
 
+-- The device on a tap TAP_OPTS (",queues=2") in a quiet namespace, and
+-- testpmd with PMD_OPTS on it. Returns n, tap, dir, pid and log.
+local function tap_setup(tap_opts, pmd_opts)
+  local t = {n = quiet_ns(), tap = ns.unique("tap"), dir = ns.tmpdir()}
+  t.pid, t.log = device(t.dir, t.tap .. tap_opts, t.n)
+  testpmd(t.dir, t.log, 1, pmd_opts)
+  return t
+end
+
 -- The device's log has no sanitizer report.
 local function clean(log)
   local text = ns.read(log)
@@ -106,8 +126,8 @@ local function clean(log)
 end
 
 describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
-  after_each(ns.cleanup)
-  teardown(ns.cleanup)
+  after_each(cleanup)
+  teardown(cleanup)
   if skip then pending(skip) return end
   if not ns.sh("test -x " .. ns.quote(DEV)) then pending("build build/vhost-user-net first (make)") return end
 
@@ -145,49 +165,37 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
 
   it("mergeable buffers off: a tap's frame too long for the driver's buffers is dropped, never cut",
      function()
-    local n = quiet_ns()
-    local tap = ns.unique("tap")
-    local dir = ns.tmpdir()
-    local pid, log = device(dir, tap .. ",mtu=9000", n)
-    testpmd(dir, log, 1, {mrg = 0})
-    local ok, out = loop(dir, 600, "60,1514,4000", {n = n, tap = tap, flows = 4, expect_max = 2000})
-    assert.is_true(ok, out .. "\ndevice: " .. ns.read(log))
-    local rings = report(pid, log)
+    local t = tap_setup(",mtu=9000", {mrg = 0})
+    local ok, out = loop(t.dir, 600, "60,1514,4000", {n = t.n, tap = t.tap, flows = 4, expect_max = 2000})
+    assert.is_true(ok, out .. "\ndevice: " .. ns.read(t.log))
+    local rings = report(t.pid, t.log)
     assert.are.equal(400, rings[0].frames)
     assert.are.equal(200, rings[0].oversize)
-    clean(log)
+    clean(t.log)
   end)
 
   it("two queue pairs over a tap with queues=2: flows go over both, intact", function()
-    local n = quiet_ns()
-    local tap = ns.unique("tap")
-    local dir = ns.tmpdir()
-    local pid, log = device(dir, tap .. ",queues=2,mtu=9000", n)
-    testpmd(dir, log, 1, {mrg = 1, queues = 2})
-    assert.is_true(has(features(log, 1), F_MQ))
-    local ok, out = loop(dir, 2000, "60,1514,4000,9000", {n = n, tap = tap, flows = 16})
-    assert.is_true(ok, out .. "\ndevice: " .. ns.read(log))
-    local rings = report(pid, log)
+    local t = tap_setup(",queues=2,mtu=9000", {mrg = 1, queues = 2})
+    assert.is_true(has(features(t.log, 1), F_MQ))
+    local ok, out = loop(t.dir, 2000, "60,1514,4000,9000", {n = t.n, tap = t.tap, flows = 16})
+    assert.is_true(ok, out .. "\ndevice: " .. ns.read(t.log))
+    local rings = report(t.pid, t.log)
     assert.is_true(rings[0].frames > 0 and rings[2].frames > 0,
-      "flows on one pair only: " .. ns.read(log))
+      "flows on one pair only: " .. ns.read(t.log))
     assert.is_true(rings[1].frames + rings[3].frames >= 2000)
-    clean(log)
+    clean(t.log)
   end)
 
   it("a driver that uses one pair of two: the other queue is detached, no flow is lost", function()
-    local n = quiet_ns()
-    local tap = ns.unique("tap")
-    local dir = ns.tmpdir()
-    local pid, log = device(dir, tap .. ",queues=2", n)
-    testpmd(dir, log, 1, {mrg = 1, queues = 2, rxq = 1})
-    local _, link = n:exec("ip -d link show " .. tap)
+    local t = tap_setup(",queues=2", {mrg = 1, queues = 2, rxq = 1})
+    local _, link = t.n:exec("ip -d link show " .. t.tap)
     assert.is_truthy(link:find("numqueues 1 ", 1, true), link)
-    local ok, out = loop(dir, 1000, "60,1514", {n = n, tap = tap, flows = 16})
-    assert.is_true(ok, out .. "\ndevice: " .. ns.read(log))
-    local rings = report(pid, log)
+    local ok, out = loop(t.dir, 1000, "60,1514", {n = t.n, tap = t.tap, flows = 16})
+    assert.is_true(ok, out .. "\ndevice: " .. ns.read(t.log))
+    local rings = report(t.pid, t.log)
     assert.is_true(rings[0].frames >= 1000)
     assert.are.equal(0, rings[2].frames)
-    clean(log)
+    clean(t.log)
   end)
 
   it("a driver killed and started again: the device keeps serving", function()
