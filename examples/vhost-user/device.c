@@ -205,7 +205,8 @@ static int ring_running(struct vring *r)
     return r->started && r->enabled && netbe_vq_ready(r->vq);
 }
 
-/* Ring R took MOVED frames in this look and found no more. While frames
+/* Ring R took MOVED frames in this turn and found no more; a look may
+** take several turns (BUDGET). While frames
 ** keep coming, look again after an interval sized to find about half a
 ** ring then (at most coalesce_us), rather than on the guest's next kick
 ** or the backend's next readiness: a wakeup costs the device as much as a
@@ -216,6 +217,8 @@ static int ring_running(struct vring *r)
 static int ring_coalesce(struct vring *r, int moved)
 {
     unsigned max = r->pair->dev->coalesce_us;
+    moved += r->look;
+    r->look = 0;
     if (moved < COALESCE_MIN || max == 0 || r->timer_fd < 0) {
         r->wait_us = 0;
         return 0;
@@ -272,6 +275,7 @@ static void ring_halt(struct vring *r)
         r->base = netbe_vq_get_base(r->vq);
     r->started = 0;
     r->wait_us = 0;
+    r->look = 0;
     netbe_vq_reset(r->vq);
 }
 
@@ -453,8 +457,10 @@ static void rx_pump(struct pair *p)
         budget--;
     }
     ring_publish(r);
-    if (budget == 0)
+    if (budget == 0) {
+        r->look += BUDGET;
         event_active(r->resume_ev, 0, 0);
+    }
 }
 
 /* Send the held chain; returns 0 when sent or dropped, -EAGAIN to wait. */
@@ -510,8 +516,10 @@ static void tx_pump(struct pair *p)
         budget--;
     }
     ring_publish(r);
-    if (budget == 0)
+    if (budget == 0) {
+        r->look += BUDGET;
         event_active(r->resume_ev, 0, 0);
+    }
 }
 
 static void on_backend(netbe *be, int events, void *arg)

@@ -61,6 +61,7 @@ struct vring {
     int timer_fd;
     struct event *timer_ev;
     unsigned wait_us;            /* the interval; 0: waiting for a notification */
+    int look;                    /* frames taken in the turns of this look so far */
     /* Frames moved; frames dropped, of them those too long (for a frame,
     ** the MTU, or the guest's buffers). Chains netbe_vq_pop gave back for
     ** being longer than any frame count on top (netbe_vq_dropped). Only

@@ -198,6 +198,27 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
     clean(t.log)
   end)
 
+  it("a device whose traffic stopped sleeps: no polling, no timer left running", function()
+    local dir = ns.tmpdir()
+    local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil, "--allow-files " .. dir)
+    testpmd(dir, log, 1, {mrg = 1})
+    local ok, out = loop(dir, 5000, "60,1514")
+    assert.is_true(ok, out)
+    ns.sh("sleep 0.5")
+    local function ticks()
+      local f = assert(io.open("/proc/" .. pid .. "/stat"))
+      local fields = {}
+      for w in f:read("a"):match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
+      f:close()
+      return tonumber(fields[12]) + tonumber(fields[13])    -- utime + stime
+    end
+    local t0 = ticks()
+    ns.sh("sleep 2")
+    local used = ticks() - t0
+    assert.is_true(used <= 2, "the idle device used " .. used .. " ticks of CPU in 2 s")
+    clean(log)
+  end)
+
   it("a driver killed and started again: the device keeps serving", function()
     local dir = ns.tmpdir()
     local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil, "--allow-files " .. dir)
