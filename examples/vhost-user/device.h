@@ -30,7 +30,9 @@
 ** buffers, and an rx chain may need one more of ours. */
 #define IOVMAX 1022
 #define NET_F_MQ (1ull << 22)    /* VIRTIO_NET_F_MQ */
-#define COALESCE_DEFAULT_US 100  /* the longest a busy ring waits to be looked at */
+/* The longest a busy ring waits to be looked at; off by default: measured
+** against DPDK's driver it cost CPU per frame (README, Benchmarks). */
+#define COALESCE_DEFAULT_US 0
 
 struct event_base;
 struct event;

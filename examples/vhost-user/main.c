@@ -8,8 +8,8 @@
 ** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
 ** --disable keeps features from the guest, by QEMU's names for them:
 ** indirect_desc, event_idx, mrg_rxbuf, mq. --coalesce sets the longest a
-** busy ring waits before it is looked at again (default 100 us; 0: look
-** on every notification), see below.
+** busy ring waits before it is looked at again (default 0: look on every
+** notification), see below.
 ** QEMU connects to PATH and hands us the guest's memory and virtqueues:
 **
 **   -object memory-backend-memfd,id=mem0,size=256M,share=on
@@ -25,15 +25,17 @@
 ** is served in batches: every chain the guest made available, then one
 ** used-ring update and at most one interrupt for all of them; the guest
 ** is asked not to kick while a ring is being served (EVENT_IDX, or
-** VRING_USED_F_NO_NOTIFY). Under load a ring is not served on every
-** kick, as a NIC coalesces interrupts: when a look at it finds 32 frames
-** or more, the guest (or the backend) is not asked to notify, and the
+** VRING_USED_F_NO_NOTIFY). With --coalesce, under load a ring is not
+** served on every kick, as a NIC coalesces interrupts: when a look at it
+** finds 32 frames or more, the guest (or the backend) is not asked to notify, and the
 ** ring is looked at again after an interval sized to find about half a
 ** ring of frames (5 us to --coalesce); a look that finds fewer goes back
-** to waiting for a notification. A wakeup costs the device as much as a
-** hundred frames, so this halves its CPU time per frame at full rate, and
-** adds at most that interval of latency. The device never polls: idle,
-** it sleeps until notified.
+** to waiting for a notification; it adds at most that interval of
+** latency. Against DPDK's busy-polling driver it cost more CPU per 64-byte
+** frame than it saved (the timer's wakeups are no cheaper than the
+** kicks, which the batching already keeps to one per look), so it is off
+** unless asked for. The device never polls: idle, it sleeps until
+** notified.
 **
 ** A tap opened with queues=N (IFF_MULTI_QUEUE) gives the guest N queue
 ** pairs (VIRTIO_NET_F_MQ; QEMU: -netdev vhost-user,...,queues=N and

@@ -200,7 +200,8 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
 
   it("a device whose traffic stopped sleeps: no polling, no timer left running", function()
     local dir = ns.tmpdir()
-    local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil, "--allow-files " .. dir)
+    local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil,
+      "--allow-files " .. dir .. " --coalesce 100")
     testpmd(dir, log, 1, {mrg = 1})
     local ok, out = loop(dir, 5000, "60,1514")
     assert.is_true(ok, out)
