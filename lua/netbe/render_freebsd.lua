@@ -203,8 +203,8 @@ function R.render(topo, files)
       return nil, nic.field .. ".vlan: per-port VLANs need bridge VLAN filtering, which the FreeBSD "
         .. "renderer does not do; use a switch with vlan = " .. nic.vlan .. " instead"
     end
-    local make = nictypes.types[nic.type].steps.freebsd
-    if make then make(topo, nic, add, R) end
+    local make = nictypes.types[nic.type].steps
+    if make then make.freebsd(topo, nic, add, R) end
   end
   nat_steps(topo, files, add)
   return plan.checks_first(steps)

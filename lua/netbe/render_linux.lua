@@ -176,8 +176,8 @@ function R.render(topo, files)
   end
   for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
   for _, nic in ipairs(topo.nics) do
-    local make = nictypes.types[nic.type].steps.linux
-    if make then make(topo, nic, add, R) end
+    local make = nictypes.types[nic.type].steps
+    if make then make.linux(topo, nic, add, R) end
   end
   nat_steps(topo, files, add)
   return plan.checks_first(steps)
