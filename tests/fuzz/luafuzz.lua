@@ -223,8 +223,8 @@ local function child(kind, results, files)
   local fails, topocli = {}, nil
   if kind == "topology" then
     -- The command's messages, caught where topocli writes them.
-    local cli = require("netbe.cli")
-    cli.fail = function(status, fmt, ...)
+    local cmdline = require("netbe.cmdline")
+    cmdline.fail = function(status, fmt, ...)
       fails[#fails + 1] = string.format(fmt, ...)
       return status
     end
