@@ -4,16 +4,15 @@
 **     taken in order, zero once the input is used up (fz_*).
 **   - Frames of any length from a few input bytes, and iovec layouts.
 **   - FZ_ASSERT: a broken promise aborts, so libFuzzer keeps the input.
-**   - Known bugs: NETBE_FUZZ_AVOID names bugs of main that other branches
-**     fix (tests/fuzz/known-bugs; scripts/fuzz sets it). While a bug is
-**     named, a harness steers clear of inputs that would only find it
-**     again. Replaying a file by hand without the variable shows the bug.
+**   - fz_open_in: an open whose UNIX socket paths the embedder allows in
+**     the harness's own directory.
 **   - fz_require_netns: harnesses that could open sockets refuse to run
 **     where a route leads off the machine.
 */
 #ifndef NETBE_FUZZ_H
 #define NETBE_FUZZ_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,21 +186,22 @@ static inline int fz_set_cap(netbe *be, uint64_t features, unsigned hdr_len)
     return rc;
 }
 
-/* ---- Known bugs ---- */
+/* ---- Opening backends ---- */
 
-/* True when NETBE_FUZZ_AVOID names BUG (words separated by commas or
-** spaces). */
-static inline int fz_avoid(const char *bug)
+/* netbe_open of the legacy string SPEC, with NETBE_ALLOW_FILES for DIR:
+** the harness's sockets live there, and a config may use no path outside. */
+static inline int fz_open_in(netbe **bep, const char *spec, const char *dir,
+                             struct event_base *base, netbe_cb cb, void *arg,
+                             char *err, size_t errlen)
 {
-    const char *list = getenv("NETBE_FUZZ_AVOID");
-    size_t len = strlen(bug);
-    for (const char *p = list; p && (p = strstr(p, bug)); p += len) {
-        int starts = p == list || p[-1] == ',' || p[-1] == ' ';
-        int ends = p[len] == '\0' || p[len] == ',' || p[len] == ' ';
-        if (starts && ends)
-            return 1;
-    }
-    return 0;
+    netbe_config *cfg = netbe_config_new();
+    int rc = cfg ? netbe_config_parse(cfg, spec, err, errlen) : -ENOMEM;
+    if (rc == 0)
+        rc = netbe_config_allow(cfg, NETBE_ALLOW_FILES, dir, err, errlen);
+    if (rc == 0)
+        rc = netbe_open(bep, cfg, base, cb, arg, err, errlen);
+    netbe_config_free(cfg);
+    return rc;
 }
 
 /* ---- Network safety ---- */
