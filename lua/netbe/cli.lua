@@ -32,8 +32,10 @@ local function permissions(opt)
   return { allow_exec = opt["allow-exec"] == true, allow_files = opt["allow-files"] }
 end
 
+-- Writes the message on one line: control characters (a newline in a
+-- value it quotes) become '?', as in netbe's own messages.
 function cli.fail(status, fmt, ...)
-  io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
+  io.stderr:write("netbe: ", (string.format(fmt, ...):gsub("%c", "?")), "\n")
   return status
 end
 

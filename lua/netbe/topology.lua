@@ -40,6 +40,12 @@ local function bad(field, fmt, ...)
   error({ field = field, msg = string.format(fmt, ...) }, 0)
 end
 
+-- MSG with its control characters as '?', as netbe's C side writes them:
+-- a message stays one line, whatever keys and values it quotes.
+local function one_line(msg)
+  return (tostring(msg):gsub("%c", "?"))
+end
+
 local function sorted_keys(t)
   local ks = {}
   for k in pairs(t) do ks[#ks + 1] = k end
@@ -47,12 +53,17 @@ local function sorted_keys(t)
   return ks
 end
 
+-- S quoted as Lua would read it, on one line.
+local function quote(s)
+  return (string.format("%q", s):gsub("\\\n", "\\n"))
+end
+
 local function describe(v)
-  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "string" then return quote(v) end
   if type(v) == "table" then
     local ks = sorted_keys(v)
     if #ks == 0 then return "an empty table" end
-    for i, k in ipairs(ks) do ks[i] = type(k) == "string" and string.format("%q", k) or tostring(k) end
+    for i, k in ipairs(ks) do ks[i] = type(k) == "string" and quote(k) or tostring(k) end
     return "a table with keys " .. table.concat(ks, ", ", 1, math.min(#ks, 4)) .. (#ks > 4 and ", ..." or "")
   end
   return tostring(v) .. " (" .. type(v) .. ")"
@@ -437,7 +448,7 @@ function topology.check(raw, source, default_name)
   local ok, res = pcall(check, raw, default_name)
   if ok then return res end
   if type(res) == "table" then
-    return nil, string.format("%s: %s: %s", source or "topology", res.field, res.msg)
+    return nil, one_line(string.format("%s: %s: %s", source or "topology", res.field, res.msg))
   end
   error(res, 0)
 end
@@ -454,7 +465,7 @@ function topology.load(path, limits)
   local base = path:match("([^/]*)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9_]", "_")
   if not base:match("^[a-z]") then base = "t" .. base end
   local ok, t, cerr = pcall(topology.check, res.value or {}, path, base)
-  if not ok then return nil, string.format("%s: %s", path, tostring(t)) end
+  if not ok then return nil, one_line(string.format("%s: %s", path, tostring(t))) end
   return t, cerr
 end
 
