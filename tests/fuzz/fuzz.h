@@ -172,11 +172,14 @@ static inline unsigned fz_hdr_len(struct fz *in)
     return lens[fz_u8(in) % 10];
 }
 
-/* netbe_set_cap, checked against its contract. Returns its result. */
+/* netbe_set_cap, checked against its contract: the offloads must be
+** offered and need a header; other feature bits are kept as they are.
+** Returns its result. */
 static inline int fz_set_cap(netbe *be, uint64_t features, unsigned hdr_len)
 {
-    int valid = !(features & ~netbe_get_cap(be)) && (hdr_len == 0 || hdr_len == 10 ||
-                hdr_len == 12) && !(features && hdr_len == 0);
+    uint64_t offloads = features & NETBE_F_OFFLOADS;
+    int valid = !(offloads & ~netbe_get_cap(be)) && (hdr_len == 0 || hdr_len == 10 ||
+                hdr_len == 12) && !(offloads && hdr_len == 0);
     int rc = netbe_set_cap(be, features, hdr_len);
     FZ_ASSERT((rc == 0) == valid, "set_cap(0x%llx, %u) returned %d",
               (unsigned long long)features, hdr_len, rc);

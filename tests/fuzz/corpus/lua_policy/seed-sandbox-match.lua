@@ -1,3 +1,4 @@
--- The policy file replaces the CLI's own string.match: normalize_rule loops.
+-- The policy file replaced the CLI's own string.match: normalize_rule
+-- looped (issue 13).
 string.match = function() while true do end end
 rule { name = "r" }

@@ -1,3 +1,3 @@
--- A topology file runs with no instruction limit.
+-- A topology file ran with no instruction limit (issue 13).
 name = "t"
 while true do end
