@@ -249,15 +249,16 @@ static int socket_inside(const char *path)
     return !(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
 }
 
-/* Each UNIX path of a hostfwd list ("unix:/PATH-GADDR:GPORT" rules, ';'
-** between them; the guest part follows the last '-'), passed to FN.
-** Returns how many there were; stops at the first FN refuses. */
-static int hostfwd_paths(const char *rules, int (*fn)(const char *))
+/* Each UNIX path of forwarding RULES ("unix:/PATH-GADDR:GPORT", the guest
+** part after the last '-'; SEP between rules: ";" in hostfwd=, "" for the
+** one rule of netbe_slirp_hostfwd_add), passed to FN. Returns how many
+** there were, or -1 at the first FN refuses. */
+static int hostfwd_paths(const char *rules, const char *sep, int (*fn)(const char *))
 {
     char copy[1024], *save = NULL;
     int n = 0;
     snprintf(copy, sizeof copy, "%s", rules);
-    for (char *r = strtok_r(copy, ";", &save); r; r = strtok_r(NULL, ";", &save)) {
+    for (char *r = strtok_r(copy, sep, &save); r; r = strtok_r(NULL, sep, &save)) {
         if (strncmp(r, "unix:", 5) != 0)
             continue;
         char *dash = strrchr(r, '-');
@@ -286,7 +287,7 @@ static int unix_paths(const netbe_config *cfg)
         n += path != NULL;
     }
     const char *fwd = netbe_config_get(cfg, "hostfwd");
-    int m = fwd ? hostfwd_paths(fwd, socket_inside) : 0;
+    int m = fwd ? hostfwd_paths(fwd, ";", socket_inside) : 0;
     return m < 0 ? -1 : n + m;
 }
 
@@ -395,7 +396,7 @@ static void try_rules(netbe *be, const char *rules, const char *end)
         if (rc < 0)
             check_message("run-time hostfwd", rc, err);
         else if (r[0] != '-')
-            FZ_ASSERT(hostfwd_paths(r, socket_inside) >= 0, "run-time hostfwd '%s' outside "
+            FZ_ASSERT(hostfwd_paths(r, "", socket_inside) >= 0, "run-time hostfwd '%s' outside "
                       "%s is accepted", r, in_dir);
     }
     ssize_t n = netbe_slirp_hostfwd_list(be, list, sizeof list);

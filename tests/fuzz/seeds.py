@@ -504,6 +504,9 @@ def config_permissions():
     }
     s = {"perm-" + k: bytes([OPEN | FILES_IN]) + v.encode()
          for k, v in refused.items()}
+    # One rule at run time: a ';' is part of its path, not a separator.
+    s["runtime-semicolon"] = bytes([OPEN | FILES_IN]) + \
+        b"slirp,hostfwd=unix:%D/a-:22\0unix:%D/up;c-:22\0-unix:%D/up;c"
     s["perm-no-files"] = bytes([OPEN]) + b"stream,listen=unix:%D/x"
     s["perm-no-files-tftp"] = bytes([OPEN | EXEC]) + b"slirp,tftp=%D"
     s["perm-not-dir"] = bytes([OPEN | FILES_NOT_DIR]) + b"slirp,hostfwd=unix:%D/x-:22"
