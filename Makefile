@@ -72,7 +72,7 @@ build/fuzz/netbe.o: netbe.c netbe.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ netbe.c
 
-build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h build/fuzz/netbe.o
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h tests/c/allow.h build/fuzz/netbe.o
 	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< build/fuzz/netbe.o $(LIBS)
 
 # The vhost-user harness compiles the example's sources into itself.

@@ -301,6 +301,15 @@ static void lb_one_line(lua_State *L, int idx)
     lua_replace(L, idx);
 }
 
+/* netbe.one_line(message) -> the message as netbe writes its own */
+static int lb_one_line_fn(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lb_one_line(L, 1);
+    return 1;
+}
+
 /* Push nil, message, errno name for a failed call. */
 static int lb_fail(lua_State *L, ssize_t rc)
 {
@@ -2143,7 +2152,8 @@ static const luaL_Reg lb_functions[] = {
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
     {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock},
-    {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {NULL, NULL}};
+    {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {"one_line", lb_one_line_fn},
+    {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)

@@ -33,12 +33,6 @@ local ICMP_TYPES = { ["echo-reply"] = 0, unreachable = 3, redirect = 5, ["echo-r
                      ["router-solicit"] = 133, ["router-advert"] = 134,
                      ["neighbor-solicit"] = 135, ["neighbor-advert"] = 136 }
 
--- MSG with its control characters as '?', as netbe's C side writes them:
--- a message stays one line, whatever values it quotes.
-local function one_line(msg)
-  return (tostring(msg):gsub("%c", "?"))
-end
-
 local function keys_of(t)
   local out = {}
   for k in pairs(t) do out[#out + 1] = k end
@@ -419,7 +413,9 @@ function policy.parse_file(path, limits)
   if spec == nil then
     spec = {}
     for _, c in ipairs(res.calls.settings or {}) do
-      if type(c[1]) ~= "table" then return nil, one_line(c[2] .. ": settings: expected a table") end
+      if type(c[1]) ~= "table" then
+        return nil, netbe.one_line(c[2] .. ": settings: expected a table")
+      end
       for k, v in pairs(c[1]) do spec[k] = v end
       settings_at = c[2]
     end
@@ -431,7 +427,7 @@ function policy.parse_file(path, limits)
     return wheres[i] or string.format("%s: rules[%d]", path, i)
   end
   local ok, d = pcall(normalize, spec, where)
-  if not ok then return nil, one_line(d) end
+  if not ok then return nil, netbe.one_line(d) end
   return d
 end
 
@@ -441,14 +437,14 @@ function policy.parse(spec)
   local ok, d = pcall(normalize, spec, function(r, i)
     return r == nil and "policy" or ("rules[" .. i .. "]")
   end)
-  if not ok then return nil, one_line(d) end
+  if not ok then return nil, netbe.one_line(d) end
   return d
 end
 
 local function build(d, err)
   if not d then return nil, err end
   local p, e = netbe.policy_new(d)
-  if not p then return nil, one_line(e) end
+  if not p then return nil, netbe.one_line(e) end
   return p, #d.rules
 end
 
@@ -461,7 +457,7 @@ function policy.load(path, limits)
   local d, err = policy.parse_file(path, limits)
   if not d then return nil, err end
   local p, n = build(d)
-  if not p then return nil, one_line(path .. ": " .. n) end
+  if not p then return nil, netbe.one_line(path .. ": " .. n) end
   return p, n
 end
 
@@ -475,7 +471,7 @@ function policy.apply(wire, path, limits)
     wire:set_policy(p)
     return count
   end)
-  if not ok then return nil, one_line(n) end
+  if not ok then return nil, netbe.one_line(tostring(n)) end
   return n, e
 end
 

@@ -40,12 +40,6 @@ local function bad(field, fmt, ...)
   error({ field = field, msg = string.format(fmt, ...) }, 0)
 end
 
--- MSG with its control characters as '?', as netbe's C side writes them:
--- a message stays one line, whatever keys and values it quotes.
-local function one_line(msg)
-  return (tostring(msg):gsub("%c", "?"))
-end
-
 local function sorted_keys(t)
   local ks = {}
   for k in pairs(t) do ks[#ks + 1] = k end
@@ -448,7 +442,8 @@ function topology.check(raw, source, default_name)
   local ok, res = pcall(check, raw, default_name)
   if ok then return res end
   if type(res) == "table" then
-    return nil, one_line(string.format("%s: %s: %s", source or "topology", res.field, res.msg))
+    return nil, require("netbe").one_line(string.format("%s: %s: %s", source or "topology",
+                                                        res.field, res.msg))
   end
   error(res, 0)
 end
@@ -465,7 +460,7 @@ function topology.load(path, limits)
   local base = path:match("([^/]*)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9_]", "_")
   if not base:match("^[a-z]") then base = "t" .. base end
   local ok, t, cerr = pcall(topology.check, res.value or {}, path, base)
-  if not ok then return nil, one_line(string.format("%s: %s", path, tostring(t))) end
+  if not ok then return nil, require("netbe").one_line(path .. ": " .. tostring(t)) end
   return t, cerr
 end
 

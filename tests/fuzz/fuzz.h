@@ -4,15 +4,12 @@
 **     taken in order, zero once the input is used up (fz_*).
 **   - Frames of any length from a few input bytes, and iovec layouts.
 **   - FZ_ASSERT: a broken promise aborts, so libFuzzer keeps the input.
-**   - fz_open_in: an open whose UNIX socket paths the embedder allows in
-**     the harness's own directory.
 **   - fz_require_netns: harnesses that could open sockets refuse to run
 **     where a route leads off the machine.
 */
 #ifndef NETBE_FUZZ_H
 #define NETBE_FUZZ_H
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,24 +183,6 @@ static inline int fz_set_cap(netbe *be, uint64_t features, unsigned hdr_len)
     if (rc == 0)
         FZ_ASSERT(netbe_get_vnet_hdr_len(be) == hdr_len && netbe_get_features(be) == features,
                   "set_cap did not take");
-    return rc;
-}
-
-/* ---- Opening backends ---- */
-
-/* netbe_open of the legacy string SPEC, with NETBE_ALLOW_FILES for DIR:
-** the harness's sockets live there, and a config may use no path outside. */
-static inline int fz_open_in(netbe **bep, const char *spec, const char *dir,
-                             struct event_base *base, netbe_cb cb, void *arg,
-                             char *err, size_t errlen)
-{
-    netbe_config *cfg = netbe_config_new();
-    int rc = cfg ? netbe_config_parse(cfg, spec, err, errlen) : -ENOMEM;
-    if (rc == 0)
-        rc = netbe_config_allow(cfg, NETBE_ALLOW_FILES, dir, err, errlen);
-    if (rc == 0)
-        rc = netbe_open(bep, cfg, base, cb, arg, err, errlen);
-    netbe_config_free(cfg);
     return rc;
 }
 
