@@ -80,8 +80,11 @@ build/fuzz/netbe.o: netbe.c netbe.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ netbe.c
 
-build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h build/fuzz/netbe.o
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h tests/c/allow.h build/fuzz/netbe.o
 	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< build/fuzz/netbe.o $(LIBS)
+
+# The vhost-user harness compiles the example's sources into itself.
+build/fuzz/vhost_msg: $(VHOST_SRC) $(VHOST_HDR)
 
 # The Lua module under ASan and UBSan for the Lua-side fuzzer, which loads
 # it into lua5.4 with ASan's runtime preloaded.

@@ -4,8 +4,10 @@
 local cmdline = {}
 
 -- Writes "netbe: MESSAGE" on stderr and returns STATUS, the exit status.
+-- Writes the message on one line: control characters (a newline in a
+-- value it quotes) become '?', as in netbe's own messages.
 function cmdline.fail(status, fmt, ...)
-  io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
+  io.stderr:write("netbe: ", (string.format(fmt, ...):gsub("%c", "?")), "\n")
   return status
 end
 

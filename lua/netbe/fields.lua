@@ -18,13 +18,18 @@ function fields.sorted_keys(t)
   return ks
 end
 
+-- S quoted as Lua would read it, on one line.
+local function quote(s)
+  return (string.format("%q", s):gsub("\\\n", "\\n"))
+end
+
 -- A value as an error message shows it.
 function fields.describe(v)
-  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "string" then return quote(v) end
   if type(v) == "table" then
     local ks = fields.sorted_keys(v)
     if #ks == 0 then return "an empty table" end
-    for i, k in ipairs(ks) do ks[i] = type(k) == "string" and string.format("%q", k) or tostring(k) end
+    for i, k in ipairs(ks) do ks[i] = type(k) == "string" and quote(k) or tostring(k) end
     return "a table with keys " .. table.concat(ks, ", ", 1, math.min(#ks, 4)) .. (#ks > 4 and ", ..." or "")
   end
   return tostring(v) .. " (" .. type(v) .. ")"

@@ -325,7 +325,8 @@ function topology.check(raw, source, default_name)
   local ok, res = pcall(check, raw, default_name)
   if ok then return res end
   if type(res) == "table" then
-    return nil, string.format("%s: %s: %s", source or "topology", res.field, res.msg)
+    return nil, require("netbe").one_line(string.format("%s: %s: %s", source or "topology",
+                                                        res.field, res.msg))
   end
   error(res, 0)
 end
@@ -342,7 +343,7 @@ function topology.load(path, limits)
   local base = path:match("([^/]*)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9_]", "_")
   if not base:match("^[a-z]") then base = "t" .. base end
   local ok, t, cerr = pcall(topology.check, res.value or {}, path, base)
-  if not ok then return nil, string.format("%s: %s", path, tostring(t)) end
+  if not ok then return nil, require("netbe").one_line(path .. ": " .. tostring(t)) end
   return t, cerr
 end
 

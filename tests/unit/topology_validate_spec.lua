@@ -252,6 +252,22 @@ vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
     assert.matches("^/nonexistent/topo.lua: cannot read the topology file: ", err)
   end)
 
+  it("keeps every message on one line whatever the file's keys and values hold", function()
+    local cases = {
+      { "switches = { ['a\\nb'] = { type = 'bridge' } }\n", [[switches.a?b: expected a switch name]] },
+      { "switches = { b = { type = 'x\\ny' } }\n", [[switches.b.type: expected one of bridge, nat, netgraph, existing, got "x\ny"]] },
+      { "switches = { b = { type = 'bridge', ['k\\r'] = 1 } }\n", [[switches.b.k?: unknown key]] },
+      { "vms = { ['v\\n'] = { nics = {} } }\n", [[vms.v?: expected a VM name]] },
+      { "error('a\\nb')\n", ":1: a?b" },
+    }
+    for _, c in ipairs(cases) do
+      local t, err = topology.load(tmpfile(c[1]))
+      assert.is_nil(t)
+      assert.is_nil(err:find("%c"), "a control character in: " .. err)
+      assert.truthy(err:find(c[2], 1, true), "expected '" .. c[2] .. "' in: " .. err)
+    end
+  end)
+
   it("makes the command exit 1 with the message, and 2 on bad usage", function()
     -- Runs `netbe ARGS`: the exit code must be CODE and the output hold TEXT.
     local function exits(code, text, args, env)
