@@ -22,7 +22,15 @@ LUAVER  := 5.4
 EXAMPLES := $(patsubst %.c,%,$(wildcard examples/*.c)) examples/vhost-user-net
 VHOST_SRC := $(wildcard examples/vhost-user/*.c)
 VHOST_HDR := $(wildcard examples/vhost-user/*.h)
+# The C tests: one per source in tests/c. The drop-in's Linux test needs
+# bhyve's headers from the FreeBSD sysroot (see the portability section).
 CTESTS   := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/*.c))
+NETBE_FREEBSD_SYSROOT ?= $(abspath ../shared/freebsd-sysroot)
+HAVE_SYSROOT := $(wildcard $(NETBE_FREEBSD_SYSROOT)/bhyve/net_backends.h)
+ifeq ($(HAVE_SYSROOT),)
+CTESTS := $(filter-out build/tests/bhyve_test,$(CTESTS))
+CTESTS_SKIPPED := tests/c/bhyve_test.c: no FreeBSD sysroot with the bhyve headers at $(NETBE_FREEBSD_SYSROOT) (set NETBE_FREEBSD_SYSROOT)
+endif
 # libFuzzer harnesses (tests/fuzz/NAME.c -> build/fuzz/NAME): Debian's clang,
 # ASan and UBSan; scripts/fuzz runs them.
 FUZZ_CC  := clang
@@ -72,8 +80,11 @@ build/fuzz/netbe.o: netbe.c netbe.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ netbe.c
 
-build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h build/fuzz/netbe.o
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h tests/c/allow.h build/fuzz/netbe.o
 	$(FUZZ_CC) $(ALL_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< build/fuzz/netbe.o $(LIBS)
+
+# The vhost-user harness compiles the example's sources into itself.
+build/fuzz/vhost_msg: $(VHOST_SRC) $(VHOST_HDR)
 
 # The Lua module under ASan and UBSan for the Lua-side fuzzer, which loads
 # it into lua5.4 with ASan's runtime preloaded.
@@ -83,6 +94,15 @@ build/fuzz/lua/netbe.so: lua/netbe_lua.c netbe.c netbe.h
 	  netbe.c $(MODLIBS)
 
 fuzzers: $(FUZZERS) build/fuzz/lua/netbe.so
+
+# scripts/run-tests builds and runs the C tests this host can build, and
+# names the others with why.
+.PHONY: ctests-list ctests-skipped
+ctests-list:
+	@echo $(CTESTS)
+
+ctests-skipped:
+	@$(if $(CTESTS_SKIPPED),echo "$(CTESTS_SKIPPED)",:)
 
 test: deps
 	@$(MAKE) --no-print-directory all fuzzers
@@ -118,18 +138,11 @@ clean:
 
 # ==== Portability: FreeBSD tier, -pedantic builds, omit variants, pkg-config ====
 # scripts/run-tests runs these as its "build" and "freebsd" tiers.
-NETBE_FREEBSD_SYSROOT ?= $(abspath ../shared/freebsd-sysroot)
 # bhyve 14's sources, for compiling its pci_virtio_net.c against the drop-in,
 # and the FreeBSD kernel headers its pci_emul.h needs (dev/pci/pcireg.h).
 NETBE_BHYVE_SRC ?= $(abspath ../ref/usr.sbin/bhyve)
 NETBE_FREEBSD_SYS ?= $(abspath $(NETBE_BHYVE_SRC)/../../sys)
 export NETBE_FREEBSD_SYSROOT
-HAVE_SYSROOT := $(wildcard $(NETBE_FREEBSD_SYSROOT)/bhyve/net_backends.h)
-
-# The drop-in's Linux test needs bhyve's headers from the sysroot.
-ifeq ($(HAVE_SYSROOT),)
-CTESTS := $(filter-out build/tests/bhyve_test,$(CTESTS))
-endif
 
 FREEBSD_CC   := scripts/freebsd-cc
 FREEBSD_STD  := -std=c11 -pedantic-errors $(WARN) -Werror -I.

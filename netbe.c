@@ -2382,12 +2382,18 @@ struct sbx_chunk {
     size_t len;
 };
 
+/* Lua's parser reports nesting past its C stack as a bare "C stack
+** overflow", with no place: name the chunk and say what is wrong. */
 static int sbx_load_chunk(lua_State *L)
 {
     const struct sbx_chunk *c = lua_touserdata(L, 1);
-    if (luaL_loadbufferx(L, c->src, c->len, c->name, "t") != LUA_OK)
-        return lua_error(L);
-    return 1;
+    if (luaL_loadbufferx(L, c->src, c->len, c->name, "t") == LUA_OK)
+        return 1;
+    if (strcmp(lua_tostring(L, -1), "C stack overflow") == 0)
+        luaL_error(L, "%s: nested too deeply for Lua's parser (C stack overflow): use fewer "
+                   "levels of brackets, parentheses, calls or blocks",
+                   c->name[0] == '@' || c->name[0] == '=' ? c->name + 1 : c->name);
+    return lua_error(L);
 }
 
 int netbe_sandbox_load(struct lua_State *L, const char *src, size_t len,

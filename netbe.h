@@ -879,8 +879,9 @@ struct lua_State *netbe_sandbox_new(const struct netbe_sandbox_limits *lim, char
 /* Compile LEN bytes of Lua source text SRC as a chunk named CHUNKNAME (as
 ** lua_load names it: "@file", "=name") and push it. A binary chunk is
 ** refused. The parser runs within the memory and time bounds. Returns 0,
-** or a negative errno value with ERR set ("FILE:LINE: ...") and nothing
-** pushed. */
+** or a negative errno value with ERR set ("FILE:LINE: ...", or "FILE:
+** nested too deeply ..." for nesting past the parser's C stack, which
+** Lua reports without a line) and nothing pushed. */
 int netbe_sandbox_load(struct lua_State *L, const char *src, size_t len,
                        const char *chunkname, char *err, size_t errlen);
 

@@ -283,6 +283,33 @@ static int lb_close(lua_State *L)
     return 0;
 }
 
+/* Replace the message at IDX with a copy whose control characters are
+** '?', as netbe.c's own messages have them: a message stays one line,
+** whatever values it quotes. */
+static void lb_one_line(lua_State *L, int idx)
+{
+    size_t len;
+    luaL_Buffer b;
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return;
+    const char *s = lua_tolstring(L, idx, &len);
+    char *d = luaL_buffinitsize(L, &b, len);
+    for (size_t i = 0; i < len; i++)
+        d[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    luaL_pushresultsize(&b, len);
+    lua_replace(L, idx);
+}
+
+/* netbe.one_line(message) -> the message as netbe writes its own */
+static int lb_one_line_fn(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lb_one_line(L, 1);
+    return 1;
+}
+
 /* Push nil, message, errno name for a failed call. */
 static int lb_fail(lua_State *L, ssize_t rc)
 {
@@ -679,6 +706,7 @@ static int lb_policy_new(lua_State *L)
     lua_pushlightuserdata(L, &d);
     lua_pushlightuserdata(L, rv);
     if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        lb_one_line(L, -1);
         luaL_pushfail(L);
         lua_insert(L, -2);
         return 2;
@@ -1477,12 +1505,12 @@ static int lb_collect(lua_State *S)
 }
 
 /* In the sandbox: set up the file's globals (a table of its own over the
-** libraries) with the collectors named in the list (light userdata 2),
-** load and run the file. Returns its globals, the calls, its result. */
+** libraries) with the collectors named in the list (light userdata 1),
+** and run the file's chunk (2). Returns its globals, the calls, its
+** result. */
 static int lb_file_main(lua_State *S)
 {
-    lb_file *f = lua_touserdata(S, 1);
-    const char *const *collect = lua_touserdata(S, 2);
+    const char *const *collect = lua_touserdata(S, 1);
     lua_newtable(S);                                     /* 3: globals */
     lua_createtable(S, 0, 1);
     lua_pushglobaltable(S);
@@ -1496,8 +1524,7 @@ static int lb_file_main(lua_State *S)
         lua_pushcclosure(S, lb_collect, 1);
         lua_setfield(S, 3, *collect);
     }
-    if (luaL_loadbufferx(S, f->text, f->len, f->chunkname, "t") != LUA_OK)
-        return lua_error(S);
+    lua_pushvalue(S, 2);
     lua_pushvalue(S, 3);
     lua_setupvalue(S, -2, 1);
     lua_call(S, 0, 1);
@@ -1572,6 +1599,7 @@ static int lb_file_fail(lua_State *L, const char *path, const char *why)
         lua_pushstring(L, why);
     else
         lua_pushfstring(L, "%s: %s", path, why);
+    lb_one_line(L, -1);
     return 2;
 }
 
@@ -1616,17 +1644,14 @@ static int lb_run_file(lua_State *L)
     f->hooks = hooks;
     f->chunkname = lua_pushfstring(L, "@%s", path);
     f->out_limit = lim.memory;
-    if (lb_read_file(f, path, lim.memory, why, sizeof why) < 0) {
-        luaL_pushfail(L);
-        lua_pushfstring(L, "%s: cannot read the %s: %s", path, what, why);
-        return 2;
-    }
+    if (lb_read_file(f, path, lim.memory, why, sizeof why) < 0)
+        return lb_file_fail(L, path, lua_pushfstring(L, "cannot read the %s: %s", what, why));
     if (!(f->S = netbe_sandbox_new(&lim, why, sizeof why)))
         return lb_file_fail(L, path, why);
     lua_pushcfunction(f->S, lb_file_main);
-    lua_pushlightuserdata(f->S, f);
     lua_pushlightuserdata(f->S, collect);
-    if (netbe_sandbox_call(f->S, 2, 3, why, sizeof why) < 0)
+    if (netbe_sandbox_load(f->S, f->text, f->len, f->chunkname, why, sizeof why) < 0 ||
+        netbe_sandbox_call(f->S, 2, 3, why, sizeof why) < 0)
         return lb_file_fail(L, path, why);
     lua_pushcfunction(f->S, lb_file_pack);
     lua_pushlightuserdata(f->S, f);
@@ -1666,11 +1691,13 @@ static int lb_hook_source(lua_State *L)
         if (lb_read_file(f, ar.source + 1, f->out_limit, why, sizeof why) < 0) {
             luaL_pushfail(L);
             lua_pushfstring(L, "hook: cannot read its source %s: %s", ar.source + 1, why);
+            lb_one_line(L, -1);
             return 2;
         }
     } else if (ar.source[0] == '=' || !(f->text = malloc(ar.srclen + 1))) {
         luaL_pushfail(L);
         lua_pushfstring(L, "hook: its source text is not at hand (chunk %s)", ar.short_src);
+        lb_one_line(L, -1);
         return 2;
     } else {
         memcpy(f->text, ar.source, ar.srclen);
@@ -1682,6 +1709,7 @@ static int lb_hook_source(lua_State *L)
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         luaL_pushfail(L);
         lua_pushfstring(L, "hook: %s", lua_tostring(L, -2));
+        lb_one_line(L, -1);
         return 2;
     }
     lb_file_result(L, f);
@@ -2124,7 +2152,8 @@ static const luaL_Reg lb_functions[] = {
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
     {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock},
-    {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {NULL, NULL}};
+    {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {"one_line", lb_one_line_fn},
+    {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)

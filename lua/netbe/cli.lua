@@ -1,6 +1,9 @@
 -- netbe.cli: the subcommands of the `netbe` command.
 -- Each returns an exit status: 0 done, 1 failed, 2 bad usage.
+local cmdline = require("netbe.cmdline")
+
 local cli = {}
+local fail = cmdline.fail
 
 local USAGE = [==[
 usage: netbe COMMAND ...
@@ -30,36 +33,6 @@ end
 -- The netbe.open/netbe.check permissions table for the options in OPT.
 local function permissions(opt)
   return { allow_exec = opt["allow-exec"] == true, allow_files = opt["allow-files"] }
-end
-
-function cli.fail(status, fmt, ...)
-  io.stderr:write("netbe: ", string.format(fmt, ...), "\n")
-  return status
-end
-
--- Splits "--name value" options from positional arguments. KNOWN maps
--- each option to true (takes a value) or false (a flag).
-function cli.options(args, known)
-  local pos, opt = {}, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name = a:match("^%-%-([%w-]+)$")
-    if name then
-      if known[name] == nil then return nil, "unknown option --" .. name end
-      if known[name] then
-        i = i + 1
-        if args[i] == nil then return nil, "--" .. name .. " needs a value" end
-        opt[name] = args[i]
-      else
-        opt[name] = true
-      end
-    else
-      pos[#pos + 1] = a
-    end
-    i = i + 1
-  end
-  return pos, opt
 end
 
 local COUNTERS = { "rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
@@ -96,26 +69,26 @@ function cli.format_stats(be)
 end
 
 function cli.wire(args)
-  local pos, opt = cli.options(args, with_permissions{ stats = true, ["no-offload"] = false,
-                                                      policy = true })
-  if not pos then return cli.fail(2, "wire: %s", opt) end
-  if #pos ~= 2 then return cli.fail(2, "wire: expected two backend specs, got %d", #pos) end
+  local pos, opt = cmdline.options(args, with_permissions{ stats = true, ["no-offload"] = false,
+                                                          policy = true })
+  if not pos then return fail(2, "wire: %s", opt) end
+  if #pos ~= 2 then return fail(2, "wire: expected two backend specs, got %d", #pos) end
   local every = opt.stats and tonumber(opt.stats)
   if opt.stats and (not every or every <= 0) then
-    return cli.fail(2, "wire: --stats wants a positive number of seconds, got '%s'", opt.stats)
+    return fail(2, "wire: --stats wants a positive number of seconds, got '%s'", opt.stats)
   end
   local netbe = require("netbe")
   local perm = permissions(opt)
   local ok, a = pcall(netbe.open, pos[1], perm)
-  if not ok then return cli.fail(1, "wire: %s", a) end
+  if not ok then return fail(1, "wire: %s", a) end
   local b
   ok, b = pcall(netbe.open, pos[2], perm)
-  if not ok then a:close(); return cli.fail(1, "wire: %s", b) end
+  if not ok then a:close(); return fail(1, "wire: %s", b) end
   local w = netbe.wire(a, b, { offload = not opt["no-offload"] })
   local policy = opt.policy and require("netbe.policy")
   if policy then
     local n, e = policy.apply(w, opt.policy)
-    if not n then w:close(); a:close(); b:close(); return cli.fail(1, "wire: %s", e) end
+    if not n then w:close(); a:close(); b:close(); return fail(1, "wire: %s", e) end
     print(string.format("wire: policy %s, %d rules (SIGHUP reloads it)", opt.policy, n))
   end
   print(string.format("wire: %s (%s) <-> %s (%s), until SIGINT or SIGTERM",
@@ -137,7 +110,7 @@ function cli.wire(args)
       print(string.format("wire: policy %s reloaded, %d rules", opt.policy, n))
       io.stdout:flush()
     else
-      cli.fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
+      fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
     end
   end
   -- Every second: stop if a side went down; print counters when due.
@@ -156,18 +129,18 @@ function cli.wire(args)
   report()
   print(string.format("wire: %d frames dropped by the wire", w:drops()))
   w:close(); a:close(); b:close()
-  if not stopped then return cli.fail(1, "wire: %s", reason) end
+  if not stopped then return fail(1, "wire: %s", reason) end
   return 0
 end
 
 function cli.check(args)
-  local pos, opt = cli.options(args, with_permissions{})
-  if not pos then return cli.fail(2, "check: %s", opt) end
-  if #pos ~= 1 then return cli.fail(2, "check: expected one backend spec, got %d", #pos) end
+  local pos, opt = cmdline.options(args, with_permissions{})
+  if not pos then return fail(2, "check: %s", opt) end
+  if #pos ~= 1 then return fail(2, "check: expected one backend spec, got %d", #pos) end
   local netbe = require("netbe")
   local ok, cfg, keys, needs = pcall(netbe.check, pos[1], permissions(opt))
-  if not ok then return cli.fail(1, "check: %s", cfg) end
-  if not cfg then return cli.fail(1, "check: %s", keys) end
+  if not ok then return fail(1, "check: %s", cfg) end
+  if not cfg then return fail(1, "check: %s", keys) end
   for _, k in ipairs(keys) do print(k .. "=" .. cfg[k]) end
   print(string.format("check: ok, %s backend, %d keys%s", cfg.type, #keys,
                       #needs > 0 and ", uses permissions: " .. table.concat(needs, ", ") or ""))
@@ -189,8 +162,8 @@ local function dispatch(argv)
     io.write(USAGE, require("netbe.topocli").USAGE)
     return 0
   end
-  if not cmd then return cli.fail(2, "no command given (expected %s)", COMMANDS) end
-  return cli.fail(2, "unknown command '%s' (expected %s)", cmd, COMMANDS)
+  if not cmd then return fail(2, "no command given (expected %s)", COMMANDS) end
+  return fail(2, "unknown command '%s' (expected %s)", cmd, COMMANDS)
 end
 
 -- Runs the command ARGV and returns its exit status. Whatever goes wrong
@@ -198,7 +171,7 @@ end
 function cli.main(argv)
   local ok, status = pcall(dispatch, argv)
   if ok then return status end
-  return cli.fail(1, "%s", (tostring(status):match("^[^\n]*")))
+  return fail(1, "%s", (tostring(status):match("^[^\n]*")))
 end
 
 return cli

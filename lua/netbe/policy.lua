@@ -40,12 +40,20 @@ local function keys_of(t)
   return table.concat(out, ", ")
 end
 
+-- V as Lua source text on one line.
+local function literal(v)
+  if type(v) ~= "table" then return (string.format("%q", v):gsub("\\\n", "\\n")) end
+  local parts = {}
+  for k, x in pairs(v) do parts[#parts + 1] = "[" .. literal(k) .. "]=" .. literal(x) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 -- A named value: NAMES[v] or an integer in 0..MAX.
 local function enum(v, names, max, what)
   if math.type(v) == "integer" and v >= 0 and v <= max then return v end
   if type(v) == "string" and names[v:lower()] then return names[v:lower()] end
   error(string.format("%s %s: expected one of %s, or a number 0-%d", what,
-                      string.format("%q", tostring(v)), keys_of(names), max), 0)
+                      literal(tostring(v)), keys_of(names), max), 0)
 end
 
 local function parse_mac(s, what)
@@ -208,14 +216,6 @@ local function parse_burst(v, unit)
   return n * mult
 end
 
--- V as Lua source text on one line.
-local function literal(v)
-  if type(v) ~= "table" then return (string.format("%q", v):gsub("\\\n", "\\n")) end
-  local parts = {}
-  for k, x in pairs(v) do parts[#parts + 1] = "[" .. literal(k) .. "]=" .. literal(x) end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
-
 -- The hook H as the chunk netbe.policy_new compiles and its chunk name. H is Lua source text that returns the hook, a description
 -- of a function (netbe.run_file and netbe.hook_source make them: its
 -- source, first line and captured values), or a function of this state.
@@ -256,13 +256,13 @@ local function normalize_rule(r, i)
   end
   local n = { name = r.name or ("rule" .. i) }
   if type(n.name) ~= "string" or not n.name:match("^[%w_.:-]+$") or #n.name > 63 then
-    error(string.format("name %q: expected 1-63 letters, digits or _ . : -",
-                        tostring(n.name)), 0)
+    error(string.format("name %s: expected 1-63 letters, digits or _ . : -",
+                        literal(tostring(n.name))), 0)
   end
   if r.dir ~= nil then
     n.dir = DIRS[r.dir]
     if not n.dir then
-      error(string.format("dir %q: expected to_guest or from_guest", tostring(r.dir)), 0)
+      error(string.format("dir %s: expected to_guest or from_guest", literal(tostring(r.dir))), 0)
     end
   end
   if r.src_mac ~= nil then n.src_mac, n.src_mac_mask = parse_mac_masked(r.src_mac, "src_mac") end
@@ -298,7 +298,8 @@ local function normalize_rule(r, i)
   local action = r.action or "pass"
   n.action = ACTIONS[action]
   if not n.action then
-    error(string.format("action %q: expected one of %s", tostring(action), keys_of(ACTIONS)), 0)
+    error(string.format("action %s: expected one of %s", literal(tostring(action)),
+                        keys_of(ACTIONS)), 0)
   end
   if action == "rate" then
     if r.rate == nil then error("action rate needs rate = e.g. '10mbit' or '1000pps'", 0) end
@@ -363,11 +364,12 @@ local function normalize(spec, where)
   local ok, e = pcall(function()
     d.default = VERDICTS[spec.default or "pass"]
     if not d.default then
-      error(string.format("default %q: expected pass or drop", tostring(spec.default)), 0)
+      error(string.format("default %s: expected pass or drop", literal(tostring(spec.default))),
+            0)
     end
     d.fail = FAIL[spec.fail or "closed"]
     if not d.fail then
-      error(string.format("fail %q: expected open or closed", tostring(spec.fail)), 0)
+      error(string.format("fail %s: expected open or closed", literal(tostring(spec.fail))), 0)
     end
     if spec.hook_budget ~= nil then
       d.hook_budget = math.tointeger(spec.hook_budget)
@@ -411,7 +413,9 @@ function policy.parse_file(path, limits)
   if spec == nil then
     spec = {}
     for _, c in ipairs(res.calls.settings or {}) do
-      if type(c[1]) ~= "table" then return nil, c[2] .. ": settings: expected a table" end
+      if type(c[1]) ~= "table" then
+        return nil, netbe.one_line(c[2] .. ": settings: expected a table")
+      end
       for k, v in pairs(c[1]) do spec[k] = v end
       settings_at = c[2]
     end
@@ -423,7 +427,7 @@ function policy.parse_file(path, limits)
     return wheres[i] or string.format("%s: rules[%d]", path, i)
   end
   local ok, d = pcall(normalize, spec, where)
-  if not ok then return nil, d end
+  if not ok then return nil, netbe.one_line(d) end
   return d
 end
 
@@ -433,14 +437,14 @@ function policy.parse(spec)
   local ok, d = pcall(normalize, spec, function(r, i)
     return r == nil and "policy" or ("rules[" .. i .. "]")
   end)
-  if not ok then return nil, d end
+  if not ok then return nil, netbe.one_line(d) end
   return d
 end
 
 local function build(d, err)
   if not d then return nil, err end
   local p, e = netbe.policy_new(d)
-  if not p then return nil, e end
+  if not p then return nil, netbe.one_line(e) end
   return p, #d.rules
 end
 
@@ -453,7 +457,7 @@ function policy.load(path, limits)
   local d, err = policy.parse_file(path, limits)
   if not d then return nil, err end
   local p, n = build(d)
-  if not p then return nil, path .. ": " .. n end
+  if not p then return nil, netbe.one_line(path .. ": " .. n) end
   return p, n
 end
 
@@ -467,7 +471,7 @@ function policy.apply(wire, path, limits)
     wire:set_policy(p)
     return count
   end)
-  if not ok then return nil, tostring(n) end
+  if not ok then return nil, netbe.one_line(tostring(n)) end
   return n, e
 end
 

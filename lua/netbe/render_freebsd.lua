@@ -6,6 +6,7 @@
 -- must already evaluate netbe's anchors; when it does not, apply refuses and
 -- prints the two lines to add.
 local dnsmasq = require("netbe.dnsmasq")
+local nictypes = require("netbe.nictypes")
 local plan = require("netbe.plan")
 
 local R = {}
@@ -32,7 +33,7 @@ end
 -- kernel's name fixed by RENAME, see plan): it marks the interface as
 -- netbe's with its description, and destroy removes it only while that
 -- marker is there (plan's owns). ifconfig shows no ifindex.
-local function create_step(topo, id, what, ifname, create, rename)
+function R.create_step(topo, id, what, ifname, create, rename)
   local marker = "netbe:" .. topo.name .. ":" .. id
   return { id = id, what = what, run = { create, { "ifconfig", ifname, "description", marker } },
            rename = rename, probe = if_probe(ifname),
@@ -96,8 +97,8 @@ end
 local function switch_steps(topo, sw, add)
   if sw.type == "netgraph" then return netgraph_steps(sw, add) end
   if sw.type == "existing" then return add(plan.existing_switch(sw, if_probe(sw.ifname))) end
-  add(create_step(topo, "bridge:" .. sw.ifname, "create bridge " .. sw.ifname, sw.ifname,
-                  { "ifconfig", "bridge", "create", "name", sw.ifname }))
+  add(R.create_step(topo, "bridge:" .. sw.ifname, "create bridge " .. sw.ifname, sw.ifname,
+                    { "ifconfig", "bridge", "create", "name", sw.ifname }))
   if sw.mtu then
     add { id = "mtu:" .. sw.ifname, what = "set MTU " .. sw.mtu .. " on " .. sw.ifname,
           run = { { "ifconfig", sw.ifname, "mtu", tostring(sw.mtu) } },
@@ -107,8 +108,8 @@ local function switch_steps(topo, sw, add)
   local uplink = sw.uplink
   if sw.vlan then
     -- vlan(4): "ifconfig re1.10 create" makes VLAN 10 on re1.
-    add(create_step(topo, "vlan:" .. sw.vlan_if, "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
-                    sw.vlan_if, { "ifconfig", sw.vlan_if, "create" }))
+    add(R.create_step(topo, "vlan:" .. sw.vlan_if, "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
+                      sw.vlan_if, { "ifconfig", sw.vlan_if, "create" }))
     add(up_step(sw.vlan_if))
     uplink = sw.vlan_if
   end
@@ -124,27 +125,10 @@ local function switch_steps(topo, sw, add)
   add(up_step(sw.ifname))
 end
 
-local function nic_steps(topo, nic, add)
+-- The steps that put a tap or veth NIC, made by its nictypes row, on its
+-- bridge.
+function R.port_steps(nic, add)
   local sw = nic.switch
-  if nic.vlan then
-    return nil, nic.field .. ".vlan: per-port VLANs need bridge VLAN filtering, which the FreeBSD "
-      .. "renderer does not do; use a switch with vlan = " .. nic.vlan .. " instead"
-  end
-  if nic.type == "tap" then
-    -- The kernel picks the unit; rename when it is not the one asked for.
-    add(create_step(topo, "tap:" .. nic.ifname, "create tap " .. nic.ifname .. " for " .. nic.vm,
-                    nic.ifname, { "ifconfig", "tap", "create", "up" },
-                    { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname } },
-                      cleanup = { "ifconfig", "%s", "destroy" } }))
-  elseif nic.type == "veth" then
-    add(create_step(topo, "epair:" .. nic.ifname, "create epair " .. nic.ifname .. "/" .. nic.peer
-                      .. " for " .. nic.vm, nic.ifname, { "ifconfig", "epair", "create", "up" },
-                    { to = nic.ifname, argv = { { "ifconfig", "%s", "name", nic.ifname },
-                                                { "ifconfig", "%p", "name", nic.peer } },
-                      cleanup = { "ifconfig", "%s", "destroy" } }))
-  else
-    return true
-  end
   add(addm_step(sw.ifname, nic.ifname))
   if nic.private or sw.private then
     add { id = "private:" .. nic.ifname, what = "make " .. nic.ifname .. " a private port",
@@ -153,7 +137,6 @@ local function nic_steps(topo, nic, add)
           touches = { sw.ifname, nic.ifname },
           inverse = { { "ifconfig", sw.ifname, "-private", nic.ifname } } }
   end
-  return true
 end
 
 function R.pf_rules(topo)
@@ -216,8 +199,12 @@ function R.render(topo, files)
   end
   for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
   for _, nic in ipairs(topo.nics) do
-    local ok, err = nic_steps(topo, nic, add)
-    if not ok then return nil, err end
+    if nic.vlan then
+      return nil, nic.field .. ".vlan: per-port VLANs need bridge VLAN filtering, which the FreeBSD "
+        .. "renderer does not do; use a switch with vlan = " .. nic.vlan .. " instead"
+    end
+    local make = nictypes.types[nic.type].steps
+    if make then make.freebsd(topo, nic, add, R) end
   end
   nat_steps(topo, files, add)
   return plan.checks_first(steps)

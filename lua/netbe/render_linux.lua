@@ -2,6 +2,7 @@
 -- dnsmasq). Firewall rules live only in the tool's own nft table
 -- "ip netbe_NAME", replaced as a whole in one `nft -f` transaction.
 local dnsmasq = require("netbe.dnsmasq")
+local nictypes = require("netbe.nictypes")
 local plan = require("netbe.plan")
 
 local R = {}
@@ -18,7 +19,7 @@ end
 -- The step ID of topology TOPO that creates IFNAME with CREATE: it marks
 -- the interface as netbe's with an ifalias, and destroy deletes it only
 -- while that marker is there (plan's owns).
-local function create_step(topo, id, what, ifname, create)
+function R.create_step(topo, id, what, ifname, create)
   local marker = "netbe:" .. topo.name .. ":" .. id
   return { id = id, what = what,
            run = { create, { "ip", "link", "set", "dev", ifname, "alias", marker } },
@@ -64,7 +65,7 @@ local function switch_steps(topo, sw, add)
   if uses_vlans(topo, sw) then
     create[#create + 1] = "vlan_filtering"; create[#create + 1] = "1"
   end
-  add(create_step(topo, "bridge:" .. sw.ifname, "create bridge " .. sw.ifname, sw.ifname, create))
+  add(R.create_step(topo, "bridge:" .. sw.ifname, "create bridge " .. sw.ifname, sw.ifname, create))
   if sw.mtu then
     add { id = "mtu:" .. sw.ifname, what = "set MTU " .. sw.mtu .. " on " .. sw.ifname,
           run = { { "ip", "link", "set", "dev", sw.ifname, "mtu", tostring(sw.mtu) } },
@@ -73,9 +74,9 @@ local function switch_steps(topo, sw, add)
   end
   local uplink = sw.uplink
   if sw.vlan then
-    add(create_step(topo, "vlan:" .. sw.vlan_if, "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
-                    sw.vlan_if, { "ip", "link", "add", "link", sw.uplink, "name", sw.vlan_if,
-                                  "type", "vlan", "id", tostring(sw.vlan) }))
+    add(R.create_step(topo, "vlan:" .. sw.vlan_if, "create VLAN " .. sw.vlan .. " on " .. sw.uplink,
+                      sw.vlan_if, { "ip", "link", "add", "link", sw.uplink, "name", sw.vlan_if,
+                                    "type", "vlan", "id", tostring(sw.vlan) }))
     add(up_step(sw.vlan_if))
     uplink = sw.vlan_if
   end
@@ -93,18 +94,10 @@ local function switch_steps(topo, sw, add)
   add(up_step(sw.ifname))
 end
 
-local function nic_steps(topo, nic, add)
+-- The steps that put a tap or veth NIC, made by its nictypes row, on its
+-- bridge and bring it up.
+function R.port_steps(nic, add)
   local sw = nic.switch
-  if nic.type == "tap" then
-    add(create_step(topo, "tap:" .. nic.ifname, "create tap " .. nic.ifname .. " for " .. nic.vm,
-                    nic.ifname, { "ip", "tuntap", "add", "dev", nic.ifname, "mode", "tap" }))
-  elseif nic.type == "veth" then
-    add(create_step(topo, "veth:" .. nic.ifname, "create veth pair " .. nic.ifname .. "/" .. nic.peer
-                      .. " for " .. nic.vm, nic.ifname,
-                    { "ip", "link", "add", "name", nic.ifname, "type", "veth", "peer", "name", nic.peer }))
-  else
-    return
-  end
   add(master_step(nic.ifname, sw.ifname))
   if nic.private or sw.private then add(private_step(nic.ifname)) end
   if nic.vlan then
@@ -182,7 +175,10 @@ function R.render(topo, files)
     end
   end
   for _, sw in ipairs(topo.switch_list) do switch_steps(topo, sw, add) end
-  for _, nic in ipairs(topo.nics) do nic_steps(topo, nic, add) end
+  for _, nic in ipairs(topo.nics) do
+    local make = nictypes.types[nic.type].steps
+    if make then make.linux(topo, nic, add, R) end
+  end
   nat_steps(topo, files, add)
   return plan.checks_first(steps)
 end

@@ -5,6 +5,7 @@ local topology = require("netbe.topology")
 local plan = require("netbe.plan")
 local state = require("netbe.state")
 local bhyve = require("netbe.bhyve")
+local cmdline = require("netbe.cmdline")
 
 local topocli = {}
 
@@ -28,8 +29,7 @@ local SEE_USAGE = "'netbe help' shows the usage"
 
 local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe = false }
 
-local cli = require("netbe.cli")
-local fail = cli.fail
+local fail = cmdline.fail
 
 local function host_os()
   local p = io.popen("uname -s 2>/dev/null")
@@ -128,7 +128,7 @@ local function change(cmd, topo, steps, os_name, opt)
 end
 
 function topocli.main(cmd, args)
-  local pos, opt = cli.options(args, OPTIONS)
+  local pos, opt = cmdline.options(args, OPTIONS)
   if not pos then return fail(2, "%s: %s (%s)", cmd, opt, SEE_USAGE) end
   if #pos ~= 1 then return fail(2, "%s: expected one topology file, got %d (%s)", cmd, #pos, SEE_USAGE) end
   local os_name = opt.os or host_os()

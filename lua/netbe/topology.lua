@@ -5,11 +5,15 @@
 --                                          -- netbe/lab and the nft table netbe_lab
 --   switches = { NAME = { type = ..., ... }, ... }
 --   vms      = { NAME = { nics = { { switch = NAME, ... }, ... } }, ... }
--- Switch types and their keys are in SWITCH_KEYS below; NIC keys in NIC_KEYS.
+-- Switch types and their keys are in SWITCH_KEYS below; NIC types, their
+-- keys and checks in netbe.nictypes.
 -- The file runs in a sandbox of its own (see topology.load): it may compute
 -- (string, table, math, pairs, ...) but cannot reach io, os, require or
 -- load, and has bounds on memory and time: it describes, it does not act.
 -- Errors name the file, the field and what was expected.
+local F = require("netbe.fields")
+local nictypes = require("netbe.nictypes")
+
 local topology = {}
 
 local SWITCH_KEYS = {
@@ -20,84 +24,10 @@ local SWITCH_KEYS = {
   netgraph = { type = true, uplink = true, persistent = true, autolink = true },
   existing = { type = true, interface = true },
 }
-local NIC_KEYS = { switch = true, type = true, ifname = true, mac = true, slot = true,
-                   vlan = true, private = true, link = true, socket = true,
-                   device = true, hostfwd = true, connect = true, peer = true }
--- Which NIC types each switch type accepts; the first is the default.
-local NIC_TYPES = {
-  bridge   = { "tap", "veth" },
-  nat      = { "tap", "veth" },
-  existing = { "tap", "veth" },
-  netgraph = { "netgraph", "ngd" },
-}
-local SWITCHLESS = { slirp = true, stream = true }
-local NIC_KINDS = { tap = true, veth = true, netgraph = true, ngd = true, slirp = true, stream = true }
 local TOP_KEYS = { name = true, switches = true, vms = true }
 local DHCP_KEYS = { range = true, lease = true }
 
--- A located error: raised with a table so load() can tell it from a bug.
-local function bad(field, fmt, ...)
-  error({ field = field, msg = string.format(fmt, ...) }, 0)
-end
-
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do ks[#ks + 1] = k end
-  table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
-  return ks
-end
-
-local function describe(v)
-  if type(v) == "string" then return string.format("%q", v) end
-  if type(v) == "table" then
-    local ks = sorted_keys(v)
-    if #ks == 0 then return "an empty table" end
-    for i, k in ipairs(ks) do ks[i] = type(k) == "string" and string.format("%q", k) or tostring(k) end
-    return "a table with keys " .. table.concat(ks, ", ", 1, math.min(#ks, 4)) .. (#ks > 4 and ", ..." or "")
-  end
-  return tostring(v) .. " (" .. type(v) .. ")"
-end
-
-local function check_keys(t, allowed, field, what)
-  if type(t) ~= "table" then bad(field, "expected a table, got %s", describe(t)) end
-  local names = {}
-  for k in pairs(allowed) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(sorted_keys(t)) do
-    if not allowed[k] then
-      bad(field .. "." .. tostring(k), "unknown key for %s (expected one of: %s)",
-          what, table.concat(names, ", "))
-    end
-  end
-end
-
--- Names usable as an interface name on both systems and as a netgraph
--- node name: a letter, then letters, digits or '_', at most 15 characters
--- (Linux IFNAMSIZ 16 with the NUL). No '.' or ':', which netgraph paths use.
-function topology.is_name(s)
-  return type(s) == "string" and #s <= 15 and s:match("^[A-Za-z][A-Za-z0-9_]*$") ~= nil
-end
-
--- Existing host interfaces may also carry '.' and '-' (re0.10, enp0s3-x).
-function topology.is_ifname(s)
-  return type(s) == "string" and #s <= 15 and s:match("^[A-Za-z][A-Za-z0-9_.%-]*$") ~= nil
-end
-
-local function name_field(v, field, what)
-  if not topology.is_name(v) then
-    bad(field, "expected %s: a letter then letters, digits or '_', at most 15 characters, got %s",
-        what, describe(v))
-  end
-  return v
-end
-
-local function ifname_field(v, field)
-  if not topology.is_ifname(v) then
-    bad(field, "expected an interface name (letters, digits, '_', '.', '-'; at most 15 characters), got %s",
-        describe(v))
-  end
-  return v
-end
+local bad, describe, sorted_keys, check_keys = F.bad, F.describe, F.sorted_keys, F.check_keys
 
 -- "a.b.c.d" -> 32-bit number, or nil.
 function topology.ip4(s)
@@ -143,48 +73,6 @@ local function cidr_field(v, field)
   return c
 end
 
-local function int_field(v, field, lo, hi, what)
-  if math.type(v) ~= "integer" or v < lo or v > hi then
-    bad(field, "expected %s %d..%d, got %s", what, lo, hi, describe(v))
-  end
-  return v
-end
-
-local function bool_field(v, field)
-  if v ~= nil and type(v) ~= "boolean" then bad(field, "expected true or false, got %s", describe(v)) end
-  return v == true
-end
-
-local function list_field(v, field, each)
-  if v == nil then return {} end
-  if type(v) ~= "table" or #v ~= #sorted_keys(v) then
-    bad(field, "expected a list, got %s", describe(v))
-  end
-  local out = {}
-  for i, x in ipairs(v) do out[i] = each(x, field .. "[" .. i .. "]") end
-  return out
-end
-
--- A stream NIC's address, checked by netbe's own parser as a config set key
--- by key, so a ',' cannot add keys to the `bhyve-args --netbe` string.
--- Whoever opens it confines its path; here any path may do.
-local function connect_field(v, field)
-  local cfg, why
-  if type(v) == "string" then
-    cfg, why = require("netbe").check({ "stream", connect = v }, { allow_files = "/" })
-  end
-  if not cfg then
-    bad(field, "expected unix:/PATH, /PATH, HOST:PORT or [IPV6]:PORT, got %s%s", describe(v),
-        why and ": " .. why or "")
-  end
-  return v
-end
-
--- A unicast, non-zero MAC in exactly netbe's form (netbe's own parser).
-function topology.is_mac(s)
-  return type(s) == "string" and require("netbe").parse_mac(s) ~= nil
-end
-
 local function check_dhcp(v, field, addr)
   if v == nil or v == false then return nil end
   if v == true then v = {} end
@@ -222,7 +110,7 @@ local function check_dhcp(v, field, addr)
 end
 
 local function check_switch(name, s, field)
-  name_field(name, field, "a switch name")
+  F.name(name, field, "a switch name")
   if type(s) ~= "table" then bad(field, "expected a table, got %s", describe(s)) end
   local ty = s.type
   if not SWITCH_KEYS[ty] then
@@ -231,24 +119,24 @@ local function check_switch(name, s, field)
   check_keys(s, SWITCH_KEYS[ty], field, ty .. " switch")
   local sw = { name = name, type = ty }
   if ty == "existing" then
-    sw.ifname = s.interface and ifname_field(s.interface, field .. ".interface") or name
+    sw.ifname = s.interface and F.ifname(s.interface, field .. ".interface") or name
     return sw
   end
   sw.ifname = name
   if ty == "netgraph" then
     if s.uplink == nil then bad(field .. ".uplink", "a netgraph switch needs an uplink interface") end
-    sw.uplink = ifname_field(s.uplink, field .. ".uplink")
-    sw.persistent = bool_field(s.persistent, field .. ".persistent")
-    sw.autolink = bool_field(s.autolink, field .. ".autolink")
+    sw.uplink = F.ifname(s.uplink, field .. ".uplink")
+    sw.persistent = F.bool(s.persistent, field .. ".persistent")
+    sw.autolink = F.bool(s.autolink, field .. ".autolink")
     return sw
   end
-  if s.uplink ~= nil then sw.uplink = ifname_field(s.uplink, field .. ".uplink") end
-  sw.members = list_field(s.members, field .. ".members", ifname_field)
-  if s.mtu ~= nil then sw.mtu = int_field(s.mtu, field .. ".mtu", 576, 65535, "an MTU") end
-  sw.private = bool_field(s.private, field .. ".private")
+  if s.uplink ~= nil then sw.uplink = F.ifname(s.uplink, field .. ".uplink") end
+  sw.members = F.list(s.members, field .. ".members", F.ifname)
+  if s.mtu ~= nil then sw.mtu = F.int(s.mtu, field .. ".mtu", 576, 65535, "an MTU") end
+  sw.private = F.bool(s.private, field .. ".private")
   if s.address ~= nil then sw.address = cidr_field(s.address, field .. ".address") end
   if ty == "bridge" and s.vlan ~= nil then
-    sw.vlan = int_field(s.vlan, field .. ".vlan", 1, 4094, "a VLAN id")
+    sw.vlan = F.int(s.vlan, field .. ".vlan", 1, 4094, "a VLAN id")
     if not sw.uplink then bad(field .. ".vlan", "a VLAN needs an uplink to tag on") end
     sw.vlan_if = sw.uplink .. "." .. sw.vlan
     if #sw.vlan_if > 15 then
@@ -258,10 +146,54 @@ local function check_switch(name, s, field)
   if ty == "nat" then
     if not sw.address then bad(field .. ".address", "a NAT switch needs an address like 10.0.0.1/24") end
     if s.outbound == nil then bad(field .. ".outbound", "a NAT switch needs the outbound interface") end
-    sw.outbound = ifname_field(s.outbound, field .. ".outbound")
+    sw.outbound = F.ifname(s.outbound, field .. ".outbound")
     sw.dhcp = check_dhcp(s.dhcp, field .. ".dhcp", sw.address)
   end
   return sw
+end
+
+-- Lists NAMES as "a, b or c".
+local function either(names)
+  if #names < 2 then return names[1] or "" end
+  return table.concat(names, ", ", 1, #names - 1) .. " or " .. names[#names]
+end
+
+-- The NIC types that plug into a SWTYPE switch, or with SWTYPE nil those
+-- that take no switch, in nictypes.ORDER.
+local function types_for(swtype)
+  local names = {}
+  for _, t in ipairs(nictypes.ORDER) do
+    local plugs = nictypes.types[t].switches
+    if plugs and plugs[swtype] or not (plugs or swtype) then names[#names + 1] = t end
+  end
+  return names
+end
+
+local NIC_KEYS = {}
+for k in pairs(nictypes.COMMON_KEYS) do NIC_KEYS[k] = true end
+for _, t in ipairs(nictypes.ORDER) do
+  for k in pairs(nictypes.types[t].keys) do NIC_KEYS[k] = true end
+end
+
+-- A NIC's type and its nictypes row: the type it names, else the first
+-- that plugs into its switch.
+local function check_nic_type(n, sw, field)
+  local ty = n.type
+  if ty == nil and sw then ty = types_for(sw.type)[1] end
+  if ty == nil then bad(field .. ".switch", "a NIC needs a switch, or type %s", either(types_for(nil))) end
+  local entry = nictypes.types[ty]
+  if not entry then
+    bad(field .. ".type", "expected %s, got %s", either(nictypes.ORDER), describe(ty))
+  end
+  if not entry.switches then
+    if sw then bad(field .. ".switch", "a %s NIC has no switch", ty) end
+  elseif not sw then
+    bad(field .. ".switch", "a %s NIC needs a switch", describe(ty))
+  elseif not entry.switches[sw.type] then
+    bad(field .. ".type", "a %s switch takes NIC types %s, got %s", sw.type,
+        table.concat(types_for(sw.type), ", "), describe(ty))
+  end
+  return ty, entry
 end
 
 local function check_nic(vm, i, n, switches, field)
@@ -273,25 +205,10 @@ local function check_nic(vm, i, n, switches, field)
     if not sw then bad(field .. ".switch", "no switch named %s in this topology", describe(n.switch)) end
     nic.switch = sw
   end
-  local allowed = sw and NIC_TYPES[sw.type] or {}
-  nic.type = n.type or allowed[1]
-  if nic.type == nil then bad(field .. ".switch", "a NIC needs a switch, or type slirp or stream") end
-  if not NIC_KINDS[nic.type] then
-    bad(field .. ".type", "expected tap, veth, netgraph, ngd, slirp or stream, got %s", describe(nic.type))
-  end
-  if SWITCHLESS[nic.type] then
-    if sw then bad(field .. ".switch", "a %s NIC has no switch", nic.type) end
-  else
-    local ok = false
-    for _, t in ipairs(allowed) do ok = ok or t == nic.type end
-    if not sw then bad(field .. ".switch", "a %s NIC needs a switch", describe(nic.type)) end
-    if not ok then
-      bad(field .. ".type", "a %s switch takes NIC types %s, got %s", sw.type,
-          table.concat(allowed, ", "), describe(nic.type))
-    end
-  end
+  local entry
+  nic.type, entry = check_nic_type(n, sw, field)
   if n.mac ~= nil then
-    if not topology.is_mac(n.mac) then
+    if not F.is_mac(n.mac) then
       bad(field .. ".mac", "expected a unicast MAC like 52:54:00:12:34:56, got %s", describe(n.mac))
     end
     nic.mac = n.mac:lower()
@@ -300,38 +217,9 @@ local function check_nic(vm, i, n, switches, field)
   if not nic.slot:match("^%d+$") and not nic.slot:match("^%d+:%d+$") and not nic.slot:match("^%d+:%d+:%d+$") then
     bad(field .. ".slot", "expected a PCI slot like 5, 2:0 or 0:2:0, got %s", describe(n.slot))
   end
-  if nic.type == "tap" or nic.type == "veth" then
-    nic.private = bool_field(n.private, field .. ".private")
-    if n.vlan ~= nil then nic.vlan = int_field(n.vlan, field .. ".vlan", 1, 4094, "a VLAN id") end
-    nic.ifname = n.ifname ~= nil and name_field(n.ifname, field .. ".ifname", "an interface name")
-      or name_field(vm .. "n" .. nic.index, field .. ".ifname",
-                    "an interface name (the default VM name + n + index is too long; set ifname)")
-    if nic.type == "veth" then
-      nic.peer = n.peer ~= nil and name_field(n.peer, field .. ".peer", "an interface name")
-        or name_field(nic.ifname .. "p", field .. ".peer", "an interface name")
-    end
-  elseif nic.type == "netgraph" then
-    if n.link ~= nil then nic.link = int_field(n.link, field .. ".link", 2, 31, "an ng_bridge link number") end
-    if n.socket ~= nil then nic.socket = name_field(n.socket, field .. ".socket", "a netgraph socket name") end
-  elseif nic.type == "ngd" then
-    if not (type(n.device) == "string" and n.device:match("^ngd%d+$")) then
-      bad(field .. ".device", "expected the ng_device unit like ngd0, got %s", describe(n.device))
-    end
-    nic.device = n.device
-    if n.link ~= nil then nic.link = int_field(n.link, field .. ".link", 2, 31, "an ng_bridge link number") end
-  elseif nic.type == "slirp" then
-    nic.hostfwd = list_field(n.hostfwd, field .. ".hostfwd", function(v, f)
-      if type(v) ~= "string" or not v:match("^%a+:[%d.]*:%d+%-[%d.]*:%d+$") then
-        bad(f, "expected a forward like tcp::2222-:22, got %s", describe(v))
-      end
-      return v
-    end)
-  elseif nic.type == "stream" then
-    nic.connect = connect_field(n.connect, field .. ".connect")
-  end
-  local common = { switch = true, type = true, mac = true, slot = true }
+  entry.check(n, nic, field)
   for _, k in ipairs(sorted_keys(n)) do
-    if not common[k] and nic[k] == nil then
+    if not nictypes.COMMON_KEYS[k] and not entry.keys[k] then
       bad(field .. "." .. k, "not used by a %s NIC", nic.type)
     end
   end
@@ -437,7 +325,8 @@ function topology.check(raw, source, default_name)
   local ok, res = pcall(check, raw, default_name)
   if ok then return res end
   if type(res) == "table" then
-    return nil, string.format("%s: %s: %s", source or "topology", res.field, res.msg)
+    return nil, require("netbe").one_line(string.format("%s: %s: %s", source or "topology",
+                                                        res.field, res.msg))
   end
   error(res, 0)
 end
@@ -454,7 +343,7 @@ function topology.load(path, limits)
   local base = path:match("([^/]*)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9_]", "_")
   if not base:match("^[a-z]") then base = "t" .. base end
   local ok, t, cerr = pcall(topology.check, res.value or {}, path, base)
-  if not ok then return nil, string.format("%s: %s", path, tostring(t)) end
+  if not ok then return nil, require("netbe").one_line(path .. ": " .. tostring(t)) end
   return t, cerr
 end
 

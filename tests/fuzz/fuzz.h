@@ -4,10 +4,6 @@
 **     taken in order, zero once the input is used up (fz_*).
 **   - Frames of any length from a few input bytes, and iovec layouts.
 **   - FZ_ASSERT: a broken promise aborts, so libFuzzer keeps the input.
-**   - Known bugs: NETBE_FUZZ_AVOID names bugs of main that other branches
-**     fix (tests/fuzz/known-bugs; scripts/fuzz sets it). While a bug is
-**     named, a harness steers clear of inputs that would only find it
-**     again. Replaying a file by hand without the variable shows the bug.
 **   - fz_require_netns: harnesses that could open sockets refuse to run
 **     where a route leads off the machine.
 */
@@ -173,11 +169,14 @@ static inline unsigned fz_hdr_len(struct fz *in)
     return lens[fz_u8(in) % 10];
 }
 
-/* netbe_set_cap, checked against its contract. Returns its result. */
+/* netbe_set_cap, checked against its contract: the offloads must be
+** offered and need a header; other feature bits are kept as they are.
+** Returns its result. */
 static inline int fz_set_cap(netbe *be, uint64_t features, unsigned hdr_len)
 {
-    int valid = !(features & ~netbe_get_cap(be)) && (hdr_len == 0 || hdr_len == 10 ||
-                hdr_len == 12) && !(features && hdr_len == 0);
+    uint64_t offloads = features & NETBE_F_OFFLOADS;
+    int valid = !(offloads & ~netbe_get_cap(be)) && (hdr_len == 0 || hdr_len == 10 ||
+                hdr_len == 12) && !(offloads && hdr_len == 0);
     int rc = netbe_set_cap(be, features, hdr_len);
     FZ_ASSERT((rc == 0) == valid, "set_cap(0x%llx, %u) returned %d",
               (unsigned long long)features, hdr_len, rc);
@@ -185,23 +184,6 @@ static inline int fz_set_cap(netbe *be, uint64_t features, unsigned hdr_len)
         FZ_ASSERT(netbe_get_vnet_hdr_len(be) == hdr_len && netbe_get_features(be) == features,
                   "set_cap did not take");
     return rc;
-}
-
-/* ---- Known bugs ---- */
-
-/* True when NETBE_FUZZ_AVOID names BUG (words separated by commas or
-** spaces). */
-static inline int fz_avoid(const char *bug)
-{
-    const char *list = getenv("NETBE_FUZZ_AVOID");
-    size_t len = strlen(bug);
-    for (const char *p = list; p && (p = strstr(p, bug)); p += len) {
-        int starts = p == list || p[-1] == ',' || p[-1] == ' ';
-        int ends = p[len] == '\0' || p[len] == ',' || p[len] == ' ';
-        if (starts && ends)
-            return 1;
-    }
-    return 0;
 }
 
 /* ---- Network safety ---- */

@@ -12,36 +12,26 @@
 -- other seeds, hostile library calls), keeps every mutant that reaches new
 -- lines of lua/netbe/*.lua (cov: lines, ft: line-to-line steps), and runs
 -- each batch in a child lua5.4 with the netbe module built under ASan and
--- UBSan (build/fuzz/lua/netbe.so, ASan's runtime preloaded) when it runs
--- policies; topology files reach no C.
+-- UBSan (build/fuzz/lua/netbe.so, ASan's runtime preloaded): each file runs
+-- in a sandbox of that module (netbe.run_file), here with a time bound of
+-- 0.1 s instead of 1 s, so that files that hit it do not slow the search.
 -- What must hold for each file: no Lua error escapes as a traceback
 -- (every failure is a one-line message), no crash, no hang (the child
--- stops a case past 5 million instructions, 300,000 lines run or 512 MB),
--- and a policy that
--- compiles judges frames pass or drop.
+-- stops a case past 5 million instructions, 300,000 lines run or 512 MB
+-- of its own; the file's sandbox has its own bounds), the file changes
+-- nothing of netbe's state, and a policy that compiles judges frames pass
+-- or drop.
 --
 -- Usage (scripts/fuzz runs it; flags as libFuzzer's):
 --   lua5.4 tests/fuzz/luafuzz.lua policy|topology -seed=N (-runs=N | -max_total_time=S)
 --          -artifact_prefix=DIR/ WORKDIR      (WORKDIR: seeds in, new inputs out)
 --   lua5.4 tests/fuzz/luafuzz.lua policy|topology -replay FILE...
--- Known bugs named in NETBE_FUZZ_AVOID (tests/fuzz/known-bugs) are steered
--- clear of: their hostile snippets are left out, and what they cause
--- (a hang or runaway memory, lb_torule's crash) is counted, not failed.
 local KINDS = { policy = true, topology = true }
 local BATCH = 25
 local CASE_LIMIT = 5000000       -- instructions
 local LINE_LIMIT = 300000        -- line events
 local MEM_LIMIT = 512 * 1024     -- KiB
-
-local function avoided(bug)
-  for b in (os.getenv("NETBE_FUZZ_AVOID") or ""):gmatch("[^, ]+") do
-    if b == bug then return true end
-  end
-  return false
-end
-
--- The known bug a hang or runaway memory shows in each kind of file.
-local LIMITS_BUG = { policy = "sandbox", topology = "topology_limits" }
+local FILE_TIME = 0.1            -- seconds: each file's sandbox
 
 ------------------------------------------------------------------------
 -- The child: runs cases, writes one result line per case.
@@ -64,43 +54,23 @@ local function frames()
   }
 end
 
--- The raw rule tables of a policy file, as an embedder would pass them.
+-- The raw rule tables of a policy file, as an embedder would pass them
+-- (hooks as the file wrote them: source text, or a function's description).
 local function raw_spec(path)
-  local f = io.open(path)
-  local src = f and f:read("a") or ""
-  if f then f:close() end
-  local rules, settings = {}, {}
-  local env = { string = string, table = table, math = math, utf8 = utf8, pairs = pairs,
-                ipairs = ipairs, tostring = tostring, tonumber = tonumber, type = type,
-                select = select, error = error, assert = assert, next = next,
-                rule = function(t) rules[#rules + 1] = t; return t end,
-                settings = function(t) if type(t) == "table" then settings = t end end }
-  local chunk = load(src, "=raw", "t", env)
-  if not chunk then return nil end
-  -- In a coroutine: out of the coverage hook, under a budget of its own.
-  local co = coroutine.create(chunk)
-  debug.sethook(co, function() error("over budget") end, "", 1000000)
-  local ok, ret = coroutine.resume(co)
-  if not ok then return nil end
-  local spec = type(ret) == "table" and ret or settings
-  if type(spec) ~= "table" then return nil end
-  if spec.rules == nil then spec.rules = rules end
-  return spec
-end
-
--- lb_torule keeps pointers into strings Lua converted from numbers (issue
--- 13): while that is known, no number goes where it reads a string.
-local function torule_bait(spec)
-  if type(spec.rules) ~= "table" then return false end
-  for _, r in pairs(spec.rules) do
-    if type(r) == "table" then
-      for _, k in ipairs({ "name", "hook", "hook_upvalues", "src_mac", "dst_mac", "src_mac_mask",
-                           "dst_mac_mask", "src_ip", "dst_ip" }) do
-        if type(r[k]) == "number" then return true end
-      end
+  local res = require("netbe").run_file(path, { what = "policy file", hooks = true,
+                                                collect = { "rule", "settings" } })
+  if not res then return nil end
+  local spec = type(res.value) == "table" and res.value or {}
+  if res.value == nil then
+    for _, c in ipairs(res.calls.settings or {}) do
+      if type(c[1]) == "table" then spec = c[1] end
     end
   end
-  return false
+  if spec.rules == nil then
+    spec.rules = {}
+    for i, c in ipairs(res.calls.rule or {}) do spec.rules[i] = c[1] end
+  end
+  return spec
 end
 
 -- Nil when MSG is a one-line message, else what is wrong with it.
@@ -128,10 +98,14 @@ local function run_policy(path)
     end
   end
   local spec = raw_spec(path)
-  if spec and not (avoided("torule") and torule_bait(spec)) then
+  if spec then
     local netbe = require("netbe")
-    local ok3, q = pcall(netbe.policy_new, spec)
-    if ok3 and q then
+    local ok3, q, e = pcall(netbe.policy_new, spec)
+    if not ok3 then return "traceback", q end
+    if not q then
+      local why = bad_message(e)
+      if why then return "message", why end
+    else
       for _, f in ipairs(frames()) do pcall(q.eval, q, "from_guest", f) end
     end
   end
@@ -215,6 +189,14 @@ end
 
 local function child(kind, results, files)
   package.cpath = "build/fuzz/lua/?.so;" .. package.cpath
+  -- Each file's sandbox gets FILE_TIME unless the caller gives a bound.
+  local netbe = require("netbe")
+  local run_file = netbe.run_file
+  netbe.run_file = function(path, opts)
+    opts = opts or {}
+    opts.time = opts.time or FILE_TIME
+    return run_file(path, opts)
+  end
   -- Policies reach C: a collection at every step there, so a pointer kept
   -- into a string Lua may free shows under ASan at once.
   if kind == "policy" then collectgarbage("incremental", 1, 1000) end
@@ -223,8 +205,8 @@ local function child(kind, results, files)
   local fails, topocli = {}, nil
   if kind == "topology" then
     -- The command's messages, caught where topocli writes them.
-    local cli = require("netbe.cli")
-    cli.fail = function(status, fmt, ...)
+    local cmdline = require("netbe.cmdline")
+    cmdline.fail = function(status, fmt, ...)
       fails[#fails + 1] = string.format(fmt, ...)
       return status
     end
@@ -313,8 +295,9 @@ local NUMBERS = { "0", "-1", "1", "255", "256", "4095", "4096", "65535", "65536"
 
 local function long_string(n, ch) return string.format("%q", string.rep(ch or "x", n)) end
 
-local STRINGS = { '""', '"\\n"', '"a\\nb"', '"\\0"', '"%"', '"%s%s%n"', '"\\xff\\xfe"',
-  '"../../etc/passwd"', '"a,b=c"', '"256.1.1.1"', '"10.0.0.1/33"', '"10.0.0.0/24"', '"::"',
+local STRINGS = { '""', '"\\n"', '"a\\nb"', '"\\0"', '"a\\rb"', '"\\t"', '"%"', '"%s%s%n"',
+  '"\\xff\\xfe"', '"../../etc/passwd"', '"a,b=c"', '"256.1.1.1"', '"10.0.0.1/33"',
+  '"10.0.0.0/24"', '"::"',
   '"ff:ff:ff:ff:ff:ff"', '"1e999"', '"-1"', '"0x10"', '"unix:/tmp/x,mtu=9000"',
   '"127.0.0.1:5000"', '"[::1]:5000"', '"tcp::2222-:22"', '"tap0"', '"bridge0"', '"re0.10"',
   '"x;rm -rf /"', '"$(reboot)"', '"`id`"', '"\\27[2J"', '" "', '"pass"', '"drop"', '"!syn"',
@@ -327,45 +310,42 @@ local WORDS = { "name", "switches", "vms", "type", "bridge", "nat", "netgraph", 
   "link", "socket", "device", "hostfwd", "connect", "peer", "tap", "veth", "ngd", "slirp",
   "stream", "rule", "settings", "dir", "src_mac", "dst_mac", "ethertype", "src_ip", "dst_ip",
   "proto", "sport", "dport", "tcp_flags", "icmp_type", "len", "action", "rate", "burst",
-  "hook", "default", "fail", "hook_budget", "hook_memory", "rules", "function", "return",
+  "hook", "default", "fail", "hook_budget", "hook_memory", "hook_time", "rules", "function",
+  "return",
   "pkt", "nil", "true", "false", "{", "}", "=", ",", "..", "#", "(", ")", "[", "]", ";",
   "local", "_ENV", "_G", "...", "not", "and", "or" }
 
--- Hostile code, inserted where a statement may start. BUG names the
--- known bug it hits in a kind of file.
+-- Hostile code, inserted where a statement may start.
 local SNIPPETS = {
-  { "string = nil" }, { "table = nil" }, { "error({})" }, { "error(nil)" }, { "error(123)" },
-  { "error('x', 0)" }, { "error(setmetatable({}, {__tostring = function() error('x') end}))" },
-  { "local t = {} t.t = t return t" }, { "return setmetatable({}, {__index = error})" },
-  { "rule(nil)" }, { "rule(rule)" }, { "settings(1)" }, { "settings{rules = 5}" },
-  { "name = {}" }, { "switches = 5" }, { "vms = {x = {nics = {{}}}}" }, { "_ENV = nil" },
-  { "return nil" }, { "return 1, 2" }, { "goto x ::x::" }, { "return coroutine.wrap(print)" },
-  { "os.exit(1)" }, { "io.write('x')" }, { "require('os')" }, { "load('x')()" },
-  { "return debug.traceback()" }, { "string.format('%99999s', 'x')" },
-  { "local f f = function() return f() end f()" }, { "local function f() f() end f()" },
-  { "return " .. string.rep("{", 250) .. string.rep("}", 250),
-    bug = { policy = "nesting_traceback", topology = "nesting_traceback" } },
-  { "x = " .. string.rep("(", 250) .. "1" .. string.rep(")", 250),
-    bug = { policy = "nesting_traceback", topology = "nesting_traceback" } },
-  { "tostring = nil" }, { "pairs = error" }, { "next = nil" }, { "type = nil" },
-  { "string.format = nil", bug = { policy = "sandbox" } },
-  { "table.concat = error", bug = { policy = "sandbox" } },
-  { "math.floor = nil", bug = { policy = "sandbox" } },
-  { "string.match = function() while true do end end",
-    bug = { policy = "sandbox" } },
-  { "string.dump = function() return '\\27Lua' end", bug = { policy = "sandbox" } },
-  { "string.rep('x', 1e10)", bug = { policy = "sandbox", topology = "topology_limits" } },
-  { "('x'):rep(1 << 40)", bug = { policy = "sandbox", topology = "topology_limits" } },
-  { "(" .. long_string(40, "a") .. "):find('a*a*a*a*a*a*a*a*a*a*b')",
-    bug = { policy = "sandbox", topology = "topology_limits" } },
-  { "table.move({}, 1, math.maxinteger - 1, 2)",
-    bug = { policy = "sandbox", topology = "topology_limits" } },
-  { "while true do end", bug = { topology = "topology_limits" } },
-  { "for i = 1, 1e12 do end", bug = { topology = "topology_limits" } },
-  { "local s = 'x' for i = 1, 40 do s = s .. s end",
-    bug = { policy = "sandbox", topology = "topology_limits" } },
-  { "local t = {} for i = 1, 1e9 do t[i] = i end",
-    bug = { policy = "sandbox", topology = "topology_limits" } },
+  "string = nil", "table = nil", "error({})", "error(nil)", "error(123)", "error('x', 0)",
+  "error('a\\nb\\r\\0c')", "error(setmetatable({}, {__tostring = function() error('x') end}))",
+  "local t = {} t.t = t return t", "return setmetatable({}, {__index = error})",
+  "rule(nil)", "rule(rule)", "settings(1)", "settings{rules = 5}", "settings{hook_time = 0}",
+  "name = {}", "switches = 5", "vms = {x = {nics = {{}}}}", "_ENV = nil",
+  "return nil", "return 1, 2", "goto x ::x::", "return coroutine.wrap(print)",
+  "os.exit(1)", "io.write('x')", "require('os')", "load('x')()",
+  "return debug.traceback()", "string.format('%99999s', 'x')",
+  "local f f = function() return f() end f()", "local function f() f() end f()",
+  "return " .. string.rep("{", 250) .. string.rep("}", 250),
+  "x = " .. string.rep("(", 250) .. "1" .. string.rep(")", 250),
+  "x = " .. string.rep("{", 40) .. string.rep("}", 40),
+  "x = " .. string.rep("-", 300) .. "1",
+  "x = " .. string.rep("f(", 300) .. string.rep(")", 300),
+  "tostring = nil", "pairs = error", "next = nil", "type = nil",
+  "string.format = nil", "table.concat = error", "math.floor = nil",
+  "string.match = function() while true do end end",
+  "string.dump = function() return '\\27Lua' end",
+  "string.rep('x', 1e10)", "('x'):rep(1 << 40)", "string.rep('', math.maxinteger)",
+  "(" .. long_string(40, "a") .. "):find('a*a*a*a*a*a*a*a*a*a*b')",
+  "table.move({}, 1, math.maxinteger - 1, 2)",
+  "while true do end", "for i = 1, 1e12 do end",
+  "local s = 'x' for i = 1, 40 do s = s .. s end",
+  "local t = {} for i = 1, 1e9 do t[i] = i end",
+  "rule{name = 'h', action = 'lua', hook = 'return function(pkt) return \\'drop\\' end'}",
+  "rule{name = 'h', action = 'lua', hook = 'while true do end'}",
+  "rule{name = 'h', action = 'lua', hook = '\\27Lua'}",
+  "rule{name = 'h', action = 'lua', hook = function(pkt) while true do end end}",
+  "rule{name = 'h', action = 'lua', hook = function(pkt) return string.rep('x', 1 << 30) end}",
 }
 
 local function pick(t) return t[math.random(#t)] end
@@ -405,7 +385,7 @@ local function mutate(kind, t, pool, other)
     end
     t[j] = { "string", " " .. pick(STRINGS) .. " " }
   elseif op == 5 then
-    local depth = pick({ 20, 100, avoided("nesting_traceback") and 180 or 300 })
+    local depth = pick({ 20, 40, 100, 300, 1000 })
     local pair = pick({ { "{", "}" }, { "(", ")" } })
     t[i] = { "op", string.rep(pair[1], depth) .. t[i][2] .. string.rep(pair[2], depth) }
   elseif op == 6 then
@@ -417,17 +397,12 @@ local function mutate(kind, t, pool, other)
   elseif op == 7 then
     for _ = 1, math.random(1, 6) do if #t > 1 then table.remove(t, math.min(i, #t)) end end
   elseif op == 8 then
-    local usable = {}
-    for _, s in ipairs(SNIPPETS) do
-      local bug = s.bug and s.bug[kind]
-      if not (bug and avoided(bug)) then usable[#usable + 1] = s[1] end
-    end
     local at = 1
     for _ = 1, 10 do
       local c = math.random(#t)
       if t[c][1] == "ws" and t[c][2]:find("\n") then at = c + 1; break end
     end
-    table.insert(t, at, { "op", "\n" .. pick(usable) .. "\n" })
+    table.insert(t, at, { "op", "\n" .. pick(SNIPPETS) .. "\n" })
   elseif op == 9 then
     local o = other
     if #o > 0 then
@@ -519,28 +494,6 @@ local function run_batch(kind, files, tmp, preload)
   return out
 end
 
--- Known bugs by what they leave in a result: kind of result, a pattern of
--- its text (lua5.4 has no frame pointers: ASan's stacks stop at it).
-local SIGNS = {
-  { "crash", "use%-after%-free.-lb_policy_new", "torule" },
-  { "escape", "", "sandbox" },
-  { "message", "C stack overflow", "nesting_traceback" },
-  { "traceback", "C stack overflow", "nesting_traceback" },
-  { "message", "more than one line", "message_lines" },
-}
-
--- What a result means: nil (fine), a known bug's name, or "failure".
-local function judge(kind, r)
-  if r.res == "ok" then return nil end
-  if r.res == "limit" or r.res == "hang" then
-    return avoided(LIMITS_BUG[kind]) and LIMITS_BUG[kind] or "failure"
-  end
-  for _, s in ipairs(SIGNS) do
-    if r.res == s[1] and (r.why or ""):find(s[2]) and avoided(s[3]) then return s[3] end
-  end
-  return "failure"
-end
-
 local function hash(s)
   local h = 2166136261
   for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
@@ -582,9 +535,8 @@ local function main(argv)
   end
   local o = parse_flags(argv)
   local tmp = os.getenv("TMPDIR") or "/tmp"
-  -- Topology files reach no C: only policies need the module under ASan.
-  local preload = kind == "policy" and asan_runtime() or ""
-  local found, known, execs = 0, {}, 0
+  local preload = asan_runtime()
+  local found, execs = 0, 0
   local cov, ft = {}, {}
   local ncov, nft = 0, 0
   local function absorb(fresh)
@@ -603,8 +555,7 @@ local function main(argv)
     local res = run_batch(kind, o.files, tmp, preload)
     for i, path in ipairs(o.files) do
       local r = res[i] or { res = "crash", why = "the child stopped before it" }
-      local verdict = judge(kind, r)
-      if verdict == "failure" then found = found + 1; report(kind, r, path, o) end
+      if r.res ~= "ok" then found = found + 1; report(kind, r, path, o) end
       absorb(r.fresh or {})
     end
     io.write(string.format("#%d DONE cov: %d ft: %d\n", #o.files, ncov, nft))
@@ -637,7 +588,7 @@ local function main(argv)
     local r = first[i]
     if r then
       absorb(r.fresh)
-      if judge(kind, r) == "failure" then found = found + 1; report(kind, r, initial[i], o) end
+      if r.res ~= "ok" then found = found + 1; report(kind, r, initial[i], o) end
     end
   end
   execs = #initial
@@ -645,7 +596,6 @@ local function main(argv)
   local runs = tonumber(o.runs)
   local started = os.time()
   local deadline = started + (tonumber(o.max_total_time) or 60)
-  local saved = 0
   while (runs and execs < runs) or (not runs and os.time() < deadline) do
     local batch, texts = {}, {}
     for b = 1, BATCH do
@@ -660,19 +610,11 @@ local function main(argv)
       local r = res[b]
       if r then
         execs = execs + 1
-        local verdict = judge(kind, r)
-        if verdict == "failure" then
+        if r.res ~= "ok" then
           found = found + 1
           report(kind, r, batch[b], o)
-        elseif verdict then
-          known[verdict] = (known[verdict] or 0) + 1
-          if o.artifact_prefix and known[verdict] == 1 then
-            write(string.format("%sknown-%s-%s.lua", o.artifact_prefix, verdict, hash(texts[b])),
-                  texts[b])
-          end
         end
         if absorb(r.fresh) and r.res == "ok" then
-          saved = saved + 1
           corpus[#corpus + 1] = texts[b]
           alltokens[#alltokens + 1] = tokenize(texts[b])
           write(string.format("%s/luafuzz-%s.lua", work, hash(texts[b])), texts[b])
@@ -684,13 +626,7 @@ local function main(argv)
     io.stdout:flush()
     if found > 0 then break end
   end
-  local notes = {}
-  for bug, n in pairs(known) do notes[#notes + 1] = string.format("%s %d", bug, n) end
-  table.sort(notes)
   io.write(string.format("#%d DONE cov: %d ft: %d corp: %d\n", execs, ncov, nft, #corpus))
-  if #notes > 0 then
-    io.write("luafuzz: inputs that hit known bugs (not failures): ", table.concat(notes, ", "), "\n")
-  end
   io.write("stat::number_of_executed_units: ", execs, "\n")
   return found == 0 and 0 or 1
 end

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Writes the hand-made seeds (seed-*) of the libFuzzer corpora in
 tests/fuzz/corpus/NAME/: valid frames of every kind the offload code
-knows, rings, stream records, configs, policies. The input formats are the
-ones the harnesses read (see each tests/fuzz/NAME.c and fuzz.h). Crashes
-found by fuzzing are kept next to them under their own names.
+knows, rings, stream records, configs, policies, and the inputs that showed
+bugs since fixed (the *_fixed functions: each names its bug). The input
+formats are the ones the harnesses read (see each tests/fuzz/NAME.c and
+fuzz.h). Crashes found by fuzzing are kept next to them under their own
+names.
 Usage: tests/fuzz/seeds.py  (rewrites every seed-* file)"""
 import os
 import struct
@@ -164,8 +166,9 @@ def send_seeds():
     return s
 
 
-def known_send():
-    """An offload frame longer than NETBE_MAX_FRAME plus its header."""
+def send_fixed():
+    """An offload frame longer than NETBE_MAX_FRAME plus its header overflowed
+    the software offload's buffer (issue 12)."""
     f = csum_frame()
     return {"tx_bound-overflow": bytes([1, 2]) + features(OFFERED) + b"\x00" +
             fz_frame(f, length=100000) + fz_split(())}
@@ -205,8 +208,8 @@ def recv_seeds():
     return s
 
 
-def known_recv():
-    """A plain frame over the bound crosses the pair and comes out."""
+def recv_fixed():
+    """A plain frame over the bound crossed the pair and came out (issue 12)."""
     f = l4_frame(False, 17, udp(b"x" * 64), partial=False)[0]
     return {"tx_bound-rx": bytes([0]) + features(0) + bytes([0]) + features(0) +
             b"\x00" + fz_frame(f, length=70000) + fz_split(()) +
@@ -271,8 +274,9 @@ def virtq_seeds():
     return s
 
 
-def known_virtq():
-    """A 200 KB transmit chain whose header asks for a checksum."""
+def virtq_fixed():
+    """A 200 KB transmit chain whose header asks for a checksum overflowed the
+    software offload's buffer (issue 12)."""
     head = csum_frame()[:60]
     return {"tx_bound-200k": vq_setup(3) + vq_write(0x10000, head) +
             vq_desc(0, 0x10000, 200000) + vq_offer(0) + vq_pop(1)}
@@ -313,8 +317,8 @@ def stream_seeds():
     return s
 
 
-def known_stream():
-    """An empty record holds back the frame behind it."""
+def stream_fixed():
+    """An empty record held back the frame behind it (issue 12)."""
     arp = eth(0x0806, bytes(28), dst=b"\xff" * 6)
     return {"stream_empty-stall": bytes([0, 0]) + features(0) + stream_record(arp) +
             stream_record(b"") + stream_record(arp) + stream_recv()}
@@ -430,14 +434,18 @@ def ipv6_fragment(offset_mf):
     return eth(0x86dd, struct.pack("!IHBB", 0x60000000, len(frag), 44, 64) + src + dst + frag)
 
 
-def known_slirp():
-    """A lone last IPv4 fragment at offset 8."""
+def slirp_fixed():
+    """A lone last IPv4 fragment at offset 8 crashed libslirp (issue 12)."""
     frag = eth(0x0800, ipv4(17, udp(b"x" * 32), frag=0x0001))
     return {"ipv4_frag-lone": bytes([0, 0]) + features(0) + b"\x00" + fz_frame(frag) +
             fz_split(()) + b"\x03\x07"}
 
 
 # ---- config ----
+
+# Flags byte of config.c: open it, files allowed in %D, exec allowed.
+OPEN, FILES_IN, FILES_ANY, FILES_NOT_DIR, EXEC = 1, 1 << 1, 2 << 1, 3 << 1, 1 << 3
+
 
 def config_seeds():
     specs = {
@@ -446,7 +454,11 @@ def config_seeds():
         "pair": "pair,name=fz",
         "stream": "stream,connect=unix:%D/x,reconnect=5",
         "stream-tcp": "stream,listen=127.0.0.1:5000",
+        "stream-live": "stream,connect=unix:%D/live",
+        "stream-self": "stream,listen=unix:%D/self/s",
+        "stream-stale": "stream,listen=%D/stale",
         "dgram": "dgram,local=[::1]:5000,remote=[::1]:5001",
+        "dgram-unix": "dgram,local=unix:%D/l,remote=unix:%D/sub/r",
         "netgraph": "netgraph,path=bnet0:,peerhook=link2,socket=vm0",
         "netmap": "netmap:em0-1",
         "vale": "vale0:1",
@@ -455,24 +467,66 @@ def config_seeds():
                      "dns=192.168.76.3,dnssearch=lab;example.com,domainname=example.com,"
                      "hostname=vm1",
         "slirp-ipv6": "slirp,ipv6=on,ipv6-net=fd00::/64,ipv6-host=fd00::2,ipv6-dns=fd00::3",
-        "slirp-tftp": "slirp,tftp=%D,tftp-server-name=tftp,bootfile=pxelinux.0,restrict=on",
-        "slirp-unix": "slirp,hostfwd=unix:%D/s-:22,mtu=65520",
-        "slirp-guestfwd": "slirp,guestfwd=tcp:10.0.2.100:8080-cmd:true",
+        "slirp-tftp": "slirp,tftp=%D/sub,tftp-server-name=tftp,bootfile=pxelinux.0,restrict=on",
+        "slirp-unix": "slirp,hostfwd=unix:%D/s-:22;unix:%D/sub/t-10.0.2.15:22,mtu=65520",
+        "slirp-rules": "slirp,hostfwd=unix:%D/a-:22\0unix:%D/b-:23\0-unix:%D/a\0"
+                       "tcp::2222-:22\0-tcp::2222",
         "type": "x,type=null,mac=02:00:00:00:00:01",
     }
-    return {k: b"\x01" + v.encode() for k, v in specs.items()}
+    s = {k: bytes([OPEN | FILES_IN]) + v.encode() for k, v in specs.items()}
+    s["slirp-guestfwd"] = bytes([OPEN | FILES_IN | EXEC]) + \
+        b"slirp,guestfwd=tcp:10.0.2.100:8080-cmd:true"
+    return s
 
 
-def known_config():
-    """netbe removes a file and another service's socket it did not make."""
-    return {"unlink-victim": b"\x01slirp,hostfwd=unix:%D/victim-:22",
-            "unlink-live": b"\x01slirp,hostfwd=unix:%D/live-:22",
-            "mac_strict-plus": b"\x00tap0,mac=+2:+a:00:00:00:01"}
+def config_permissions():
+    """Paths outside the allowed directory, through '..' or a link, and what
+    needs a permission not given: each must be refused (of "runtime", the
+    rules added later), touching nothing."""
+    refused = {
+        "outside": "stream,listen=unix:%O/x",
+        "dotdot": "stream,listen=unix:%D/../out/x",
+        "dotdot-sub": "slirp,hostfwd=unix:%D/sub/../../out/x-:22",
+        "relative": "stream,listen=unix:x",
+        "leaf-dotdot": "dgram,local=unix:%D/sub/..,remote=unix:%D/r",
+        "link-dir": "slirp,hostfwd=unix:%D/up/x-:22",
+        "link-live": "stream,connect=unix:%D/out-live",
+        "link-stale": "slirp,hostfwd=unix:%D/out-stale-:22",
+        "link-victim": "stream,listen=unix:%D/out-victim",
+        "dangling": "dgram,local=unix:%D/dangling,remote=unix:%D/r",
+        "out-live": "stream,connect=%O/live",
+        "out-stale": "slirp,hostfwd=unix:%O/stale-:22",
+        "tftp-outside": "slirp,tftp=%D/up",
+        "tftp-dotdot": "slirp,tftp=%D/../out",
+        "guestfwd-no-exec": "slirp,guestfwd=tcp:10.0.2.100:8080-cmd:true",
+        "runtime": "slirp,hostfwd=unix:%D/a-:22\0unix:%O/b-:22\0unix:%D/up/c-:22\0"
+                   "unix:%D/../out/d-:22\0unix:%D/out-stale-:22\0-unix:%D/a",
+    }
+    s = {"perm-" + k: bytes([OPEN | FILES_IN]) + v.encode()
+         for k, v in refused.items()}
+    # One rule at run time: a ';' is part of its path, not a separator.
+    s["runtime-semicolon"] = bytes([OPEN | FILES_IN]) + \
+        b"slirp,hostfwd=unix:%D/a-:22\0unix:%D/up;c-:22\0-unix:%D/up;c"
+    s["perm-no-files"] = bytes([OPEN]) + b"stream,listen=unix:%D/x"
+    s["perm-no-files-tftp"] = bytes([OPEN | EXEC]) + b"slirp,tftp=%D"
+    s["perm-not-dir"] = bytes([OPEN | FILES_NOT_DIR]) + b"slirp,hostfwd=unix:%D/x-:22"
+    s["perm-any"] = bytes([OPEN | FILES_ANY | EXEC]) + \
+        b"slirp,hostfwd=unix:%O/x-:22,tftp=/,guestfwd=tcp:10.0.2.100:8080-cmd:true"
+    return s
+
+
+def config_fixed():
+    """netbe removed a file and another service's socket it did not make, and
+    took MACs with signs and spaces (issue 13)."""
+    return {"unlink-victim": bytes([OPEN | FILES_IN]) + b"slirp,hostfwd=unix:%D/victim-:22",
+            "unlink-live": bytes([OPEN | FILES_IN]) + b"slirp,hostfwd=unix:%D/live-:22",
+            "mac_strict-plus": b"\x00tap0,mac=+2:+a:00:00:00:01",
+            "mac_strict-space": b"\x00tap0,mac= 2: a:00:00:00:01"}
 
 
 # ---- policy ----
 
-def policy_rule(name=0, match=0, action=0, hook=None, upvalues=None, dir_=0, ethertype=0,
+def policy_rule(name=0, match=0, action=0, hook=None, chunkname=None, dir_=0, ethertype=0,
                 proto=0, dport=(0, 0), rate=(0, 0), unit=0, extra=b"", ips=None):
     """One rule in policy.c's read_rule order."""
     kind = name | (0x20 if hook is not None and action != 4 else 0)
@@ -489,7 +543,7 @@ def policy_rule(name=0, match=0, action=0, hook=None, upvalues=None, dir_=0, eth
         out += b"\x00" + struct.pack("<I", v)
     if hook is not None:
         out += bytes([len(hook)]) + hook
-        out += (b"\x01" + bytes([len(upvalues)]) + upvalues) if upvalues else b"\x00"
+        out += (b"\x01" + bytes([len(chunkname)]) + chunkname) if chunkname else b"\x00"
     return out + extra
 
 
@@ -497,55 +551,73 @@ def policy_frame(dir_, f, dt=1000000):
     return bytes([dir_]) + struct.pack("<I", dt) + fz_frame(f)
 
 
+def policy_head(n, budget=0):
+    """Rule count, verdicts, budget; memory and time left to the defaults."""
+    return bytes([n, 0, 1]) + struct.pack("<I", budget) + b"\x00\x00"
+
+
+def policy_frames():
+    return (policy_frame(1, tcp_syn()) + policy_frame(0, arp_request()) +
+            policy_frame(1, dns_query()) + policy_frame(0, icmp_echo()))
+
+
 def policy_seeds():
     s = {}
     M_DIR, M_ETH, M_PROTO, M_DPORT, M_SRC_IP = 1, 8, 128, 512, 32
-    frames = (policy_frame(1, tcp_syn()) + policy_frame(0, arp_request()) +
-              policy_frame(1, dns_query()) + policy_frame(0, icmp_echo()))
-
-    def head(n, budget=0):
-        return bytes([n, 0, 1]) + struct.pack("<I", budget) + b"\x00"
-
+    frames = policy_frames()
+    head = policy_head
     s["ports"] = head(3) + policy_rule(0, M_PROTO | M_DPORT, 0, proto=6, dport=(22, 22)) + \
         policy_rule(1, M_ETH, 1, ethertype=0x0806) + policy_rule(2, M_DIR, 2, dir_=1) + frames
     s["rate"] = head(1) + policy_rule(0, M_PROTO, 3, proto=17, rate=(1000, 10), unit=1) + \
         frames * 3
     s["hook"] = head(2, 5000) + \
-        policy_rule(0, M_DIR, 4, b"local pkt = ... if pkt.dport == 22 then return 'drop' end",
-                    dir_=1) + \
-        policy_rule(1, 0, 4, b"local pkt, n = ... return pkt:u16(12) == n and 'pass' or nil",
-                    b"return nil, 2054") + frames
+        policy_rule(0, M_DIR, 4, b"return function(pkt) if pkt.dport == 22 then "
+                    b"return 'drop' end end", dir_=1) + \
+        policy_rule(1, 0, 4, b"local n = 2054 return function(pkt) "
+                    b"return pkt:u16(12) == n and 'pass' or nil end", b"@vm0.lua") + frames
+    s["hook-state"] = head(1) + \
+        policy_rule(0, 0, 4, b"local seen = {} return function(pkt) local k = pkt.src_ip "
+                    b"or '' seen[k] = (seen[k] or 0) + 1 if seen[k] > 2 then return 'drop' "
+                    b"end end") + frames * 2
+    s["hook-fails"] = head(3) + policy_rule(0, 0, 4, b"return 5") + \
+        policy_rule(1, 0, 4, b"error('at build')", b"=x") + \
+        policy_rule(2, 0, 4, b"return function(pkt) return pkt.nothing.x end") + frames
     s["ip"] = head(1) + policy_rule(0, M_SRC_IP, 1, ips=bytes([10, 0, 2, 15]) + bytes(28)) + \
         frames
     return s
 
 
-def known_policy():
-    """Hooks whose library calls run unbounded in C: the budget counts each
-    as one instruction."""
-    hang = {"rep": b"return string.rep('', math.maxinteger)",
-            "match": b"return (('a'):rep(40)):match(('a*'):rep(40) .. 'b')",
-            "move": b"return table.move({}, 1, math.maxinteger - 1, 2)"}
-    return {"sandbox-" + k: bytes([1, 0, 1]) + struct.pack("<I", 0) + b"\x00" +
-            policy_rule(0, 0, 4, v) + policy_frame(1, tcp_syn())
-            for k, v in hang.items()}
+def policy_fixed():
+    """Hooks whose library calls ran unbounded in C (the budget counted each
+    as one instruction), in the hook and in its chunk, which runs when the
+    policy is built; a bytecode chunk; a chunk name with control characters
+    in a build error's message (issue 13)."""
+    hang = {"rep": b"string.rep('', math.maxinteger)",
+            "match": b"(('a'):rep(40)):match(('a*'):rep(40) .. 'b')",
+            "move": b"table.move({}, 1, math.maxinteger - 1, 2)",
+            "format": b"string.format('%99d', 1):rep(1 << 40)"}
+    s = {}
+    for k, v in hang.items():
+        s["sandbox-" + k] = policy_head(1) + \
+            policy_rule(0, 0, 4, b"return function() return " + v + b" end") + \
+            policy_frame(1, tcp_syn())
+        s["sandbox-chunk-" + k] = policy_head(1) + \
+            policy_rule(0, 0, 4, b"local x = " + v + b" return function() end")
+    s["sandbox-bytecode"] = policy_head(1) + \
+        policy_rule(0, 0, 4, b"\x1bLua\x54\x00\x19\x93\r\n\x1a\n\x04\x08\x08")
+    s["chunkname-lines"] = policy_head(1) + \
+        policy_rule(0, 0, 4, b"error('x')", b"@a\nb\r.lua\x1b[2J")
+    return s
 
 
 def main():
-    write("send", send_seeds())
-    write("send/known-crash", known_send())
-    write("recv", recv_seeds())
-    write("recv/known-crash", known_recv())
-    write("virtq", virtq_seeds())
-    write("virtq/known-crash", known_virtq())
-    write("stream", stream_seeds())
-    write("stream/known-crash", known_stream())
-    write("slirp", slirp_seeds())
-    write("slirp/known-crash", known_slirp())
-    write("config", config_seeds())
-    write("config/known-crash", known_config())
-    write("policy", policy_seeds())
-    write("policy/known-crash", known_policy())
+    write("send", {**send_seeds(), **send_fixed()})
+    write("recv", {**recv_seeds(), **recv_fixed()})
+    write("virtq", {**virtq_seeds(), **virtq_fixed()})
+    write("stream", {**stream_seeds(), **stream_fixed()})
+    write("slirp", {**slirp_seeds(), **slirp_fixed()})
+    write("config", {**config_seeds(), **config_permissions(), **config_fixed()})
+    write("policy", {**policy_seeds(), **policy_fixed()})
 
 
 if __name__ == "__main__":

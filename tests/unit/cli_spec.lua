@@ -73,6 +73,33 @@ describe("netbe command-line mistakes", function()
   end)
 end)
 
+describe("netbe files a user wrote badly", function()
+  teardown(ns.cleanup)
+
+  it("a file nested past Lua's parser: one line naming the file", function()
+    local dir = ns.tmpdir()
+    local topo = ns.write(dir .. "/deep.lua", "name = 't'\nx = " .. ("{"):rep(300) ..
+                          ("}"):rep(300) .. "\n")
+    local pol = ns.write(dir .. "/deep-policy.lua", "rule { name = 'r', len = " ..
+                         ("("):rep(300) .. "1" .. (")"):rep(300) .. " }\n")
+    local why = ": nested too deeply for Lua's parser (C stack overflow): use fewer levels"
+    mistake(1, topo .. why, "plan " .. topo .. " --os linux")
+    mistake(1, "wire: " .. pol .. why, "wire null null --policy " .. pol)
+  end)
+
+  it("values with control characters: still one line, as netbe's own messages", function()
+    local dir = ns.tmpdir()
+    local topo = ns.write(dir .. "/ctl.lua", "name = 't'\nswitches = { ['a\\nb'] = { " ..
+                          "type = 'bridge' } }\n")
+    local pol = ns.write(dir .. "/ctl-policy.lua", "rule { name = 'r', action = 'rate', " ..
+                         "rate = 'a\\nb' }\n")
+    mistake(1, topo .. ": switches.a?b: expected a switch name", "plan " .. topo .. " --os linux")
+    mistake(1, "wire: " .. pol .. ":1: rule 'r': rate 'a?b': expected a positive number",
+            "wire null null --policy " .. pol)
+    mistake(2, "unknown command 'bo?gus'", "\"$(printf 'bo\\ngus')\"")
+  end)
+end)
+
 describe("netbe permissions", function()
   teardown(ns.cleanup)
 

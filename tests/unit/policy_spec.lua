@@ -96,6 +96,46 @@ describe("policy compiler", function()
   end)
 end)
 
+describe("policy messages", function()
+  -- Every message must be one line: control characters as '?' (as netbe.c
+  -- writes them), or escaped where a value is quoted as Lua would read it.
+  local function one_line(err)
+    assert.is_string(err)
+    assert.is_nil(err:find("%c"), "a control character in: " .. err)
+  end
+
+  it("stay one line whatever the file's values and names hold", function()
+    local cases = {
+      { "rule { name = 'r', action = 'rate', rate = 'a\\nb' }\n", "rate 'a?b'" },
+      { "rule { name = 'r', action = 'x\\ny' }\n", [[action "x\ny": expected]] },
+      { "rule { name = 'r', dir = 'a\\r\\nb' }\n", [[dir "a\13\nb": expected]] },
+      { "rule { name = 'r', ['x\\ny'] = 1 }\n", "unknown field 'x?y'" },
+      { "rule { name = 'a\\nb' }\n", [[name "a\nb": expected 1-63]] },
+      { "settings { ['a\\nb'] = 1 }\n", "unknown setting 'a?b'" },
+      { "settings { default = 'x\\0\\n' }\n", [[default "x\0\n": expected pass or drop]] },
+      { "error('a\\nb\\tc')\n", ":1: a?b?c" },
+    }
+    for _, c in ipairs(cases) do
+      local path = write("ctl.lua", c[1])
+      local p, err = policy.load(path)
+      assert.is_nil(p)
+      one_line(err)
+      assert.truthy(err:find(c[2], 1, true), "expected '" .. c[2] .. "' in: " .. err)
+    end
+  end)
+
+  it("stay one line from a table and from netbe.policy_new", function()
+    local p, err = policy.compile{ rules = { { name = "r", proto = "t\ncp" } } }
+    assert.is_nil(p)
+    one_line(err)
+    assert.truthy(err:find([[proto "t\ncp": expected one of]], 1, true), err)
+    p, err = netbe.policy_new{ rules = { { name = "a\nb", action = 1, ["x\ry"] = 1 } } }
+    assert.is_nil(p)
+    one_line(err)
+    assert.truthy(err:find("rule 'a?b': unknown field 'x?y'", 1, true), err)
+  end)
+end)
+
 describe("policy evaluation from Lua", function()
   it("matches, counts and calls hooks with a view of the packet", function()
     local port = 9

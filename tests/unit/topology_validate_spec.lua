@@ -149,7 +149,7 @@ vms = { a = { nics = { { switch = "b", slot = "x" } } } }]],
 vms = { a = { nics = { { switch = "b", type = "netgraph" } } } }]],
         [[vms.a.nics[1].type: a bridge switch takes NIC types tap, veth, got "netgraph"]] },
       { [[vms = { a = { nics = { { type = "slirp", hostfwd = { "2222:22" } } } } }]],
-        [[vms.a.nics[1].hostfwd[1]: expected a forward like tcp::2222-:22, got "2222:22"]] },
+        [[vms.a.nics[1].hostfwd[1]: expected a forward like tcp::2222-:22, got "2222:22": slirp: hostfwd '2222:22': protocol '2222' (expected tcp, udp, unix or empty)]] },
       { [[vms = { a = { nics = { eth0 = { type = "slirp" } } } }]],
         [[vms.a.nics: expected a list of NICs { {...}, {...} }, got a table with keys "eth0"]] },
       { [[vms = { a = { nics = { { type = "vde" } } } }]],
@@ -193,6 +193,43 @@ vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
     end
   end)
 
+  it("takes a slirp NIC's forwards exactly as netbe's parser does", function()
+    local netbe = require("netbe")
+    local function nic(rule, mac)
+      return string.format("vms = { a = { nics = { { type = 'slirp', hostfwd = { %q }%s } } } }", rule,
+                           mac and ", mac = '" .. mac .. "'" or "")
+    end
+    local rules = { "tcp::2222-:22", "::2222-:22", "udp:127.0.0.1:5353-10.0.2.15:53",
+                    "unix:/run/vm.sock-:22", "tcp:[::1]:2222-[fec0::15]:22", "tcp:[::1]:2222-:22",
+                    "tcp::99999-:22", "sctp::1-:2", "tcp:999.1.1.1:22-:22", "tcp::1-:2,open", "2222:22", "" }
+    for _, rule in ipairs(rules) do
+      for _, mac in ipairs({ false, "52:54:00:00:00:01" }) do
+        local spec = { "slirp", hostfwd = rule, mac = mac or nil }
+        local want, why = netbe.check(spec, { allow_files = "/" })
+        local t, err = topology.load(tmpfile(nic(rule, mac)))
+        if want then
+          assert.is_table(t, err)
+        else
+          assert.is_nil(t, rule .. " passed the topology but not netbe: " .. why)
+          assert.matches("hostfwd%[1%]: expected a forward like tcp::2222%-:22, got .*: "
+                         .. why:gsub("%p", "%%%0") .. "$", err)
+        end
+      end
+    end
+    -- What bhyve-args prints, netbe takes; bhyve's own slirp has no unix:
+    -- or IPv6 forwards, so it gets no device for them.
+    local path = tmpfile(nic("unix:/run/vm.sock-:22"))
+    local code, out = sh(netbe_cmd .. " bhyve-args " .. path .. " --vm a --netbe")
+    assert.equal(0, code, out)
+    assert.equal("slirp,hostfwd=unix:/run/vm.sock-:22\n", out)
+    code, out = sh(netbe_cmd .. " check " .. out:gsub("%s+$", "") .. " --allow-files /")
+    assert.equal(0, code, out)
+    code, out = sh(netbe_cmd .. " bhyve-args " .. path)
+    assert.equal(0, code, out)
+    assert.matches("bhyve: none: bhyve's slirp backend takes IPv4 tcp and udp forwards only, "
+                   .. "not hostfwd[1] unix:/run/vm.sock-:22", out, 1, true)
+  end)
+
   it("reports Lua errors and missing files with the file and line", function()
     local path = tmpfile("switches = {\n  b = { type = 'bridge' ,, }\n}\n")
     local t, err = topology.load(path)
@@ -213,6 +250,22 @@ vms = { averyveryverylongvm = { nics = { { switch = "b" } } } }]],
     t, err = topology.load("/nonexistent/topo.lua")
     assert.is_nil(t)
     assert.matches("^/nonexistent/topo.lua: cannot read the topology file: ", err)
+  end)
+
+  it("keeps every message on one line whatever the file's keys and values hold", function()
+    local cases = {
+      { "switches = { ['a\\nb'] = { type = 'bridge' } }\n", [[switches.a?b: expected a switch name]] },
+      { "switches = { b = { type = 'x\\ny' } }\n", [[switches.b.type: expected one of bridge, nat, netgraph, existing, got "x\ny"]] },
+      { "switches = { b = { type = 'bridge', ['k\\r'] = 1 } }\n", [[switches.b.k?: unknown key]] },
+      { "vms = { ['v\\n'] = { nics = {} } }\n", [[vms.v?: expected a VM name]] },
+      { "error('a\\nb')\n", ":1: a?b" },
+    }
+    for _, c in ipairs(cases) do
+      local t, err = topology.load(tmpfile(c[1]))
+      assert.is_nil(t)
+      assert.is_nil(err:find("%c"), "a control character in: " .. err)
+      assert.truthy(err:find(c[2], 1, true), "expected '" .. c[2] .. "' in: " .. err)
+    end
   end)
 
   it("makes the command exit 1 with the message, and 2 on bad usage", function()
