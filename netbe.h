@@ -177,7 +177,8 @@ typedef struct net_backend netbe;
 ** receive is enabled) or writable again after -EAGAIN.
 **
 ** Threads: everything about BE runs on the thread that runs its event_base,
-** with two exceptions. netbe_send may run on one other thread (see there).
+** with two exceptions. netbe_send may run on one other thread (see there);
+** one thread sends at a time: calls of netbe_send on BE never overlap.
 ** netbe_rx_enable and netbe_rx_disable may run on any thread while the loop
 ** runs, as bhyve calls them from vCPU threads; the base must then be
 ** thread-aware (evthread_use_pthreads() before event_base_new()), and the
@@ -196,6 +197,44 @@ int netbe_open(netbe **bep, const netbe_config *cfg, struct event_base *base,
 /* netbe_open from a legacy string. */
 int netbe_open_str(netbe **bep, const char *legacy, struct event_base *base,
                    netbe_cb cb, void *arg, char *err, size_t errlen);
+
+/* ---- Queues ----
+** A Linux tap opened with "queues=N" (N from 2 to 256) is one interface
+** with N queues (IFF_MULTI_QUEUE), as a multiqueue NIC has: the kernel
+** spreads the frames it sends over the queues by flow and takes frames
+** on any of them. netbe_open returns queue 0 and opens the others with
+** it, detached; netbe_open_queue makes queue I a handle of its own, on
+** an event base of its own, so that a device model can serve each queue
+** pair of its guest on a thread of its own. Each handle is a backend
+** like any other (its own callback, counters, netbe_set_cap, netbe_close;
+** the "Threads" rules hold per handle), and all share the interface's
+** name, MAC, MTU and offloads. Closing queue 0 closes the queues not
+** opened yet; the interface lives while any queue is open. An interface
+** made elsewhere must match: a persistent multiqueue tap opens only with
+** queues=2 or more, a single-queue one only without. Every other backend
+** has one queue. */
+
+/* The number of queues of the backend BE is a queue of: N for a tap
+** opened with queues=N, else 1. */
+int netbe_queues(netbe *be);
+
+/* Open queue INDEX (1 to netbe_queues(BE) - 1) of BE, the handle
+** netbe_open returned, as the new handle *QP that reports to CB(ARG) on
+** BASE; the queue is attached. Each index opens once. Not while BE is
+** being closed. Returns 0, -EINVAL for an index the backend does not
+** have, -EBUSY for a queue opened already, or the errno of attaching it,
+** with ERR filled in. */
+int netbe_open_queue(netbe **qp, netbe *be, int index, struct event_base *base,
+                     netbe_cb cb, void *arg, char *err, size_t errlen);
+
+/* Attach queue BE to its interface (ON non-zero) or detach it. The kernel
+** steers no frame to a detached queue and takes none from it: receive is
+** disabled (enable it again after attaching) and netbe_send drops with
+** -ENOTCONN. A device model detaches the queues its guest does not use,
+** as QEMU does, so that no flow goes to a queue nobody reads. Returns 0
+** (also when the queue already is so), -ENOTSUP for a backend with one
+** queue, or the errno of the ioctl. */
+int netbe_queue_attach(netbe *be, int on);
 
 /* Close BE: release its descriptors, events and memory. Not safe while
 ** another thread is inside netbe_send on BE. */
@@ -359,7 +398,13 @@ int netbe_get_mac(netbe *be, uint8_t mac[6]);
 ** tx_frag_oversize (it would pass 65,535 bytes, or the largest IPv6
 ** packet the backend takes), tx_frag_timeout (still incomplete after
 ** 30 s), tx_frag_evicted (dropped, oldest first, to keep within the
-** limits on datagrams, bytes and fragments in between). */
+** limits on datagrams, bytes and fragments in between).
+** netbe_get_stats may run on any thread while BE is in use; each counter
+** is read whole. rx_frames, rx_bytes, tx_frames and tx_bytes are bumped
+** once per frame without a locked instruction, so each has one writer:
+** the event_base's thread receives, and one thread at a time sends (calls
+** of netbe_send on one backend never overlap, whichever thread makes
+** them). */
 struct netbe_stats {
     uint64_t tx_frames, tx_bytes, tx_drops, tx_errors;
     uint64_t rx_frames, rx_bytes, rx_drops, rx_errors;

@@ -142,12 +142,13 @@ static int vu_check_regions(const struct vu_msg *m, char *err, size_t errlen)
 }
 
 /* Ring fields: the index, then what each request says of the ring. */
-static int vu_check_ring(const struct vu_msg *m, char *err, size_t errlen)
+static int vu_check_ring(const struct vu_msg *m, unsigned nqueues, char *err,
+                         size_t errlen)
 {
     uint32_t index = vu_msg_ring(m), num = m->p.state.num;
-    if (index >= VU_NQUEUES)
+    if (index >= nqueues)
         return vu_fail(m, err, errlen, EINVAL, " for queue %u: this device has queues 0 "
-                       "and 1", index);
+                       "to %u", index, nqueues - 1);
     switch (m->request) {
     case VU_SET_VRING_NUM:
         if (num == 0 || num > VU_MAX_RING || (num & (num - 1)))
@@ -188,7 +189,7 @@ static int vu_check_ring(const struct vu_msg *m, char *err, size_t errlen)
     return 0;
 }
 
-int vu_msg_check(const struct vu_msg *m, char *err, size_t errlen)
+int vu_msg_check(const struct vu_msg *m, unsigned nqueues, char *err, size_t errlen)
 {
     const struct vu_req *q = vu_req_find(m->request);
     if (!q)
@@ -203,7 +204,7 @@ int vu_msg_check(const struct vu_msg *m, char *err, size_t errlen)
     case VU_SET_VRING_NUM: case VU_SET_VRING_ADDR: case VU_SET_VRING_BASE:
     case VU_GET_VRING_BASE: case VU_SET_VRING_KICK: case VU_SET_VRING_CALL:
     case VU_SET_VRING_ERR: case VU_SET_VRING_ENABLE:
-        return vu_check_ring(m, err, errlen);
+        return vu_check_ring(m, nqueues, err, errlen);
     case VU_SET_PROTOCOL_FEATURES:
         if (m->p.u64 & ~VU_PROTOCOL_FEATURES)
             return vu_fail(m, err, errlen, EINVAL, ": 0x%llx is not a subset of the offered "

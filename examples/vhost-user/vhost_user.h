@@ -1,5 +1,5 @@
 /*
-** vhost_user.h: the vhost-user messages a net device with one queue pair
+** vhost_user.h: the vhost-user messages a net device with queue pairs
 ** takes (QEMU's docs/interop/vhost-user.rst), decoded and checked apart
 ** from any socket, so that a fuzzer can feed them bytes.
 **
@@ -33,13 +33,15 @@ enum {
 #define VU_MAX_FDS         8
 #define VU_MAX_REGIONS     8
 #define VU_MAX_CONFIG      256
-#define VU_NQUEUES         2             /* one rx and one tx ring */
+#define VU_MAX_PAIRS       16            /* queue pairs: each an rx and a tx ring */
+#define VU_MAX_QUEUES      (2 * VU_MAX_PAIRS)
 #define VU_MAX_RING        32768         /* virtio's largest split ring */
 
 #define VU_F_PROTOCOL_FEATURES (1ull << 30)
+#define VU_PF_MQ           (1ull << 0)   /* GET_QUEUE_NUM says how many pairs */
 #define VU_PF_REPLY_ACK    (1ull << 3)
 #define VU_PF_NET_MTU      (1ull << 4)
-#define VU_PROTOCOL_FEATURES (VU_PF_REPLY_ACK | VU_PF_NET_MTU)
+#define VU_PROTOCOL_FEATURES (VU_PF_MQ | VU_PF_REPLY_ACK | VU_PF_NET_MTU)
 
 struct vu_region {
     uint64_t gpa, size, uva, mmap_offset;
@@ -75,14 +77,15 @@ const char *vu_request_name(uint32_t request, char *buf, size_t len);
 ** exactly that size. Returns 0, or -EINVAL with ERR naming the field. */
 int vu_msg_check_header(const struct vu_msg *m, char *err, size_t errlen);
 
-/* Check the whole message M (header checked, payload and fds in M): the
-** request is one this device takes, it came with the descriptors that
-** request carries and no others, and every field is in range (ring index,
-** ring size, base, enable flag, MTU, config window; SET_MEM_TABLE: region
-** count, sizes and addresses that do not wrap or overlap). Returns 0,
-** -ENOTSUP for a request the device does not take, or -EINVAL, with ERR
-** naming the request, the field and what was expected. */
-int vu_msg_check(const struct vu_msg *m, char *err, size_t errlen);
+/* Check the whole message M (header checked, payload and fds in M) for a
+** device with NQUEUES rings (twice its queue pairs): the request is one
+** this device takes, it came with the descriptors that request carries
+** and no others, and every field is in range (ring index, ring size, base,
+** enable flag, MTU, config window; SET_MEM_TABLE: region count, sizes and
+** addresses that do not wrap or overlap). Returns 0, -ENOTSUP for a
+** request the device does not take, or -EINVAL, with ERR naming the
+** request, the field and what was expected. */
+int vu_msg_check(const struct vu_msg *m, unsigned nqueues, char *err, size_t errlen);
 
 /* The ring a SET_VRING_* or GET_VRING_BASE message of M addresses. */
 uint32_t vu_msg_ring(const struct vu_msg *m);

@@ -1,6 +1,7 @@
 -- examples/vhost-user-net serving real QEMU guests (-accel tcg, guest memory
--- shared through memfd): offloads negotiated with a tap behind it and data
--- verified both ways, a guest reboot and a QEMU restart served by the same
+-- shared through memfd): offloads and mergeable rx buffers negotiated with a
+-- tap behind it and data verified both ways (TSO frames spread over
+-- several buffers), a guest reboot and a QEMU restart served by the same
 -- device process, a stream backend (software offloads), slirp, and bad input on the
 -- control socket.
 local ns = require("ns")
@@ -74,6 +75,7 @@ echo SERVING
     assert.is_true(bit(features, 1), "GUEST_CSUM not negotiated: " .. features)
     assert.is_true(bit(features, 7), "GUEST_TSO4 not negotiated: " .. features)
     assert.is_true(bit(features, 11), "HOST_TSO4 not negotiated: " .. features)
+    assert.is_true(bit(features, 15), "MRG_RXBUF not negotiated: " .. features)
     assert.is_true(bit(features, 32), "VERSION_1 not negotiated: " .. features)
 
     -- Namespace -> guest: the tap hands the device TSO frames for the guest.
