@@ -3493,6 +3493,20 @@ static void nb_want_tx(netbe *be)
     pthread_mutex_unlock(&be->ev_lock);
 }
 
+/* A backend queued a frame. BATCH (nb_may_batch): its FLUSH event runs
+** at the end of this loop turn, made active once a turn (*ARMED, which
+** the flush clears). Otherwise the frame waits behind frames the socket
+** had no room for, until TX readiness. Called with the backend's lock. */
+static void nb_queued(netbe *be, int batch, struct event *flush, int *armed)
+{
+    if (!batch) {
+        nb_want_tx(be);
+    } else if (!*armed) {
+        *armed = 1;
+        event_active(flush, 0, 0);
+    }
+}
+
 int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
                netbe_cb cb, void *arg, char *err, size_t errlen)
 {
@@ -5163,12 +5177,7 @@ static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
     if (!stream_txq_room(p, len + 4))
         return -EAGAIN;
     stream_txq_add(p, iov, iovcnt, len);
-    if (!batch)
-        nb_want_tx(be);          /* behind records the socket has no room for */
-    else if (!p->flush_armed) {
-        p->flush_armed = 1;
-        event_active(p->flush_ev, 0, 0);
-    }
+    nb_queued(be, batch, p->flush_ev, &p->flush_armed);
     return (ssize_t)len;
 }
 
@@ -5519,12 +5528,7 @@ static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
         rc = -EAGAIN;
     else {
         dgram_txq_add(p, iov, iovcnt, len);
-        if (!batch)
-            nb_want_tx(be);      /* behind datagrams the socket has no room for */
-        else if (!p->flush_armed) {
-            p->flush_armed = 1;
-            event_active(p->flush_ev, 0, 0);
-        }
+        nb_queued(be, batch, p->flush_ev, &p->flush_armed);
     }
     pthread_mutex_unlock(&p->tx_lock);
     return rc;
