@@ -2473,34 +2473,82 @@ static void pol_push_ip(lua_State *L, const struct pol_pkt *pk, const uint8_t *i
     lua_pushstring(L, text);
 }
 
-/* Push field KEY of the packet, or nil when the frame does not carry it. */
+/* The view's fields. pol_view_field finds one by its length and first and
+** last characters (a switch, where a chain of strcmp cost more than the
+** rest of a one-line hook), then checks the whole name. */
+enum {
+    PV_LEN, PV_DIR, PV_DPORT, PV_SPORT, PV_PROTO, PV_ETHERTYPE, PV_VLAN, PV_TCP_FLAGS,
+    PV_ICMP_TYPE, PV_FAMILY, PV_SRC_MAC, PV_DST_MAC, PV_SRC_IP, PV_DST_IP, PV_BYTE,
+    PV_U16, PV_U32
+};
+static const char *const pol_view_names[] = {
+    "len", "dir", "dport", "sport", "proto", "ethertype", "vlan", "tcp_flags",
+    "icmp_type", "family", "src_mac", "dst_mac", "src_ip", "dst_ip", "byte", "u16", "u32"
+};
+
+#define PV_KEY(n, first, last) ((n) << 16 | (unsigned)(first) << 8 | (unsigned)(last))
+
+static int pol_view_field(const char *k, size_t n)
+{
+    int f;
+    if (n == 0 || n > 9)
+        return -1;
+    switch (PV_KEY(n, (unsigned char)k[0], (unsigned char)k[n - 1])) {
+    case PV_KEY(3, 'l', 'n'): f = PV_LEN; break;
+    case PV_KEY(3, 'd', 'r'): f = PV_DIR; break;
+    case PV_KEY(5, 'd', 't'): f = PV_DPORT; break;
+    case PV_KEY(5, 's', 't'): f = PV_SPORT; break;
+    case PV_KEY(5, 'p', 'o'): f = PV_PROTO; break;
+    case PV_KEY(9, 'e', 'e'): f = PV_ETHERTYPE; break;
+    case PV_KEY(4, 'v', 'n'): f = PV_VLAN; break;
+    case PV_KEY(9, 't', 's'): f = PV_TCP_FLAGS; break;
+    case PV_KEY(9, 'i', 'e'): f = PV_ICMP_TYPE; break;
+    case PV_KEY(6, 'f', 'y'): f = PV_FAMILY; break;
+    case PV_KEY(7, 's', 'c'): f = PV_SRC_MAC; break;
+    case PV_KEY(7, 'd', 'c'): f = PV_DST_MAC; break;
+    case PV_KEY(6, 's', 'p'): f = PV_SRC_IP; break;
+    case PV_KEY(6, 'd', 'p'): f = PV_DST_IP; break;
+    case PV_KEY(4, 'b', 'e'): f = PV_BYTE; break;
+    case PV_KEY(3, 'u', '6'): f = PV_U16; break;
+    case PV_KEY(3, 'u', '2'): f = PV_U32; break;
+    default: return -1;
+    }
+    return memcmp(k, pol_view_names[f], n) == 0 ? f : -1;
+}
+
+/* Push field KEY of the packet, or nil when the frame does not carry it.
+** Lua calls __index with the view itself, the only value with this
+** metatable (sandboxes have no getmetatable), so no check of it is due. */
 static int pol_view_index(lua_State *L)
 {
-    const struct pol_pkt *pk = pol_view_check(L)->pk;
-    const char *k = luaL_checkstring(L, 2);
-    unsigned h = pk->have;
-#define IS(s) (strcmp(k, s) == 0)
+    const struct pol_pkt *pk = ((struct pol_view *)lua_touserdata(L, 1))->pk;
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    unsigned h = pk ? pk->have : 0;
+    if (!pk)
+        luaL_error(L, "packet view used outside its hook call");
 #define INT_IF(bit, v) (h & (bit) ? lua_pushinteger(L, (v)) : lua_pushnil(L))
-    if (IS("len")) lua_pushinteger(L, (lua_Integer)pk->len);
-    else if (IS("dir")) lua_pushstring(L, pk->dir ? "from_guest" : "to_guest");
-    else if (IS("dport")) INT_IF(NETBE_M_DPORT, pk->dport);
-    else if (IS("sport")) INT_IF(NETBE_M_SPORT, pk->sport);
-    else if (IS("proto")) INT_IF(NETBE_M_PROTO, pk->proto);
-    else if (IS("ethertype")) INT_IF(NETBE_M_ETHERTYPE, pk->ethertype);
-    else if (IS("vlan")) INT_IF(pk->vlan != 0xffff ? NETBE_M_VLAN : 0, pk->vlan);
-    else if (IS("tcp_flags")) INT_IF(NETBE_M_TCP_FLAGS, pk->tcp_flags);
-    else if (IS("icmp_type")) INT_IF(NETBE_M_ICMP_TYPE, pk->icmp_type);
-    else if (IS("family")) INT_IF(NETBE_M_SRC_IP, pk->family);
-    else if (IS("src_mac")) h & NETBE_M_SRC_MAC ? pol_push_mac(L, pk->p + 6) : lua_pushnil(L);
-    else if (IS("dst_mac")) h & NETBE_M_DST_MAC ? pol_push_mac(L, pk->p) : lua_pushnil(L);
-    else if (IS("src_ip")) h & NETBE_M_SRC_IP ? pol_push_ip(L, pk, pk->src_ip) : lua_pushnil(L);
-    else if (IS("dst_ip")) h & NETBE_M_DST_IP ? pol_push_ip(L, pk, pk->dst_ip) : lua_pushnil(L);
-    else if (IS("byte")) lua_pushvalue(L, lua_upvalueindex(2));
-    else if (IS("u16")) lua_pushvalue(L, lua_upvalueindex(3));
-    else if (IS("u32")) lua_pushvalue(L, lua_upvalueindex(4));
-    else lua_pushnil(L);
+    switch (k ? pol_view_field(k, n) : -1) {
+    case PV_LEN: lua_pushinteger(L, (lua_Integer)pk->len); break;
+    case PV_DIR: lua_pushstring(L, pk->dir ? "from_guest" : "to_guest"); break;
+    case PV_DPORT: INT_IF(NETBE_M_DPORT, pk->dport); break;
+    case PV_SPORT: INT_IF(NETBE_M_SPORT, pk->sport); break;
+    case PV_PROTO: INT_IF(NETBE_M_PROTO, pk->proto); break;
+    case PV_ETHERTYPE: INT_IF(NETBE_M_ETHERTYPE, pk->ethertype); break;
+    case PV_VLAN: INT_IF(pk->vlan != 0xffff ? NETBE_M_VLAN : 0, pk->vlan); break;
+    case PV_TCP_FLAGS: INT_IF(NETBE_M_TCP_FLAGS, pk->tcp_flags); break;
+    case PV_ICMP_TYPE: INT_IF(NETBE_M_ICMP_TYPE, pk->icmp_type); break;
+    case PV_FAMILY: INT_IF(NETBE_M_SRC_IP, pk->family); break;
+    case PV_SRC_MAC: h & NETBE_M_SRC_MAC ? pol_push_mac(L, pk->p + 6) : lua_pushnil(L); break;
+    case PV_DST_MAC: h & NETBE_M_DST_MAC ? pol_push_mac(L, pk->p) : lua_pushnil(L); break;
+    case PV_SRC_IP: h & NETBE_M_SRC_IP ? pol_push_ip(L, pk, pk->src_ip) : lua_pushnil(L); break;
+    case PV_DST_IP: h & NETBE_M_DST_IP ? pol_push_ip(L, pk, pk->dst_ip) : lua_pushnil(L); break;
+    case PV_BYTE: lua_pushvalue(L, lua_upvalueindex(2)); break;
+    case PV_U16: lua_pushvalue(L, lua_upvalueindex(3)); break;
+    case PV_U32: lua_pushvalue(L, lua_upvalueindex(4)); break;
+    default: lua_pushnil(L);
+    }
 #undef INT_IF
-#undef IS
     return 1;
 }
 
@@ -2573,9 +2621,10 @@ static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct 
     h->sb->state = 0;
     h->view->pk = NULL;
     if (rc == LUA_OK) {
-        size_t n;
-        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-        if (lua_isnil(L, -1))
+        size_t n = 0;
+        /* A number result becomes a string here, and is no verdict either. */
+        const char *s = lua_tolstring(L, -1, &n);
+        if (!s && lua_isnil(L, -1))
             verdict = -1;
         else if (s && n == 4 && memcmp(s, "pass", 4) == 0)
             verdict = NETBE_PASS;
@@ -3166,8 +3215,13 @@ struct nb_ops {
     int (*check)(netbe_config *cfg, char *err, size_t errlen);
     int (*open)(netbe *be, const netbe_config *cfg, char *err, size_t errlen);
     void (*close)(netbe *be);
-    /* Returns bytes taken, -EAGAIN (arm TX readiness first), or -errno. */
+    /* Returns bytes taken, -EAGAIN (arm TX readiness first), or -errno.
+    ** A backend may queue a frame when nb_may_batch says so. */
     ssize_t (*send)(netbe *be, const struct iovec *iov, int iovcnt);
+    /* Write out what send queued: 0 when all went, -EAGAIN when the
+    ** descriptor is full (the core waits for TX readiness and calls it
+    ** again before it reports NETBE_EV_TX). May be NULL. */
+    int (*flush)(netbe *be);
     /* Returns frame length, 0 when nothing is waiting, or -errno. */
     ssize_t (*recv)(netbe *be, const struct iovec *iov, int iovcnt);
     uint64_t (*get_cap)(netbe *be);
@@ -3371,10 +3425,27 @@ int netbe_config_check(netbe_config *cfg, char *err, size_t errlen)
     return rc;
 }
 
+/* The event base whose netbe callback this thread runs, or NULL. While it
+** is a backend's own base, the loop runs on this thread and reaches the
+** backend's flush event before it waits again, so a send may wait in a
+** batch until then. Anywhere else (another thread, a caller running no
+** loop) a send goes out at once. */
+static _Thread_local struct event_base *nb_turn_base;
+
+/* True when a frame sent to BE now may wait for the end of the loop turn. */
+static int nb_may_batch(netbe *be)
+{
+    return nb_turn_base == be->base;
+}
+
 static void nb_fire(netbe *be, int events)
 {
-    if (be->cb)
-        be->cb(be, events, be->cb_arg);
+    if (!be->cb)
+        return;
+    struct event_base *outer = nb_turn_base;
+    nb_turn_base = be->base;
+    be->cb(be, events, be->cb_arg);
+    nb_turn_base = outer;
 }
 
 static void nb_on_rx(evutil_socket_t fd, short what, void *arg)
@@ -3383,11 +3454,17 @@ static void nb_on_rx(evutil_socket_t fd, short what, void *arg)
 }
 
 static int nb_sw_tx_drain(netbe *be, struct nb_sw_tx *tx);
+static void nb_want_tx(netbe *be);
 
-/* Segments left waiting go first; the frontend hears only once they went. */
+/* Frames the backend queued, then segments left waiting, go first; the
+** frontend hears only once they went. */
 static void nb_on_tx(evutil_socket_t fd, short what, void *arg)
 {
     netbe *be = arg;
+    if (be->ops->flush && be->ops->flush(be) == -EAGAIN) {
+        nb_want_tx(be);
+        return;
+    }
     if (be->sw_tx && nb_sw_tx_drain(be, be->sw_tx) < 0)
         return;
     nb_fire(be, NETBE_EV_TX);
@@ -3462,6 +3539,20 @@ static void nb_free(netbe *be)
     pthread_mutex_destroy(&be->ev_lock);
     free(be->name);
     free(be);
+}
+
+/* A backend queued a frame. BATCH (nb_may_batch): its FLUSH event runs
+** at the end of this loop turn, made active once a turn (*ARMED, which
+** the flush clears). Otherwise the frame waits behind frames the socket
+** had no room for, until TX readiness. Called with the backend's lock. */
+static void nb_queued(netbe *be, int batch, struct event *flush, int *armed)
+{
+    if (!batch) {
+        nb_want_tx(be);
+    } else if (!*armed) {
+        *armed = 1;
+        event_active(flush, 0, 0);
+    }
 }
 
 int netbe_open(netbe **bep, const netbe_config *cfg_in, struct event_base *base,
@@ -3566,6 +3657,8 @@ void netbe_close(netbe *be)
 {
     if (!be)
         return;
+    if (be->ops->flush)
+        be->ops->flush(be);
     nb_watch_fd(be, -1);
     be->ops->close(be);
     if (be->sw_tx)
@@ -4865,6 +4958,12 @@ static int nb_socket_for(const struct nb_addr *a, int type)
 static const char *const stream_keys[] = {"listen", "connect", "reconnect", NULL};
 
 #define STREAM_RXBUF (4 * (NETBE_MAX_FRAME + 4))
+/* Sending, records wait in a queue while a netbe callback runs on the
+** loop's thread (nb_may_batch) and go out in one write at the end of its
+** turn, or before a record that would take the queue past STREAM_TXBATCH
+** bytes. The queue holds a batch and one more record of any length. */
+#define STREAM_TXBATCH (64 * 1024)
+#define STREAM_TXQ (STREAM_TXBATCH + NETBE_MAX_FRAME + 4)
 /* Loopback and UNIX peers answer at once; a host that has answered
 ** neither a SYN nor its resends 1, 3 and 7 s later is not there. */
 #define STREAM_CONNECT_TIMEOUT 10
@@ -4880,9 +4979,12 @@ struct stream_priv {
     struct netbe_unix_id bound;  /* the listener's UNIX socket, once bound */
     struct event *accept_ev, *retry_ev, *conn_ev;
     unsigned reconnect;          /* seconds, 0 = never */
-    pthread_mutex_t tx_lock;     /* serializes senders and the pending tail */
-    uint8_t *txbuf;              /* unsent tail of a partially written frame */
-    size_t tx_off, tx_len;
+    pthread_mutex_t tx_lock;     /* serializes senders and the queue */
+    uint8_t *txq;                /* records not yet written, whole or in part */
+    size_t tx_rec;               /* where the first record not wholly written starts */
+    size_t tx_off, tx_len;       /* bytes written up to tx_off, queued up to tx_len */
+    struct event *flush_ev;      /* the end of the loop turn: write the queue */
+    int flush_armed;             /* flush_ev is active */
     uint8_t *rxbuf;
     size_t rx_head, rx_tail;
 };
@@ -4904,6 +5006,25 @@ static int stream_check(netbe_config *cfg, char *err, size_t errlen)
 
 static void stream_connect_later(netbe *be);
 
+/* Records from OFF to END of the queue. */
+static uint64_t stream_txq_records(const struct stream_priv *p, size_t off, size_t end)
+{
+    uint64_t n = 0;
+    for (uint32_t be32; off + 4 <= end; n++) {
+        memcpy(&be32, p->txq + off, 4);
+        off += 4 + ntohl(be32);
+    }
+    return n;
+}
+
+/* Empty the queue; the records not wholly written count as dropped.
+** Called with tx_lock held. */
+static void stream_txq_drop(netbe *be, struct stream_priv *p)
+{
+    nb_count(&be->st.tx_drops, stream_txq_records(p, p->tx_rec, p->tx_len));
+    p->tx_rec = p->tx_off = p->tx_len = 0;
+}
+
 /* The peer is gone: drop the connection and wait for the next. */
 static void stream_drop_peer(netbe *be)
 {
@@ -4913,13 +5034,91 @@ static void stream_drop_peer(netbe *be)
     if (p->fd >= 0)
         close(p->fd);
     p->fd = -1;
-    p->tx_len = p->tx_off = 0;
+    stream_txq_drop(be, p);
     p->rx_head = p->rx_tail = 0;
     pthread_mutex_unlock(&p->tx_lock);
     if (p->accept_ev)
         event_add(p->accept_ev, NULL);
     else
         stream_connect_later(be);
+}
+
+/* Move tx_rec past the records written whole. */
+static void stream_txq_written(struct stream_priv *p)
+{
+    uint32_t be32;
+    while (p->tx_rec + 4 <= p->tx_off) {
+        memcpy(&be32, p->txq + p->tx_rec, 4);
+        size_t end = p->tx_rec + 4 + ntohl(be32);
+        if (end > p->tx_off)
+            break;
+        p->tx_rec = end;
+    }
+}
+
+/* Room for NEED more bytes at the queue's end, once the records not
+** written whole move to its start. */
+static int stream_txq_room(struct stream_priv *p, size_t need)
+{
+    if (p->tx_len + need <= STREAM_TXQ)
+        return 1;
+    stream_txq_written(p);
+    memmove(p->txq, p->txq + p->tx_rec, p->tx_len - p->tx_rec);
+    p->tx_off -= p->tx_rec;
+    p->tx_len -= p->tx_rec;
+    p->tx_rec = 0;
+    return p->tx_len + need <= STREAM_TXQ;
+}
+
+/* Queue the record of the LEN-byte frame in IOV; there is room. */
+static void stream_txq_add(struct stream_priv *p, const struct iovec *iov, int iovcnt,
+                           size_t len)
+{
+    uint32_t be32 = htonl((uint32_t)len);
+    memcpy(p->txq + p->tx_len, &be32, 4);
+    nb_iov_to_buf(iov, iovcnt, 0, p->txq + p->tx_len + 4, len);
+    p->tx_len += len + 4;
+}
+
+/* Write the queue: one send() for all its records. Returns 0 when all
+** went, -EAGAIN when the socket is full (the rest waits, cut anywhere:
+** the bytes stay in order, so records stay whole in the stream), or
+** -ENOTCONN when the peer is gone (what waited is dropped and counted).
+** Called with tx_lock held. */
+static int stream_txq_write(netbe *be, struct stream_priv *p)
+{
+    while (p->tx_off < p->tx_len) {
+        ssize_t n = send(p->fd, p->txq + p->tx_off, p->tx_len - p->tx_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EWOULDBLOCK)
+            return -EAGAIN;
+        if (n < 0) {
+            stream_txq_drop(be, p);
+            return -ENOTCONN;
+        }
+        p->tx_off += (size_t)n;
+    }
+    p->tx_rec = p->tx_off = p->tx_len = 0;
+    return 0;
+}
+
+/* The ops' flush, at the end of a loop turn and on TX readiness. */
+static int stream_flush(netbe *be)
+{
+    struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    pthread_mutex_lock(&p->tx_lock);
+    p->flush_armed = 0;
+    int rc = p->fd >= 0 ? stream_txq_write(be, p) : 0;
+    pthread_mutex_unlock(&p->tx_lock);
+    return rc == -EAGAIN ? rc : 0;
+}
+
+static void stream_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    if (stream_flush(arg) == -EAGAIN)
+        nb_want_tx(arg);
 }
 
 static void stream_use_fd(netbe *be, int fd)
@@ -5094,8 +5293,11 @@ static void stream_close(netbe *be)
         if (p->addr.family == AF_UNIX)
             netbe_unix_release(((struct sockaddr_un *)&p->addr.sa)->sun_path, &p->bound);
     }
+    if (p->flush_ev)
+        event_free(p->flush_ev);
+    stream_txq_drop(be, p);
     pthread_mutex_destroy(&p->tx_lock);
-    free(p->txbuf);
+    free(p->txq);
     free(p->rxbuf);
 }
 
@@ -5110,11 +5312,12 @@ static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t err
     if (r)
         nb_parse_uint(r, 0, 86400, &secs);
     p->reconnect = (unsigned)secs;
-    p->txbuf = malloc(NETBE_MAX_FRAME + 4);
+    p->txq = malloc(STREAM_TXQ);
     p->rxbuf = malloc(STREAM_RXBUF);
     p->retry_ev = evtimer_new(be->base, stream_on_retry, be);
     p->conn_ev = evtimer_new(be->base, stream_on_connect, be);
-    int rc = !p->txbuf || !p->rxbuf || !p->retry_ev || !p->conn_ev ?
+    p->flush_ev = event_new(be->base, -1, 0, stream_on_flush, be);
+    int rc = !p->txq || !p->rxbuf || !p->retry_ev || !p->conn_ev || !p->flush_ev ?
              NB_ERR(ENOMEM, "out of memory") :
              nb_parse_addr(l ? "listen" : "connect", l ? l : c, l != NULL, &p->addr,
                            err, errlen);
@@ -5132,35 +5335,11 @@ static int stream_open(netbe *be, const netbe_config *cfg, char *err, size_t err
     return rc;
 }
 
-/* Write the pending tail; returns 0 when all is out, -EAGAIN or -errno. */
-static int stream_flush(struct stream_priv *p)
+/* Send the record of the LEN-byte frame in IOV at once, without a copy;
+** a short write queues the rest for TX readiness. Queue empty. */
+static ssize_t stream_send_now(netbe *be, struct stream_priv *p, const struct iovec *iov,
+                               int iovcnt, size_t len)
 {
-    while (p->tx_off < p->tx_len) {
-        ssize_t n = send(p->fd, p->txbuf + p->tx_off, p->tx_len - p->tx_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0)
-            return errno == EWOULDBLOCK ? -EAGAIN : errno == EINTR ? 0 : -errno;
-        p->tx_off += (size_t)n;
-    }
-    p->tx_off = p->tx_len = 0;
-    return 0;
-}
-
-/* Send the length and frame; a short write keeps the tail for later, so a
-** frame is never cut in the stream. Called with tx_lock held. */
-static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
-                                  const struct iovec *iov, int iovcnt)
-{
-    if (p->fd < 0)
-        return -ENOTCONN;
-    if (p->tx_len) {
-        int rc = stream_flush(p);
-        if (rc < 0)
-            return rc;
-    }
-    size_t len = nb_iov_len(iov, iovcnt);
-    if (len > NETBE_MAX_FRAME)
-        return -EMSGSIZE;
     uint32_t be32 = htonl((uint32_t)len);
     struct iovec v[iovcnt + 1];
     v[0].iov_base = &be32;
@@ -5174,11 +5353,36 @@ static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
         return errno == EPIPE || errno == ECONNRESET ? -ENOTCONN : -errno;
     }
     if ((size_t)n < len + 4) {
-        memcpy(p->txbuf, &be32, 4);
-        nb_iov_to_buf(iov, iovcnt, 0, p->txbuf + 4, len);
+        stream_txq_add(p, iov, iovcnt, len);
         p->tx_off = (size_t)n;
-        p->tx_len = len + 4;
+        nb_want_tx(be);
     }
+    return (ssize_t)len;
+}
+
+/* Queue the frame's record when batching (nb_may_batch), writing the
+** queue first when the record would take it past STREAM_TXBATCH; else
+** write what waits, then the frame. A frame that finds no room is not
+** taken (-EAGAIN). Called with tx_lock held. */
+static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
+                                  const struct iovec *iov, int iovcnt)
+{
+    if (p->fd < 0)
+        return -ENOTCONN;
+    size_t len = nb_iov_len(iov, iovcnt);
+    if (len > NETBE_MAX_FRAME)
+        return -EMSGSIZE;
+    int batch = nb_may_batch(be);
+    if (p->tx_off < p->tx_len &&
+        (!batch || p->tx_len - p->tx_off + len + 4 > STREAM_TXBATCH) &&
+        stream_txq_write(be, p) == -ENOTCONN)
+        return -ENOTCONN;
+    if (!batch && p->tx_off == p->tx_len)
+        return stream_send_now(be, p, iov, iovcnt, len);
+    if (!stream_txq_room(p, len + 4))
+        return -EAGAIN;
+    stream_txq_add(p, iov, iovcnt, len);
+    nb_queued(be, batch, p->flush_ev, &p->flush_armed);
     return (ssize_t)len;
 }
 
@@ -5257,7 +5461,7 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
 static const struct nb_ops nb_stream = {
     .prefix = "stream", .keys = stream_keys, .priv_size = sizeof(struct stream_priv),
     .check = stream_check, .open = stream_open, .close = stream_close,
-    .send = stream_send, .recv = stream_recv, .mtu_drop = 1,
+    .send = stream_send, .flush = stream_flush, .recv = stream_recv, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -5271,11 +5475,33 @@ static const struct nb_ops nb_stream = {
 
 static const char *const dgram_keys[] = {"local", "remote", NULL};
 
+/* Datagrams move DGRAM_BATCH at a time: sendmmsg writes the ones queued
+** while a netbe callback runs on the loop's thread (nb_may_batch) at the
+** end of its turn, or once DGRAM_BATCH of them or DGRAM_TXBATCH bytes
+** wait; recvmmsg reads up to DGRAM_BATCH into slots of the largest
+** datagram a frame fits in, handed out one per receive. */
+#define DGRAM_BATCH 32
+#define DGRAM_TXBATCH (64 * 1024)
+#define DGRAM_TXQ (DGRAM_TXBATCH + NETBE_MAX_FRAME)
+#define DGRAM_SLOT (NETBE_MAX_FRAME + 1)
+
 struct dgram_priv {
     int fd;                      /* first: sock_send_msg reads it */
     struct netbe_unix_id bound;  /* a UNIX local= socket, once bound */
     int connected;               /* to remote; a UNIX peer may bind after us */
     struct nb_addr local, remote;
+    pthread_mutex_t tx_lock;     /* serializes senders and the queue */
+    uint8_t *txq;                /* queued datagrams, back to back */
+    size_t tx_bytes;
+    int tx_first, tx_n;          /* datagrams written, queued */
+    struct iovec tx_iov[DGRAM_BATCH];
+    struct mmsghdr tx_msg[DGRAM_BATCH];
+    struct event *flush_ev;      /* the end of the loop turn: write the queue */
+    int flush_armed;
+    uint8_t *rx_slots;           /* DGRAM_BATCH slots of DGRAM_SLOT bytes */
+    int rx_next, rx_n;           /* the next datagram to hand out, read */
+    struct iovec rx_iov[DGRAM_BATCH];
+    struct mmsghdr rx_msg[DGRAM_BATCH];
 };
 
 static int dgram_check(netbe_config *cfg, char *err, size_t errlen)
@@ -5339,6 +5565,93 @@ static int dgram_connect(struct dgram_priv *p)
     return ok ? 0 : -e;
 }
 
+/* What is still queued counts as dropped (netbe_close flushed first). */
+static void dgram_close(netbe *be)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    close(p->fd);
+    if (p->local.family == AF_UNIX)
+        netbe_unix_release(((struct sockaddr_un *)&p->local.sa)->sun_path, &p->bound);
+    nb_count(&be->st.tx_drops, (uint64_t)(p->tx_n - p->tx_first));
+    if (p->flush_ev)
+        event_free(p->flush_ev);
+    pthread_mutex_destroy(&p->tx_lock);
+    free(p->txq);
+    free(p->rx_slots);
+}
+
+/* Whether a send failing with E drops the datagram as a single send's
+** drop would be counted: a peer that is not there, or refused for size. */
+static int dgram_refused(int e)
+{
+    return e == ENOTCONN || e == ECONNREFUSED || e == EDESTADDRREQ || e == EMSGSIZE ||
+           e == ENOENT || e == ENOBUFS;
+}
+
+/* Write the queue with sendmmsg. Returns 0 when all went, or -EAGAIN
+** when the socket is full (the rest waits). A datagram the peer is not
+** there for, or too large for the socket, is dropped and counted, as a
+** single send would have been; a UNIX peer that went is connected again
+** once first. Called with tx_lock held. */
+static int dgram_txq_write(netbe *be, struct dgram_priv *p)
+{
+    int reconnected = 0;
+    while (p->tx_first < p->tx_n) {
+        int n = sendmmsg(p->fd, p->tx_msg + p->tx_first, (unsigned)(p->tx_n - p->tx_first),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p->tx_first += n;
+            continue;
+        }
+        int e = n < 0 ? errno : EIO;
+        if (e == EINTR)
+            continue;
+        if (e == EWOULDBLOCK)
+            return -EAGAIN;
+        if (!reconnected && p->remote.family == AF_UNIX && dgram_refused(e) &&
+            dgram_connect(p) == 0) {
+            reconnected = 1;
+            continue;
+        }
+        nb_count(dgram_refused(e) ? &be->st.tx_drops : &be->st.tx_errors, 1);
+        p->tx_first++;
+    }
+    p->tx_first = p->tx_n = 0;
+    p->tx_bytes = 0;
+    return 0;
+}
+
+/* Queue the LEN-byte frame in IOV; there is room. */
+static void dgram_txq_add(struct dgram_priv *p, const struct iovec *iov, int iovcnt,
+                          size_t len)
+{
+    uint8_t *d = p->txq + p->tx_bytes;
+    nb_iov_to_buf(iov, iovcnt, 0, d, len);
+    p->tx_iov[p->tx_n] = (struct iovec){d, len};
+    memset(&p->tx_msg[p->tx_n], 0, sizeof p->tx_msg[0]);
+    p->tx_msg[p->tx_n].msg_hdr.msg_iov = &p->tx_iov[p->tx_n];
+    p->tx_msg[p->tx_n].msg_hdr.msg_iovlen = 1;
+    p->tx_n++;
+    p->tx_bytes += len;
+}
+
+/* The ops' flush, at the end of a loop turn and on TX readiness. */
+static int dgram_flush(netbe *be)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    pthread_mutex_lock(&p->tx_lock);
+    p->flush_armed = 0;
+    int rc = dgram_txq_write(be, p);
+    pthread_mutex_unlock(&p->tx_lock);
+    return rc;
+}
+
+static void dgram_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    if (dgram_flush(arg) == -EAGAIN)
+        nb_want_tx(arg);
+}
+
 static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
@@ -5364,30 +5677,35 @@ static int dgram_open(netbe *be, const netbe_config *cfg, char *err, size_t errl
     }
     if (p->local.family == AF_UNIX)
         netbe_unix_mark(path, &p->bound);
+    pthread_mutex_init(&p->tx_lock, NULL);
+    p->txq = malloc(DGRAM_TXQ);
+    p->rx_slots = malloc((size_t)DGRAM_BATCH * DGRAM_SLOT);
+    p->flush_ev = event_new(be->base, -1, 0, dgram_on_flush, be);
+    if (!p->txq || !p->rx_slots || !p->flush_ev) {
+        dgram_close(be);
+        return NB_ERR(ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < DGRAM_BATCH; i++) {
+        p->rx_iov[i] = (struct iovec){p->rx_slots + (size_t)i * DGRAM_SLOT, DGRAM_SLOT};
+        p->rx_msg[i].msg_hdr.msg_iov = &p->rx_iov[i];
+        p->rx_msg[i].msg_hdr.msg_iovlen = 1;
+    }
     /* A UNIX peer may bind after us; dgram_send connects then. */
     rc = dgram_connect(p);
     if (rc < 0 && ra->family != AF_UNIX) {
-        close(p->fd);
+        dgram_close(be);
         return NB_ERR(-rc, "dgram: cannot use remote=%s: %s", ra->text, strerror(-rc));
     }
     sock_grow_buffers(p->fd, 4 << 20);
     return nb_watch_fd(be, p->fd);
 }
 
-static void dgram_close(netbe *be)
+/* One datagram at once. A UNIX peer absent at open, or gone and maybe
+** back (a new socket at its path), is connected when a send finds it
+** gone; frames sent while nobody is there are dropped (-ENOTCONN). */
+static ssize_t dgram_send_now(netbe *be, struct dgram_priv *p, const struct iovec *iov,
+                              int iovcnt)
 {
-    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
-    close(p->fd);
-    if (p->local.family == AF_UNIX)
-        netbe_unix_release(((struct sockaddr_un *)&p->local.sa)->sun_path, &p->bound);
-}
-
-/* Connect to a UNIX peer that was absent at open, or that went and may
-** have come back (a new socket at its path) when a send finds it gone.
-** Frames sent while nobody is there are dropped (-ENOTCONN, counted). */
-static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
-{
-    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
     if (!__atomic_load_n(&p->connected, __ATOMIC_ACQUIRE) && dgram_connect(p) < 0)
         return -ENOTCONN;
     ssize_t n = sock_send_msg(be, iov, iovcnt);
@@ -5396,10 +5714,67 @@ static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
     return n;
 }
 
+/* Queue the frame when batching (nb_may_batch), writing the queue first
+** when it is full; else write what waits, then the frame. A frame that
+** finds no room is not taken (-EAGAIN). */
+static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    size_t len = nb_iov_len(iov, iovcnt);
+    int batch = nb_may_batch(be);
+    ssize_t rc = (ssize_t)len;
+    pthread_mutex_lock(&p->tx_lock);
+    if (p->tx_first < p->tx_n &&
+        (!batch || p->tx_n == DGRAM_BATCH || p->tx_bytes + len > DGRAM_TXBATCH))
+        dgram_txq_write(be, p);
+    if (!batch && p->tx_first == p->tx_n)
+        rc = dgram_send_now(be, p, iov, iovcnt);
+    else if (p->tx_n == DGRAM_BATCH || p->tx_bytes + len > DGRAM_TXQ)
+        rc = -EAGAIN;
+    else {
+        dgram_txq_add(p, iov, iovcnt, len);
+        nb_queued(be, batch, p->flush_ev, &p->flush_armed);
+    }
+    pthread_mutex_unlock(&p->tx_lock);
+    return rc;
+}
+
+/* Hand out the next datagram read, reading up to DGRAM_BATCH with one
+** recvmmsg when none is left. Returns its real length (MSG_TRUNC: a
+** longer one than a slot is dropped by the core as oversize). */
+static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    while (p->rx_next == p->rx_n) {
+        int n = recvmmsg(p->fd, p->rx_msg, DGRAM_BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
+        if (n > 0) {
+            p->rx_next = 0;
+            p->rx_n = n;
+        } else if (n == 0 || errno == EWOULDBLOCK) {
+            return -EAGAIN;
+        } else if (errno != ECONNREFUSED && errno != EINTR) {
+            /* A connected UDP socket reports a past ICMP unreachable. */
+            return -errno;
+        }
+    }
+    int i = p->rx_next++;
+    size_t len = p->rx_msg[i].msg_len;
+    size_t room = nb_iov_len(iov, iovcnt), have = len < DGRAM_SLOT ? len : DGRAM_SLOT;
+    nb_buf_to_iov(p->rx_iov[i].iov_base, have < room ? have : room, iov, iovcnt, 0);
+    return (ssize_t)len;
+}
+
+static int dgram_rx_pending(netbe *be)
+{
+    struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
+    return p->rx_next < p->rx_n;
+}
+
 static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
-    .send = dgram_send, .recv = sock_recv_msg, .mtu_drop = 1,
+    .send = dgram_send, .flush = dgram_flush, .recv = dgram_recv,
+    .rx_pending = dgram_rx_pending, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -8146,10 +8521,14 @@ static void wire_pump(struct netbe_wire *w, struct wire_dir *d)
     event_active(d->resume, 0, 0);
 }
 
+/* A turn of the loop as nb_fire's: what the pump sends may be batched. */
 static void wire_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct wire_dir *d = arg;
+    struct event_base *outer = nb_turn_base;
+    nb_turn_base = d->from->base;
     wire_pump(d->wire, d);
+    nb_turn_base = outer;
 }
 
 static void wire_on_event(netbe *be, int events, void *arg)

@@ -267,7 +267,20 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg);
 ** the segments, the frame still counts as taken and the rest go out, in
 ** order, before any later frame (a segment the backend refuses, over the
 ** MTU say, is counted and skipped). Safe to call from one thread other
-** than the event_base's while that thread runs the loop. */
+** than the event_base's while that thread runs the loop.
+** Batches (stream, dgram): a frame sent from inside a netbe callback of
+** BE's event base (a NETBE_EV_RX or NETBE_EV_TX handler, a wire) is
+** queued and counted as taken, and the queue goes out in one write
+** (stream) or one sendmmsg (dgram) when the callbacks of this loop turn
+** are done, before the loop waits again, or earlier once 64 KiB (dgram:
+** also 32 frames) wait. So a frame waits at most for the rest of the
+** current loop turn. A frame sent from anywhere else (another thread, a
+** caller running no loop, an event of the embedder's own) goes out at
+** once, behind what is queued, as without batches. What the socket has
+** no room for waits, records whole and in order, for TX readiness;
+** -EAGAIN comes only when the queue (64 KiB and one largest frame) is
+** full. netbe_close writes what the socket takes and counts the rest in
+** tx_drops, as it does for frames queued when a stream peer goes away. */
 ssize_t netbe_send(netbe *be, const struct iovec *iov, int iovcnt);
 
 /* For frontends that never retry a send (bhyve's pci_virtio_net.c hands a

@@ -7,6 +7,10 @@
 ** every candidate is tested (the worst case for first-match).
 ** Time is this thread's CPU time, so other work on the machine inflates
 ** the figures less. Prints one line per case: "rules=N ns_per_packet=X".
+** "policy_bench count CASE ROUNDS" (CASE 0 or lua) instead evaluates the
+** batch ROUNDS times in eval_rounds and prints "packets=N", for counting
+** the instructions per packet under callgrind
+** (--collect-atstart=no --toggle-collect=eval_rounds).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,15 +122,22 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Not inlined: callgrind counts what runs inside it. */
+__attribute__((noinline)) static void eval_rounds(netbe_policy *p, const struct frame *f,
+                                                  int nf, int rounds)
+{
+    for (int it = 0; it < rounds; it++)
+        for (int i = 0; i < nf; i++)
+            netbe_policy_eval(p, f[i].dir, f[i].b, f[i].n, 1);
+}
+
 static double ns_per_packet(netbe_policy *p, const struct frame *f, int nf)
 {
     double best = 1e9;
     for (int round = 0; round < 5; round++) {
         int iters = 20000;
         double t0 = now();
-        for (int it = 0; it < iters; it++)
-            for (int i = 0; i < nf; i++)
-                netbe_policy_eval(p, f[i].dir, f[i].b, f[i].n, 1);
+        eval_rounds(p, f, nf, iters);
         double ns = (now() - t0) * 1e9 / ((double)iters * nf);
         if (ns < best)
             best = ns;
@@ -134,10 +145,25 @@ static double ns_per_packet(netbe_policy *p, const struct frame *f, int nf)
     return best;
 }
 
-int main(void)
+/* "count CASE ROUNDS": one run of eval_rounds, for callgrind. */
+static int count_run(const struct frame *f, int nf, const char *which, int rounds)
+{
+    netbe_policy *p = rules(strcmp(which, "lua") == 0 ? 1 : 0, strcmp(which, "lua") == 0);
+    if (!p)
+        return 1;
+    eval_rounds(p, f, nf, 1);    /* the first call warms the hook's state */
+    eval_rounds(p, f, nf, rounds);
+    printf("packets=%d\n", rounds * nf);
+    netbe_policy_free(p);
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     static struct frame f[64];
     int nf = make_frames(f);
+    if (argc == 4 && strcmp(argv[1], "count") == 0)
+        return count_run(f, nf, argv[2], atoi(argv[3]));
     static const int counts[] = {0, 10, 100, 1000};
     for (int i = 0; i < 4; i++) {
         netbe_policy *p = rules(counts[i], 0);
