@@ -4178,7 +4178,22 @@ static const struct nb_ops nb_pair = {
 ** /dev/ngdN are plain frame devices; the link of a tap or vmnet is brought
 ** up through its descriptor, as bhyve does; ngd is an ng_device node, not an
 ** interface, so the link-up step is skipped (bhyve does the same).
+**
+** A Linux tap may live in another network namespace (netns=PATH, and
+** userns=PATH to join that namespace's user namespace first, as
+** slirp4netns does). The kernel puts a tun interface in the namespace of
+** whoever opened /dev/net/tun, and an ioctl socket acts in the namespace
+** it was made in; after that both work from any namespace. So a forked
+** child enters the namespaces, opens the two descriptors and passes them
+** back over a socketpair (SCM_RIGHTS); the embedder's threads never change
+** namespace. A child rather than a short-lived thread because a process
+** with more than one thread may not join a user namespace, and the child
+** runs nothing but system calls, which is what a child of a threaded
+** process may safely do.
 */
+
+/* Keys a tap takes beyond the common ones. */
+static const char *const tap_keys[] = {"netns", "userns", NULL};
 
 struct tap_priv {
     int fd;
@@ -4236,12 +4251,163 @@ static int tap_take_name(netbe *be, const char *ifname, char *err, size_t errlen
 
 #ifdef __linux__
 
-/* Bring interface NAME up and set its MTU when one was configured. */
-static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
+#include <sched.h>
+#include <sys/wait.h>
+
+/* netns= and userns= are host paths: they need the files permission, and
+** are resolved whole (an ip-netns file in /run/netns resolves; a
+** /proc/PID/ns link does not, so it needs the directory "/"). */
+static int tap_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *netns = netbe_config_get(cfg, "netns");
+    const char *userns = netbe_config_get(cfg, "userns");
+    if (userns && !netns)
+        return NB_ERR(EINVAL, "tap: userns= needs netns= (the user namespace is joined "
+                      "to enter the network namespace)");
+    if (netns)
+        nb_config_use(cfg, NETBE_ALLOW_FILES, "netns", netns, 1);
+    if (userns)
+        nb_config_use(cfg, NETBE_ALLOW_FILES, "userns", userns, 1);
+    return 0;
+}
+
+/* What the namespace child reports: the step that failed and its errno,
+** or {0, 0} with the two descriptors attached. */
+struct tap_ns_reply {
+    int step, err;
+};
+enum { TAP_NS_USERNS = 1, TAP_NS_NETNS, TAP_NS_TUN, TAP_NS_SOCKET, TAP_NS_SEND };
+
+/* In the child: only system calls, then _exit. */
+static void tap_ns_child(int sock, int userfd, int netfd)
+{
+    struct tap_ns_reply r = {0, 0};
+    int fds[2] = {-1, -1};
+    if (userfd >= 0 && setns(userfd, CLONE_NEWUSER) < 0)
+        r.step = TAP_NS_USERNS;
+    else if (setns(netfd, CLONE_NEWNET) < 0)
+        r.step = TAP_NS_NETNS;
+    else if ((fds[0] = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
+        r.step = TAP_NS_TUN;
+    else if ((fds[1] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+        r.step = TAP_NS_SOCKET;
+    if (r.step)
+        r.err = errno;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof fds)];
+    } ctl;
+    struct iovec v = {&r, sizeof r};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    if (!r.step) {
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof ctl.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof fds);
+        memcpy(CMSG_DATA(c), fds, sizeof fds);
+    }
+    _exit(sendmsg(sock, &m, MSG_NOSIGNAL) == (ssize_t)sizeof r ? 0 : 1);
+}
+
+/* Read the child's reply from SOCK into FDS (both -1 unless it succeeded). */
+static int tap_ns_receive(netbe *be, int sock, int fds[2], char *err, size_t errlen)
+{
+    static const char *const what[] = {"", "cannot join the user namespace",
+                                       "cannot join the network namespace",
+                                       "cannot open /dev/net/tun in the namespace",
+                                       "cannot make a socket in the namespace"};
+    struct tap_ns_reply r;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } ctl;
+    struct iovec v = {&r, sizeof r};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    ssize_t n;
+    do
+        n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    struct cmsghdr *c = n == (ssize_t)sizeof r ? CMSG_FIRSTHDR(&m) : NULL;
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(2 * sizeof(int)) && r.step == 0) {
+        memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+        return 0;
+    }
+    if (n != (ssize_t)sizeof r || r.step < TAP_NS_USERNS || r.step > TAP_NS_SOCKET)
+        return NB_ERR(EIO, "tap %s: the namespace helper process gave no answer", be->name);
+    const char *why = what[r.step];
+    if (r.step <= TAP_NS_NETNS && r.err == EINVAL)
+        return NB_ERR(EINVAL, "tap %s: %s: the %s= file is not one (expected a %s "
+                      "namespace file like /run/netns/NAME or /proc/PID/ns/%s)", be->name, why,
+                      r.step == TAP_NS_USERNS ? "userns" : "netns",
+                      r.step == TAP_NS_USERNS ? "user" : "network",
+                      r.step == TAP_NS_USERNS ? "user" : "net");
+    return NB_ERR(r.err, "tap %s: %s: %s", be->name, why, strerror(r.err));
+}
+
+/* Open the namespace files NETNS (and USERNS, may be NULL) and have a
+** child make FDS[0], /dev/net/tun, and FDS[1], an ioctl socket, in them.
+** Signals stay blocked in the child: the embedder's handlers must not run
+** there. */
+static int tap_ns_open(netbe *be, const char *netns, const char *userns, int fds[2],
+                       char *err, size_t errlen)
+{
+    int netfd = open(netns, O_RDONLY | O_CLOEXEC);
+    if (netfd < 0)
+        return NB_ERR(errno, "tap %s: netns '%s': %s", be->name, netns, strerror(errno));
+    int userfd = userns ? open(userns, O_RDONLY | O_CLOEXEC) : -1;
+    if (userns && userfd < 0) {
+        int e = errno;
+        close(netfd);
+        return NB_ERR(e, "tap %s: userns '%s': %s", be->name, userns, strerror(e));
+    }
+    /* setns refuses the caller's own user namespace: already in it. */
+    struct stat mine, theirs;
+    if (userfd >= 0 && fstat(userfd, &theirs) == 0 && stat("/proc/self/ns/user", &mine) == 0 &&
+        mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino) {
+        close(userfd);
+        userfd = -1;
+    }
+    int sv[2], rc = 0;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        rc = NB_ERR(errno, "tap %s: socketpair: %s", be->name, strerror(errno));
+    sigset_t all, old;
+    sigfillset(&all);
+    pid_t pid = -1;
+    if (rc == 0) {
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = fork();
+        if (pid == 0)
+            tap_ns_child(sv[1], userfd, netfd);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (pid < 0)
+            rc = NB_ERR(errno, "tap %s: fork: %s", be->name, strerror(errno));
+        close(sv[1]);
+        if (rc == 0)
+            rc = tap_ns_receive(be, sv[0], fds, err, errlen);
+        close(sv[0]);
+    }
+    /* ECHILD when the embedder reaps every child itself: the reply said
+    ** all there is to say. */
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    close(netfd);
+    if (userfd >= 0)
+        close(userfd);
+    return rc;
+}
+
+/* Bring interface NAME up and set its MTU when one was configured. CTL is
+** a socket in the interface's namespace, or -1 for one made here. */
+static int tap_link_up(netbe *be, const char *ifname, int set_mtu, int ctl,
                        char *err, size_t errlen)
 {
     struct ifreq ifr;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int s = ctl >= 0 ? ctl : socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return NB_ERR(errno, "tap %s: socket: %s", ifname, strerror(errno));
     memset(&ifr, 0, sizeof ifr);
@@ -4262,7 +4428,8 @@ static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
             rc = NB_ERR(errno, "tap %s: cannot bring the link up: %s", ifname,
                         strerror(errno));
     }
-    close(s);
+    if (s != ctl)
+        close(s);
     return rc;
 }
 
@@ -4300,9 +4467,19 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
     if (strlen(name) >= IFNAMSIZ)
         return NB_ERR(EINVAL, "tap '%s': interface names are at most %d characters",
                       name, IFNAMSIZ - 1);
-    p->fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (p->fd < 0)
-        return NB_ERR(errno, "tap %s: cannot open /dev/net/tun: %s", name, strerror(errno));
+    const char *netns = netbe_config_get(cfg, "netns");
+    int fds[2] = {-1, -1};
+    if (netns) {
+        int rc = tap_ns_open(be, netns, netbe_config_get(cfg, "userns"), fds, err, errlen);
+        if (rc < 0)
+            return rc;
+        p->fd = fds[0];
+    } else {
+        p->fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        if (p->fd < 0)
+            return NB_ERR(errno, "tap %s: cannot open /dev/net/tun: %s", name,
+                          strerror(errno));
+    }
     memset(&ifr, 0, sizeof ifr);
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     /* A bare "tap" lets the kernel choose the name. */
@@ -4313,13 +4490,18 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
         ioctl(p->fd, TUNSETOFFLOAD, 0) < 0) {
         int e = errno;
         close(p->fd);
+        if (fds[1] >= 0)
+            close(fds[1]);
         return NB_ERR(e, "tap %s: cannot attach to the interface: %s", name, strerror(e));
     }
     be->be_hdr_len = 10;
     p->caps = tap_probe_caps(p->fd);
     int rc = tap_take_name(be, ifr.ifr_name, err, errlen);
     if (rc == 0)
-        rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, err, errlen);
+        rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, fds[1],
+                         err, errlen);
+    if (fds[1] >= 0)
+        close(fds[1]);
     if (rc == 0)
         rc = nb_watch_fd(be, p->fd);
     if (rc < 0)
@@ -4360,9 +4542,9 @@ static int tap_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
 }
 
 static const struct nb_ops nb_tap = {
-    .prefix = "tap", .priv_size = sizeof(struct tap_priv),
-    .open = tap_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
-    .get_cap = tap_get_cap, .set_cap = tap_set_cap,
+    .prefix = "tap", .keys = tap_keys, .priv_size = sizeof(struct tap_priv),
+    .check = tap_check, .open = tap_open, .close = tap_close, .send = tap_send,
+    .recv = tap_recv, .get_cap = tap_get_cap, .set_cap = tap_set_cap,
 };
 
 static int tap_needs_freebsd(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
@@ -4438,6 +4620,18 @@ static int tap_open_dev(netbe *be, int interface, char *err, size_t errlen)
     return rc;
 }
 
+/* Network namespaces are Linux's; a FreeBSD tap moves into a vnet jail
+** with ifconfig's vnet instead. */
+static int tap_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *key = netbe_config_get(cfg, "netns") ? "netns" :
+                      netbe_config_get(cfg, "userns") ? "userns" : NULL;
+    if (key)
+        return NB_ERR(ENOTSUP, "tap: %s= names a Linux namespace, which FreeBSD does not "
+                      "have (move the tap into a vnet jail with ifconfig vnet)", key);
+    return 0;
+}
+
 static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     return tap_open_dev(be, 1, err, errlen);
@@ -4449,8 +4643,9 @@ static int ngd_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
 }
 
 static const struct nb_ops nb_tap = {
-    .prefix = "tap", .priv_size = sizeof(struct tap_priv),
-    .open = tap_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
+    .prefix = "tap", .keys = tap_keys, .priv_size = sizeof(struct tap_priv),
+    .check = tap_check, .open = tap_open, .close = tap_close, .send = tap_send,
+    .recv = tap_recv,
 };
 
 static const struct nb_ops nb_vmnet = {

@@ -115,9 +115,13 @@ int netbe_config_check(netbe_config *cfg, char *err, size_t errlen);
 **                      Binding a socket creates a file wherever the path
 **                      says, and connecting hands the guest's frames to
 **                      whatever local service listens there, so socket
-**                      paths are confined like files.
+**                      paths are confined like files. Also the Linux
+**                      tap's netns= and userns= (namespace files: the tap
+**                      is made in that network namespace).
 ** A path is inside DIR when its real path, with '..' and symbolic links
-** resolved, is DIR or below it: tftp= is resolved whole; for a socket
+** resolved, is DIR or below it: tftp=, netns= and userns= are resolved
+** whole (so a /proc/PID/ns/net link, which no real path names, needs DIR
+** "/", while ip-netns's /run/netns/NAME works with DIR /run/netns); for a socket
 ** path its directory is, and the path itself may not be a symbolic link.
 ** DIR "/" allows every path without resolving anything. The check is made
 ** when the config is checked (and again at netbe_open), so keep DIR and
