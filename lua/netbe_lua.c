@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -2126,6 +2127,53 @@ static int lb_unlock(lua_State *L)
 }
 
 /* ====================================================================
+** Inherited descriptors (slirp4netns's ready-fd and exit-fd)
+** ==================================================================== */
+
+/* A descriptor number from argument 1: open, and not one of stdin,
+** stdout, stderr. */
+static int lb_checkfd(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    if (fd < 3 || fd > INT_MAX || fcntl((int)fd, F_GETFD) < 0)
+        luaL_error(L, "descriptor %I is not open (expected an inherited descriptor above 2)",
+                   fd);
+    return (int)fd;
+}
+
+/* netbe.fd_signal(fd, text): write TEXT to FD and close it. Raises an
+** error naming the descriptor when it cannot. */
+static int lb_fd_signal(lua_State *L)
+{
+    int fd = lb_checkfd(L);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    ssize_t n;
+    do
+        n = write(fd, text, len);
+    while (n < 0 && errno == EINTR);
+    int e = errno;
+    close(fd);
+    if (n != (ssize_t)len)
+        return luaL_error(L, "descriptor %d: write failed: %s", fd,
+                          n < 0 ? strerror(e) : "short write");
+    return 0;
+}
+
+/* netbe.fd_readable(fd) -> true when FD has data, an end of file or an
+** error waiting (its writer closed it), else false. Does not wait. */
+static int lb_fd_readable(lua_State *L)
+{
+    struct pollfd p = {lb_checkfd(L), POLLIN, 0};
+    int n;
+    do
+        n = poll(&p, 1, 0);
+    while (n < 0 && errno == EINTR);
+    lua_pushboolean(L, n > 0);
+    return 1;
+}
+
+/* ====================================================================
 ** Module
 ** ==================================================================== */
 
@@ -2153,7 +2201,7 @@ static const luaL_Reg lb_functions[] = {
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
     {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock},
     {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {"one_line", lb_one_line_fn},
-    {NULL, NULL}};
+    {"fd_signal", lb_fd_signal}, {"fd_readable", lb_fd_readable}, {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc)
@@ -2205,5 +2253,7 @@ int luaopen_netbe(lua_State *L)
     lb_features(L);
     lua_pushinteger(L, NETBE_MAX_FRAME);
     lua_setfield(L, -2, "MAX_FRAME");
+    lua_pushstring(L, netbe_libversion());
+    lua_setfield(L, -2, "VERSION");
     return 1;
 }

@@ -14,6 +14,9 @@ usage: netbe COMMAND ...
                                           --policy judges each frame (B is the
                                           guest side); SIGHUP reloads FILE
   netbe check SPEC [PERMISSIONS]          validate a backend config, print it normalized
+  netbe slirp4netns [OPTION]... PID|PATH TAPNAME
+                                          slirp4netns 1.2's command on netbe's slirp
+                                          ('netbe slirp4netns --help' lists its options)
   netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--dry-run]
                                           host topology (see README)
 SPEC is a bhyve-style backend config: BACKEND[,key[=value]]...
@@ -84,12 +87,36 @@ function cli.wire(args)
   local b
   ok, b = pcall(netbe.open, pos[2], perm)
   if not ok then a:close(); return fail(1, "wire: %s", b) end
-  local w = netbe.wire(a, b, { offload = not opt["no-offload"] })
-  local policy = opt.policy and require("netbe.policy")
-  if policy then
+  return cli.run_wire(a, b, { offload = not opt["no-offload"], policy = opt.policy,
+                              every = every })
+end
+
+-- Joins the open backends A and B (B faces the guest) and runs the wire
+-- until SIGINT or SIGTERM, a side going down, or OPT.tick returning a
+-- reason; closes all and returns the exit status. OPT: offload (a
+-- boolean), policy (a file, SIGHUP reloads it), rules (a policy table,
+-- for wires a command builds), every (seconds between counters),
+-- control (a control socket path: not in this build yet), ready (called
+-- once the wire runs), tick (called every step; a string ends the wire,
+-- "done" with status 0).
+function cli.run_wire(a, b, opt)
+  local netbe = require("netbe")
+  local every = opt.every
+  local function close_all(w) if w then w:close() end; a:close(); b:close() end
+  if opt.control then
+    close_all()
+    return fail(1, "wire: the control socket (--control) is not in this netbe yet")
+  end
+  local w = netbe.wire(a, b, { offload = opt.offload })
+  local policy = (opt.policy or opt.rules) and require("netbe.policy")
+  if opt.policy then
     local n, e = policy.apply(w, opt.policy)
-    if not n then w:close(); a:close(); b:close(); return fail(1, "wire: %s", e) end
+    if not n then close_all(w); return fail(1, "wire: %s", e) end
     print(string.format("wire: policy %s, %d rules (SIGHUP reloads it)", opt.policy, n))
+  elseif opt.rules then
+    local p, e = policy.compile(opt.rules)
+    if not p then close_all(w); return fail(1, "wire: %s", e) end
+    w:set_policy(p)
   end
   print(string.format("wire: %s (%s) <-> %s (%s), until SIGINT or SIGTERM",
                       a:name(), a:type(), b:name(), b:type()))
@@ -104,7 +131,7 @@ function cli.wire(args)
   end
   -- SIGHUP: reload the policy; a file that fails keeps the rules in force.
   local function on_signal()
-    if not policy then return end
+    if not opt.policy then return end
     local n, e = policy.apply(w, opt.policy)
     if n then
       print(string.format("wire: policy %s reloaded, %d rules", opt.policy, n))
@@ -113,22 +140,28 @@ function cli.wire(args)
       fail(1, "wire: policy reload failed, keeping the rules in force: %s", e)
     end
   end
-  -- Every second: stop if a side went down; print counters when due.
-  local elapsed, step = 0, math.min(every or 1, 1)
+  -- Every step (a second; a tenth with OPT.tick): stop if a side went
+  -- down or OPT.tick says so; print counters when due.
+  local elapsed, step = 0, math.min(every or 1, opt.tick and 0.1 or 1)
   local function tick()
     for _, be in ipairs({ a, b }) do
       local why = be:down()
       if why then return be:name() .. " went down: " .. why end
     end
+    if opt.tick then
+      local why = opt.tick()
+      if why then return why end
+    end
     elapsed = elapsed + step
     if every and elapsed + 1e-9 >= every then elapsed = 0; report() end
   end
+  if opt.ready then opt.ready() end
   local reason = netbe.run{ signals = true, every = step, tick = tick, on_signal = on_signal }
   local stopped = reason:match("^SIG") or reason == "done"
   print("wire: stopped by " .. reason)
   report()
   print(string.format("wire: %d frames dropped by the wire", w:drops()))
-  w:close(); a:close(); b:close()
+  close_all(w)
   if not stopped then return fail(1, "wire: %s", reason) end
   return 0
 end
@@ -149,7 +182,8 @@ end
 
 local TOPOLOGY = { plan = true, apply = true, destroy = true, status = true,
                    ["bhyve-args"] = true }
-local COMMANDS = "wire, check, plan, apply, destroy, status or bhyve-args; 'netbe help' "
+local COMMANDS = "wire, check, slirp4netns, plan, apply, destroy, status or bhyve-args; "
+  .. "'netbe help' "
   .. "shows the usage"
 
 local function dispatch(argv)
@@ -157,6 +191,7 @@ local function dispatch(argv)
   local rest = table.move(argv, 2, #argv, 1, {})
   if cmd == "wire" then return cli.wire(rest) end
   if cmd == "check" then return cli.check(rest) end
+  if cmd == "slirp4netns" then return require("netbe.slirp4netns").main(rest) end
   if cmd and TOPOLOGY[cmd] then return require("netbe.topocli").main(cmd, rest) end
   if cmd == "-h" or cmd == "--help" or cmd == "help" then
     io.write(USAGE, require("netbe.topocli").USAGE)
