@@ -261,7 +261,7 @@ function s4.main(args)
                       st.gateway, st.mtu, st.host_loopback and "" or ", no host loopback"))
   local cli = require("netbe.cli")
   local exit_fd = st["exit-fd"]
-  return cli.run_wire(tap, slirp, {
+  return cli.run_wire(slirp, tap, {
     offload = true,
     rules = not st.host_loopback and loopback_rules(st) or nil,
     control = st.api_socket,
