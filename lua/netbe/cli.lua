@@ -13,7 +13,7 @@ usage: netbe COMMAND ...
                                           between them unless --no-offload;
                                           --policy judges each frame (B is the
                                           guest side); SIGHUP reloads FILE
-  netbe check SPEC [PERMISSIONS]          validate a backend config, print it normalized
+  netbe check SPEC [PERMISSIONS] [--json] validate a backend config, print it normalized
   netbe slirp4netns [OPTION]... PID|PATH TAPNAME
                                           slirp4netns 1.2's command on netbe's slirp
                                           ('netbe slirp4netns --help' lists its options)
@@ -167,13 +167,20 @@ function cli.run_wire(a, b, opt)
 end
 
 function cli.check(args)
-  local pos, opt = cmdline.options(args, with_permissions{})
+  local pos, opt = cmdline.options(args, with_permissions{ json = false })
   if not pos then return fail(2, "check: %s", opt) end
   if #pos ~= 1 then return fail(2, "check: expected one backend spec, got %d", #pos) end
   local netbe = require("netbe")
   local ok, cfg, keys, needs = pcall(netbe.check, pos[1], permissions(opt))
-  if not ok then return fail(1, "check: %s", cfg) end
-  if not cfg then return fail(1, "check: %s", keys) end
+  if not ok then return cmdline.fail_json(opt.json, 1, "check: %s", cfg) end
+  if not cfg then return cmdline.fail_json(opt.json, 1, "check: %s", keys) end
+  if opt.json then
+    local config = cmdline.object()
+    for _, k in ipairs(keys) do config[k] = cfg[k] end
+    cmdline.print_json({ ok = true, type = cfg.type, keys = cmdline.array(keys), config = config,
+                         permissions = cmdline.array(needs) })
+    return 0
+  end
   for _, k in ipairs(keys) do print(k .. "=" .. cfg[k]) end
   print(string.format("check: ok, %s backend, %d keys%s", cfg.type, #keys,
                       #needs > 0 and ", uses permissions: " .. table.concat(needs, ", ") or ""))
@@ -182,9 +189,8 @@ end
 
 local TOPOLOGY = { plan = true, apply = true, destroy = true, status = true,
                    ["bhyve-args"] = true }
-local COMMANDS = "wire, check, slirp4netns, plan, apply, destroy, status or bhyve-args; "
-  .. "'netbe help' "
-  .. "shows the usage"
+local COMMANDS = "wire, check, plan, apply, destroy, status, bhyve-args or slirp4netns; "
+  .. "'netbe help' shows the usage"
 
 local function dispatch(argv)
   local cmd = argv[1]
