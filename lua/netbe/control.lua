@@ -218,7 +218,8 @@ table.sort(COMMANDS)
 function control.answer(set, line)
   local ok, req, _, perr = pcall(json.decode, line, 1, json.null)
   if not ok then req, perr = nil, tostring(req) end
-  if perr or type(req) ~= "table" then
+  local array = type(req) == "table" and (getmetatable(req) or {}).__jsontype == "array"
+  if perr or type(req) ~= "table" or array then
     return err("bad request: cannot parse JSON%s", perr and (": " .. perr) or ": expected an object")
   end
   if type(req.execute) ~= "string" then return err("bad request: no execute found") end
@@ -283,15 +284,16 @@ end
 -- Every counter of SET as one exposition text.
 function control.metrics(set)
   local families, order = {}, {}
+  -- A counter's family is named with its _total, as 0.0.4 parsers expect.
   local function sample(name, help, typ, lbls, value)
+    if typ == "counter" then name = name .. "_total" end
     local f = families[name]
     if not f then
       f = { help = help, type = typ, lines = {} }
       families[name] = f
       order[#order + 1] = name
     end
-    f.lines[#f.lines + 1] = "netbe_" .. name .. (typ == "counter" and "_total" or "")
-      .. labels(lbls) .. " " .. string.format("%d", value)
+    f.lines[#f.lines + 1] = "netbe_" .. name .. labels(lbls) .. " " .. string.format("%d", value)
   end
   for _, st in ipairs(set:all_stats()) do
     local nic = { "nic", st.name }
