@@ -8019,6 +8019,8 @@ struct wire_dir {
 struct netbe_wire {
     struct wire_dir dir[2];      /* a->b (to the guest), b->a (from it) */
     uint64_t drops;
+    int link_down;               /* the cable is pulled: netbe_wire_set_link */
+    uint64_t link_drops[2];      /* frames dropped meanwhile, per direction */
     /* The policy is used by the loop thread only; a new one waits in
     ** pending until a batch boundary. The lock orders the swap against
     ** netbe_wire_set_policy and counter readers on other threads. */
@@ -8056,6 +8058,10 @@ static void wire_on_swap(evutil_socket_t fd, short what, void *arg)
 static int wire_judge(struct netbe_wire *w, struct wire_dir *d, const uint8_t *frame,
                       size_t len)
 {
+    if (__atomic_load_n(&w->link_down, __ATOMIC_RELAXED)) {
+        nb_count(&w->link_drops[d - w->dir], 1);
+        return NETBE_DROP;
+    }
     if (!w->policy)
         return NETBE_PASS;
     return netbe_policy_eval(w->policy, d == &w->dir[0] ? NETBE_DIR_TO_GUEST :
@@ -8277,6 +8283,19 @@ void netbe_wire_free(netbe_wire *w)
 uint64_t netbe_wire_drops(netbe_wire *w)
 {
     return w->drops;
+}
+
+void netbe_wire_set_link(netbe_wire *w, int up)
+{
+    __atomic_store_n(&w->link_down, !up, __ATOMIC_RELAXED);
+}
+
+void netbe_wire_get_stats(netbe_wire *w, struct netbe_wire_stats *st)
+{
+    st->drops = w->drops;
+    st->link_up = !__atomic_load_n(&w->link_down, __ATOMIC_RELAXED);
+    for (int i = 0; i < 2; i++)
+        st->link_drops[i] = nb_load(&w->link_drops[i]);
 }
 
 int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p)

@@ -616,6 +616,22 @@ void netbe_wire_free(netbe_wire *w);
 /* Frames dropped because the other side refused them (not -EAGAIN). */
 uint64_t netbe_wire_drops(netbe_wire *w);
 
+/* Pull the wire's cable (UP 0) or plug it back in (UP 1; a new wire is
+** up). While it is down every frame either side delivers is read and
+** dropped, before any policy sees it, and counted per direction; both
+** backends stay open, so traffic flows again as soon as it is up. Safe
+** from any thread. */
+void netbe_wire_set_link(netbe_wire *w, int up);
+
+/* A wire's own counters. LINK_DROPS is indexed by NETBE_DIR_* (A->B is
+** NETBE_DIR_TO_GUEST). Safe from any thread. */
+struct netbe_wire_stats {
+    uint64_t drops;               /* as netbe_wire_drops */
+    uint64_t link_drops[2];       /* frames dropped while the link was down */
+    int link_up;                  /* 1 up, 0 down */
+};
+void netbe_wire_get_stats(netbe_wire *w, struct netbe_wire_stats *st);
+
 /* ====================================================================
 ** Policy: per-packet rules matched in C
 ** ====================================================================

@@ -224,23 +224,43 @@ local function loopback_rules(st)
   return { default = "pass", rules = rules }
 end
 
+-- The tap's spec: TAPNAME inside the target namespace. The namespace
+-- comes from this command line, not from a config file, so the tap may
+-- name any path (permissions "/"); the slirp side gets no host paths.
+local function tap_spec(st)
+  return st.tap .. ",type=tap,netns=" .. st.netns .. (st.userns and ",userns=" .. st.userns or "")
+    .. (st.configure and ",mtu=" .. st.mtu or "")
+end
+
+-- Open the NIC (slirp <-> tap), configure it, give it its policy and
+-- the API socket -> set, nic, listener (or true), or raises why.
 local function start(st)
   local netbe = require("netbe")
   if st["exit-fd"] then netbe.fd_readable(st["exit-fd"]) end
   if st["ready-fd"] then netbe.fd_readable(st["ready-fd"]) end
-  local spec = { st.tap, type = "tap", netns = st.netns, userns = st.userns }
-  if st.configure then spec.mtu = tostring(st.mtu) end
-  -- The namespace comes from this command line, not from a config file,
-  -- so the tap may name any path; the slirp side gets no host paths.
-  local tap = netbe.open(spec, { allow_files = "/" })
+  local set = require("netbe.serve").new({})
+  -- A forward without a guest address goes to libslirp's first DHCP
+  -- address; slirp4netns sends it to the configured guest (+100).
+  local nic, e = set:add("slirp4netns", string.format("slirp,open,ipv6=off,net=%s,dhcpstart=%s,"
+                                                      .. "mtu=%d", st.cidr, st.guest, st.mtu),
+                         tap_spec(st), { perm_b = { allow_files = "/" } })
+  if not nic then error(e, 0) end
   local ok, err = pcall(function()
     if st.configure then configure(st) end
+    if not st.host_loopback then
+      local p, perr = require("netbe.policy").compile(loopback_rules(st))
+      if not p then error(perr, 0) end
+      nic.wire:set_policy(p)
+    end
+    if st.api_socket then
+      local l, lerr = require("netbe.control").listen(set, st.api_socket)
+      if not l then error("--api-socket: " .. lerr, 0) end
+      return l
+    end
+    return true
   end)
-  if not ok then tap:close(); error(err, 0) end
-  local slirp_ok, slirp = pcall(netbe.open, string.format("slirp,open,ipv6=off,net=%s,mtu=%d",
-                                                          st.cidr, st.mtu))
-  if not slirp_ok then tap:close(); error(slirp, 0) end
-  return tap, slirp
+  if not ok then set:close(); error(err, 0) end
+  return set, nic, err
 end
 
 function s4.main(args)
@@ -254,25 +274,32 @@ function s4.main(args)
   local ok, st = pcall(s4.settings, pos, opt)
   if not ok then return fail(2, "slirp4netns: %s", st) end
   local netbe = require("netbe")
-  local started, tap, slirp = pcall(start, st)
-  if not started then return fail(1, "slirp4netns: %s", tap) end
-  print(string.format("slirp4netns: %s in %s, %s via %s, MTU %d%s", st.tap, st.netns,
+  local started, set, nic, listener = pcall(start, st)
+  if not started then return fail(1, "slirp4netns: %s", set) end
+  print(string.format("slirp4netns: %s in %s, %s via %s, MTU %d%s%s", st.tap, st.netns,
                       st.configure and st.guest .. "/" .. st.prefix or "unconfigured",
-                      st.gateway, st.mtu, st.host_loopback and "" or ", no host loopback"))
-  local cli = require("netbe.cli")
+                      st.gateway, st.mtu, st.host_loopback and "" or ", no host loopback",
+                      st.api_socket and ", API socket " .. st.api_socket or ""))
+  io.stdout:flush()
+  if st["ready-fd"] then netbe.fd_signal(st["ready-fd"], "1") end
   local exit_fd = st["exit-fd"]
-  return cli.run_wire(slirp, tap, {
-    offload = true,
-    rules = not st.host_loopback and loopback_rules(st) or nil,
-    control = st.api_socket,
-    ready = st["ready-fd"] and function() netbe.fd_signal(st["ready-fd"], "1") end,
+  local reason = set:run{
+    on_down = function(_, why) return why end,
     tick = exit_fd and function()
       if netbe.fd_readable(exit_fd) then
         print("slirp4netns: exit-fd " .. exit_fd .. " is readable or closed, exiting")
         return "done"
       end
     end,
-  })
+  }
+  print("slirp4netns: stopped by " .. reason)
+  print(require("netbe.cli").format_nic(require("netbe.serve").stats(nic)))
+  if listener ~= true then listener:close() end
+  set:close()
+  if not (reason:match("^SIG") or reason == "done") then
+    return fail(1, "slirp4netns: %s", reason)
+  end
+  return 0
 end
 
 return s4
