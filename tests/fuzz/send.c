@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "fuzz.h"
+#include "../c/inet_csum.h"
 
 #define MAX_SEGS 1100            /* netbe makes at most 1024 */
 
@@ -79,24 +80,10 @@ static void settle(netbe *far)
 static unsigned g16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
 static uint32_t g32(const uint8_t *p) { return (uint32_t)g16(p) << 16 | g16(p + 2); }
 
-static uint64_t sum16(const uint8_t *p, size_t len, uint64_t s)
-{
-    for (size_t i = 0; i < len; i++)
-        s += i & 1 ? p[i] : (uint64_t)p[i] << 8;
-    return s;
-}
-
-static unsigned fold(uint64_t s)
-{
-    while (s >> 16)
-        s = (s & 0xffff) + (s >> 16);
-    return (unsigned)s;
-}
-
 /* The L4 checksum over a pseudo header is right. */
 static int l4_ok(const uint8_t *ip, int v6, const uint8_t *l4, size_t l4len, unsigned proto)
 {
-    uint64_t s = v6 ? sum16(ip + 8, 32, 0) : sum16(ip + 12, 8, 0);
+    uint32_t s = v6 ? sum16(ip + 8, 32, 0) : sum16(ip + 12, 8, 0);
     return fold(sum16(l4, l4len, s + proto + l4len)) == 0xffff;
 }
 
