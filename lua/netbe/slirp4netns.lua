@@ -172,25 +172,11 @@ function s4.settings(pos, opt)
   return st
 end
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs ARGV (a list) -> true, or nil and its output.
-local function run(argv)
-  local parts = {}
-  for k, v in ipairs(argv) do parts[k] = quote(v) end
-  local p = io.popen(table.concat(parts, " ") .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  if ok then return true end
-  return nil, (out:gsub("%s+$", ""))
-end
-
 -- True when files A and B are the same (a namespace we are already in).
 local function same_file(a, b)
-  local p = io.popen("stat -L -c %d:%i " .. quote(a) .. " " .. quote(b) .. " 2>/dev/null")
-  local x, y = p:read("l"), p:read("l")
-  p:close()
-  return x ~= nil and x == y
+  local ok, out = require("netbe.plan").runner()({ "stat", "-L", "-c", "%d:%i", a, b })
+  local x, y = out:match("^(%S+)\n(%S+)")
+  return ok and x ~= nil and x == y
 end
 
 -- --configure: the address and the default route, set inside the
@@ -201,14 +187,16 @@ local function configure(st)
     enter[#enter + 1] = "--user=" .. st.userns
     enter[#enter + 1] = "--preserve-credentials"
   end
+  local run = require("netbe.plan").runner(enter)
   local steps = {
     { "ip", "addr", "add", st.guest .. "/" .. st.prefix, "dev", st.tap },
     { "ip", "route", "add", "default", "via", st.gateway, "dev", st.tap },
   }
   for _, step in ipairs(steps) do
-    local argv = table.move(step, 1, #step, #enter + 1, table.move(enter, 1, #enter, 1, {}))
-    local ok, out = run(argv)
-    if not ok then error(string.format("--configure: %s: %s", table.concat(step, " "), out), 0) end
+    local ok, out = run(step)
+    if not ok then
+      error(string.format("--configure: %s: %s", table.concat(step, " "), (out:gsub("%s+$", ""))), 0)
+    end
   end
 end
 
