@@ -4,6 +4,7 @@
 ** (PR_SET_PDEATHSIG), and the file naming it is bind-mounted in a mount
 ** namespace of the test's own, so nothing outlives the test, also when it
 ** fails or crashes. The config checks need no root; the rest does.
+** On FreeBSD, which has no network namespaces, the keys are refused.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,8 +13,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <net/if.h>
@@ -24,12 +23,6 @@
 #include "allow.h"
 #include "check.h"
 #include "netbe.h"
-
-static struct event_base *base;
-static pid_t holder = -1;            /* the process whose namespace the tap goes to */
-static char dir[64];                 /* the allowed directory, holding "net" */
-static char nsfile[80];              /* DIR/net: the namespace, bind-mounted */
-static char procns[64];              /* /proc/HOLDER/ns/net */
 
 /* Check LEGACY with files allowed under ALLOW (NULL: nothing allowed). */
 static int check_str(const char *legacy, const char *allow, char *err, size_t errlen)
@@ -43,6 +36,37 @@ static int check_str(const char *legacy, const char *allow, char *err, size_t er
     netbe_config_free(cfg);
     return rc;
 }
+
+#ifndef __linux__
+
+static void test_refused(void)
+{
+    char err[NETBE_ERRMAX];
+    int rc = check_str("tap0,netns=/x", "/", err, sizeof err);
+    CHECK(rc == -ENOTSUP && strstr(err, "FreeBSD does not have"), "%d %s", rc, err);
+    struct event_base *base = event_base_new();
+    netbe *be = NULL;
+    rc = open_allowing(&be, "tap0,userns=/x", "/", base, NULL, NULL, err, sizeof err);
+    CHECK(rc == -ENOTSUP && strstr(err, "userns="), "%d %s", rc, err);
+    event_base_free(base);
+}
+
+int main(void)
+{
+    RUN(test_refused());
+    return check_summary();
+}
+
+#else
+
+#include <sys/mount.h>
+#include <sys/prctl.h>
+
+static struct event_base *base;
+static pid_t holder = -1;            /* the process whose namespace the tap goes to */
+static char dir[64];                 /* the allowed directory, holding "net" */
+static char nsfile[80];              /* DIR/net: the namespace, bind-mounted */
+static char procns[64];              /* /proc/HOLDER/ns/net */
 
 static void test_check_needs_files(void)
 {
@@ -226,3 +250,5 @@ int main(void)
     event_base_free(base);
     return check_summary();
 }
+
+#endif /* __linux__ */
