@@ -4356,6 +4356,18 @@ static const struct nb_ops nb_pair = {
 ** times: queue 0 is the handle netbe_open returns, the others wait
 ** detached (the kernel steers no frame to them) until netbe_open_queue
 ** makes each a handle of its own.
+**
+** A Linux tap may live in another network namespace (netns=PATH, and
+** userns=PATH to join that namespace's user namespace first, as
+** slirp4netns does). The kernel puts a tun interface in the namespace of
+** whoever opened /dev/net/tun, and an ioctl socket acts in the namespace
+** it was made in; after that both work from any namespace. So a forked
+** child enters the namespaces, opens the two descriptors and passes them
+** back over a socketpair (SCM_RIGHTS); the embedder's threads never change
+** namespace. A child rather than a short-lived thread because a process
+** with more than one thread may not join a user namespace, and the child
+** runs nothing but system calls, which is what a child of a threaded
+** process may safely do.
 */
 
 struct tap_priv {
@@ -4436,12 +4448,146 @@ static int tap_take_name(netbe *be, const char *ifname, char *err, size_t errlen
 
 #ifdef __linux__
 
-/* Bring interface NAME up and set its MTU when one was configured. */
-static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
+#include <sched.h>
+#include <sys/wait.h>
+
+/* What the namespace child reports: the step that failed and its errno,
+** or {0, 0} with the two descriptors attached. */
+struct tap_ns_reply {
+    int step, err;
+};
+enum { TAP_NS_USERNS = 1, TAP_NS_NETNS, TAP_NS_TUN, TAP_NS_SOCKET, TAP_NS_SEND };
+
+/* In the child: only system calls, then _exit. */
+static void tap_ns_child(int sock, int userfd, int netfd)
+{
+    struct tap_ns_reply r = {0, 0};
+    int fds[2] = {-1, -1};
+    if (userfd >= 0 && setns(userfd, CLONE_NEWUSER) < 0)
+        r.step = TAP_NS_USERNS;
+    else if (setns(netfd, CLONE_NEWNET) < 0)
+        r.step = TAP_NS_NETNS;
+    else if ((fds[0] = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
+        r.step = TAP_NS_TUN;
+    else if ((fds[1] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+        r.step = TAP_NS_SOCKET;
+    if (r.step)
+        r.err = errno;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof fds)];
+    } ctl;
+    struct iovec v = {&r, sizeof r};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    if (!r.step) {
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof ctl.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof fds);
+        memcpy(CMSG_DATA(c), fds, sizeof fds);
+    }
+    _exit(sendmsg(sock, &m, MSG_NOSIGNAL) == (ssize_t)sizeof r ? 0 : 1);
+}
+
+/* Read the child's reply from SOCK into FDS (both -1 unless it succeeded). */
+static int tap_ns_receive(netbe *be, int sock, int fds[2], char *err, size_t errlen)
+{
+    static const char *const what[] = {"", "cannot join the user namespace",
+                                       "cannot join the network namespace",
+                                       "cannot open /dev/net/tun in the namespace",
+                                       "cannot make a socket in the namespace"};
+    struct tap_ns_reply r;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } ctl;
+    struct iovec v = {&r, sizeof r};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    ssize_t n;
+    do
+        n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    struct cmsghdr *c = n == (ssize_t)sizeof r ? CMSG_FIRSTHDR(&m) : NULL;
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(2 * sizeof(int)) && r.step == 0) {
+        memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+        return 0;
+    }
+    if (n != (ssize_t)sizeof r || r.step < TAP_NS_USERNS || r.step > TAP_NS_SOCKET)
+        return NB_ERR(EIO, "tap %s: the namespace helper process gave no answer", be->name);
+    const char *why = what[r.step];
+    if (r.step <= TAP_NS_NETNS && r.err == EINVAL)
+        return NB_ERR(EINVAL, "tap %s: %s: the %s= file is not one (expected a %s "
+                      "namespace file like /run/netns/NAME or /proc/PID/ns/%s)", be->name, why,
+                      r.step == TAP_NS_USERNS ? "userns" : "netns",
+                      r.step == TAP_NS_USERNS ? "user" : "network",
+                      r.step == TAP_NS_USERNS ? "user" : "net");
+    return NB_ERR(r.err, "tap %s: %s: %s", be->name, why, strerror(r.err));
+}
+
+/* Open the namespace files NETNS (and USERNS, may be NULL) and have a
+** child make FDS[0], /dev/net/tun, and FDS[1], an ioctl socket, in them.
+** Signals stay blocked in the child: the embedder's handlers must not run
+** there. */
+static int tap_ns_open(netbe *be, const char *netns, const char *userns, int fds[2],
+                       char *err, size_t errlen)
+{
+    int netfd = open(netns, O_RDONLY | O_CLOEXEC);
+    if (netfd < 0)
+        return NB_ERR(errno, "tap %s: netns '%s': %s", be->name, netns, strerror(errno));
+    int userfd = userns ? open(userns, O_RDONLY | O_CLOEXEC) : -1;
+    if (userns && userfd < 0) {
+        int e = errno;
+        close(netfd);
+        return NB_ERR(e, "tap %s: userns '%s': %s", be->name, userns, strerror(e));
+    }
+    /* setns refuses the caller's own user namespace: already in it. */
+    struct stat mine, theirs;
+    if (userfd >= 0 && fstat(userfd, &theirs) == 0 && stat("/proc/self/ns/user", &mine) == 0 &&
+        mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino) {
+        close(userfd);
+        userfd = -1;
+    }
+    int sv[2], rc = 0;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        rc = NB_ERR(errno, "tap %s: socketpair: %s", be->name, strerror(errno));
+    sigset_t all, old;
+    sigfillset(&all);
+    pid_t pid = -1;
+    if (rc == 0) {
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = fork();
+        if (pid == 0)
+            tap_ns_child(sv[1], userfd, netfd);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (pid < 0)
+            rc = NB_ERR(errno, "tap %s: fork: %s", be->name, strerror(errno));
+        close(sv[1]);
+        if (rc == 0)
+            rc = tap_ns_receive(be, sv[0], fds, err, errlen);
+        close(sv[0]);
+    }
+    /* ECHILD when the embedder reaps every child itself: the reply said
+    ** all there is to say. */
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    close(netfd);
+    if (userfd >= 0)
+        close(userfd);
+    return rc;
+}
+
+/* Bring interface NAME up and set its MTU when one was configured. CTL is
+** a socket in the interface's namespace, or -1 for one made here. */
+static int tap_link_up(netbe *be, const char *ifname, int set_mtu, int ctl,
                        char *err, size_t errlen)
 {
     struct ifreq ifr;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int s = ctl >= 0 ? ctl : socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return NB_ERR(errno, "tap %s: socket: %s", ifname, strerror(errno));
     memset(&ifr, 0, sizeof ifr);
@@ -4462,7 +4608,8 @@ static int tap_link_up(netbe *be, const char *ifname, int set_mtu,
             rc = NB_ERR(errno, "tap %s: cannot bring the link up: %s", ifname,
                         strerror(errno));
     }
-    close(s);
+    if (s != ctl)
+        close(s);
     return rc;
 }
 
@@ -4495,24 +4642,41 @@ static uint64_t tap_probe_caps(int fd)
 /* Linux caps the queues of one tun interface (MAX_TAP_QUEUES). */
 #define TAP_MAX_QUEUES 256
 
-static const char *const tap_keys[] = {"queues", NULL};
+static const char *const tap_keys[] = {"queues", "netns", "userns", NULL};
 
+/* netns= and userns= are host paths: they need the files permission, and
+** are resolved whole (an ip-netns file in /run/netns resolves; a
+** /proc/PID/ns link does not, so it needs the directory "/"). */
 static int tap_check(netbe_config *cfg, char *err, size_t errlen)
 {
     const char *q = netbe_config_get(cfg, "queues");
-    unsigned long n;
+    const char *netns = netbe_config_get(cfg, "netns");
+    const char *userns = netbe_config_get(cfg, "userns");
+    unsigned long n = 1;
     if (q && nb_parse_uint(q, 1, TAP_MAX_QUEUES, &n) < 0)
         return NB_ERR(EINVAL, "tap: queues='%s': expected a count from 1 to %d", q,
                       TAP_MAX_QUEUES);
+    if (userns && !netns)
+        return NB_ERR(EINVAL, "tap: userns= needs netns= (the user namespace is joined "
+                      "to enter the network namespace)");
+    if (netns && n > 1)
+        return NB_ERR(EINVAL, "tap: netns= opens one queue; queues='%s' expected 1", q);
+    if (netns)
+        nb_config_use(cfg, NETBE_ALLOW_FILES, "netns", netns, 1);
+    if (userns)
+        nb_config_use(cfg, NETBE_ALLOW_FILES, "userns", userns, 1);
     return 0;
 }
 
-/* Open /dev/net/tun and attach it to interface IFR's name (empty: a new
-** one the kernel names) with FLAGS beyond a tap's own. Returns the
-** descriptor, or a negative errno value with ERR set. */
-static int tap_attach_fd(netbe *be, struct ifreq *ifr, short flags, char *err, size_t errlen)
+/* Attach FD, a /dev/net/tun descriptor (-1: open one here), to interface
+** IFR's name (empty: a new one the kernel names) with FLAGS beyond a tap's
+** own. Returns the descriptor, or a negative errno value with ERR set; FD
+** is closed on failure. */
+static int tap_attach_fd(netbe *be, int fd, struct ifreq *ifr, short flags, char *err,
+                         size_t errlen)
 {
-    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return NB_ERR(errno, "tap %s: cannot open /dev/net/tun: %s", be->name,
                       strerror(errno));
@@ -4547,7 +4711,7 @@ static int tap_open_spares(netbe *be, struct ifreq *ifr, char *err, size_t errle
     for (int i = 1; i < be->nqueues; i++)
         p->spare[i - 1] = -1;
     for (int i = 1; i < be->nqueues; i++) {
-        int fd = tap_attach_fd(be, ifr, IFF_MULTI_QUEUE, err, errlen);
+        int fd = tap_attach_fd(be, -1, ifr, IFF_MULTI_QUEUE, err, errlen);
         if (fd < 0)
             return fd;
         p->spare[i - 1] = fd;
@@ -4571,20 +4735,33 @@ static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
     if (q)
         nb_parse_uint(q, 1, TAP_MAX_QUEUES, &queues);
     be->nqueues = (int)queues;
+    const char *netns = netbe_config_get(cfg, "netns");
+    int fds[2] = {-1, -1};
+    if (netns) {
+        int rc = tap_ns_open(be, netns, netbe_config_get(cfg, "userns"), fds, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     memset(&ifr, 0, sizeof ifr);
     /* A bare "tap" lets the kernel choose the name. */
     if (strcmp(name, "tap") != 0)
         snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-    p->fd = tap_attach_fd(be, &ifr, be->nqueues > 1 ? IFF_MULTI_QUEUE : 0, err, errlen);
-    if (p->fd < 0)
+    p->fd = tap_attach_fd(be, fds[0], &ifr, be->nqueues > 1 ? IFF_MULTI_QUEUE : 0, err, errlen);
+    if (p->fd < 0) {
+        if (fds[1] >= 0)
+            close(fds[1]);
         return p->fd;
+    }
     be->be_hdr_len = 10;
     p->caps = tap_probe_caps(p->fd);
     int rc = tap_take_name(be, ifr.ifr_name, err, errlen);
     if (rc == 0 && be->nqueues > 1)
         rc = tap_open_spares(be, &ifr, err, errlen);
     if (rc == 0)
-        rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, err, errlen);
+        rc = tap_link_up(be, be->name, netbe_config_get(cfg, "mtu") != NULL, fds[1],
+                         err, errlen);
+    if (fds[1] >= 0)
+        close(fds[1]);
     if (rc == 0)
         rc = nb_watch_fd(be, p->fd);
     if (rc < 0)
@@ -4736,6 +4913,18 @@ static int tap_open_dev(netbe *be, int interface, char *err, size_t errlen)
     return rc;
 }
 
+/* Network namespaces are Linux's; a FreeBSD tap moves into a vnet jail
+** with ifconfig's vnet instead. */
+static int tap_check(netbe_config *cfg, char *err, size_t errlen)
+{
+    const char *key = netbe_config_get(cfg, "netns") ? "netns" :
+                      netbe_config_get(cfg, "userns") ? "userns" : NULL;
+    if (key)
+        return NB_ERR(ENOTSUP, "tap: %s= names a Linux namespace, which FreeBSD does not "
+                      "have (move the tap into a vnet jail with ifconfig vnet)", key);
+    return 0;
+}
+
 static int tap_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen)
 {
     return tap_open_dev(be, 1, err, errlen);
@@ -4747,8 +4936,9 @@ static int ngd_open(netbe *be, const netbe_config *cfg, char *err, size_t errlen
 }
 
 static const struct nb_ops nb_tap = {
-    .prefix = "tap", .priv_size = sizeof(struct tap_priv),
-    .open = tap_open, .close = tap_close, .send = tap_send, .recv = tap_recv,
+    .prefix = "tap", .keys = tap_keys, .priv_size = sizeof(struct tap_priv),
+    .check = tap_check, .open = tap_open, .close = tap_close, .send = tap_send,
+    .recv = tap_recv,
 };
 
 static const struct nb_ops nb_vmnet = {
@@ -8404,6 +8594,8 @@ struct wire_dir {
 struct netbe_wire {
     struct wire_dir dir[2];      /* a->b (to the guest), b->a (from it) */
     uint64_t drops;
+    int link_down;               /* the cable is pulled: netbe_wire_set_link */
+    uint64_t link_drops[2];      /* frames dropped meanwhile, per direction */
     /* The policy is used by the loop thread only; a new one waits in
     ** pending until a batch boundary. The lock orders the swap against
     ** netbe_wire_set_policy and counter readers on other threads. */
@@ -8441,6 +8633,10 @@ static void wire_on_swap(evutil_socket_t fd, short what, void *arg)
 static int wire_judge(struct netbe_wire *w, struct wire_dir *d, const uint8_t *frame,
                       size_t len)
 {
+    if (__atomic_load_n(&w->link_down, __ATOMIC_RELAXED)) {
+        nb_count(&w->link_drops[d - w->dir], 1);
+        return NETBE_DROP;
+    }
     if (!w->policy)
         return NETBE_PASS;
     return netbe_policy_eval(w->policy, d == &w->dir[0] ? NETBE_DIR_TO_GUEST :
@@ -8666,6 +8862,19 @@ void netbe_wire_free(netbe_wire *w)
 uint64_t netbe_wire_drops(netbe_wire *w)
 {
     return w->drops;
+}
+
+void netbe_wire_set_link(netbe_wire *w, int up)
+{
+    __atomic_store_n(&w->link_down, !up, __ATOMIC_RELAXED);
+}
+
+void netbe_wire_get_stats(netbe_wire *w, struct netbe_wire_stats *st)
+{
+    st->drops = w->drops;
+    st->link_up = !__atomic_load_n(&w->link_down, __ATOMIC_RELAXED);
+    for (int i = 0; i < 2; i++)
+        st->link_drops[i] = nb_load(&w->link_drops[i]);
 }
 
 int netbe_wire_set_policy(netbe_wire *w, netbe_policy *p)

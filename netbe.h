@@ -115,9 +115,13 @@ int netbe_config_check(netbe_config *cfg, char *err, size_t errlen);
 **                      Binding a socket creates a file wherever the path
 **                      says, and connecting hands the guest's frames to
 **                      whatever local service listens there, so socket
-**                      paths are confined like files.
+**                      paths are confined like files. Also the Linux
+**                      tap's netns= and userns= (namespace files: the tap
+**                      is made in that network namespace).
 ** A path is inside DIR when its real path, with '..' and symbolic links
-** resolved, is DIR or below it: tftp= is resolved whole; for a socket
+** resolved, is DIR or below it: tftp=, netns= and userns= are resolved
+** whole (so a /proc/PID/ns/net link, which no real path names, needs DIR
+** "/", while ip-netns's /run/netns/NAME works with DIR /run/netns); for a socket
 ** path its directory is, and the path itself may not be a symbolic link.
 ** DIR "/" allows every path without resolving anything. The check is made
 ** when the config is checked (and again at netbe_open), so keep DIR and
@@ -669,6 +673,22 @@ void netbe_wire_free(netbe_wire *w);
 
 /* Frames dropped because the other side refused them (not -EAGAIN). */
 uint64_t netbe_wire_drops(netbe_wire *w);
+
+/* Pull the wire's cable (UP 0) or plug it back in (UP 1; a new wire is
+** up). While it is down every frame either side delivers is read and
+** dropped, before any policy sees it, and counted per direction; both
+** backends stay open, so traffic flows again as soon as it is up. Safe
+** from any thread. */
+void netbe_wire_set_link(netbe_wire *w, int up);
+
+/* A wire's own counters. LINK_DROPS is indexed by NETBE_DIR_* (A->B is
+** NETBE_DIR_TO_GUEST). Safe from any thread. */
+struct netbe_wire_stats {
+    uint64_t drops;               /* as netbe_wire_drops */
+    uint64_t link_drops[2];       /* frames dropped while the link was down */
+    int link_up;                  /* 1 up, 0 down */
+};
+void netbe_wire_get_stats(netbe_wire *w, struct netbe_wire_stats *st);
 
 /* ====================================================================
 ** Policy: per-packet rules matched in C

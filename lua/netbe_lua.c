@@ -12,14 +12,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -1853,6 +1858,38 @@ static int lb_wire_policy_stats(lua_State *L)
     return 1;
 }
 
+/* wire:set_link(up): a cable pull (false) or plug (true); see
+** netbe_wire_set_link. */
+static int lb_wire_set_link(lua_State *L)
+{
+    lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
+    if (!lw->w)
+        return luaL_error(L, "netbe: wire is closed");
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    netbe_wire_set_link(lw->w, lua_toboolean(L, 2));
+    return 0;
+}
+
+/* wire:stats() -> {drops=, link_up=, link_drops_to_guest=, link_drops_from_guest=} */
+static int lb_wire_stats(lua_State *L)
+{
+    lb_wire *lw = luaL_checkudata(L, 1, LB_WIRE);
+    if (!lw->w)
+        return luaL_error(L, "netbe: wire is closed");
+    struct netbe_wire_stats st;
+    netbe_wire_get_stats(lw->w, &st);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)st.drops);
+    lua_setfield(L, -2, "drops");
+    lua_pushboolean(L, st.link_up);
+    lua_setfield(L, -2, "link_up");
+    lua_pushinteger(L, (lua_Integer)st.link_drops[NETBE_DIR_TO_GUEST]);
+    lua_setfield(L, -2, "link_drops_to_guest");
+    lua_pushinteger(L, (lua_Integer)st.link_drops[NETBE_DIR_FROM_GUEST]);
+    lua_setfield(L, -2, "link_drops_from_guest");
+    return 1;
+}
+
 /* ====================================================================
 ** The loop
 ** ==================================================================== */
@@ -1985,6 +2022,381 @@ static int lb_step(lua_State *L)
     lua_setfield(L, -2, "timeout");
     lua_replace(L, 1);
     return lb_run_loop(L);
+}
+
+/* ====================================================================
+** Control sockets: requests as lines on a UNIX stream socket
+** ====================================================================
+** netbe.control_listen serves a control socket on the loop: it accepts
+** up to LB_CTL_CLIENTS clients at once, reads requests of one line each
+** (several per connection; the last may end at the client's EOF instead,
+** as slirp4netns's clients send it), hands each to a Lua handler and
+** writes the string the handler returns, and a newline, back. Nothing
+** blocks: a client that sends slowly holds only its own buffer, one that
+** does not read its answers is dropped once LB_CTL_PENDING bytes wait. */
+
+#define LB_LISTENER     "netbe.listener"
+#define LB_CTL_CLIENTS  16
+#define LB_CTL_REQUEST  (64 * 1024)     /* longest request line */
+#define LB_CTL_PENDING  (16 << 20)      /* unsent answer bytes per client */
+
+typedef struct lb_client {
+    struct lb_listener *ls;
+    int fd;
+    struct event *rd, *wr;
+    char in[LB_CTL_REQUEST];
+    size_t inlen;
+    int skipping;                /* dropping the rest of an oversize line */
+    int eof;                     /* the client sent all it will */
+    char *out;
+    size_t outlen, outcap;
+} lb_client;
+
+typedef struct lb_listener {
+    lb_loop *loop;
+    int fd;
+    struct event *ev;
+    char *path;
+    struct netbe_unix_id id;
+    int handler_ref;
+    lb_client *clients[LB_CTL_CLIENTS];
+} lb_listener;
+
+static void lb_client_free(lb_client *c)
+{
+    lb_listener *ls = c->ls;
+    for (int i = 0; i < LB_CTL_CLIENTS; i++)
+        if (ls->clients[i] == c)
+            ls->clients[i] = NULL;
+    if (c->rd)
+        event_free(c->rd);
+    if (c->wr)
+        event_free(c->wr);
+    close(c->fd);
+    free(c->out);
+    free(c);
+}
+
+/* The handler's answer to REQ (LEN bytes), or to the problem WHY when REQ
+** is NULL, appended to C's output with a newline. Returns 0, or -1 when
+** the client must go (its output is full, or the handler failed). */
+static int lb_client_answer(lb_client *c, const char *req, size_t len, const char *why)
+{
+    lua_State *L = c->ls->loop->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ls->handler_ref);
+    if (req)
+        lua_pushlstring(L, req, len), lua_pushnil(L);
+    else
+        lua_pushnil(L), lua_pushstring(L, why);
+    if (!lb_protected_call(c->ls->loop, 2, 1))
+        return -1;
+    size_t n;
+    const char *ans = lua_tolstring(L, -1, &n);
+    int rc = -1;
+    if (ans && c->outlen + n + 1 <= LB_CTL_PENDING) {
+        if (c->outlen + n + 1 > c->outcap) {
+            size_t cap = (c->outlen + n + 1) * 2;
+            char *o = realloc(c->out, cap);
+            if (o)
+                c->out = o, c->outcap = cap;
+        }
+        if (c->outlen + n + 1 <= c->outcap) {
+            memcpy(c->out + c->outlen, ans, n);
+            c->out[c->outlen + n] = '\n';
+            c->outlen += n + 1;
+            rc = 0;
+        }
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* Write what C's output holds. Returns 1 when all went, 0 when the
+** socket is full, -1 on an error. */
+static int lb_client_flush(lb_client *c)
+{
+    size_t done = 0;
+    while (done < c->outlen) {
+        ssize_t n = send(c->fd, c->out + done, c->outlen - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0)
+            return -1;
+        done += (size_t)n;
+    }
+    memmove(c->out, c->out + done, c->outlen - done);
+    c->outlen -= done;
+    return c->outlen == 0;
+}
+
+/* Answer every whole line in C's input. Returns 0 or -1 as lb_client_answer. */
+static int lb_client_lines(lb_client *c)
+{
+    char *start = c->in, *end = c->in + c->inlen, *nl;
+    while ((nl = memchr(start, '\n', (size_t)(end - start)))) {
+        size_t len = (size_t)(nl - start);
+        if (len && start[len - 1] == '\r')
+            len--;
+        if (!c->skipping && len && lb_client_answer(c, start, len, NULL) < 0)
+            return -1;
+        c->skipping = 0;
+        start = nl + 1;
+    }
+    c->inlen = (size_t)(end - start);
+    memmove(c->in, start, c->inlen);
+    if (c->inlen == sizeof c->in) {
+        c->inlen = 0;
+        if (!c->skipping && lb_client_answer(c, NULL, 0, "request longer than 65536 bytes "
+                                             "(the most one line may hold)") < 0)
+            return -1;
+        c->skipping = 1;
+    }
+    return 0;
+}
+
+/* After reading or writing: close C once it is done or broken, else wait
+** for what it still needs. */
+static void lb_client_settle(lb_client *c, int broken)
+{
+    int flushed = broken ? -1 : lb_client_flush(c);
+    if (flushed < 0 || (flushed == 1 && c->eof)) {
+        lb_client_free(c);
+        return;
+    }
+    if (flushed == 0)
+        event_add(c->wr, NULL);
+    if (c->eof)
+        event_del(c->rd);
+}
+
+static void lb_client_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    lb_client *c = arg;
+    ssize_t n = recv(fd, c->in + c->inlen, sizeof c->in - c->inlen, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    int broken = n < 0;
+    if (n > 0) {
+        c->inlen += (size_t)n;
+        broken = lb_client_lines(c) < 0;
+    } else if (n == 0) {
+        c->eof = 1;
+        if (c->inlen && !c->skipping)
+            broken = lb_client_answer(c, c->in, c->inlen, NULL) < 0;
+        c->inlen = 0;
+    }
+    lb_client_settle(c, broken);
+}
+
+static void lb_client_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    lb_client_settle(arg, 0);
+}
+
+static void lb_listener_on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    lb_listener *ls = arg;
+    int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0)
+        return;
+    int slot = -1;
+    for (int i = 0; i < LB_CTL_CLIENTS && slot < 0; i++)
+        if (!ls->clients[i])
+            slot = i;
+    lb_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(cfd);
+        return;
+    }
+    c->ls = ls;
+    c->fd = cfd;
+    c->rd = event_new(ls->loop->base, cfd, EV_READ | EV_PERSIST, lb_client_on_read, c);
+    c->wr = event_new(ls->loop->base, cfd, EV_WRITE, lb_client_on_write, c);
+    if (slot < 0) {
+        /* Told why as far as the socket takes it at once, then closed. */
+        if (lb_client_answer(c, NULL, 0, "too many clients (16 at once)") == 0)
+            lb_client_flush(c);
+        lb_client_free(c);
+        return;
+    }
+    ls->clients[slot] = c;
+    if (!c->rd || !c->wr || event_add(c->rd, NULL) < 0)
+        lb_client_free(c);
+}
+
+static int lb_listener_close(lua_State *L)
+{
+    lb_listener *ls = luaL_checkudata(L, 1, LB_LISTENER);
+    for (int i = 0; i < LB_CTL_CLIENTS; i++)
+        if (ls->clients[i])
+            lb_client_free(ls->clients[i]);
+    if (ls->ev)
+        event_free(ls->ev);
+    ls->ev = NULL;
+    if (ls->fd >= 0) {
+        close(ls->fd);
+        netbe_unix_release(ls->path, &ls->id);
+    }
+    ls->fd = -1;
+    free(ls->path);
+    ls->path = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, ls->handler_ref);
+    ls->handler_ref = LUA_NOREF;
+    return 0;
+}
+
+/* Bind a listening UNIX socket at PATH created with MODE. Returns the
+** descriptor, or -1 with ERR set. */
+static int lb_bind_unix(const char *path, unsigned mode, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "control socket '%s': path longer than %zu bytes", path,
+                 sizeof sa.sun_path - 1);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    if (netbe_unix_clear(path, err, errlen) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* The umask makes the socket MODE from the start: no moment at 0777. */
+    mode_t old = umask(0777 & ~mode);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc < 0 || listen(fd, LB_CTL_CLIENTS) < 0) {
+        snprintf(err, errlen, "control socket '%s': %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* netbe.control_listen(path, mode, handler) -> listener | nil, message.
+** HANDLER(request) returns the answer to one request line (without its
+** newline); HANDLER(nil, why) the answer to a request that could not be
+** read whole (why says what was wrong). The listener serves until
+** listener:close() or its collection, which removes PATH when it still is
+** the socket bound there (netbe_unix_release). Do not close it from
+** inside HANDLER. */
+static int lb_control_listen(lua_State *L)
+{
+    char err[NETBE_ERRMAX];
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer mode = luaL_checkinteger(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    luaL_argcheck(L, mode >= 0 && mode <= 0777, 2, "expected a mode from 0 to 0777");
+    lb_listener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    memset(ls, 0, sizeof *ls);
+    ls->fd = -1;
+    ls->handler_ref = LUA_NOREF;
+    luaL_setmetatable(L, LB_LISTENER);
+    ls->loop = lb_getloop(L);
+    if (!(ls->path = strdup(path)))
+        return luaL_error(L, "netbe: out of memory");
+    if ((ls->fd = lb_bind_unix(path, (unsigned)mode, err, sizeof err)) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    netbe_unix_mark(path, &ls->id);
+    lua_pushvalue(L, 3);
+    ls->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ls->ev = event_new(ls->loop->base, ls->fd, EV_READ | EV_PERSIST, lb_listener_on_accept, ls);
+    if (!ls->ev || event_add(ls->ev, NULL) < 0)
+        return luaL_error(L, "netbe: cannot watch control socket '%s'", path);
+    return 1;
+}
+
+/* Wait up to DEADLINE (CLOCK_MONOTONIC seconds) for FD to be ready for
+** EVENTS. Returns 0, or a negative errno value (-ETIMEDOUT). */
+static int lb_wait_fd(int fd, short events, double deadline)
+{
+    for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double left = deadline - (double)now.tv_sec - now.tv_nsec / 1e9;
+        if (left <= 0)
+            return -ETIMEDOUT;
+        struct pollfd p = {fd, events, 0};
+        int n = poll(&p, 1, (int)(left * 1000) + 1);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+/* netbe.control_call(path, request, timeout) -> answer | nil, message.
+** Sends REQUEST (one line) to the control socket at PATH, ends its side of
+** the connection, and returns everything the server writes back before it
+** closes, waiting at most TIMEOUT seconds (default 10) in all. */
+static int lb_control_call(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checkstring(L, 1);
+    const char *req = luaL_checklstring(L, 2, &len);
+    double timeout = luaL_optnumber(L, 3, 10);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double deadline = (double)now.tv_sec + now.tv_nsec / 1e9 + timeout;
+    if (strlen(path) >= sizeof sa.sun_path)
+        return luaL_pushfail(L), lua_pushfstring(L, "%s: path too long", path), 2;
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -errno : 0;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t done = 0; rc == 0 && done < len;) {
+        rc = lb_wait_fd(fd, POLLOUT, deadline);
+        ssize_t n = rc ? 0 : send(fd, req + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            rc = -errno;
+        done += n > 0 ? (size_t)n : 0;
+    }
+    if (rc == 0)
+        shutdown(fd, SHUT_WR);
+    while (rc == 0 && (rc = lb_wait_fd(fd, POLLIN, deadline)) == 0) {
+        char *p = luaL_prepbuffer(&b);
+        ssize_t n = recv(fd, p, LUAL_BUFFERSIZE, MSG_DONTWAIT);
+        if (n == 0)
+            break;
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            rc = -errno;
+        if (n > 0)
+            luaL_addsize(&b, (size_t)n);
+    }
+    if (fd >= 0)
+        close(fd);
+    luaL_pushresult(&b);
+    if (rc < 0)
+        return luaL_pushfail(L), lua_pushfstring(L, "%s: %s", path, strerror(-rc)), 2;
+    return 1;
+}
+
+/* netbe.path_inside(path, dir) -> the real path of PATH | nil, message:
+** PATH must resolve ('..' and symbolic links followed) to DIR or below. */
+static int lb_path_inside(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1), *dir = luaL_checkstring(L, 2);
+    char *rp = realpath(path, NULL), *rd = realpath(dir, NULL);
+    size_t dl = rd ? strlen(rd) : 0;
+    int inside = rp && rd && strncmp(rp, rd, dl) == 0 &&
+                 (rp[dl] == '\0' || rp[dl] == '/' || strcmp(rd, "/") == 0);
+    if (inside)
+        lua_pushstring(L, rp);
+    else if (!rp || !rd)
+        luaL_pushfail(L), lua_pushfstring(L, "cannot resolve '%s': %s", rp ? dir : path,
+                                          strerror(errno));
+    else
+        luaL_pushfail(L), lua_pushfstring(L, "'%s' lies in %s, outside the allowed %s",
+                                          path, rp, rd);
+    free(rp);
+    free(rd);
+    return inside ? 1 : 2;
 }
 
 /* ====================================================================
@@ -2126,6 +2538,53 @@ static int lb_unlock(lua_State *L)
 }
 
 /* ====================================================================
+** Inherited descriptors (slirp4netns's ready-fd and exit-fd)
+** ==================================================================== */
+
+/* A descriptor number from argument 1: open, and not one of stdin,
+** stdout, stderr. */
+static int lb_checkfd(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    if (fd < 3 || fd > INT_MAX || fcntl((int)fd, F_GETFD) < 0)
+        luaL_error(L, "descriptor %I is not open (expected an inherited descriptor above 2)",
+                   fd);
+    return (int)fd;
+}
+
+/* netbe.fd_signal(fd, text): write TEXT to FD and close it. Raises an
+** error naming the descriptor when it cannot. */
+static int lb_fd_signal(lua_State *L)
+{
+    int fd = lb_checkfd(L);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    ssize_t n;
+    do
+        n = write(fd, text, len);
+    while (n < 0 && errno == EINTR);
+    int e = errno;
+    close(fd);
+    if (n != (ssize_t)len)
+        return luaL_error(L, "descriptor %d: write failed: %s", fd,
+                          n < 0 ? strerror(e) : "short write");
+    return 0;
+}
+
+/* netbe.fd_readable(fd) -> true when FD has data, an end of file or an
+** error waiting (its writer closed it), else false. Does not wait. */
+static int lb_fd_readable(lua_State *L)
+{
+    struct pollfd p = {lb_checkfd(L), POLLIN, 0};
+    int n;
+    do
+        n = poll(&p, 1, 0);
+    while (n < 0 && errno == EINTR);
+    lua_pushboolean(L, n > 0);
+    return 1;
+}
+
+/* ====================================================================
 ** Module
 ** ==================================================================== */
 
@@ -2139,7 +2598,10 @@ static const luaL_Reg lb_backend_methods[] = {
 
 static const luaL_Reg lb_wire_methods[] = {
     {"drops", lb_wire_drops}, {"close", lb_wire_close}, {"set_policy", lb_wire_set_policy},
-    {"policy_stats", lb_wire_policy_stats}, {NULL, NULL}};
+    {"policy_stats", lb_wire_policy_stats}, {"set_link", lb_wire_set_link},
+    {"stats", lb_wire_stats}, {NULL, NULL}};
+
+static const luaL_Reg lb_listener_methods[] = {{"close", lb_listener_close}, {NULL, NULL}};
 
 static const luaL_Reg lb_policy_methods[] = {
     {"eval", lb_policy_eval}, {"carry", lb_policy_carry}, {"stats", lb_policy_stats},
@@ -2153,6 +2615,8 @@ static const luaL_Reg lb_functions[] = {
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
     {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock},
     {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {"one_line", lb_one_line_fn},
+    {"control_listen", lb_control_listen}, {"control_call", lb_control_call},
+    {"path_inside", lb_path_inside}, {"fd_signal", lb_fd_signal}, {"fd_readable", lb_fd_readable},
     {NULL, NULL}};
 
 static void lb_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
@@ -2192,6 +2656,7 @@ int luaopen_netbe(lua_State *L)
     lb_newclass(L, LB_WIRE, lb_wire_methods, lb_wire_close);
     lb_newclass(L, LB_POLICY, lb_policy_methods, lb_policy_gc);
     lb_newclass(L, LB_LOCK, lb_lock_methods, lb_unlock);
+    lb_newclass(L, LB_LISTENER, lb_listener_methods, lb_listener_close);
     luaL_getmetatable(L, LB_BACKEND);
     lua_pushcfunction(L, lb_tostring);
     lua_setfield(L, -2, "__tostring");
@@ -2205,5 +2670,7 @@ int luaopen_netbe(lua_State *L)
     lb_features(L);
     lua_pushinteger(L, NETBE_MAX_FRAME);
     lua_setfield(L, -2, "MAX_FRAME");
+    lua_pushstring(L, netbe_libversion());
+    lua_setfield(L, -2, "VERSION");
     return 1;
 }

@@ -11,6 +11,25 @@ function cmdline.fail(status, fmt, ...)
   return status
 end
 
+-- Prints VALUE as one line of JSON on stdout (dkjson: no encoder of our
+-- own). Tables marked by cmdline.object or cmdline.array keep their kind
+-- when empty.
+function cmdline.print_json(value)
+  io.write(require("dkjson").encode(value), "\n")
+  io.stdout:flush()
+end
+
+function cmdline.object(t) return setmetatable(t or {}, { __jsontype = "object" }) end
+function cmdline.array(t) return setmetatable(t or {}, { __jsontype = "array" }) end
+
+-- fail for --json commands: also prints {"ok": false, "error": MESSAGE}
+-- on stdout when JSON is true.
+function cmdline.fail_json(json, status, fmt, ...)
+  local msg = string.format(fmt, ...)
+  if json then cmdline.print_json({ ok = false, error = (msg:gsub("%c", "?")) }) end
+  return cmdline.fail(status, "%s", msg)
+end
+
 -- Splits "--name value" options from positional arguments. KNOWN maps
 -- each option to true (takes a value) or false (a flag). Returns the
 -- positional arguments and the options, or nil and what is wrong.

@@ -22,14 +22,18 @@ usage: netbe plan|apply|destroy|status|bhyve-args FILE [--os freebsd|linux] [--d
   --netns     Linux: run every command inside network namespace NAME
   --vm        bhyve-args: print only this VM's arguments, on one line
   --netbe     bhyve-args --vm: print its NICs' netbe config strings, one a line
+  --json      plan, status, bhyve-args: print one JSON object (see README)
   state: $NETBE_STATE_DIR (default /var/lib/netbe)
 ]==]
 
 local SEE_USAGE = "'netbe help' shows the usage"
 
-local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe = false }
+local OPTIONS = { os = true, ["dry-run"] = false, netns = true, vm = true, netbe = false,
+                  json = false }
 
 local fail = cmdline.fail
+
+local function json_null() return require("dkjson").null end
 
 local function host_os()
   local p = io.popen("uname -s 2>/dev/null")
@@ -48,10 +52,34 @@ function topocli.steps(topo, os_name)
   return renderer(os_name).render(topo, state.files(topo.name))
 end
 
+-- bhyve-args --json: {"topology", "vms": [{"name", "nics": [{"index",
+-- "type", "switch", "bhyve", "bhyve_error", "netbe"}]}]}; absent
+-- values are null.
+local function bhyve_json(topo, vms)
+  local out = cmdline.array()
+  for _, vm in ipairs(vms) do
+    local nics = cmdline.array()
+    for _, nic in ipairs(vm.nics) do
+      local arg, why = bhyve.arg(nic)
+      nics[#nics + 1] = { index = nic.index, type = nic.type,
+                          switch = nic.switch and nic.switch.name or json_null(),
+                          bhyve = arg or json_null(), bhyve_error = why or json_null(),
+                          netbe = bhyve.netbe(nic) or json_null() }
+    end
+    out[#out + 1] = { name = vm.name, nics = nics }
+  end
+  cmdline.print_json({ ok = true, topology = topo.name, vms = out })
+  return 0
+end
+
 local function bhyve_args(topo, opt)
   if opt.vm then
     local vm = topo.vms[opt.vm]
-    if not vm then return fail(1, "bhyve-args: no VM named '%s' in topology %s", opt.vm, topo.name) end
+    if not vm then
+      return cmdline.fail_json(opt.json, 1, "bhyve-args: no VM named '%s' in topology %s",
+                               opt.vm, topo.name)
+    end
+    if opt.json then return bhyve_json(topo, { vm }) end
     local parts = {}
     for _, nic in ipairs(vm.nics) do
       parts[#parts + 1] = opt.netbe and bhyve.netbe(nic) or bhyve.arg(nic)
@@ -59,6 +87,7 @@ local function bhyve_args(topo, opt)
     print(table.concat(parts, opt.netbe and "\n" or " "))
     return 0
   end
+  if opt.json then return bhyve_json(topo, topo.vm_list) end
   for _, vm in ipairs(topo.vm_list) do
     print(vm.name .. ":")
     for _, nic in ipairs(vm.nics) do
@@ -69,6 +98,28 @@ local function bhyve_args(topo, opt)
       print("    netbe: " .. (bhyve.netbe(nic) or "none: not a VM backend"))
     end
   end
+  return 0
+end
+
+-- plan --json: {"topology", "os", "steps": [{"id", "what", "requires",
+-- "run", "write", "probe", "undo"}]}: commands as argv lists; a probe is {"argv",
+-- and "shows", "matches" or "not_matches"} or {"file", "content"}.
+local function plan_json(topo, os_name, steps)
+  local list = cmdline.array()
+  for _, step in ipairs(steps) do
+    local probes = cmdline.array()
+    for _, c in ipairs(step.probe or {}) do
+      probes[#probes + 1] = c.file and { file = c.file, content = c.content }
+        or { argv = c.argv, shows = c.plain, matches = c.match, not_matches = c.nomatch }
+    end
+    list[#list + 1] = { id = step.id, what = step.what, requires = step.refuse or json_null(),
+                        run = cmdline.array(table.move(step.run or {}, 1, #(step.run or {}), 1, {})),
+                        write = step.write and { path = step.write.path,
+                                                 content = step.write.content } or json_null(),
+                        probe = probes,
+                        undo = cmdline.array(table.move(step.inverse or {}, 1, #(step.inverse or {}), 1, {})) }
+  end
+  cmdline.print_json({ ok = true, topology = topo.name, os = os_name, steps = list })
   return 0
 end
 
@@ -86,16 +137,24 @@ local function context(st, opt)
   }
 end
 
-local function do_status(steps, ctx)
+local function do_status(steps, ctx, topo, opt)
   local rows, all_ok = plan.status(steps, ctx)
   local counts = { ok = 0, missing = 0, drift = 0, stale = 0 }
-  local notes = { drift = "   (made by netbe, changed or removed since)",
-                  stale = "   (made by netbe, no longer in the topology; apply undoes it)" }
+  local notes = { drift = "made by netbe, changed or removed since",
+                  stale = "made by netbe, no longer in the topology; apply undoes it" }
+  local list = cmdline.array()
   for _, r in ipairs(rows) do
     counts[r.state] = counts[r.state] + 1
-    local note = notes[r.state] or ""
-    if r.step.refuse and r.state ~= "ok" then note = "   (" .. r.step.refuse:match("^[^\n]*") .. ")" end
-    print(string.format("%-8s %s%s", r.state, r.step.what, note))
+    local note = notes[r.state]
+    if r.step.refuse and r.state ~= "ok" then note = r.step.refuse:match("^[^\n]*") end
+    list[#list + 1] = { state = r.state, id = r.step.id, what = r.step.what, note = note or json_null() }
+    if not opt.json then
+      print(string.format("%-8s %s%s", r.state, r.step.what, note and ("   (" .. note .. ")") or ""))
+    end
+  end
+  if opt.json then
+    cmdline.print_json({ ok = all_ok, topology = topo.name, counts = counts, steps = list })
+    return all_ok and 0 or 1
   end
   print(string.format("status: %d ok, %d missing, %d drifted%s", counts.ok, counts.missing, counts.drift,
                       counts.stale > 0 and string.format(", %d stale", counts.stale) or ""))
@@ -137,10 +196,16 @@ function topocli.main(cmd, args)
   end
   if opt.netns and os_name ~= "linux" then return fail(2, "%s: --netns is for --os linux", cmd) end
   local topo, err = topology.load(pos[1])
-  if not topo then return fail(1, "%s", err) end
+  if opt.json and (cmd == "apply" or cmd == "destroy") then
+    return fail(2, "%s: --json is for plan, status and bhyve-args", cmd)
+  end
+  if not topo then return cmdline.fail_json(opt.json, 1, "%s", err) end
   if cmd == "bhyve-args" then return bhyve_args(topo, opt) end
   local steps, rerr = topocli.steps(topo, os_name)
-  if not steps then return fail(1, "%s: %s: %s", cmd, pos[1], rerr) end
+  if not steps then return cmdline.fail_json(opt.json, 1, "%s: %s: %s", cmd, pos[1], rerr) end
+  if cmd == "plan" and opt.json then
+    return plan_json(topo, os_name, steps)
+  end
   if cmd == "plan" then
     io.write(string.format("# plan for topology %s on %s: %d steps\n", topo.name, os_name, #steps))
     io.write(plan.format(steps))
@@ -153,12 +218,15 @@ function topocli.main(cmd, args)
   end
   if opt.netns then
     local ok, out = plan.runner({ "ip", "netns", "exec", opt.netns })({ "true" })
-    if not ok then return fail(1, "%s: --netns %s: %s", cmd, opt.netns, (out:gsub("%s+$", ""))) end
+    if not ok then
+      return cmdline.fail_json(opt.json, 1, "%s: --netns %s: %s", cmd, opt.netns,
+                               (out:gsub("%s+$", "")))
+    end
   end
   if cmd == "status" then
     local st, serr = state.load(topo.name)
-    if not st then return fail(1, "%s", serr) end
-    return do_status(steps, context(st, opt))
+    if not st then return cmdline.fail_json(opt.json, 1, "%s", serr) end
+    return do_status(steps, context(st, opt), topo, opt)
   end
   local unlock, lerr = state.lock(topo.name)
   if not unlock then return fail(1, "%s: %s", cmd, lerr) end

@@ -31,8 +31,8 @@ describe("netbe command-line mistakes", function()
   teardown(ns.cleanup)
 
   it("a missing or unknown command", function()
-    mistake(2, "no command given (expected wire, check, plan", "")
-    mistake(2, "unknown command 'bogus' (expected wire, check, plan", "bogus")
+    mistake(2, "no command given (expected wire, serve, ctl, check, plan", "")
+    mistake(2, "unknown command 'bogus' (expected wire, serve, ctl, check, plan", "bogus")
     mistake(2, "unknown command '--bogus'", "--bogus")
   end)
 

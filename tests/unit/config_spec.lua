@@ -58,7 +58,7 @@ end)
 
 describe("bad configs", function()
   it("rejects an unknown key and lists what the backend takes", function()
-    rejects("tap0,colour=blue", "unknown key 'colour' %(accepted keys: backend, type, mac, mtu, queues%)")
+    rejects("tap0,colour=blue", "unknown key 'colour' %(accepted keys: backend, type, mac, mtu, queues, netns, userns%)")
   end)
 
   it("lists the backend's own keys too", function()
