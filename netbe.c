@@ -4370,6 +4370,9 @@ static const struct nb_ops nb_pair = {
 ** process may safely do.
 */
 
+/* Keys a tap takes beyond the common ones. */
+static const char *const tap_keys[] = {"queues", "netns", "userns", NULL};
+
 struct tap_priv {
     int fd;
     uint64_t caps;               /* Linux: offloads this kernel's tun has */
@@ -4642,8 +4645,6 @@ static uint64_t tap_probe_caps(int fd)
 /* Linux caps the queues of one tun interface (MAX_TAP_QUEUES). */
 #define TAP_MAX_QUEUES 256
 
-static const char *const tap_keys[] = {"queues", "netns", "userns", NULL};
-
 /* netns= and userns= are host paths: they need the files permission, and
 ** are resolved whole (an ip-netns file in /run/netns resolves; a
 ** /proc/PID/ns link does not, so it needs the directory "/"). */
@@ -4914,11 +4915,15 @@ static int tap_open_dev(netbe *be, int interface, char *err, size_t errlen)
 }
 
 /* Network namespaces are Linux's; a FreeBSD tap moves into a vnet jail
-** with ifconfig's vnet instead. */
+** with ifconfig's vnet instead. FreeBSD's tap has one queue. */
 static int tap_check(netbe_config *cfg, char *err, size_t errlen)
 {
+    const char *q = netbe_config_get(cfg, "queues");
     const char *key = netbe_config_get(cfg, "netns") ? "netns" :
                       netbe_config_get(cfg, "userns") ? "userns" : NULL;
+    if (q && strcmp(q, "1") != 0)
+        return NB_ERR(ENOTSUP, "tap: queues='%s': FreeBSD's tap has one queue "
+                      "(expected queues=1)", q);
     if (key)
         return NB_ERR(ENOTSUP, "tap: %s= names a Linux namespace, which FreeBSD does not "
                       "have (move the tap into a vnet jail with ifconfig vnet)", key);
