@@ -781,23 +781,37 @@ static int nb_hdr_check(const struct nb_vnet_hdr *h, const uint8_t *f, size_t le
     return 0;
 }
 
+/* S + W with the carry wrapped around: one's complement addition. */
+static uint64_t nb_sum_add(uint64_t s, uint64_t w)
+{
+    s += w;
+    return s + (s < w);
+}
+
 /* Internet checksum: sums are kept in host byte order words, which RFC
-** 1071 shows gives the right bytes when stored back the same way. */
+** 1071 shows gives the right bytes when stored back the same way. Four
+** sums run side by side: each add waits for the carry of the one before,
+** so one sum alone goes at half the speed. */
 static uint64_t nb_sum(uint64_t s, const uint8_t *p, size_t len)
 {
-    while (len >= 8) {
+    uint64_t t = 0, u = 0, v = 0;
+    for (; len >= 32; p += 32, len -= 32) {
+        uint64_t w[4];
+        memcpy(w, p, 32);
+        s = nb_sum_add(s, w[0]);
+        t = nb_sum_add(t, w[1]);
+        u = nb_sum_add(u, w[2]);
+        v = nb_sum_add(v, w[3]);
+    }
+    s = nb_sum_add(nb_sum_add(s, t), nb_sum_add(u, v));
+    for (; len >= 8; p += 8, len -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        s += w;
-        s += s < w;
-        p += 8;
-        len -= 8;
+        s = nb_sum_add(s, w);
     }
     uint64_t w = 0;
     memcpy(&w, p, len);          /* the tail, zero padded: an odd last byte too */
-    s += w;
-    s += s < w;
-    return s;
+    return nb_sum_add(s, w);
 }
 
 static uint16_t nb_sum_fold(uint64_t s)
