@@ -982,6 +982,140 @@ static void nb_seg_advance(struct nb_seg *s)
     s->left = s->off < s->p.end - s->start;
 }
 
+/* ---- Joining: TCP segments into one TSO frame, as GRO does ----
+** A receiver that negotiated TSO takes one frame, one write and one pass
+** through its stack where it would take dozens of MTU-sized segments.
+** The rules are those of Linux's GRO (inet_gro_receive, tcp_gro_receive):
+** segments join when they are of one connection and in order, with the
+** same headers but for the lengths, the IPv4 id (which counts up, or stays
+** with DF) and the checksums; TCP options byte for byte equal; every
+** segment as long as the first but the last, which may be shorter and
+** ends the frame, as a PSH does; at most 64 KiB of IP packet and
+** NB_SEG_MAX segments. Only untagged Ethernet, IPv4 without options and
+** IPv6 without extension headers join. */
+
+#define NB_TCP_ACK 0x10
+
+/* A TSO frame being joined: the first segment's headers, then payloads. */
+struct nb_join {
+    struct nb_pkt p;             /* the first segment's; end follows nb_join_finish */
+    size_t pay;                  /* payload bytes joined so far */
+    unsigned mss;                /* the first segment's payload: no later one is longer */
+    unsigned segs;
+    int sealed;                  /* a PSH or a short segment ended it */
+    uint8_t flags;               /* the last segment's TCP flags */
+};
+
+/* Parse frame F of LEN bytes into P; true when it is TCP in untagged
+** Ethernet over IPv4 without options or fragments, or over IPv6 without
+** extension headers. */
+static int nb_tcp_plain(const uint8_t *f, size_t len, struct nb_pkt *p)
+{
+    return nb_pkt_parse(f, len, p) == 0 && p->proto == IPPROTO_TCP && p->l3 == 14 &&
+           (p->v6 || (p->l4 == 34 && !p->frag));
+}
+
+/* The payload length of F (LEN bytes, nb_tcp_plain into P) when it is a
+** segment that may join: flags ACK or ACK|PSH, some data, nothing after
+** the IP packet. Else 0. */
+static size_t nb_join_seg(const uint8_t *f, size_t len, const struct nb_pkt *p)
+{
+    if (p->end != len || (f[p->l4 + 13] & ~NB_TCP_PSH) != NB_TCP_ACK)
+        return 0;
+    return len - p->hdrs;
+}
+
+/* Start J at segment F (P, PAY bytes of payload; nb_join_seg). GSO_SIZE,
+** when not 0, says F is a frame joined before from segments that long. */
+static void nb_join_start(struct nb_join *j, const uint8_t *f, const struct nb_pkt *p,
+                          size_t pay, unsigned gso_size)
+{
+    j->p = *p;
+    j->pay = pay;
+    j->mss = gso_size ? gso_size : (unsigned)pay;
+    j->segs = (unsigned)nb_seg_count(pay, j->mss);
+    j->flags = f[p->l4 + 13];
+    j->sealed = (j->flags & NB_TCP_PSH) || pay % j->mss != 0;
+}
+
+/* True when F's IP header agrees with HEAD's, J's first segment's: IPv4
+** TOS, DF, TTL and addresses, the id counting up (or fixed under DF);
+** IPv6 class, flow label, hop limit and addresses. */
+static int nb_join_same_ip(const struct nb_join *j, const uint8_t *head, const uint8_t *f)
+{
+    const uint8_t *a = head + j->p.l3, *b = f + j->p.l3;
+    if (j->p.v6)
+        return memcmp(a, b, 4) == 0 && a[7] == b[7] && memcmp(a + 8, b + 8, 32) == 0;
+    uint16_t id = nb_get16(b + 4), first = nb_get16(a + 4);
+    return a[1] == b[1] && a[6] == b[6] && a[8] == b[8] && memcmp(a + 12, b + 12, 8) == 0 &&
+           (id == (uint16_t)(first + j->segs) || (b[6] & 0x40 && id == first));
+}
+
+/* True when segment F (P, PAY bytes of payload; nb_join_seg) continues J,
+** whose headers are at HEAD. */
+static int nb_join_fits(const struct nb_join *j, const uint8_t *head, const uint8_t *f,
+                        const struct nb_pkt *p, size_t pay)
+{
+    const struct nb_pkt *h = &j->p;
+    size_t tcp = h->l4;
+    if (j->sealed || pay > j->mss || j->segs >= NB_SEG_MAX || p->v6 != h->v6 ||
+        p->hdrs != h->hdrs || h->hdrs - h->l3 + j->pay + pay > 65535)
+        return 0;
+    return memcmp(head, f, h->l3) == 0 && nb_join_same_ip(j, head, f) &&
+           memcmp(head + tcp, f + tcp, 4) == 0 &&                  /* ports */
+           nb_get32(f + tcp + 4) == nb_get32(head + tcp + 4) + (uint32_t)j->pay &&
+           memcmp(head + tcp + 8, f + tcp + 8, 5) == 0 &&          /* ACK number, offset */
+           memcmp(head + tcp + 14, f + tcp + 14, 2) == 0 &&        /* window */
+           memcmp(head + tcp + 20, f + tcp + 20, h->hdrs - tcp - 20) == 0;
+}
+
+/* The payload of segment F (P, PAY bytes) was put after J's: count it. */
+static void nb_join_add(struct nb_join *j, const uint8_t *f, const struct nb_pkt *p,
+                        size_t pay)
+{
+    j->pay += pay;
+    j->segs++;
+    j->flags = f[p->l4 + 13];
+    j->sealed = (j->flags & NB_TCP_PSH) || pay < j->mss;
+}
+
+/* Make HEAD, the first segment's headers (in place, or a copy), those
+** of J's joined frame: its lengths and IPv4 header checksum, and the
+** last segment's flags. */
+static void nb_join_finish(struct nb_join *j, uint8_t *head)
+{
+    struct nb_pkt *p = &j->p;
+    p->end = p->hdrs + j->pay;
+    if (p->v6) {
+        nb_put16(head + p->l3 + 4, (unsigned)(p->end - p->l4));
+    } else {
+        nb_put16(head + p->l3 + 2, (unsigned)(p->end - p->l3));
+        nb_ipv4_csum(head + p->l3);
+    }
+    head[p->l4 + 13] = j->flags;
+}
+
+/* The virtio-net header for TCP frame F (nb_tcp_plain into P): its checksum
+** partial, the field holding the pseudo-header sum as virtio asks, and
+** with GSO_SIZE a TSO frame of segments that long. */
+static struct nb_vnet_hdr nb_tcp_partial(uint8_t *f, const struct nb_pkt *p,
+                                         unsigned gso_size)
+{
+    struct nb_vnet_hdr h = {0};
+    uint16_t sum = nb_sum_fold(nb_pseudo_sum(f + p->l3, p->v6, IPPROTO_TCP,
+                                             p->end - p->l4));
+    memcpy(f + p->l4 + 16, &sum, 2);
+    h.flags = NB_HDR_F_NEEDS_CSUM;
+    h.csum_start = (uint16_t)p->l4;
+    h.csum_offset = 16;
+    if (gso_size) {
+        h.gso_type = p->v6 ? NB_HDR_GSO_TCPV6 : NB_HDR_GSO_TCPV4;
+        h.hdr_len = (uint16_t)p->hdrs;
+        h.gso_size = (uint16_t)gso_size;
+    }
+    return h;
+}
+
 /* True when header H asks for work: a checksum or segmentation. */
 static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
 {
@@ -7506,7 +7640,7 @@ static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
 struct slirp_rec {
     uint32_t len;
     uint16_t gso_size;           /* 0: a plain frame */
-    uint16_t sealed;             /* a short segment ended it: nothing more joins */
+    uint16_t pad;                /* 0: records stay 4-byte aligned */
 };
 
 /* What we keep per host descriptor libslirp watches. */
@@ -7563,44 +7697,13 @@ static void slirp_kick(struct slirp_priv *p)
         event_active(p->run_ev, 0, 0);
 }
 
-/* Where the TCP header of F (LEN bytes) starts when F is TCP over IPv4
-** without options or fragments, or over IPv6 without extension headers,
-** with lengths that agree; *PAYLOAD gets the TCP payload length. Else 0. */
-static size_t slirp_tcp(const uint8_t *f, size_t len, size_t *payload)
-{
-    size_t ip;
-    if (len >= 14 + 20 + 20 && f[12] == 0x08 && f[13] == 0x00 && f[14] == 0x45 &&
-        f[23] == 6 && (f[20] & 0x3f) == 0 && f[21] == 0)
-        ip = 20;
-    else if (len >= 14 + 40 + 20 && f[12] == 0x86 && f[13] == 0xdd && f[20] == 6)
-        ip = 40;
-    else
-        return 0;
-    size_t tcp = 14 + ip, doff = (size_t)(f[tcp + 12] >> 4) * 4;
-    size_t total = ip == 20 ? nb_get16(f + 16) : 40 + (size_t)nb_get16(f + 18);
-    if (doff < 20 || total < ip + doff || len < 14 + total)
-        return 0;
-    *payload = total - ip - doff;
-    return tcp;
-}
-
 #define SLIRP_TH_ACK  0x10
-#define SLIRP_TH_PUSH 0x08
 
-/* True when F, TCP at TCP (slirp_tcp) with PAY payload bytes, is a pure
-** ACK: no data, no SYN, FIN, RST or URG. */
-static int slirp_pure_ack(const uint8_t *f, size_t tcp, size_t pay)
+/* True when F, TCP (nb_tcp_plain into P), is a pure ACK: no data, no
+** SYN, FIN, RST or URG. */
+static int slirp_pure_ack(const uint8_t *f, const struct nb_pkt *p)
 {
-    return tcp && !pay && (f[tcp + 13] & 0x3f) == SLIRP_TH_ACK;
-}
-
-/* True when F (LEN bytes, TCP at TCP with PAY payload bytes) is a data
-** segment that may join a TSO frame: flags ACK or ACK|PSH, no TCP options
-** (libslirp sends them only with SYN), no padding. */
-static int slirp_data_seg(const uint8_t *f, size_t len, size_t tcp, size_t pay)
-{
-    return tcp && pay && f[tcp + 12] == 0x50 &&
-           (f[tcp + 13] & ~SLIRP_TH_PUSH) == SLIRP_TH_ACK && len == tcp + 20 + pay;
+    return p->end == p->hdrs && (f[p->l4 + 13] & 0x3f) == SLIRP_TH_ACK;
 }
 
 /* The ring's newest record, while the frontend has not taken it. */
@@ -7647,24 +7750,25 @@ static int slirp_free_oldest(struct slirp_priv *p)
     return 0;
 }
 
-/* True when ACK (a pure ACK, TCP at TCP) makes the ring's newest record, a pure ACK of
-** the same connection with an older acknowledgement number, pointless:
-** the guest learns nothing from it that the newer one does not say. Equal
-** numbers stay apart: duplicate ACKs drive the guest's fast retransmit. */
+/* True when ACK (LEN bytes, a pure ACK parsed into AP) makes the ring's
+** newest record, a pure ACK of the same connection with an older
+** acknowledgement number, pointless: the guest learns nothing from it
+** that the newer one does not say. Equal numbers stay apart: duplicate
+** ACKs drive the guest's fast retransmit. */
 static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t len,
-                                size_t tcp)
+                                const struct nb_pkt *ap)
 {
     struct slirp_rec rec;
-    size_t opay;
+    struct nb_pkt op;
     const uint8_t *old = slirp_newest(p, &rec);
-    if (!old || rec.len != len || slirp_tcp(old, rec.len, &opay) != tcp ||
-        !slirp_pure_ack(old, tcp, opay))
+    if (!old || rec.len != len || !nb_tcp_plain(old, rec.len, &op) || op.l4 != ap->l4 ||
+        !slirp_pure_ack(old, &op))
         return 0;
     /* Same addresses and ports: IPv4 12..19 or IPv6 8..39 of the IP header. */
-    size_t a0 = tcp == 34 ? 26 : 22, a1 = tcp + 4;
+    size_t a0 = ap->l3 + (ap->v6 ? 8 : 12), a1 = ap->l4 + 4;
     if (memcmp(old, ack, 14) != 0 || memcmp(old + a0, ack + a0, a1 - a0) != 0)
         return 0;
-    return (int32_t)(nb_get32(ack + tcp + 8) - nb_get32(old + tcp + 8)) > 0;
+    return (int32_t)(nb_get32(ack + ap->l4 + 8) - nb_get32(old + ap->l4 + 8)) > 0;
 }
 
 /* Room for GROW more bytes at the ring's tail, in one piece. At the end of
@@ -7675,55 +7779,34 @@ static int slirp_room(const struct slirp_priv *p, size_t grow)
                               : p->head - p->tail > grow;
 }
 
-/* True when IP headers A and B (TCP at TCP) agree in what GRO compares
-** besides addresses and lengths: IPv4 TOS, DF and TTL, or IPv6 traffic
-** class, flow label and hop limit. */
-static int slirp_same_ip(const uint8_t *a, const uint8_t *b, size_t tcp)
-{
-    if (tcp == 34)
-        return a[15] == b[15] && a[20] == b[20] && a[22] == b[22];
-    return memcmp(a + 14, b + 14, 4) == 0 && a[21] == b[21];
-}
-
-/* Append data segment F (LEN bytes, TCP at TCP with PAY payload bytes) to
-** the ring's newest record when both are in-order segments of one
-** connection, making that record one TSO frame. libslirp sends a window's worth of segments in one burst; the
-** guest then takes one frame, one write and one pass through its stack
-** for the burst instead of one per segment, and answers with one ACK.
-** Like GRO: same headers but the sequence number, which follows on; all
-** segments MSS long but the last; a PSH or a short segment ends the frame.
-** Returns 1 when F was joined. Lock held. */
-static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t len,
-                      size_t tcp, size_t pay)
+/* Append data segment F (parsed into FP, PAY payload bytes; nb_join_seg)
+** to the ring's newest record when it continues it (nb_join_fits), making
+** that record one TSO frame. libslirp sends a window's worth of segments
+** in one burst; the guest then takes one frame, one write and one pass
+** through its stack for the burst instead of one per segment, and answers
+** with one ACK. libslirp made the segments: their checksums are not
+** checked again. Returns 1 when F was joined. Lock held. */
+static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f,
+                      const struct nb_pkt *fp, size_t pay)
 {
     struct slirp_rec rec;
+    struct nb_pkt op;
+    struct nb_join j;
     size_t opay;
-    uint64_t tso = tcp == 34 ? NETBE_F_GUEST_TSO4 : NETBE_F_GUEST_TSO6;
+    uint64_t tso = fp->v6 ? NETBE_F_GUEST_TSO6 : NETBE_F_GUEST_TSO4;
     uint8_t *old = be->features & tso && be->features & NETBE_F_GUEST_CSUM
                    ? slirp_newest(p, &rec) : NULL;
-    if (!old || rec.sealed || slirp_tcp(old, rec.len, &opay) != tcp ||
-        !slirp_data_seg(old, rec.len, tcp, opay) || old[tcp + 13] & SLIRP_TH_PUSH)
+    if (!old || !nb_tcp_plain(old, rec.len, &op) || !(opay = nb_join_seg(old, rec.len, &op)))
         return 0;
-    size_t mss = rec.gso_size ? rec.gso_size : opay, a0 = tcp == 34 ? 26 : 22;
+    nb_join_start(&j, old, &op, opay, rec.gso_size);
     size_t grow = ((rec.len + pay + 3) & ~(size_t)3) - ((rec.len + 3) & ~(size_t)3);
-    if (pay > mss || rec.len - 14 + pay > 65535 || !slirp_room(p, grow) ||
-        nb_seg_count(opay + pay, (unsigned)mss) > NB_SEG_MAX || !slirp_same_ip(old, f, tcp) ||
-        memcmp(old, f, 14) != 0 || memcmp(old + a0, f + a0, tcp + 4 - a0) != 0 ||
-        memcmp(old + tcp + 8, f + tcp + 8, 5) != 0 ||        /* ACK number, data offset */
-        memcmp(old + tcp + 14, f + tcp + 14, 2) != 0 ||      /* window; flags may add PSH */
-        nb_get32(old + tcp + 4) + (uint32_t)opay != nb_get32(f + tcp + 4))
+    if (!nb_join_fits(&j, old, f, fp, pay) || !slirp_room(p, grow))
         return 0;
-    memcpy(old + rec.len, f + tcp + 20, pay);
-    rec.len += (uint32_t)pay;
-    if (tcp == 34) {
-        nb_put16(old + 16, rec.len - 14);
-        nb_ipv4_csum(old + 14);
-    } else {
-        nb_put16(old + 18, rec.len - 54);
-    }
-    old[tcp + 13] = f[tcp + 13];
-    rec.gso_size = (uint16_t)mss;
-    rec.sealed = pay < mss;
+    memcpy(old + rec.len, f + fp->hdrs, pay);
+    nb_join_add(&j, f, fp, pay);
+    nb_join_finish(&j, old);
+    rec.len = (uint32_t)j.p.end;
+    rec.gso_size = (uint16_t)j.mss;
     memcpy(p->ring + p->last, &rec, sizeof rec);
     p->tail += grow;
     p->used += grow;
@@ -7736,14 +7819,15 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
 {
     netbe *be = opaque;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    size_t need = sizeof(struct slirp_rec) + ((len + 3) & ~(size_t)3);
-    size_t pay, tcp = slirp_tcp(buf, len, &pay);
-    if (slirp_pure_ack(buf, tcp, pay) && slirp_ack_supersedes(p, buf, len, tcp)) {
+    size_t need = sizeof(struct slirp_rec) + ((len + 3) & ~(size_t)3), pay;
+    struct nb_pkt pk;
+    int tcp = nb_tcp_plain(buf, len, &pk);
+    if (tcp && slirp_pure_ack(buf, &pk) && slirp_ack_supersedes(p, buf, len, &pk)) {
         /* A burst of guest segments is answered by one ACK, not one each. */
         memcpy(p->ring + p->last + sizeof(struct slirp_rec), buf, len);
         return (ssize_t)len;
     }
-    if (slirp_data_seg(buf, len, tcp, pay) && slirp_join(be, p, buf, len, tcp, pay))
+    if (tcp && (pay = nb_join_seg(buf, len, &pk)) && slirp_join(be, p, buf, &pk, pay))
         return (ssize_t)len;
     if (!p->used)
         p->head = p->tail = 0;
@@ -8363,22 +8447,10 @@ static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
 static struct nb_vnet_hdr slirp_rec_hdr(netbe *be, const struct slirp_rec *rec, uint8_t *f)
 {
     struct nb_vnet_hdr h = {0};
-    size_t payload, tcp = be->features & NETBE_F_GUEST_CSUM ? slirp_tcp(f, rec->len, &payload) : 0;
-    if (!tcp)
+    struct nb_pkt p;
+    if (!(be->features & NETBE_F_GUEST_CSUM) || !nb_tcp_plain(f, rec->len, &p))
         return h;
-    int v6 = tcp == 54;
-    size_t l4len = tcp == 34 ? nb_get16(f + 16) - 20u : nb_get16(f + 18);
-    uint16_t sum = nb_sum_fold(nb_pseudo_sum(f + 14, v6, IPPROTO_TCP, l4len));
-    memcpy(f + tcp + 16, &sum, 2);
-    h.flags = NB_HDR_F_NEEDS_CSUM;
-    h.csum_start = (uint16_t)tcp;
-    h.csum_offset = 16;
-    if (rec->gso_size) {
-        h.gso_type = v6 ? NB_HDR_GSO_TCPV6 : NB_HDR_GSO_TCPV4;
-        h.hdr_len = (uint16_t)(tcp + 20);
-        h.gso_size = rec->gso_size;
-    }
-    return h;
+    return nb_tcp_partial(f, &p, rec->gso_size);
 }
 
 /* Lend the ring's oldest frame: its header into *H, its bytes at *FRAME,
