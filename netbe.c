@@ -1116,6 +1116,87 @@ static struct nb_vnet_hdr nb_tcp_partial(uint8_t *f, const struct nb_pkt *p,
     return h;
 }
 
+/* True when segment F's (nb_tcp_plain into P) IPv4 header and TCP
+** checksums are right. A joined frame gets new ones: a segment damaged on
+** the way must not come out whole (GRO checks them too). */
+static int nb_join_csum_ok(const uint8_t *f, const struct nb_pkt *p)
+{
+    size_t l4len = p->end - p->l4;
+    if (!p->v6 && nb_sum_fold(nb_sum(0, f + p->l3, 20)) != 0xffff)
+        return 0;
+    return nb_sum_fold(nb_sum(nb_pseudo_sum(f + p->l3, p->v6, IPPROTO_TCP, l4len),
+                              f + p->l4, l4len)) == 0xffff;
+}
+
+/* Segments from a receive buffer joined straight into the frontend's
+** buffer IOV, behind a virtio-net header of HL bytes: the backends whose
+** peer sends MTU-sized frames and no header (stream, dgram). The peer is
+** not trusted: each segment's checksums are checked before it joins. */
+struct nb_join_out {
+    struct nb_join j;
+    const uint8_t *head;         /* the first segment, in the receive buffer */
+    const struct iovec *iov;
+    int iovcnt;
+    size_t room;
+    unsigned hl;
+};
+
+/* Start O at frame F (LEN bytes) for IOV; TSO4 and TSO6 say which the
+** frontend takes. Returns 1 when F may begin a joined frame. */
+static int nb_join_begin(struct nb_join_out *o, const uint8_t *f, size_t len, int tso4,
+                         int tso6, const struct iovec *iov, int iovcnt, unsigned hl)
+{
+    struct nb_pkt p;
+    size_t pay;
+    if (!nb_tcp_plain(f, len, &p) || !(p.v6 ? tso6 : tso4) || !(pay = nb_join_seg(f, len, &p)))
+        return 0;
+    nb_join_start(&o->j, f, &p, pay, 0);
+    o->head = f;
+    o->iov = iov;
+    o->iovcnt = iovcnt;
+    o->room = nb_iov_len(iov, iovcnt);
+    o->hl = hl;
+    return o->room >= hl + len;
+}
+
+/* Join frame G (LEN bytes) to O when it continues it and fits in IOV,
+** copying its payload there; returns 1 when it joined. The first
+** segment's checks and copy wait for a second one. */
+static int nb_join_more(struct nb_join_out *o, const uint8_t *g, size_t len)
+{
+    struct nb_join *j = &o->j;
+    struct nb_pkt p;
+    size_t pay, at = o->hl + j->p.hdrs;
+    if (!nb_tcp_plain(g, len, &p) || !(pay = nb_join_seg(g, len, &p)) ||
+        !nb_join_fits(j, o->head, g, &p, pay) || at + j->pay + pay > o->room ||
+        !nb_join_csum_ok(g, &p))
+        return 0;
+    if (j->segs == 1) {
+        if (!nb_join_csum_ok(o->head, &j->p)) {
+            j->sealed = 1;
+            return 0;
+        }
+        nb_buf_to_iov(o->head + j->p.hdrs, j->pay, o->iov, o->iovcnt, at);
+    }
+    nb_buf_to_iov(g + p.hdrs, pay, o->iov, o->iovcnt, at + j->pay);
+    nb_join_add(j, g, &p, pay);
+    return 1;
+}
+
+/* Write the joined frame's headers into IOV; returns its length with the
+** virtio-net header. Only once a segment joined (j.segs > 1). */
+static size_t nb_join_end(struct nb_join_out *o)
+{
+    uint8_t head[NB_HEAD_MAX];
+    struct nb_join *j = &o->j;
+    memcpy(head, o->head, j->p.hdrs);
+    nb_join_finish(j, head);
+    struct nb_vnet_hdr h = nb_tcp_partial(head, &j->p, j->mss);
+    nb_buf_to_iov(&h, o->hl, o->iov, o->iovcnt, 0);
+    nb_buf_to_iov(head, j->p.hdrs, o->iov, o->iovcnt, o->hl);
+    return o->hl + j->p.end;
+}
+
 /* True when header H asks for work: a checksum or segmentation. */
 static int nb_hdr_needs_offload(const struct nb_vnet_hdr *h)
 {
@@ -3384,7 +3465,8 @@ struct nb_ops {
     size_t (*rx_lend)(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame);
     void (*rx_done)(netbe *be);
     /* The link has no MTU of its own (no kernel interface checks it): netbe
-    ** drops frames over mtu=, when given. Such backends take no header. */
+    ** drops frames over mtu=, when given. Such backends ask no offload of
+    ** their header, when they take one (stream and dgram join on receive). */
     int mtu_drop;
     /* Backends with queues (a multiqueue tap): make Q queue INDEX of FIRST,
     ** and attach or detach BE's queue. May be NULL. */
@@ -3825,18 +3907,19 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg)
     be->cb_arg = arg;
 }
 
-/* True when the plain Ethernet frame in IOV carries more than tx_mtu
-** bytes after its VLAN tags: a giant, which a NIC drops. */
+/* True when the Ethernet frame in IOV, behind the backend's header,
+** carries more than tx_mtu bytes after its VLAN tags: a giant, which a
+** NIC drops. */
 static int nb_over_mtu(netbe *be, const struct iovec *iov, int iovcnt)
 {
     uint8_t head[22];
     uint16_t type, vlan;
     if (!be->tx_mtu)
         return 0;
-    size_t len = nb_iov_len(iov, iovcnt);
+    size_t hl = be->be_hdr_len, len = nb_iov_len(iov, iovcnt) - hl;
     if (len <= be->tx_mtu + 14)
         return 0;
-    nb_iov_to_buf(iov, iovcnt, 0, head, sizeof head);
+    nb_iov_to_buf(iov, iovcnt, hl, head, sizeof head);
     size_t l2 = nb_eth_walk(head, sizeof head, &type, &vlan);
     return len - (l2 ? l2 : 14) > be->tx_mtu;
 }
@@ -5285,6 +5368,65 @@ static int nb_socket_for(const struct nb_addr *a, int type)
     return fd;
 }
 
+/* ---- Headers: stream and dgram peers send none ----
+** QEMU's record formats carry plain frames. For a frontend that takes TSO
+** (and checksum offload with it), these backends take a virtio-net header
+** of SOCK_HDR bytes. A frame sent comes with one that asks for nothing
+** (they offer receive offloads only, so netbe does the rest in software
+** first), and it is left out; a frame received gets a zero one, or one
+** saying that TCP segments waiting behind one another came out as one TSO
+** frame (nb_join_begin). */
+
+#define SOCK_HDR 10
+#define SOCK_CAPS (NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6)
+
+static uint64_t sock_get_cap(netbe *be)
+{
+    return SOCK_CAPS;
+}
+
+/* Joining needs checksum offload and TSO; without it no header is worth
+** its bytes. */
+static int sock_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
+{
+    int join = features & NETBE_F_GUEST_CSUM &&
+               features & (NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6);
+    be->be_hdr_len = join ? SOCK_HDR : 0;
+    return 0;
+}
+
+/* IOV without BE's header into OUT (room for IOVCNT); returns the count. */
+static int sock_skip_hdr(netbe *be, const struct iovec *iov, int iovcnt, struct iovec *out)
+{
+    if (!be->be_hdr_len) {
+        memcpy(out, iov, (size_t)iovcnt * sizeof *iov);
+        return iovcnt;
+    }
+    return nb_iov_skip(iov, iovcnt, be->be_hdr_len, out);
+}
+
+/* Start joining at frame F (LEN bytes) for IOV, when BE's frontend takes
+** TSO of F's kind; see nb_join_begin. */
+static int sock_join_begin(netbe *be, struct nb_join_out *o, const uint8_t *f, size_t len,
+                           const struct iovec *iov, int iovcnt)
+{
+    return be->be_hdr_len &&
+           nb_join_begin(o, f, len, (be->features & NETBE_F_GUEST_TSO4) != 0,
+                         (be->features & NETBE_F_GUEST_TSO6) != 0, iov, iovcnt,
+                         be->be_hdr_len);
+}
+
+/* Hand frame F (LEN bytes) to IOV as it is, behind BE's zero header;
+** returns its length with the header (the core drops a truncated one). */
+static ssize_t sock_rx_plain(netbe *be, const uint8_t *f, size_t len,
+                             const struct iovec *iov, int iovcnt)
+{
+    size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
+    nb_buf_to_iov(nb_zero_hdr, hl < room ? hl : room, iov, iovcnt, 0);
+    nb_buf_to_iov(f, len + hl <= room ? len : room > hl ? room - hl : 0, iov, iovcnt, hl);
+    return (ssize_t)(len + hl);
+}
+
 /* ====================================================================
 ** 9. Backend stream: length-prefixed frames over a stream socket
 ** ====================================================================
@@ -5732,10 +5874,12 @@ static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
 static ssize_t stream_send(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    struct iovec v[iovcnt];
+    int n = sock_skip_hdr(be, iov, iovcnt, v);
     pthread_mutex_lock(&p->tx_lock);
-    ssize_t n = stream_send_locked(be, p, iov, iovcnt);
+    ssize_t r = stream_send_locked(be, p, v, n);
     pthread_mutex_unlock(&p->tx_lock);
-    return n;
+    return r < 0 ? r : r + (ssize_t)be->be_hdr_len;
 }
 
 /* Pull more bytes from the socket. Returns >0 bytes, 0 nothing now, <0 gone. */
@@ -5756,6 +5900,40 @@ static ssize_t stream_fill(struct stream_priv *p)
     else
         n = -1;
     return n;
+}
+
+/* The record at OFF of the receive buffer, when it is all there and
+** holds a frame: the frame, its length in *LEN. Else NULL. */
+static const uint8_t *stream_rx_at(const struct stream_priv *p, size_t off, size_t *len)
+{
+    uint32_t be32;
+    if (p->rx_tail - off < 4)
+        return NULL;
+    memcpy(&be32, p->rxbuf + off, 4);
+    *len = ntohl(be32);
+    if (*len == 0 || *len > NETBE_MAX_FRAME || p->rx_tail - off - 4 < *len)
+        return NULL;
+    return p->rxbuf + off + 4;
+}
+
+/* Hand out the frame of the record at the buffer's head (LEN bytes, all
+** there), joined with the records behind it that continue it. */
+static ssize_t stream_rx_frame(netbe *be, struct stream_priv *p, size_t len,
+                               const struct iovec *iov, int iovcnt)
+{
+    const uint8_t *f = p->rxbuf + p->rx_head + 4, *g;
+    size_t off = p->rx_head + 4 + len, glen;
+    struct nb_join_out o;
+    if (sock_join_begin(be, &o, f, len, iov, iovcnt)) {
+        while ((g = stream_rx_at(p, off, &glen)) && nb_join_more(&o, g, glen))
+            off += 4 + glen;
+        if (o.j.segs > 1) {
+            p->rx_head = off;
+            return (ssize_t)nb_join_end(&o);
+        }
+    }
+    p->rx_head += 4 + len;
+    return sock_rx_plain(be, f, len, iov, iovcnt);
 }
 
 static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
@@ -5782,13 +5960,8 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
                 p->rx_head += 4;
                 continue;
             }
-            if (have >= len + 4) {
-                p->rx_head += len + 4;
-                size_t room = nb_iov_len(iov, iovcnt);
-                nb_buf_to_iov(p->rxbuf + p->rx_head - len, len < room ? len : room, iov,
-                              iovcnt, 0);
-                return (ssize_t)len;
-            }
+            if (have >= len + 4)
+                return stream_rx_frame(be, p, len, iov, iovcnt);
         }
         ssize_t n = stream_fill(p);
         if (n == 0)
@@ -5804,7 +5977,8 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
 static const struct nb_ops nb_stream = {
     .prefix = "stream", .keys = stream_keys, .priv_size = sizeof(struct stream_priv),
     .check = stream_check, .open = stream_open, .close = stream_close,
-    .send = stream_send, .flush = stream_flush, .recv = stream_recv, .mtu_drop = 1,
+    .send = stream_send, .flush = stream_flush, .recv = stream_recv,
+    .get_cap = sock_get_cap, .set_cap = sock_set_cap, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -6060,7 +6234,7 @@ static ssize_t dgram_send_now(netbe *be, struct dgram_priv *p, const struct iove
 /* Queue the frame when batching (nb_may_batch), writing the queue first
 ** when it is full; else write what waits, then the frame. A frame that
 ** finds no room is not taken (-EAGAIN). */
-static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+static ssize_t dgram_send_frame(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
     size_t len = nb_iov_len(iov, iovcnt);
@@ -6082,8 +6256,16 @@ static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
     return rc;
 }
 
+static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct iovec v[iovcnt];
+    ssize_t r = dgram_send_frame(be, v, sock_skip_hdr(be, iov, iovcnt, v));
+    return r < 0 ? r : r + (ssize_t)be->be_hdr_len;
+}
+
 /* Hand out the next datagram read, reading up to DGRAM_BATCH with one
-** recvmmsg when none is left. Returns its real length (MSG_TRUNC: a
+** recvmmsg when none is left, joined with the datagrams of the batch
+** behind it that continue it. Returns its real length (MSG_TRUNC: a
 ** longer one than a slot is dropped by the core as oversize). */
 static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
 {
@@ -6102,9 +6284,19 @@ static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
     }
     int i = p->rx_next++;
     size_t len = p->rx_msg[i].msg_len;
-    size_t room = nb_iov_len(iov, iovcnt), have = len < DGRAM_SLOT ? len : DGRAM_SLOT;
-    nb_buf_to_iov(p->rx_iov[i].iov_base, have < room ? have : room, iov, iovcnt, 0);
-    return (ssize_t)len;
+    const uint8_t *f = p->rx_iov[i].iov_base;
+    struct nb_join_out o;
+    if (len > NETBE_MAX_FRAME)
+        return (ssize_t)(len + be->be_hdr_len);     /* cut short: the core drops it */
+    if (sock_join_begin(be, &o, f, len, iov, iovcnt)) {
+        while (p->rx_next < p->rx_n && p->rx_msg[p->rx_next].msg_len <= NETBE_MAX_FRAME &&
+               nb_join_more(&o, p->rx_iov[p->rx_next].iov_base,
+                            p->rx_msg[p->rx_next].msg_len))
+            p->rx_next++;
+        if (o.j.segs > 1)
+            return (ssize_t)nb_join_end(&o);
+    }
+    return sock_rx_plain(be, f, len, iov, iovcnt);
 }
 
 static int dgram_rx_pending(netbe *be)
@@ -6117,7 +6309,8 @@ static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
     .send = dgram_send, .flush = dgram_flush, .recv = dgram_recv,
-    .rx_pending = dgram_rx_pending, .mtu_drop = 1,
+    .rx_pending = dgram_rx_pending, .get_cap = sock_get_cap, .set_cap = sock_set_cap,
+    .mtu_drop = 1,
 };
 
 /* ====================================================================
