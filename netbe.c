@@ -781,23 +781,37 @@ static int nb_hdr_check(const struct nb_vnet_hdr *h, const uint8_t *f, size_t le
     return 0;
 }
 
+/* S + W with the carry wrapped around: one's complement addition. */
+static uint64_t nb_sum_add(uint64_t s, uint64_t w)
+{
+    s += w;
+    return s + (s < w);
+}
+
 /* Internet checksum: sums are kept in host byte order words, which RFC
-** 1071 shows gives the right bytes when stored back the same way. */
+** 1071 shows gives the right bytes when stored back the same way. Four
+** sums run side by side: each add waits for the carry of the one before,
+** so one sum alone goes at half the speed. */
 static uint64_t nb_sum(uint64_t s, const uint8_t *p, size_t len)
 {
-    while (len >= 8) {
+    uint64_t t = 0, u = 0, v = 0;
+    for (; len >= 32; p += 32, len -= 32) {
+        uint64_t w[4];
+        memcpy(w, p, 32);
+        s = nb_sum_add(s, w[0]);
+        t = nb_sum_add(t, w[1]);
+        u = nb_sum_add(u, w[2]);
+        v = nb_sum_add(v, w[3]);
+    }
+    s = nb_sum_add(nb_sum_add(s, t), nb_sum_add(u, v));
+    for (; len >= 8; p += 8, len -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        s += w;
-        s += s < w;
-        p += 8;
-        len -= 8;
+        s = nb_sum_add(s, w);
     }
     uint64_t w = 0;
     memcpy(&w, p, len);          /* the tail, zero padded: an odd last byte too */
-    s += w;
-    s += s < w;
-    return s;
+    return nb_sum_add(s, w);
 }
 
 static uint16_t nb_sum_fold(uint64_t s)
@@ -966,6 +980,221 @@ static void nb_seg_advance(struct nb_seg *s)
     s->off += chunk;
     s->n++;
     s->left = s->off < s->p.end - s->start;
+}
+
+/* ---- Joining: TCP segments into one TSO frame, as GRO does ----
+** A receiver that negotiated TSO takes one frame, one write and one pass
+** through its stack where it would take dozens of MTU-sized segments.
+** The rules are those of Linux's GRO (inet_gro_receive, tcp_gro_receive):
+** segments join when they are of one connection and in order, with the
+** same headers but for the lengths, the IPv4 id (which counts up, or stays
+** with DF) and the checksums; TCP options byte for byte equal; every
+** segment as long as the first but the last, which may be shorter and
+** ends the frame, as a PSH does; at most 64 KiB of IP packet and
+** NB_SEG_MAX segments. Only untagged Ethernet, IPv4 without options and
+** IPv6 without extension headers join. */
+
+#define NB_TCP_ACK 0x10
+
+/* A TSO frame being joined: the first segment's headers, then payloads. */
+struct nb_join {
+    struct nb_pkt p;             /* the first segment's; end follows nb_join_finish */
+    size_t pay;                  /* payload bytes joined so far */
+    unsigned mss;                /* the first segment's payload: no later one is longer */
+    unsigned segs;
+    int sealed;                  /* a PSH or a short segment ended it */
+    uint8_t flags;               /* the last segment's TCP flags */
+};
+
+/* Parse frame F of LEN bytes into P; true when it is TCP in untagged
+** Ethernet over IPv4 without options or fragments, or over IPv6 without
+** extension headers. */
+static int nb_tcp_plain(const uint8_t *f, size_t len, struct nb_pkt *p)
+{
+    return nb_pkt_parse(f, len, p) == 0 && p->proto == IPPROTO_TCP && p->l3 == 14 &&
+           (p->v6 || (p->l4 == 34 && !p->frag));
+}
+
+/* The payload length of F (LEN bytes, nb_tcp_plain into P) when it is a
+** segment that may join: flags ACK or ACK|PSH, some data, nothing after
+** the IP packet. Else 0. */
+static size_t nb_join_seg(const uint8_t *f, size_t len, const struct nb_pkt *p)
+{
+    if (p->end != len || (f[p->l4 + 13] & ~NB_TCP_PSH) != NB_TCP_ACK)
+        return 0;
+    return len - p->hdrs;
+}
+
+/* Start J at segment F (P, PAY bytes of payload; nb_join_seg). GSO_SIZE,
+** when not 0, says F is a frame joined before from segments that long. */
+static void nb_join_start(struct nb_join *j, const uint8_t *f, const struct nb_pkt *p,
+                          size_t pay, unsigned gso_size)
+{
+    j->p = *p;
+    j->pay = pay;
+    j->mss = gso_size ? gso_size : (unsigned)pay;
+    j->segs = (unsigned)nb_seg_count(pay, j->mss);
+    j->flags = f[p->l4 + 13];
+    j->sealed = (j->flags & NB_TCP_PSH) || pay % j->mss != 0;
+}
+
+/* True when F's IP header agrees with HEAD's, J's first segment's: IPv4
+** TOS, DF, TTL and addresses, the id counting up (or fixed under DF);
+** IPv6 class, flow label, hop limit and addresses. */
+static int nb_join_same_ip(const struct nb_join *j, const uint8_t *head, const uint8_t *f)
+{
+    const uint8_t *a = head + j->p.l3, *b = f + j->p.l3;
+    if (j->p.v6)
+        return memcmp(a, b, 4) == 0 && a[7] == b[7] && memcmp(a + 8, b + 8, 32) == 0;
+    uint16_t id = nb_get16(b + 4), first = nb_get16(a + 4);
+    return a[1] == b[1] && a[6] == b[6] && a[8] == b[8] && memcmp(a + 12, b + 12, 8) == 0 &&
+           (id == (uint16_t)(first + j->segs) || (b[6] & 0x40 && id == first));
+}
+
+/* True when segment F (P, PAY bytes of payload; nb_join_seg) continues J,
+** whose headers are at HEAD. */
+static int nb_join_fits(const struct nb_join *j, const uint8_t *head, const uint8_t *f,
+                        const struct nb_pkt *p, size_t pay)
+{
+    const struct nb_pkt *h = &j->p;
+    size_t tcp = h->l4;
+    if (j->sealed || pay > j->mss || j->segs >= NB_SEG_MAX || p->v6 != h->v6 ||
+        p->hdrs != h->hdrs || h->hdrs - h->l3 + j->pay + pay > 65535)
+        return 0;
+    return memcmp(head, f, h->l3) == 0 && nb_join_same_ip(j, head, f) &&
+           memcmp(head + tcp, f + tcp, 4) == 0 &&                  /* ports */
+           nb_get32(f + tcp + 4) == nb_get32(head + tcp + 4) + (uint32_t)j->pay &&
+           memcmp(head + tcp + 8, f + tcp + 8, 5) == 0 &&          /* ACK number, offset */
+           memcmp(head + tcp + 14, f + tcp + 14, 2) == 0 &&        /* window */
+           memcmp(head + tcp + 20, f + tcp + 20, h->hdrs - tcp - 20) == 0;
+}
+
+/* The payload of segment F (P, PAY bytes) was put after J's: count it. */
+static void nb_join_add(struct nb_join *j, const uint8_t *f, const struct nb_pkt *p,
+                        size_t pay)
+{
+    j->pay += pay;
+    j->segs++;
+    j->flags = f[p->l4 + 13];
+    j->sealed = (j->flags & NB_TCP_PSH) || pay < j->mss;
+}
+
+/* Make HEAD, the first segment's headers (in place, or a copy), those
+** of J's joined frame: its lengths and IPv4 header checksum, and the
+** last segment's flags. */
+static void nb_join_finish(struct nb_join *j, uint8_t *head)
+{
+    struct nb_pkt *p = &j->p;
+    p->end = p->hdrs + j->pay;
+    if (p->v6) {
+        nb_put16(head + p->l3 + 4, (unsigned)(p->end - p->l4));
+    } else {
+        nb_put16(head + p->l3 + 2, (unsigned)(p->end - p->l3));
+        nb_ipv4_csum(head + p->l3);
+    }
+    head[p->l4 + 13] = j->flags;
+}
+
+/* The virtio-net header for TCP frame F (nb_tcp_plain into P): its checksum
+** partial, the field holding the pseudo-header sum as virtio asks, and
+** with GSO_SIZE a TSO frame of segments that long. */
+static struct nb_vnet_hdr nb_tcp_partial(uint8_t *f, const struct nb_pkt *p,
+                                         unsigned gso_size)
+{
+    struct nb_vnet_hdr h = {0};
+    uint16_t sum = nb_sum_fold(nb_pseudo_sum(f + p->l3, p->v6, IPPROTO_TCP,
+                                             p->end - p->l4));
+    memcpy(f + p->l4 + 16, &sum, 2);
+    h.flags = NB_HDR_F_NEEDS_CSUM;
+    h.csum_start = (uint16_t)p->l4;
+    h.csum_offset = 16;
+    if (gso_size) {
+        h.gso_type = p->v6 ? NB_HDR_GSO_TCPV6 : NB_HDR_GSO_TCPV4;
+        h.hdr_len = (uint16_t)p->hdrs;
+        h.gso_size = (uint16_t)gso_size;
+    }
+    return h;
+}
+
+/* True when segment F's (nb_tcp_plain into P) IPv4 header and TCP
+** checksums are right. A joined frame gets new ones: a segment damaged on
+** the way must not come out whole (GRO checks them too). */
+static int nb_join_csum_ok(const uint8_t *f, const struct nb_pkt *p)
+{
+    size_t l4len = p->end - p->l4;
+    if (!p->v6 && nb_sum_fold(nb_sum(0, f + p->l3, 20)) != 0xffff)
+        return 0;
+    return nb_sum_fold(nb_sum(nb_pseudo_sum(f + p->l3, p->v6, IPPROTO_TCP, l4len),
+                              f + p->l4, l4len)) == 0xffff;
+}
+
+/* Segments from a receive buffer joined straight into the frontend's
+** buffer IOV, behind a virtio-net header of HL bytes: the backends whose
+** peer sends MTU-sized frames and no header (stream, dgram). The peer is
+** not trusted: each segment's checksums are checked before it joins. */
+struct nb_join_out {
+    struct nb_join j;
+    const uint8_t *head;         /* the first segment, in the receive buffer */
+    const struct iovec *iov;
+    int iovcnt;
+    size_t room;
+    unsigned hl;
+};
+
+/* Start O at frame F (LEN bytes) for IOV; TSO4 and TSO6 say which the
+** frontend takes. Returns 1 when F may begin a joined frame. */
+static int nb_join_begin(struct nb_join_out *o, const uint8_t *f, size_t len, int tso4,
+                         int tso6, const struct iovec *iov, int iovcnt, unsigned hl)
+{
+    struct nb_pkt p;
+    size_t pay;
+    if (!nb_tcp_plain(f, len, &p) || !(p.v6 ? tso6 : tso4) || !(pay = nb_join_seg(f, len, &p)))
+        return 0;
+    nb_join_start(&o->j, f, &p, pay, 0);
+    o->head = f;
+    o->iov = iov;
+    o->iovcnt = iovcnt;
+    o->room = nb_iov_len(iov, iovcnt);
+    o->hl = hl;
+    return o->room >= hl + len;
+}
+
+/* Join frame G (LEN bytes) to O when it continues it and fits in IOV,
+** copying its payload there; returns 1 when it joined. The first
+** segment's checks and copy wait for a second one. */
+static int nb_join_more(struct nb_join_out *o, const uint8_t *g, size_t len)
+{
+    struct nb_join *j = &o->j;
+    struct nb_pkt p;
+    size_t pay, at = o->hl + j->p.hdrs;
+    if (!nb_tcp_plain(g, len, &p) || !(pay = nb_join_seg(g, len, &p)) ||
+        !nb_join_fits(j, o->head, g, &p, pay) || at + j->pay + pay > o->room ||
+        !nb_join_csum_ok(g, &p))
+        return 0;
+    if (j->segs == 1) {
+        if (!nb_join_csum_ok(o->head, &j->p)) {
+            j->sealed = 1;
+            return 0;
+        }
+        nb_buf_to_iov(o->head + j->p.hdrs, j->pay, o->iov, o->iovcnt, at);
+    }
+    nb_buf_to_iov(g + p.hdrs, pay, o->iov, o->iovcnt, at + j->pay);
+    nb_join_add(j, g, &p, pay);
+    return 1;
+}
+
+/* Write the joined frame's headers into IOV; returns its length with the
+** virtio-net header. Only once a segment joined (j.segs > 1). */
+static size_t nb_join_end(struct nb_join_out *o)
+{
+    uint8_t head[NB_HEAD_MAX];
+    struct nb_join *j = &o->j;
+    memcpy(head, o->head, j->p.hdrs);
+    nb_join_finish(j, head);
+    struct nb_vnet_hdr h = nb_tcp_partial(head, &j->p, j->mss);
+    nb_buf_to_iov(&h, o->hl, o->iov, o->iovcnt, 0);
+    nb_buf_to_iov(head, j->p.hdrs, o->iov, o->iovcnt, o->hl);
+    return o->hl + j->p.end;
 }
 
 /* True when header H asks for work: a checksum or segmentation. */
@@ -3236,7 +3465,8 @@ struct nb_ops {
     size_t (*rx_lend)(netbe *be, struct nb_vnet_hdr *h, const uint8_t **frame);
     void (*rx_done)(netbe *be);
     /* The link has no MTU of its own (no kernel interface checks it): netbe
-    ** drops frames over mtu=, when given. Such backends take no header. */
+    ** drops frames over mtu=, when given. Such backends ask no offload of
+    ** their header, when they take one (stream and dgram join on receive). */
     int mtu_drop;
     /* Backends with queues (a multiqueue tap): make Q queue INDEX of FIRST,
     ** and attach or detach BE's queue. May be NULL. */
@@ -3677,18 +3907,19 @@ void netbe_set_callback(netbe *be, netbe_cb cb, void *arg)
     be->cb_arg = arg;
 }
 
-/* True when the plain Ethernet frame in IOV carries more than tx_mtu
-** bytes after its VLAN tags: a giant, which a NIC drops. */
+/* True when the Ethernet frame in IOV, behind the backend's header,
+** carries more than tx_mtu bytes after its VLAN tags: a giant, which a
+** NIC drops. */
 static int nb_over_mtu(netbe *be, const struct iovec *iov, int iovcnt)
 {
     uint8_t head[22];
     uint16_t type, vlan;
     if (!be->tx_mtu)
         return 0;
-    size_t len = nb_iov_len(iov, iovcnt);
+    size_t hl = be->be_hdr_len, len = nb_iov_len(iov, iovcnt) - hl;
     if (len <= be->tx_mtu + 14)
         return 0;
-    nb_iov_to_buf(iov, iovcnt, 0, head, sizeof head);
+    nb_iov_to_buf(iov, iovcnt, hl, head, sizeof head);
     size_t l2 = nb_eth_walk(head, sizeof head, &type, &vlan);
     return len - (l2 ? l2 : 14) > be->tx_mtu;
 }
@@ -5137,6 +5368,65 @@ static int nb_socket_for(const struct nb_addr *a, int type)
     return fd;
 }
 
+/* ---- Headers: stream and dgram peers send none ----
+** QEMU's record formats carry plain frames. For a frontend that takes TSO
+** (and checksum offload with it), these backends take a virtio-net header
+** of SOCK_HDR bytes. A frame sent comes with one that asks for nothing
+** (they offer receive offloads only, so netbe does the rest in software
+** first), and it is left out; a frame received gets a zero one, or one
+** saying that TCP segments waiting behind one another came out as one TSO
+** frame (nb_join_begin). */
+
+#define SOCK_HDR 10
+#define SOCK_CAPS (NETBE_F_GUEST_CSUM | NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6)
+
+static uint64_t sock_get_cap(netbe *be)
+{
+    return SOCK_CAPS;
+}
+
+/* Joining needs checksum offload and TSO; without it no header is worth
+** its bytes. */
+static int sock_set_cap(netbe *be, uint64_t features, unsigned fe_hdr_len)
+{
+    int join = features & NETBE_F_GUEST_CSUM &&
+               features & (NETBE_F_GUEST_TSO4 | NETBE_F_GUEST_TSO6);
+    be->be_hdr_len = join ? SOCK_HDR : 0;
+    return 0;
+}
+
+/* IOV without BE's header into OUT (room for IOVCNT); returns the count. */
+static int sock_skip_hdr(netbe *be, const struct iovec *iov, int iovcnt, struct iovec *out)
+{
+    if (!be->be_hdr_len) {
+        memcpy(out, iov, (size_t)iovcnt * sizeof *iov);
+        return iovcnt;
+    }
+    return nb_iov_skip(iov, iovcnt, be->be_hdr_len, out);
+}
+
+/* Start joining at frame F (LEN bytes) for IOV, when BE's frontend takes
+** TSO of F's kind; see nb_join_begin. */
+static int sock_join_begin(netbe *be, struct nb_join_out *o, const uint8_t *f, size_t len,
+                           const struct iovec *iov, int iovcnt)
+{
+    return be->be_hdr_len &&
+           nb_join_begin(o, f, len, (be->features & NETBE_F_GUEST_TSO4) != 0,
+                         (be->features & NETBE_F_GUEST_TSO6) != 0, iov, iovcnt,
+                         be->be_hdr_len);
+}
+
+/* Hand frame F (LEN bytes) to IOV as it is, behind BE's zero header;
+** returns its length with the header (the core drops a truncated one). */
+static ssize_t sock_rx_plain(netbe *be, const uint8_t *f, size_t len,
+                             const struct iovec *iov, int iovcnt)
+{
+    size_t room = nb_iov_len(iov, iovcnt), hl = be->be_hdr_len;
+    nb_buf_to_iov(nb_zero_hdr, hl < room ? hl : room, iov, iovcnt, 0);
+    nb_buf_to_iov(f, len + hl <= room ? len : room > hl ? room - hl : 0, iov, iovcnt, hl);
+    return (ssize_t)(len + hl);
+}
+
 /* ====================================================================
 ** 9. Backend stream: length-prefixed frames over a stream socket
 ** ====================================================================
@@ -5584,10 +5874,12 @@ static ssize_t stream_send_locked(netbe *be, struct stream_priv *p,
 static ssize_t stream_send(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct stream_priv *p = NB_PRIV(be, struct stream_priv);
+    struct iovec v[iovcnt];
+    int n = sock_skip_hdr(be, iov, iovcnt, v);
     pthread_mutex_lock(&p->tx_lock);
-    ssize_t n = stream_send_locked(be, p, iov, iovcnt);
+    ssize_t r = stream_send_locked(be, p, v, n);
     pthread_mutex_unlock(&p->tx_lock);
-    return n;
+    return r < 0 ? r : r + (ssize_t)be->be_hdr_len;
 }
 
 /* Pull more bytes from the socket. Returns >0 bytes, 0 nothing now, <0 gone. */
@@ -5608,6 +5900,40 @@ static ssize_t stream_fill(struct stream_priv *p)
     else
         n = -1;
     return n;
+}
+
+/* The record at OFF of the receive buffer, when it is all there and
+** holds a frame: the frame, its length in *LEN. Else NULL. */
+static const uint8_t *stream_rx_at(const struct stream_priv *p, size_t off, size_t *len)
+{
+    uint32_t be32;
+    if (p->rx_tail - off < 4)
+        return NULL;
+    memcpy(&be32, p->rxbuf + off, 4);
+    *len = ntohl(be32);
+    if (*len == 0 || *len > NETBE_MAX_FRAME || p->rx_tail - off - 4 < *len)
+        return NULL;
+    return p->rxbuf + off + 4;
+}
+
+/* Hand out the frame of the record at the buffer's head (LEN bytes, all
+** there), joined with the records behind it that continue it. */
+static ssize_t stream_rx_frame(netbe *be, struct stream_priv *p, size_t len,
+                               const struct iovec *iov, int iovcnt)
+{
+    const uint8_t *f = p->rxbuf + p->rx_head + 4, *g;
+    size_t off = p->rx_head + 4 + len, glen;
+    struct nb_join_out o;
+    if (sock_join_begin(be, &o, f, len, iov, iovcnt)) {
+        while ((g = stream_rx_at(p, off, &glen)) && nb_join_more(&o, g, glen))
+            off += 4 + glen;
+        if (o.j.segs > 1) {
+            p->rx_head = off;
+            return (ssize_t)nb_join_end(&o);
+        }
+    }
+    p->rx_head += 4 + len;
+    return sock_rx_plain(be, f, len, iov, iovcnt);
 }
 
 static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
@@ -5634,13 +5960,8 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
                 p->rx_head += 4;
                 continue;
             }
-            if (have >= len + 4) {
-                p->rx_head += len + 4;
-                size_t room = nb_iov_len(iov, iovcnt);
-                nb_buf_to_iov(p->rxbuf + p->rx_head - len, len < room ? len : room, iov,
-                              iovcnt, 0);
-                return (ssize_t)len;
-            }
+            if (have >= len + 4)
+                return stream_rx_frame(be, p, len, iov, iovcnt);
         }
         ssize_t n = stream_fill(p);
         if (n == 0)
@@ -5656,7 +5977,8 @@ static ssize_t stream_recv(netbe *be, const struct iovec *iov, int iovcnt)
 static const struct nb_ops nb_stream = {
     .prefix = "stream", .keys = stream_keys, .priv_size = sizeof(struct stream_priv),
     .check = stream_check, .open = stream_open, .close = stream_close,
-    .send = stream_send, .flush = stream_flush, .recv = stream_recv, .mtu_drop = 1,
+    .send = stream_send, .flush = stream_flush, .recv = stream_recv,
+    .get_cap = sock_get_cap, .set_cap = sock_set_cap, .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -5912,7 +6234,7 @@ static ssize_t dgram_send_now(netbe *be, struct dgram_priv *p, const struct iove
 /* Queue the frame when batching (nb_may_batch), writing the queue first
 ** when it is full; else write what waits, then the frame. A frame that
 ** finds no room is not taken (-EAGAIN). */
-static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+static ssize_t dgram_send_frame(netbe *be, const struct iovec *iov, int iovcnt)
 {
     struct dgram_priv *p = NB_PRIV(be, struct dgram_priv);
     size_t len = nb_iov_len(iov, iovcnt);
@@ -5934,8 +6256,16 @@ static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
     return rc;
 }
 
+static ssize_t dgram_send(netbe *be, const struct iovec *iov, int iovcnt)
+{
+    struct iovec v[iovcnt];
+    ssize_t r = dgram_send_frame(be, v, sock_skip_hdr(be, iov, iovcnt, v));
+    return r < 0 ? r : r + (ssize_t)be->be_hdr_len;
+}
+
 /* Hand out the next datagram read, reading up to DGRAM_BATCH with one
-** recvmmsg when none is left. Returns its real length (MSG_TRUNC: a
+** recvmmsg when none is left, joined with the datagrams of the batch
+** behind it that continue it. Returns its real length (MSG_TRUNC: a
 ** longer one than a slot is dropped by the core as oversize). */
 static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
 {
@@ -5954,9 +6284,19 @@ static ssize_t dgram_recv(netbe *be, const struct iovec *iov, int iovcnt)
     }
     int i = p->rx_next++;
     size_t len = p->rx_msg[i].msg_len;
-    size_t room = nb_iov_len(iov, iovcnt), have = len < DGRAM_SLOT ? len : DGRAM_SLOT;
-    nb_buf_to_iov(p->rx_iov[i].iov_base, have < room ? have : room, iov, iovcnt, 0);
-    return (ssize_t)len;
+    const uint8_t *f = p->rx_iov[i].iov_base;
+    struct nb_join_out o;
+    if (len > NETBE_MAX_FRAME)
+        return (ssize_t)(len + be->be_hdr_len);     /* cut short: the core drops it */
+    if (sock_join_begin(be, &o, f, len, iov, iovcnt)) {
+        while (p->rx_next < p->rx_n && p->rx_msg[p->rx_next].msg_len <= NETBE_MAX_FRAME &&
+               nb_join_more(&o, p->rx_iov[p->rx_next].iov_base,
+                            p->rx_msg[p->rx_next].msg_len))
+            p->rx_next++;
+        if (o.j.segs > 1)
+            return (ssize_t)nb_join_end(&o);
+    }
+    return sock_rx_plain(be, f, len, iov, iovcnt);
 }
 
 static int dgram_rx_pending(netbe *be)
@@ -5969,7 +6309,8 @@ static const struct nb_ops nb_dgram = {
     .prefix = "dgram", .keys = dgram_keys, .priv_size = sizeof(struct dgram_priv),
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
     .send = dgram_send, .flush = dgram_flush, .recv = dgram_recv,
-    .rx_pending = dgram_rx_pending, .mtu_drop = 1,
+    .rx_pending = dgram_rx_pending, .get_cap = sock_get_cap, .set_cap = sock_set_cap,
+    .mtu_drop = 1,
 };
 
 /* ====================================================================
@@ -7492,7 +7833,7 @@ static int slirp_check(netbe_config *cfg, char *err, size_t errlen)
 struct slirp_rec {
     uint32_t len;
     uint16_t gso_size;           /* 0: a plain frame */
-    uint16_t sealed;             /* a short segment ended it: nothing more joins */
+    uint16_t pad;                /* 0: records stay 4-byte aligned */
 };
 
 /* What we keep per host descriptor libslirp watches. */
@@ -7549,44 +7890,13 @@ static void slirp_kick(struct slirp_priv *p)
         event_active(p->run_ev, 0, 0);
 }
 
-/* Where the TCP header of F (LEN bytes) starts when F is TCP over IPv4
-** without options or fragments, or over IPv6 without extension headers,
-** with lengths that agree; *PAYLOAD gets the TCP payload length. Else 0. */
-static size_t slirp_tcp(const uint8_t *f, size_t len, size_t *payload)
-{
-    size_t ip;
-    if (len >= 14 + 20 + 20 && f[12] == 0x08 && f[13] == 0x00 && f[14] == 0x45 &&
-        f[23] == 6 && (f[20] & 0x3f) == 0 && f[21] == 0)
-        ip = 20;
-    else if (len >= 14 + 40 + 20 && f[12] == 0x86 && f[13] == 0xdd && f[20] == 6)
-        ip = 40;
-    else
-        return 0;
-    size_t tcp = 14 + ip, doff = (size_t)(f[tcp + 12] >> 4) * 4;
-    size_t total = ip == 20 ? nb_get16(f + 16) : 40 + (size_t)nb_get16(f + 18);
-    if (doff < 20 || total < ip + doff || len < 14 + total)
-        return 0;
-    *payload = total - ip - doff;
-    return tcp;
-}
-
 #define SLIRP_TH_ACK  0x10
-#define SLIRP_TH_PUSH 0x08
 
-/* True when F, TCP at TCP (slirp_tcp) with PAY payload bytes, is a pure
-** ACK: no data, no SYN, FIN, RST or URG. */
-static int slirp_pure_ack(const uint8_t *f, size_t tcp, size_t pay)
+/* True when F, TCP (nb_tcp_plain into P), is a pure ACK: no data, no
+** SYN, FIN, RST or URG. */
+static int slirp_pure_ack(const uint8_t *f, const struct nb_pkt *p)
 {
-    return tcp && !pay && (f[tcp + 13] & 0x3f) == SLIRP_TH_ACK;
-}
-
-/* True when F (LEN bytes, TCP at TCP with PAY payload bytes) is a data
-** segment that may join a TSO frame: flags ACK or ACK|PSH, no TCP options
-** (libslirp sends them only with SYN), no padding. */
-static int slirp_data_seg(const uint8_t *f, size_t len, size_t tcp, size_t pay)
-{
-    return tcp && pay && f[tcp + 12] == 0x50 &&
-           (f[tcp + 13] & ~SLIRP_TH_PUSH) == SLIRP_TH_ACK && len == tcp + 20 + pay;
+    return p->end == p->hdrs && (f[p->l4 + 13] & 0x3f) == SLIRP_TH_ACK;
 }
 
 /* The ring's newest record, while the frontend has not taken it. */
@@ -7633,24 +7943,25 @@ static int slirp_free_oldest(struct slirp_priv *p)
     return 0;
 }
 
-/* True when ACK (a pure ACK, TCP at TCP) makes the ring's newest record, a pure ACK of
-** the same connection with an older acknowledgement number, pointless:
-** the guest learns nothing from it that the newer one does not say. Equal
-** numbers stay apart: duplicate ACKs drive the guest's fast retransmit. */
+/* True when ACK (LEN bytes, a pure ACK parsed into AP) makes the ring's
+** newest record, a pure ACK of the same connection with an older
+** acknowledgement number, pointless: the guest learns nothing from it
+** that the newer one does not say. Equal numbers stay apart: duplicate
+** ACKs drive the guest's fast retransmit. */
 static int slirp_ack_supersedes(struct slirp_priv *p, const uint8_t *ack, size_t len,
-                                size_t tcp)
+                                const struct nb_pkt *ap)
 {
     struct slirp_rec rec;
-    size_t opay;
+    struct nb_pkt op;
     const uint8_t *old = slirp_newest(p, &rec);
-    if (!old || rec.len != len || slirp_tcp(old, rec.len, &opay) != tcp ||
-        !slirp_pure_ack(old, tcp, opay))
+    if (!old || rec.len != len || !nb_tcp_plain(old, rec.len, &op) || op.l4 != ap->l4 ||
+        !slirp_pure_ack(old, &op))
         return 0;
     /* Same addresses and ports: IPv4 12..19 or IPv6 8..39 of the IP header. */
-    size_t a0 = tcp == 34 ? 26 : 22, a1 = tcp + 4;
+    size_t a0 = ap->l3 + (ap->v6 ? 8 : 12), a1 = ap->l4 + 4;
     if (memcmp(old, ack, 14) != 0 || memcmp(old + a0, ack + a0, a1 - a0) != 0)
         return 0;
-    return (int32_t)(nb_get32(ack + tcp + 8) - nb_get32(old + tcp + 8)) > 0;
+    return (int32_t)(nb_get32(ack + ap->l4 + 8) - nb_get32(old + ap->l4 + 8)) > 0;
 }
 
 /* Room for GROW more bytes at the ring's tail, in one piece. At the end of
@@ -7661,55 +7972,34 @@ static int slirp_room(const struct slirp_priv *p, size_t grow)
                               : p->head - p->tail > grow;
 }
 
-/* True when IP headers A and B (TCP at TCP) agree in what GRO compares
-** besides addresses and lengths: IPv4 TOS, DF and TTL, or IPv6 traffic
-** class, flow label and hop limit. */
-static int slirp_same_ip(const uint8_t *a, const uint8_t *b, size_t tcp)
-{
-    if (tcp == 34)
-        return a[15] == b[15] && a[20] == b[20] && a[22] == b[22];
-    return memcmp(a + 14, b + 14, 4) == 0 && a[21] == b[21];
-}
-
-/* Append data segment F (LEN bytes, TCP at TCP with PAY payload bytes) to
-** the ring's newest record when both are in-order segments of one
-** connection, making that record one TSO frame. libslirp sends a window's worth of segments in one burst; the
-** guest then takes one frame, one write and one pass through its stack
-** for the burst instead of one per segment, and answers with one ACK.
-** Like GRO: same headers but the sequence number, which follows on; all
-** segments MSS long but the last; a PSH or a short segment ends the frame.
-** Returns 1 when F was joined. Lock held. */
-static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f, size_t len,
-                      size_t tcp, size_t pay)
+/* Append data segment F (parsed into FP, PAY payload bytes; nb_join_seg)
+** to the ring's newest record when it continues it (nb_join_fits), making
+** that record one TSO frame. libslirp sends a window's worth of segments
+** in one burst; the guest then takes one frame, one write and one pass
+** through its stack for the burst instead of one per segment, and answers
+** with one ACK. libslirp made the segments: their checksums are not
+** checked again. Returns 1 when F was joined. Lock held. */
+static int slirp_join(netbe *be, struct slirp_priv *p, const uint8_t *f,
+                      const struct nb_pkt *fp, size_t pay)
 {
     struct slirp_rec rec;
+    struct nb_pkt op;
+    struct nb_join j;
     size_t opay;
-    uint64_t tso = tcp == 34 ? NETBE_F_GUEST_TSO4 : NETBE_F_GUEST_TSO6;
+    uint64_t tso = fp->v6 ? NETBE_F_GUEST_TSO6 : NETBE_F_GUEST_TSO4;
     uint8_t *old = be->features & tso && be->features & NETBE_F_GUEST_CSUM
                    ? slirp_newest(p, &rec) : NULL;
-    if (!old || rec.sealed || slirp_tcp(old, rec.len, &opay) != tcp ||
-        !slirp_data_seg(old, rec.len, tcp, opay) || old[tcp + 13] & SLIRP_TH_PUSH)
+    if (!old || !nb_tcp_plain(old, rec.len, &op) || !(opay = nb_join_seg(old, rec.len, &op)))
         return 0;
-    size_t mss = rec.gso_size ? rec.gso_size : opay, a0 = tcp == 34 ? 26 : 22;
+    nb_join_start(&j, old, &op, opay, rec.gso_size);
     size_t grow = ((rec.len + pay + 3) & ~(size_t)3) - ((rec.len + 3) & ~(size_t)3);
-    if (pay > mss || rec.len - 14 + pay > 65535 || !slirp_room(p, grow) ||
-        nb_seg_count(opay + pay, (unsigned)mss) > NB_SEG_MAX || !slirp_same_ip(old, f, tcp) ||
-        memcmp(old, f, 14) != 0 || memcmp(old + a0, f + a0, tcp + 4 - a0) != 0 ||
-        memcmp(old + tcp + 8, f + tcp + 8, 5) != 0 ||        /* ACK number, data offset */
-        memcmp(old + tcp + 14, f + tcp + 14, 2) != 0 ||      /* window; flags may add PSH */
-        nb_get32(old + tcp + 4) + (uint32_t)opay != nb_get32(f + tcp + 4))
+    if (!nb_join_fits(&j, old, f, fp, pay) || !slirp_room(p, grow))
         return 0;
-    memcpy(old + rec.len, f + tcp + 20, pay);
-    rec.len += (uint32_t)pay;
-    if (tcp == 34) {
-        nb_put16(old + 16, rec.len - 14);
-        nb_ipv4_csum(old + 14);
-    } else {
-        nb_put16(old + 18, rec.len - 54);
-    }
-    old[tcp + 13] = f[tcp + 13];
-    rec.gso_size = (uint16_t)mss;
-    rec.sealed = pay < mss;
+    memcpy(old + rec.len, f + fp->hdrs, pay);
+    nb_join_add(&j, f, fp, pay);
+    nb_join_finish(&j, old);
+    rec.len = (uint32_t)j.p.end;
+    rec.gso_size = (uint16_t)j.mss;
     memcpy(p->ring + p->last, &rec, sizeof rec);
     p->tail += grow;
     p->used += grow;
@@ -7722,14 +8012,15 @@ static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
 {
     netbe *be = opaque;
     struct slirp_priv *p = NB_PRIV(be, struct slirp_priv);
-    size_t need = sizeof(struct slirp_rec) + ((len + 3) & ~(size_t)3);
-    size_t pay, tcp = slirp_tcp(buf, len, &pay);
-    if (slirp_pure_ack(buf, tcp, pay) && slirp_ack_supersedes(p, buf, len, tcp)) {
+    size_t need = sizeof(struct slirp_rec) + ((len + 3) & ~(size_t)3), pay;
+    struct nb_pkt pk;
+    int tcp = nb_tcp_plain(buf, len, &pk);
+    if (tcp && slirp_pure_ack(buf, &pk) && slirp_ack_supersedes(p, buf, len, &pk)) {
         /* A burst of guest segments is answered by one ACK, not one each. */
         memcpy(p->ring + p->last + sizeof(struct slirp_rec), buf, len);
         return (ssize_t)len;
     }
-    if (slirp_data_seg(buf, len, tcp, pay) && slirp_join(be, p, buf, len, tcp, pay))
+    if (tcp && (pay = nb_join_seg(buf, len, &pk)) && slirp_join(be, p, buf, &pk, pay))
         return (ssize_t)len;
     if (!p->used)
         p->head = p->tail = 0;
@@ -8349,22 +8640,10 @@ static ssize_t slirp_send(netbe *be, const struct iovec *iov, int iovcnt)
 static struct nb_vnet_hdr slirp_rec_hdr(netbe *be, const struct slirp_rec *rec, uint8_t *f)
 {
     struct nb_vnet_hdr h = {0};
-    size_t payload, tcp = be->features & NETBE_F_GUEST_CSUM ? slirp_tcp(f, rec->len, &payload) : 0;
-    if (!tcp)
+    struct nb_pkt p;
+    if (!(be->features & NETBE_F_GUEST_CSUM) || !nb_tcp_plain(f, rec->len, &p))
         return h;
-    int v6 = tcp == 54;
-    size_t l4len = tcp == 34 ? nb_get16(f + 16) - 20u : nb_get16(f + 18);
-    uint16_t sum = nb_sum_fold(nb_pseudo_sum(f + 14, v6, IPPROTO_TCP, l4len));
-    memcpy(f + tcp + 16, &sum, 2);
-    h.flags = NB_HDR_F_NEEDS_CSUM;
-    h.csum_start = (uint16_t)tcp;
-    h.csum_offset = 16;
-    if (rec->gso_size) {
-        h.gso_type = v6 ? NB_HDR_GSO_TCPV6 : NB_HDR_GSO_TCPV4;
-        h.hdr_len = (uint16_t)(tcp + 20);
-        h.gso_size = rec->gso_size;
-    }
-    return h;
+    return nb_tcp_partial(f, &p, rec->gso_size);
 }
 
 /* Lend the ring's oldest frame: its header into *H, its bytes at *FRAME,

@@ -362,7 +362,12 @@ int netbe_down(netbe *be);
 ** what the backend cannot do itself netbe does in software (see "Frames:
 ** software offloads" below). The receiving side (GUEST_*) is offered only
 ** by backends that can deliver such frames: a Linux tap (probed at open),
-** slirp (GUEST_CSUM, GUEST_TSO4/6) and a VALE port. */
+** slirp, stream and dgram (GUEST_CSUM, GUEST_TSO4/6) and a VALE port.
+** slirp, stream and dgram make such frames by joining in-order TCP
+** segments of one connection that wait together (libslirp's burst, a
+** read's worth of records or datagrams) into one TSO frame, by the rules
+** of Linux's GRO; from a socket peer, a segment joins only with right
+** IPv4 header and TCP checksums. */
 uint64_t netbe_get_cap(netbe *be);
 
 /* Settle on FEATURES, every bit the frontend negotiated with its guest,
@@ -405,7 +410,10 @@ int netbe_get_mac(netbe *be, uint8_t mac[6]);
 ** (see netbe_frame_check) counts in tx_drops or rx_drops and also in
 ** tx_bad_hdr or rx_bad_hdr. tx_sw_frames and rx_sw_frames count frames
 ** netbe checksummed or segmented because the other side could not;
-** the segments they became count in tx_frames and rx_frames.
+** the segments they became count in tx_frames and rx_frames. TCP
+** segments joined into one TSO frame for the frontend (slirp, stream,
+** dgram; see netbe_get_cap) count once in rx_frames, as the frame they
+** became, and its bytes in rx_bytes.
 ** The tx_frag counters are kept by backends that reassemble the IP
 ** fragments their frontend sends (slirp; see there): tx_frags counts the
 ** fragments taken, tx_frag_whole the datagrams made whole and passed on,

@@ -295,6 +295,13 @@ def stream_recv(room=None, pieces=()):
         fz_split(pieces)
 
 
+def stream_tcp(a=0, b=1, mss=None, cut=0):
+    """op_tcp: A (connection, IPv6 4, PSH 8, bad checksum 0x80) and B (TCP
+    options 1: timestamps); MSS on a connection's first segment."""
+    return b"\x09" + bytes([a, b]) + (struct.pack("<H", mss) if mss else b"") + \
+        struct.pack("<H", cut)
+
+
 def stream_seeds():
     s = {}
     arp = eth(0x0806, bytes(28), dst=b"\xff" * 6)
@@ -314,6 +321,12 @@ def stream_seeds():
                             stream_recv())
     s["raw-bytes"] = prog(0, 0, b"\x02\x06\x00\x00\x00\x01\xaa\x00" + stream_recv() +
                           b"\x08")
+    # In-order segments that join into TSO frames, and ones that do not.
+    s["tcp-join4"] = prog(0, 12, stream_tcp(mss=1447) + stream_tcp() * 4 + stream_tcp(cut=700) +
+                          stream_recv() + b"\x07\x00" + stream_recv() + stream_recv())
+    s["tcp-join6"] = prog(1, 10, stream_tcp(4, mss=1439) + stream_tcp(4) + stream_tcp(4 | 8) +
+                          stream_tcp(1, mss=99) + stream_tcp(4) + stream_tcp(4 | 0x80) +
+                          stream_tcp(4) + stream_tcp(4) + b"\x07\x01" + stream_recv() * 6)
     return s
 
 

@@ -90,12 +90,24 @@ describe("netbe wire between namespaces #ns", function()
       end
       wire(h, ta, left)
       if kind == "stream" then assert(ns.wait_for("test -S " .. sock, 10)) end
-      local _, log = wire(h, tb, right)
+      local _, log = wire(h, tb, right, " --stats 1")
       plug(h, ta, a, "192.168.79.1/24"); plug(h, tb, b, "192.168.79.2/24")
       local ok, out = a:exec("ping -c 3 -i 0.2 -W 2 192.168.79.2")
       assert(ok, kind .. " ping failed: " .. out .. ns.read(log))
       local s1, s2 = tcp_copy(a, b, "192.168.79.2", 2 * 1024 * 1024)
       assert.equal(s1, s2)
+      -- The sender's TSO frames crossed as MTU-sized frames; the receiving
+      -- side joined them again for its tap, which negotiated TSO.
+      local frames, bytes
+      assert.is_true(ns.wait_for(function()
+        for line in ns.read(log):gmatch("[^\n]+") do
+          local f, n = line:match("^" .. kind .. "%s+rx_frames=(%d+) rx_bytes=(%d+)")
+          if f then frames, bytes = tonumber(f), tonumber(n) end
+        end
+        return bytes and bytes >= 2 * 1024 * 1024
+      end, 5), "no counters for the " .. kind .. " side in " .. ns.read(log))
+      assert.is_true(bytes / frames > 4000, "frames from the " .. kind .. " average " ..
+                     bytes / frames .. " bytes")
     end)
   end
 
