@@ -1300,42 +1300,121 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 ** bumped with relaxed load and store, not a locked add.
 */
 
+/* ---- Fields ---- */
+
+/* The match fields, one row per NETBE_M_* bit, in bit order. ORDER
+** NETBE_M: netbe.h spells the bits out for embedders, and an assertion
+** per row holds the table to them. A row gives the bit; the field as
+** policy files and the packet view name it, which also names its members
+** in struct netbe_rule; its kind; the largest number a policy file may
+** give it; the names a policy file may give its values; and a PREFIX's
+** prefix length member. pol_parse finds each field in a frame; the kind
+** does the rest:
+**
+**   kind    members             a frame's V matches   the view shows
+**   NAME    F                   V == F                its name
+**   ENUM    F                   V == F                V
+**   TAG     F                   V == F                V, nil when untagged
+**   RANGE   F_lo, F_hi          F_lo <= V <= F_hi     V
+**   FLAGS   F, F_mask           (V & F_mask) == F     V
+**   MAC     F, F_mask           (V & F_mask) == F     "xx:xx:xx:xx:xx:xx"
+**   PREFIX  ip_family, F, PLEN  V is in F/PLEN        the address
+*/
+#define POL_FIELDS(X) \
+    X(DIR,       dir,       NAME,   1,          "to_guest=0 from_guest=1", ) \
+    X(SRC_MAC,   src_mac,   MAC,    0,          "", ) \
+    X(DST_MAC,   dst_mac,   MAC,    0,          "", ) \
+    X(ETHERTYPE, ethertype, ENUM,   0xffff,     "ipv4=0x0800 ipv6=0x86dd arp=0x0806 " \
+                                                "vlan=0x8100 qinq=0x88a8 lldp=0x88cc", ) \
+    X(VLAN,      vlan,      TAG,    4095,       "none=0xffff", ) \
+    X(SRC_IP,    src_ip,    PREFIX, 128,        "", src_plen) \
+    X(DST_IP,    dst_ip,    PREFIX, 128,        "", dst_plen) \
+    X(PROTO,     proto,     ENUM,   255,        "icmp=1 tcp=6 udp=17 icmpv6=58 sctp=132 " \
+                                                "udplite=136", ) \
+    X(SPORT,     sport,     RANGE,  65535,      "", ) \
+    X(DPORT,     dport,     RANGE,  65535,      "", ) \
+    X(TCP_FLAGS, tcp_flags, FLAGS,  255,        "fin=1 syn=2 rst=4 psh=8 ack=16 urg=32 " \
+                                                "ece=64 cwr=128", ) \
+    X(ICMP_TYPE, icmp_type, ENUM,   255,        "echo-reply=0 unreachable=3 redirect=5 " \
+                                                "echo-request=8 time-exceeded=11 " \
+                                                "echo-request-v6=128 echo-reply-v6=129 " \
+                                                "router-solicit=133 router-advert=134 " \
+                                                "neighbor-solicit=135 " \
+                                                "neighbor-advert=136", ) \
+    X(LEN,       len,       RANGE,  65535 + 18, "", )
+
+/* POL_F_DIR ...: a field's row, and its bit's number. */
+enum {
+#define POL_INDEX(BIT, ...) POL_F_##BIT,
+    POL_FIELDS(POL_INDEX)
+#undef POL_INDEX
+    POL_NF
+};
+
+#define POL_ORDER(BIT, f, ...) _Static_assert(NETBE_M_##BIT == 1u << POL_F_##BIT, \
+    "ORDER NETBE_M: row " #f " is not at the place of its bit in netbe.h");
+POL_FIELDS(POL_ORDER)
+#undef POL_ORDER
+
+#define POL_M_ALL   ((1u << POL_NF) - 1)
+/* The PREFIX rows, which share ip_family. */
+#define POL_M_IP    (NETBE_M_SRC_IP | NETBE_M_DST_IP)
+
+/* The members of struct netbe_rule each kind fills, for netbe_match_field. */
+#define POL_SIZE(m) sizeof(((struct netbe_rule *)0)->m)
+#define POL_MEMBER(m, bytes, lo, hi, bit) \
+    {#m, offsetof(struct netbe_rule, m), POL_SIZE(m), bytes, lo, hi, bit}
+#define POL_INT(m, lo, hi, bit)   POL_MEMBER(m, 0, lo, hi, bit)
+#define POL_UINT(m, bit)          POL_INT(m, 0, (1ll << 8 * POL_SIZE(m)) - 1, bit)
+#define POL_BYTES(m, lo, hi, bit) POL_MEMBER(m, 1, lo, hi, bit)
+#define POL_MEMBERS_NAME(f, max, aux, bit)  1, {POL_INT(f, 0, max, bit)}
+#define POL_MEMBERS_ENUM(f, max, aux, bit)  1, {POL_UINT(f, bit)}
+#define POL_MEMBERS_TAG                     POL_MEMBERS_ENUM
+#define POL_MEMBERS_RANGE(f, max, aux, bit) \
+    2, {POL_UINT(f##_lo, bit), POL_UINT(f##_hi, bit)}
+#define POL_MEMBERS_FLAGS(f, max, aux, bit) 2, {POL_UINT(f, bit), POL_UINT(f##_mask, bit)}
+#define POL_MEMBERS_MAC(f, max, aux, bit) \
+    2, {POL_BYTES(f, 6, 6, bit), POL_BYTES(f##_mask, 6, 6, 0)}
+#define POL_MEMBERS_PREFIX(f, max, aux, bit) \
+    3, {POL_INT(ip_family, 4, 6, 0), POL_BYTES(f, 4, 16, bit), POL_INT(aux, 0, max, 0)}
+
+static const struct netbe_match_field pol_fields[POL_NF] = {
+#define POL_DESCRIBE(BIT, f, KIND, max, names, aux) \
+    {#f, NETBE_M_##BIT, #KIND, max, names, POL_MEMBERS_##KIND(f, max, aux, NETBE_M_##BIT)},
+    POL_FIELDS(POL_DESCRIBE)
+#undef POL_DESCRIBE
+};
+
+const struct netbe_match_field *netbe_match_field(int i)
+{
+    return i >= 0 && i < POL_NF ? &pol_fields[i] : NULL;
+}
+
 /* Ethertype classes and L4 classes that select a candidate list. */
 enum { POL_L3_OTHER, POL_L3_ARP, POL_L3_IP4, POL_L3_IP6, POL_L3_N };
 enum { POL_L4_NONE, POL_L4_TCP, POL_L4_UDP, POL_L4_ICMP, POL_L4_N };
 #define POL_BUCKETS 256          /* destination port buckets for TCP and UDP */
 #define POL_SLOTS   (2 * POL_L3_N * POL_L4_N * POL_BUCKETS)
 #define POL_MAX_RULES 65535
-#define POL_M_ALL   ((NETBE_M_LEN << 1) - 1)
 
-/* What a frame carries, parsed once. Pointers point into the frame. */
+/* What a frame carries, read once. Pointers point into the frame. */
 struct pol_pkt {
     const uint8_t *p;
     size_t len;
     unsigned have;               /* NETBE_M_* bits the frame can be tested on */
-    int dir;
     int l3class, l4class;
-    uint16_t ethertype, vlan;
-    int family;
-    const uint8_t *src_ip, *dst_ip;
-    uint8_t proto, tcp_flags, icmp_type;
-    uint16_t sport, dport;
+    int family;                  /* of the addresses, with NETBE_M_SRC_IP */
+    union {
+        size_t n;                /* a number */
+        const uint8_t *at;       /* MAC, PREFIX: where in the frame */
+    } v[POL_NF];                 /* by POL_F_*, where HAVE has the bit */
 };
 
+/* A compiled rule: the description with its values masked. */
 struct pol_rule {
-    unsigned match;
-    int dir;
-    enum netbe_action action;
-    int family;
-    uint16_t ethertype, vlan;
-    uint8_t proto, tcp_flags, tcp_mask, icmp_type;
-    uint8_t src_mac[6], src_mmask[6], dst_mac[6], dst_mmask[6];
-    uint8_t src_ip[16], src_imask[16], dst_ip[16], dst_imask[16];
-    uint16_t sport_lo, sport_hi, dport_lo, dport_hi;
-    unsigned len_lo, len_hi;
-    unsigned src_plen, dst_plen;
-    int rate_unit;
-    double rate_per_ns, burst;
+    struct netbe_rule d;         /* no pointers kept: name is below, the hook compiled */
+    uint8_t src_ip_mask[16], dst_ip_mask[16];  /* one per PREFIX row */
+    double rate_per_ns;
     int hook;                    /* LUA: its index in the policy's hooks */
     char name[64];
 };
@@ -1392,7 +1471,7 @@ static int pol_has_ports(uint8_t proto)
 
 static void pol_set_proto(struct pol_pkt *pk, uint8_t proto)
 {
-    pk->proto = proto;
+    pk->v[POL_F_PROTO].n = proto;
     pk->have |= NETBE_M_PROTO;
     switch (proto) {
     case IPPROTO_TCP: pk->l4class = POL_L4_TCP; break;
@@ -1408,17 +1487,17 @@ static void pol_parse_l4(struct pol_pkt *pk, uint8_t proto, size_t off)
     const uint8_t *p = pk->p;
     size_t len = pk->len;
     pol_set_proto(pk, proto);
-    if (pol_has_ports(pk->proto) && off + 4 <= len) {
-        pk->sport = nb_get16(p + off);
-        pk->dport = nb_get16(p + off + 2);
+    if (pol_has_ports(proto) && off + 4 <= len) {
+        pk->v[POL_F_SPORT].n = nb_get16(p + off);
+        pk->v[POL_F_DPORT].n = nb_get16(p + off + 2);
         pk->have |= NETBE_M_SPORT | NETBE_M_DPORT;
     }
-    if (pk->proto == IPPROTO_TCP && off + 20 <= len) {
-        pk->tcp_flags = p[off + 13];
+    if (proto == IPPROTO_TCP && off + 20 <= len) {
+        pk->v[POL_F_TCP_FLAGS].n = p[off + 13];
         pk->have |= NETBE_M_TCP_FLAGS;
     }
     if (pk->l4class == POL_L4_ICMP && off + 4 <= len) {
-        pk->icmp_type = p[off];
+        pk->v[POL_F_ICMP_TYPE].n = p[off];
         pk->have |= NETBE_M_ICMP_TYPE;
     }
 }
@@ -1432,8 +1511,8 @@ static void pol_parse_ip4(struct pol_pkt *pk, size_t off)
     if (off + hl > pk->len)
         return;
     pk->family = 4;
-    pk->src_ip = ip + 12;
-    pk->dst_ip = ip + 16;
+    pk->v[POL_F_SRC_IP].at = ip + 12;
+    pk->v[POL_F_DST_IP].at = ip + 16;
     pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
     /* A later fragment carries no L4 header: only the protocol is known. */
     if (nb_get16(ip + 6) & 0x1fff)
@@ -1450,8 +1529,8 @@ static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
     if (off + 40 > pk->len || ip[0] >> 4 != 6)
         return;
     pk->family = 6;
-    pk->src_ip = ip + 8;
-    pk->dst_ip = ip + 24;
+    pk->v[POL_F_SRC_IP].at = ip + 8;
+    pk->v[POL_F_DST_IP].at = ip + 24;
     pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
     uint8_t nh = ip[6];
     off += 40;
@@ -1484,25 +1563,32 @@ static void pol_parse_arp(struct pol_pkt *pk, size_t off)
         a[4] != 6 || a[5] != 4)
         return;
     pk->family = 4;
-    pk->src_ip = a + 14;
-    pk->dst_ip = a + 24;
+    pk->v[POL_F_SRC_IP].at = a + 14;
+    pk->v[POL_F_DST_IP].at = a + 24;
     pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
 }
 
 static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
 {
-    memset(pk, 0, sizeof *pk);
+    uint16_t type, vlan;
     pk->p = p;
     pk->len = len;
-    pk->dir = dir;
+    pk->l3class = POL_L3_OTHER;
+    pk->l4class = POL_L4_NONE;
     pk->have = NETBE_M_DIR | NETBE_M_LEN;
+    pk->v[POL_F_DIR].n = (size_t)dir;
+    pk->v[POL_F_LEN].n = len;
     if (len < 14)
         return;
     pk->have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
-    size_t off = nb_eth_walk(p, len, &pk->ethertype, &pk->vlan);
+    pk->v[POL_F_DST_MAC].at = p;
+    pk->v[POL_F_SRC_MAC].at = p + 6;
+    size_t off = nb_eth_walk(p, len, &type, &vlan);
+    pk->v[POL_F_ETHERTYPE].n = type;
+    pk->v[POL_F_VLAN].n = vlan;
     if (!off)
         return;
-    switch (pk->ethertype) {
+    switch (type) {
     case 0x0800: pk->l3class = POL_L3_IP4; pol_parse_ip4(pk, off); break;
     case 0x86dd: pk->l3class = POL_L3_IP6; pol_parse_ip6(pk, off); break;
     case 0x0806: pk->l3class = POL_L3_ARP; pol_parse_arp(pk, off); break;
@@ -1532,39 +1618,26 @@ static int pol_ip_eq(const uint8_t *a, const uint8_t *net, const uint8_t *mask, 
     return ((x[0] & m[0]) == n[0]) & ((x[1] & m[1]) == n[1]);
 }
 
+/* The test of each kind: does field I of PK, F in the rule, match R? */
+#define POL_TEST_NAME(f, i)   (pk->v[i].n == (size_t)r->d.f)
+#define POL_TEST_ENUM         POL_TEST_NAME
+#define POL_TEST_TAG          POL_TEST_NAME
+#define POL_TEST_RANGE(f, i)  (pk->v[i].n >= r->d.f##_lo && pk->v[i].n <= r->d.f##_hi)
+#define POL_TEST_FLAGS(f, i)  ((pk->v[i].n & r->d.f##_mask) == r->d.f)
+#define POL_TEST_MAC(f, i)    pol_mac_eq(pk->v[i].at, r->d.f, r->d.f##_mask)
+#define POL_TEST_PREFIX(f, i) (pk->family == r->d.ip_family && \
+                               pol_ip_eq(pk->v[i].at, r->d.f, r->f##_mask, pk->family))
+
 static int pol_match(const struct pol_rule *r, const struct pol_pkt *pk)
 {
-    unsigned m = r->match;
+    unsigned m = r->d.match;
     if (m & ~pk->have)
         return 0;
-    if ((m & NETBE_M_DIR) && pk->dir != r->dir)
+#define POL_MATCH(BIT, f, KIND, ...) \
+    if ((m & NETBE_M_##BIT) && !POL_TEST_##KIND(f, POL_F_##BIT)) \
         return 0;
-    if ((m & NETBE_M_ETHERTYPE) && pk->ethertype != r->ethertype)
-        return 0;
-    if ((m & NETBE_M_PROTO) && pk->proto != r->proto)
-        return 0;
-    if ((m & NETBE_M_DPORT) && (pk->dport < r->dport_lo || pk->dport > r->dport_hi))
-        return 0;
-    if ((m & NETBE_M_SPORT) && (pk->sport < r->sport_lo || pk->sport > r->sport_hi))
-        return 0;
-    if ((m & NETBE_M_SRC_MAC) && !pol_mac_eq(pk->p + 6, r->src_mac, r->src_mmask))
-        return 0;
-    if ((m & NETBE_M_DST_MAC) && !pol_mac_eq(pk->p, r->dst_mac, r->dst_mmask))
-        return 0;
-    if ((m & (NETBE_M_SRC_IP | NETBE_M_DST_IP)) && pk->family != r->family)
-        return 0;
-    if ((m & NETBE_M_SRC_IP) && !pol_ip_eq(pk->src_ip, r->src_ip, r->src_imask, r->family))
-        return 0;
-    if ((m & NETBE_M_DST_IP) && !pol_ip_eq(pk->dst_ip, r->dst_ip, r->dst_imask, r->family))
-        return 0;
-    if ((m & NETBE_M_VLAN) && pk->vlan != r->vlan)
-        return 0;
-    if ((m & NETBE_M_TCP_FLAGS) && (pk->tcp_flags & r->tcp_mask) != r->tcp_flags)
-        return 0;
-    if ((m & NETBE_M_ICMP_TYPE) && pk->icmp_type != r->icmp_type)
-        return 0;
-    if ((m & NETBE_M_LEN) && (pk->len < r->len_lo || pk->len > r->len_hi))
-        return 0;
+    POL_FIELDS(POL_MATCH)
+#undef POL_MATCH
     return 1;
 }
 
@@ -1577,8 +1650,9 @@ static unsigned pol_slot(int dir, int l3, int l4, unsigned bucket)
 static unsigned pol_pkt_slot(const struct pol_pkt *pk)
 {
     int ports = pk->l4class == POL_L4_TCP || pk->l4class == POL_L4_UDP;
-    unsigned bucket = ports && (pk->have & NETBE_M_DPORT) ? pk->dport % POL_BUCKETS : 0;
-    return pol_slot(pk->dir, pk->l3class, pk->l4class, bucket);
+    unsigned bucket = ports && (pk->have & NETBE_M_DPORT) ?
+                      (unsigned)(pk->v[POL_F_DPORT].n % POL_BUCKETS) : 0;
+    return pol_slot((int)pk->v[POL_F_DIR].n, pk->l3class, pk->l4class, bucket);
 }
 
 /* ---- Token buckets ---- */
@@ -1592,11 +1666,11 @@ static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
         *now = nb_now_ns();
     if (*now > s->last_ns) {
         s->tokens += (double)(*now - s->last_ns) * r->rate_per_ns;
-        if (s->tokens > r->burst)
-            s->tokens = r->burst;
+        if (s->tokens > r->d.burst)
+            s->tokens = r->d.burst;
         s->last_ns = *now;
     }
-    double cost = r->rate_unit == NETBE_RATE_BITS ? (double)len * 8 : 1;
+    double cost = r->d.rate_unit == NETBE_RATE_BITS ? (double)len * 8 : 1;
     if (s->tokens < cost)
         return 0;
     s->tokens -= cost;
@@ -2695,55 +2769,59 @@ static void pol_push_mac(lua_State *L, const uint8_t *m)
     lua_pushstring(L, text);
 }
 
-static void pol_push_ip(lua_State *L, const struct pol_pkt *pk, const uint8_t *ip)
+static void pol_push_ip(lua_State *L, int family, const uint8_t *ip)
 {
     char text[INET6_ADDRSTRLEN];
-    inet_ntop(pk->family == 4 ? AF_INET : AF_INET6, ip, text, sizeof text);
+    inet_ntop(family == 4 ? AF_INET : AF_INET6, ip, text, sizeof text);
     lua_pushstring(L, text);
 }
 
-/* The view's fields. pol_view_field finds one by its length and first and
-** last characters (a switch, where a chain of strcmp cost more than the
-** rest of a one-line hook), then checks the whole name. */
-enum {
-    PV_LEN, PV_DIR, PV_DPORT, PV_SPORT, PV_PROTO, PV_ETHERTYPE, PV_VLAN, PV_TCP_FLAGS,
-    PV_ICMP_TYPE, PV_FAMILY, PV_SRC_MAC, PV_DST_MAC, PV_SRC_IP, PV_DST_IP, PV_BYTE,
-    PV_U16, PV_U32
-};
-static const char *const pol_view_names[] = {
-    "len", "dir", "dport", "sport", "proto", "ethertype", "vlan", "tcp_flags",
-    "icmp_type", "family", "src_mac", "dst_mac", "src_ip", "dst_ip", "byte", "u16", "u32"
-};
+/* Push the name NAMES ("a=0 b=1") gives V, or V when it gives none. */
+static void pol_push_name(lua_State *L, const char *names, size_t v)
+{
+    for (const char *s = names; *s;) {
+        const char *eq = strchr(s, '=');
+        char *end;
+        if (strtoul(eq + 1, &end, 0) == v) {
+            lua_pushlstring(L, s, (size_t)(eq - s));
+            return;
+        }
+        s = *end ? end + 1 : end;
+    }
+    lua_pushinteger(L, (lua_Integer)v);
+}
 
-#define PV_KEY(n, first, last) ((n) << 16 | (unsigned)(first) << 8 | (unsigned)(last))
+/* The view's fields: the match fields, then these. */
+enum { POL_V_FAMILY = POL_NF, POL_V_BYTE, POL_V_U16, POL_V_U32 };
 
+/* The field named K (N bytes), or -1. Lengths are compared first: this
+** runs for every field a hook reads, where a chain of strcmp cost more
+** than the rest of a one-line hook. */
 static int pol_view_field(const char *k, size_t n)
 {
-    int f;
-    if (n == 0 || n > 9)
-        return -1;
-    switch (PV_KEY(n, (unsigned char)k[0], (unsigned char)k[n - 1])) {
-    case PV_KEY(3, 'l', 'n'): f = PV_LEN; break;
-    case PV_KEY(3, 'd', 'r'): f = PV_DIR; break;
-    case PV_KEY(5, 'd', 't'): f = PV_DPORT; break;
-    case PV_KEY(5, 's', 't'): f = PV_SPORT; break;
-    case PV_KEY(5, 'p', 'o'): f = PV_PROTO; break;
-    case PV_KEY(9, 'e', 'e'): f = PV_ETHERTYPE; break;
-    case PV_KEY(4, 'v', 'n'): f = PV_VLAN; break;
-    case PV_KEY(9, 't', 's'): f = PV_TCP_FLAGS; break;
-    case PV_KEY(9, 'i', 'e'): f = PV_ICMP_TYPE; break;
-    case PV_KEY(6, 'f', 'y'): f = PV_FAMILY; break;
-    case PV_KEY(7, 's', 'c'): f = PV_SRC_MAC; break;
-    case PV_KEY(7, 'd', 'c'): f = PV_DST_MAC; break;
-    case PV_KEY(6, 's', 'p'): f = PV_SRC_IP; break;
-    case PV_KEY(6, 'd', 'p'): f = PV_DST_IP; break;
-    case PV_KEY(4, 'b', 'e'): f = PV_BYTE; break;
-    case PV_KEY(3, 'u', '6'): f = PV_U16; break;
-    case PV_KEY(3, 'u', '2'): f = PV_U32; break;
-    default: return -1;
-    }
-    return memcmp(k, pol_view_names[f], n) == 0 ? f : -1;
+#define POL_V_IS(name, f) \
+    if (n == sizeof name - 1 && memcmp(k, name, sizeof name - 1) == 0) \
+        return f;
+#define POL_V_ROW(BIT, f, ...) POL_V_IS(#f, POL_F_##BIT)
+    POL_FIELDS(POL_V_ROW)
+    POL_V_IS("family", POL_V_FAMILY)
+    POL_V_IS("byte", POL_V_BYTE)
+    POL_V_IS("u16", POL_V_U16)
+    POL_V_IS("u32", POL_V_U32)
+#undef POL_V_ROW
+#undef POL_V_IS
+    return -1;
 }
+
+/* How each kind shows field I of PK. */
+#define POL_VIEW_NAME(i, names) pol_push_name(L, names, pk->v[i].n)
+#define POL_VIEW_ENUM(i, names) lua_pushinteger(L, (lua_Integer)pk->v[i].n)
+#define POL_VIEW_TAG(i, names) \
+    (pk->v[i].n != 0xffff ? POL_VIEW_ENUM(i, names) : lua_pushnil(L))
+#define POL_VIEW_RANGE          POL_VIEW_ENUM
+#define POL_VIEW_FLAGS          POL_VIEW_ENUM
+#define POL_VIEW_MAC(i, names)  pol_push_mac(L, pk->v[i].at)
+#define POL_VIEW_PREFIX(i, names) pol_push_ip(L, pk->family, pk->v[i].at)
 
 /* Push field KEY of the packet, or nil when the frame does not carry it.
 ** Lua calls __index with the view itself, the only value with this
@@ -2753,31 +2831,26 @@ static int pol_view_index(lua_State *L)
     const struct pol_pkt *pk = ((struct pol_view *)lua_touserdata(L, 1))->pk;
     size_t n;
     const char *k = lua_tolstring(L, 2, &n);
-    unsigned h = pk ? pk->have : 0;
     if (!pk)
         luaL_error(L, "packet view used outside its hook call");
-#define INT_IF(bit, v) (h & (bit) ? lua_pushinteger(L, (v)) : lua_pushnil(L))
-    switch (k ? pol_view_field(k, n) : -1) {
-    case PV_LEN: lua_pushinteger(L, (lua_Integer)pk->len); break;
-    case PV_DIR: lua_pushstring(L, pk->dir ? "from_guest" : "to_guest"); break;
-    case PV_DPORT: INT_IF(NETBE_M_DPORT, pk->dport); break;
-    case PV_SPORT: INT_IF(NETBE_M_SPORT, pk->sport); break;
-    case PV_PROTO: INT_IF(NETBE_M_PROTO, pk->proto); break;
-    case PV_ETHERTYPE: INT_IF(NETBE_M_ETHERTYPE, pk->ethertype); break;
-    case PV_VLAN: INT_IF(pk->vlan != 0xffff ? NETBE_M_VLAN : 0, pk->vlan); break;
-    case PV_TCP_FLAGS: INT_IF(NETBE_M_TCP_FLAGS, pk->tcp_flags); break;
-    case PV_ICMP_TYPE: INT_IF(NETBE_M_ICMP_TYPE, pk->icmp_type); break;
-    case PV_FAMILY: INT_IF(NETBE_M_SRC_IP, pk->family); break;
-    case PV_SRC_MAC: h & NETBE_M_SRC_MAC ? pol_push_mac(L, pk->p + 6) : lua_pushnil(L); break;
-    case PV_DST_MAC: h & NETBE_M_DST_MAC ? pol_push_mac(L, pk->p) : lua_pushnil(L); break;
-    case PV_SRC_IP: h & NETBE_M_SRC_IP ? pol_push_ip(L, pk, pk->src_ip) : lua_pushnil(L); break;
-    case PV_DST_IP: h & NETBE_M_DST_IP ? pol_push_ip(L, pk, pk->dst_ip) : lua_pushnil(L); break;
-    case PV_BYTE: lua_pushvalue(L, lua_upvalueindex(2)); break;
-    case PV_U16: lua_pushvalue(L, lua_upvalueindex(3)); break;
-    case PV_U32: lua_pushvalue(L, lua_upvalueindex(4)); break;
+    int f = k ? pol_view_field(k, n) : -1;
+    if (f >= 0 && f < POL_NF && !(pk->have & 1u << f)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    switch (f) {
+#define POL_VIEW(BIT, f, KIND, max, names, ...) \
+    case POL_F_##BIT: POL_VIEW_##KIND(POL_F_##BIT, names); break;
+    POL_FIELDS(POL_VIEW)
+#undef POL_VIEW
+    case POL_V_FAMILY:
+        pk->have & NETBE_M_SRC_IP ? lua_pushinteger(L, pk->family) : lua_pushnil(L);
+        break;
+    case POL_V_BYTE: lua_pushvalue(L, lua_upvalueindex(2)); break;
+    case POL_V_U16: lua_pushvalue(L, lua_upvalueindex(3)); break;
+    case POL_V_U32: lua_pushvalue(L, lua_upvalueindex(4)); break;
     default: lua_pushnil(L);
     }
-#undef INT_IF
     return 1;
 }
 
@@ -2948,10 +3021,48 @@ static void pol_prefix_mask(uint8_t mask[16], unsigned plen)
     }
 }
 
+/* Check a PREFIX field ADDR/PLEN of rule R, which shares ip_family with
+** the other, and mask it: its mask goes to MASK. */
+static int pol_compile_prefix(struct pol_rule *r, uint8_t addr[16], unsigned plen,
+                              uint8_t mask[16], char *err, size_t errlen)
+{
+    int family = r->d.ip_family;
+    unsigned max = family == 4 ? 32 : family == 6 ? 128 : 0;
+    if (!(r->d.match & POL_M_IP))
+        return 0;
+    if (!max)
+        return NB_ERR(EINVAL, "rule '%s': ip family %d (expected 4 or 6)", r->name, family);
+    if (plen > max)
+        return NB_ERR(EINVAL, "rule '%s': prefix length over %u", r->name, max);
+    pol_prefix_mask(mask, plen);
+    for (int k = 0; k < 16; k++)
+        addr[k] &= mask[k];
+    return 0;
+}
+
+/* How each kind is checked and masked, field F of rule R. */
+#define POL_COMPILE_NAME(f, bit, max, names, aux) \
+    if ((r->d.match & bit) && ((long long)r->d.f < 0 || (long long)r->d.f > (max))) \
+        return NB_ERR(EINVAL, "rule '%s': %s %lld (expected one of %s)", r->name, #f, \
+                      (long long)r->d.f, names);
+#define POL_COMPILE_ENUM(f, bit, max, names, aux)
+#define POL_COMPILE_TAG(f, bit, max, names, aux)
+#define POL_COMPILE_RANGE(f, bit, max, names, aux) \
+    if (r->d.f##_lo > r->d.f##_hi) \
+        return NB_ERR(EINVAL, "rule '%s': %s range low end above high end", r->name, #f);
+#define POL_COMPILE_FLAGS(f, bit, max, names, aux) r->d.f &= r->d.f##_mask;
+#define POL_COMPILE_MAC(f, bit, max, names, aux) \
+    for (int k = 0; k < 6; k++) \
+        r->d.f[k] &= r->d.f##_mask[k];
+#define POL_COMPILE_PREFIX(f, bit, max, names, aux) \
+    if ((rc = pol_compile_prefix(r, r->d.f, r->d.aux, r->f##_mask, err, errlen)) < 0) \
+        return rc;
+
 /* Check rule D and compile it into R. */
 static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int i,
                             char *err, size_t errlen)
 {
+    int rc;
     if (!d->name || !d->name[0] || strlen(d->name) >= sizeof r->name)
         return NB_ERR(EINVAL, "rule %d: name must be 1 to %zu characters", i + 1,
                       sizeof r->name - 1);
@@ -2959,75 +3070,41 @@ static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int 
     const char *n = r->name;
     if (d->match & ~POL_M_ALL)
         return NB_ERR(EINVAL, "rule '%s': unknown match bits 0x%x", n, d->match & ~POL_M_ALL);
-    r->match = d->match;
-    if ((d->match & NETBE_M_DIR) && d->dir != NETBE_DIR_TO_GUEST && d->dir != NETBE_DIR_FROM_GUEST)
-        return NB_ERR(EINVAL, "rule '%s': direction %d (expected to_guest or from_guest)",
-                      n, d->dir);
-    r->dir = d->dir;
-    r->ethertype = d->ethertype;
-    r->vlan = d->vlan;
-    r->proto = d->proto;
-    for (int k = 0; k < 6; k++) {
-        r->src_mmask[k] = d->src_mac_mask[k];
-        r->src_mac[k] = d->src_mac[k] & d->src_mac_mask[k];
-        r->dst_mmask[k] = d->dst_mac_mask[k];
-        r->dst_mac[k] = d->dst_mac[k] & d->dst_mac_mask[k];
-    }
-    if (d->match & (NETBE_M_SRC_IP | NETBE_M_DST_IP)) {
-        unsigned max = d->ip_family == 4 ? 32 : d->ip_family == 6 ? 128 : 0;
-        if (!max)
-            return NB_ERR(EINVAL, "rule '%s': ip family %d (expected 4 or 6)", n, d->ip_family);
-        if (d->src_plen > max || d->dst_plen > max)
-            return NB_ERR(EINVAL, "rule '%s': prefix length over %u", n, max);
-        r->family = d->ip_family;
-        r->src_plen = d->match & NETBE_M_SRC_IP ? d->src_plen : 0;
-        r->dst_plen = d->match & NETBE_M_DST_IP ? d->dst_plen : 0;
-        pol_prefix_mask(r->src_imask, d->src_plen);
-        pol_prefix_mask(r->dst_imask, d->dst_plen);
-        for (int k = 0; k < 16; k++) {
-            r->src_ip[k] = d->src_ip[k] & r->src_imask[k];
-            r->dst_ip[k] = d->dst_ip[k] & r->dst_imask[k];
-        }
-    }
-    if (d->sport_lo > d->sport_hi || d->dport_lo > d->dport_hi)
-        return NB_ERR(EINVAL, "rule '%s': port range low end above high end", n);
-    if (d->len_lo > d->len_hi)
-        return NB_ERR(EINVAL, "rule '%s': length range low end above high end", n);
-    r->sport_lo = d->sport_lo, r->sport_hi = d->sport_hi;
-    r->dport_lo = d->dport_lo, r->dport_hi = d->dport_hi;
-    r->tcp_flags = d->tcp_flags & d->tcp_flags_mask;
-    r->tcp_mask = d->tcp_flags_mask;
-    r->icmp_type = d->icmp_type;
-    r->len_lo = d->len_lo, r->len_hi = d->len_hi;
-    r->action = d->action;
+    r->d = *d;
+    r->d.name = r->d.hook = r->d.hook_name = NULL;
+    r->d.hook_len = 0;
+#define POL_COMPILE(BIT, f, KIND, max, names, aux) \
+    POL_COMPILE_##KIND(f, NETBE_M_##BIT, max, names, aux)
+    POL_FIELDS(POL_COMPILE)
+#undef POL_COMPILE
     r->hook = -1;
     if ((unsigned)d->action > NETBE_ACT_LUA)
         return NB_ERR(EINVAL, "rule '%s': unknown action %d", n, (int)d->action);
-    if (d->action == NETBE_ACT_RATE) {
-        if (!(d->rate > 0) || !(d->burst > 0) ||
-            (d->rate_unit != NETBE_RATE_BITS && d->rate_unit != NETBE_RATE_FRAMES))
-            return NB_ERR(EINVAL, "rule '%s': rate and burst must be positive", n);
-        r->rate_unit = d->rate_unit;
-        r->rate_per_ns = d->rate / 1e9;
-        r->burst = d->burst;
+    if (d->action != NETBE_ACT_RATE) {
+        r->d.rate = r->d.burst = 0;
+        return 0;
     }
+    if (!(d->rate > 0) || !(d->burst > 0) ||
+        (d->rate_unit != NETBE_RATE_BITS && d->rate_unit != NETBE_RATE_FRAMES))
+        return NB_ERR(EINVAL, "rule '%s': rate and burst must be positive", n);
+    r->rate_per_ns = d->rate / 1e9;
     return 0;
 }
 
 /* The ethertype classes rule R can match, as bits. */
 static unsigned pol_rule_l3(const struct pol_rule *r)
 {
-    if (r->match & NETBE_M_ETHERTYPE) {
-        switch (r->ethertype) {
+    if (r->d.match & NETBE_M_ETHERTYPE) {
+        switch (r->d.ethertype) {
         case 0x0800: return 1u << POL_L3_IP4;
         case 0x86dd: return 1u << POL_L3_IP6;
         case 0x0806: return 1u << POL_L3_ARP;
         default: return 1u << POL_L3_OTHER;
         }
     }
-    if (r->match & (NETBE_M_SRC_IP | NETBE_M_DST_IP))
-        return r->family == 4 ? (1u << POL_L3_IP4 | 1u << POL_L3_ARP) : 1u << POL_L3_IP6;
-    if (r->match & (NETBE_M_PROTO | NETBE_M_SPORT | NETBE_M_DPORT | NETBE_M_TCP_FLAGS |
+    if (r->d.match & POL_M_IP)
+        return r->d.ip_family == 4 ? (1u << POL_L3_IP4 | 1u << POL_L3_ARP) : 1u << POL_L3_IP6;
+    if (r->d.match & (NETBE_M_PROTO | NETBE_M_SPORT | NETBE_M_DPORT | NETBE_M_TCP_FLAGS |
                     NETBE_M_ICMP_TYPE))
         return 1u << POL_L3_IP4 | 1u << POL_L3_IP6;
     return (1u << POL_L3_N) - 1;
@@ -3036,38 +3113,38 @@ static unsigned pol_rule_l3(const struct pol_rule *r)
 /* The L4 classes rule R can match within an IP class. */
 static unsigned pol_rule_l4(const struct pol_rule *r)
 {
-    if (r->match & NETBE_M_PROTO) {
-        switch (r->proto) {
+    if (r->d.match & NETBE_M_PROTO) {
+        switch (r->d.proto) {
         case IPPROTO_TCP: return 1u << POL_L4_TCP;
         case IPPROTO_UDP: return 1u << POL_L4_UDP;
         case IPPROTO_ICMP: case IPPROTO_ICMPV6: return 1u << POL_L4_ICMP;
         default: return 1u << POL_L4_NONE;
         }
     }
-    if (r->match & NETBE_M_TCP_FLAGS)
+    if (r->d.match & NETBE_M_TCP_FLAGS)
         return 1u << POL_L4_TCP;
-    if (r->match & NETBE_M_ICMP_TYPE)
+    if (r->d.match & NETBE_M_ICMP_TYPE)
         return 1u << POL_L4_ICMP;
-    if (r->match & (NETBE_M_SPORT | NETBE_M_DPORT))
+    if (r->d.match & (NETBE_M_SPORT | NETBE_M_DPORT))
         return 1u << POL_L4_TCP | 1u << POL_L4_UDP | 1u << POL_L4_NONE;
     return (1u << POL_L4_N) - 1;
 }
 
 static int pol_narrow_port(const struct pol_rule *r)
 {
-    return (r->match & NETBE_M_DPORT) && r->dport_hi - r->dport_lo < POL_BUCKETS;
+    return (r->d.match & NETBE_M_DPORT) && r->d.dport_hi - r->d.dport_lo < POL_BUCKETS;
 }
 
 /* 0 when rule R is listed under its source host, 1 under its destination
 ** host, -1 when it goes into slots. */
 static int pol_host_side(const struct pol_rule *r)
 {
-    unsigned full = r->family == 4 ? 32 : 128;
+    unsigned full = r->d.ip_family == 4 ? 32 : 128;
     if (pol_narrow_port(r))
         return -1;
-    if ((r->match & NETBE_M_SRC_IP) && r->src_plen == full)
+    if ((r->d.match & NETBE_M_SRC_IP) && r->d.src_plen == full)
         return 0;
-    if ((r->match & NETBE_M_DST_IP) && r->dst_plen == full)
+    if ((r->d.match & NETBE_M_DST_IP) && r->d.dst_plen == full)
         return 1;
     return -1;
 }
@@ -3108,7 +3185,7 @@ static struct pol_host *pol_host_of_rule(netbe_policy *p, int i)
     const struct pol_rule *r = &p->rules[i];
     uint8_t key[20];
     int side = pol_host_side(r);
-    pol_host_key(key, side, r->family, side == 0 ? r->src_ip : r->dst_ip);
+    pol_host_key(key, side, r->d.ip_family, side == 0 ? r->d.src_ip : r->d.dst_ip);
     struct pol_host *e = pol_host_slot(p, key);
     memcpy(e->key, key, 20);
     return e;
@@ -3122,7 +3199,7 @@ static void pol_host_lookup(const netbe_policy *p, const struct pol_pkt *pk, int
     if (!(pk->have & (side ? NETBE_M_DST_IP : NETBE_M_SRC_IP)))
         return;
     uint8_t key[20];
-    pol_host_key(key, side, pk->family, side ? pk->dst_ip : pk->src_ip);
+    pol_host_key(key, side, pk->family, pk->v[side ? POL_F_DST_IP : POL_F_SRC_IP].at);
     const struct pol_host *e = pol_host_slot(p, key);
     if (e->n) {
         *it = p->host_list + e->off;
@@ -3178,7 +3255,7 @@ static void pol_each_slot(netbe_policy *p, int i, void (*fn)(netbe_policy *, uns
     if (pol_host_side(r) >= 0)
         return;
     for (int dir = 0; dir < 2; dir++) {
-        if ((r->match & NETBE_M_DIR) && r->dir != dir)
+        if ((r->d.match & NETBE_M_DIR) && r->d.dir != dir)
             continue;
         for (int l3 = 0; l3 < POL_L3_N; l3++) {
             if (!(l3s & 1u << l3))
@@ -3190,7 +3267,7 @@ static void pol_each_slot(netbe_policy *p, int i, void (*fn)(netbe_policy *, uns
                 if (l4 != POL_L4_TCP && l4 != POL_L4_UDP) {
                     fn(p, pol_slot(dir, l3, l4, 0), i);
                 } else if (narrow) {
-                    for (unsigned port = r->dport_lo; port <= r->dport_hi; port++)
+                    for (unsigned port = r->d.dport_lo; port <= r->d.dport_hi; port++)
                         fn(p, pol_slot(dir, l3, l4, port % POL_BUCKETS), i);
                 } else {
                     for (unsigned b = 0; b < POL_BUCKETS; b++)
@@ -3284,8 +3361,8 @@ int netbe_policy_new(netbe_policy **pp, const struct netbe_policy_desc *desc,
     int rc = p->rules && p->state && p->hooks ? 0 : NB_ERR(ENOMEM, "out of memory");
     for (int i = 0; rc == 0 && i < p->nrules; i++) {
         rc = pol_compile_rule(&p->rules[i], &desc->rules[i], i, err, errlen);
-        p->state[i].tokens = p->rules[i].burst;
-        if (rc == 0 && p->rules[i].action == NETBE_ACT_LUA)
+        p->state[i].tokens = p->rules[i].d.burst;
+        if (rc == 0 && p->rules[i].d.action == NETBE_ACT_LUA)
             rc = pol_hook_new(p, &p->rules[i], &desc->rules[i], err, errlen);
     }
     if (rc == 0)
@@ -3328,7 +3405,7 @@ static int pol_apply(netbe_policy *p, unsigned i, const struct pol_pkt *pk, uint
     int v = -1;
     pol_add(&s->hits, 1);
     pol_add(&s->bytes, pk->len);
-    switch (r->action) {
+    switch (r->d.action) {
     case NETBE_ACT_PASS: v = NETBE_PASS; break;
     case NETBE_ACT_DROP: v = NETBE_DROP; break;
     case NETBE_ACT_COUNT: break;
@@ -3370,7 +3447,8 @@ int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
                       uint64_t now_ns)
 {
     struct pol_pkt pk;
-    pol_parse(&pk, frame, len, dir & 1);
+    dir &= 1;
+    pol_parse(&pk, frame, len, dir);
     unsigned slot = pol_pkt_slot(&pk);
     const uint16_t *it = p->list + p->list_off[slot], *end = p->list + p->list_off[slot + 1];
     int verdict = -1;
@@ -3384,11 +3462,11 @@ int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
     if (verdict < 0)
         verdict = p->def;
     if (verdict == NETBE_PASS) {
-        pol_add(&p->st.pass_frames[pk.dir], 1);
-        pol_add(&p->st.pass_bytes[pk.dir], len);
+        pol_add(&p->st.pass_frames[dir], 1);
+        pol_add(&p->st.pass_bytes[dir], len);
     } else {
-        pol_add(&p->st.drop_frames[pk.dir], 1);
-        pol_add(&p->st.drop_bytes[pk.dir], len);
+        pol_add(&p->st.drop_frames[dir], 1);
+        pol_add(&p->st.drop_bytes[dir], len);
     }
     return verdict;
 }
@@ -3404,8 +3482,8 @@ void netbe_policy_carry(netbe_policy *newp, const netbe_policy *old)
         if (j < 0)
             continue;
         newp->state[i] = old->state[j];
-        if (newp->state[i].tokens > newp->rules[i].burst)
-            newp->state[i].tokens = newp->rules[i].burst;
+        if (newp->state[i].tokens > newp->rules[i].d.burst)
+            newp->state[i].tokens = newp->rules[i].d.burst;
     }
     newp->st = old->st;          /* nrules is read from the policy itself */
 }

@@ -6,6 +6,7 @@
 ** rule sets large enough to spread over every bucket.
 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,6 +446,19 @@ static void test_hooks(void)
         CHECK(netbe_policy_eval(p, 1, f.b, f.n, 0) == NETBE_PASS, "nil continues to default");
         netbe_policy_free(p);
     }
+    /* A tagged ICMP frame: the fields a TCP frame lacks. */
+    eth(&f, MAC_G, MAC_H, 0x0800);
+    vlan(&f, 0x8100, 100, 0x0800);
+    ip4(&f, "10.0.0.1", "10.0.0.2", 1, 0);
+    icmp(&f, 8);
+    p = hook_policy("return function(pkt)\n"
+                    "assert(pkt.vlan == 100 and pkt.icmp_type == 8 and pkt.dir == 'to_guest')\n"
+                    "assert(pkt.sport == nil and pkt.tcp_flags == nil)\n"
+                    "return 'drop' end\n", NETBE_PASS, 0, 0, err);
+    CHECK(p && netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_DROP && hook_errors(p) == 0,
+          "vlan, icmp_type and dir in the view: %s", err);
+    netbe_policy_free(p);
+    tcp4(&f, "10.0.0.2", "10.0.0.1", 40000, 22, 0x02);
     static const struct { const char *src, *why; } bad[] = {
         {"while true do end", "runaway loop"},
         {"local t = {} for i = 1, 1e8 do t[i] = string.rep('x', 100) .. i end", "memory hog"},
@@ -508,6 +522,27 @@ static void test_hooks(void)
     struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL &&
           strcmp(err, "rule 'named': vm0.lua:3: at line 3") == 0, "hook_name: %s", err);
+}
+
+/* The table of match fields: one per bit, in bit order, ending in NULL. */
+static void test_field_table(void)
+{
+    const struct netbe_match_field *f;
+    int n = 0;
+    for (; (f = netbe_match_field(n)); n++)
+        CHECK(f->bit == 1u << n && f->nmembers >= 1 && f->nmembers <= 3, "field %d", n);
+    CHECK(n == 13 && !netbe_match_field(-1), "13 fields, then NULL");
+    f = netbe_match_field(9);
+    CHECK(f && strcmp(f->name, "dport") == 0 && f->bit == NETBE_M_DPORT &&
+          strcmp(f->kind, "RANGE") == 0 && f->nmembers == 2 &&
+          f->members[0].off == offsetof(struct netbe_rule, dport_lo) &&
+          f->members[1].off == offsetof(struct netbe_rule, dport_hi) &&
+          f->members[0].size == 2 && f->members[0].hi == 65535, "dport's row");
+    f = netbe_match_field(5);
+    CHECK(f && strcmp(f->name, "src_ip") == 0 && f->nmembers == 3 &&
+          strcmp(f->members[0].name, "ip_family") == 0 && f->members[1].bytes &&
+          f->members[1].match == NETBE_M_SRC_IP && f->members[2].match == 0 &&
+          f->members[2].off == offsetof(struct netbe_rule, src_plen), "src_ip's row");
 }
 
 static void test_errors(void)
@@ -692,6 +727,7 @@ int main(void)
     RUN(test_truncated());
     RUN(test_actions());
     RUN(test_hooks());
+    RUN(test_field_table());
     RUN(test_errors());
     RUN(test_carry());
     RUN(test_index());
