@@ -96,6 +96,10 @@ static int nb_err(char *err, size_t errlen, int code, const char *fmt, ...)
 
 #define NB_ERR(code, ...) nb_err(err, errlen, code, __VA_ARGS__)
 
+/* Functions on the per-frame path of a policy that the compiler would
+** call out of line, costing more than their work (scripts/bench policy). */
+#define NB_INLINE static inline __attribute__((always_inline))
+
 static size_t nb_iov_len(const struct iovec *iov, int iovcnt)
 {
     size_t n = 0;
@@ -654,7 +658,7 @@ static void nb_put32(uint8_t *p, uint32_t v)
 ** frame F of LEN >= 14 bytes. Stores the ethertype after them in *TYPE and
 ** the outer VLAN id (0xffff untagged) in *VLAN; returns the offset past
 ** that ethertype, 0 when a tag runs past LEN. */
-static size_t nb_eth_walk(const uint8_t *f, size_t len, uint16_t *type, uint16_t *vlan)
+NB_INLINE size_t nb_eth_walk(const uint8_t *f, size_t len, uint16_t *type, uint16_t *vlan)
 {
     size_t off = 12;
     *type = nb_get16(f + off);
@@ -670,66 +674,132 @@ static size_t nb_eth_walk(const uint8_t *f, size_t len, uint16_t *type, uint16_t
     return off + 2;
 }
 
-/* Where the headers of an Ethernet frame are. */
+/* Where the headers of an Ethernet frame are. A layer is filled in only
+** when the one below it was whole, every length checked against LEN. */
 struct nb_pkt {
-    unsigned l3, l4;             /* offsets of the IP and transport headers */
-    unsigned hdrs;               /* end of the transport header */
-    size_t end;                  /* end of the IP packet (Ethernet padding follows) */
-    unsigned proto;              /* IPPROTO_TCP or IPPROTO_UDP */
+    uint16_t type, vlan;         /* ethertype after the tags; outer VLAN id, 0xffff none */
+    unsigned l3;                 /* offset of what TYPE names; 0: LEN is too short */
+    size_t end;                  /* end of the IP packet (Ethernet padding follows); 0:
+                                 ** no whole IPv4 or IPv6 header at l3 */
     int v6;
-    int frag;                    /* an IPv4 fragment */
+    int frag;                    /* a fragment (IPv4, or an IPv6 fragment header) */
+    int ext;                     /* IPv6 extension headers come before l4 */
+    int proto;                   /* IPv4 protocol, IPv6 last next header; -1 unknown */
+    unsigned l4;                 /* offset of the transport header; 0: not in this packet */
+    unsigned hdrs;               /* end of a whole TCP or UDP header; 0: none */
 };
 
-/* Parse Ethernet (up to two VLAN tags), IPv4 or IPv6 without extension
-** headers, and a TCP or UDP header, in frame F of LEN bytes. Reads only
-** the first NB_HEAD_MAX bytes. Returns 0, or -1 when the frame is not
-** such a packet or its lengths run past LEN. */
-static int nb_pkt_parse(const uint8_t *f, size_t len, struct nb_pkt *p)
+/* IPv6 extension headers walked to the transport header. */
+NB_INLINE int nb_ip6_ext(unsigned nh)
 {
-    uint16_t type, vlan;
-    memset(p, 0, sizeof *p);
-    if (len < 14)
-        return -1;
-    unsigned off = (unsigned)nb_eth_walk(f, len, &type, &vlan);
-    p->l3 = off;
-    if (type == 0x0800) {
-        if (off + 20 > len || f[off] >> 4 != 4)
-            return -1;
-        unsigned ihl = (f[off] & 15u) * 4;
-        size_t tot = nb_get16(f + off + 2);
-        if (ihl < 20 || tot < ihl || off + tot > len)
-            return -1;
-        p->l4 = off + ihl;
-        p->end = off + tot;
-        p->proto = f[off + 9];
-        p->frag = (nb_get16(f + off + 6) & 0x3fff) != 0;
-    } else if (type == 0x86dd) {
-        if (off + 40 > len || f[off] >> 4 != 6)
-            return -1;
-        p->v6 = 1;
-        p->l4 = off + 40;
-        p->end = p->l4 + nb_get16(f + off + 4);
-        p->proto = f[off + 6];
-        if (p->end > len)
-            return -1;
-    } else {
-        return -1;
+    return nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51;
+}
+
+/* The end of a whole TCP or UDP header of protocol PROTO at L4 (0: not in
+** this packet) in a packet that ends at END; else 0. */
+NB_INLINE unsigned nb_pkt_hdrs(const uint8_t *f, size_t cap, int proto, unsigned l4,
+                               size_t end)
+{
+    if (!l4)
+        return 0;
+    if (proto == IPPROTO_TCP && l4 + 20 <= end && l4 + 20 <= cap) {
+        unsigned doff = (f[l4 + 12] >> 4) * 4u;
+        return doff >= 20 && l4 + doff <= end ? l4 + doff : 0;
     }
-    if (p->proto == IPPROTO_TCP) {
-        if (p->l4 + 20 > p->end)
-            return -1;
-        unsigned doff = (f[p->l4 + 12] >> 4) * 4u;
-        if (doff < 20 || p->l4 + doff > p->end)
-            return -1;
-        p->hdrs = p->l4 + doff;
-    } else if (p->proto == IPPROTO_UDP) {
-        if (p->l4 + 8 > p->end)
-            return -1;
-        p->hdrs = p->l4 + 8;
-    } else {
-        return -1;
+    return proto == IPPROTO_UDP && l4 + 8 <= end ? l4 + 8 : 0;
+}
+
+/* The IPv4 packet at F + P->l3. Fields are stored once all is read, so
+** no read of F waits for a store to *P (bytes may alias it). */
+NB_INLINE void nb_pkt_ip4(const uint8_t *f, size_t len, size_t cap, struct nb_pkt *p)
+{
+    unsigned l3 = p->l3;
+    const uint8_t *ip = f + l3;
+    if (l3 + 20 > len || ip[0] >> 4 != 4)
+        return;
+    unsigned ihl = (ip[0] & 15u) * 4, frag = nb_get16(ip + 6), tot = nb_get16(ip + 2);
+    if (ihl < 20 || tot < ihl || l3 + tot > len)
+        return;
+    int proto = ip[9];
+    /* A later fragment carries no transport header. */
+    unsigned l4 = frag & 0x1fff ? 0 : l3 + ihl;
+    unsigned hdrs = nb_pkt_hdrs(f, cap, proto, l4, l3 + tot);
+    p->end = l3 + tot;
+    p->proto = proto;
+    p->frag = (frag & 0x3fff) != 0;
+    p->l4 = l4;
+    p->hdrs = hdrs;
+}
+
+/* The IPv6 packet at F + P->l3 and its extension headers, at most 8, each
+** whole within the packet and within the first CAP bytes of F. */
+NB_INLINE void nb_pkt_ip6(const uint8_t *f, size_t len, size_t cap, struct nb_pkt *p)
+{
+    unsigned l3 = p->l3;
+    const uint8_t *ip = f + l3;
+    if (l3 + 40 > len || ip[0] >> 4 != 6)
+        return;
+    size_t end = l3 + 40 + (size_t)nb_get16(ip + 4), off = l3 + 40;
+    if (end > len)
+        return;
+    unsigned nh = ip[6];
+    int frag = 0, ext = 0, proto = -1;
+    for (int n = 0; n < 8 && nb_ip6_ext(nh); n++) {
+        const uint8_t *h = f + off;
+        if (off + 8 > end || off + 8 > cap)
+            break;
+        size_t hl = nh == 44 ? 8 : nh == 51 ? ((size_t)h[1] + 2) * 4 :
+                                              ((size_t)h[1] + 1) * 8;
+        if (off + hl > end)
+            break;
+        ext = 1;
+        frag |= nh == 44;
+        if (nh == 44 && nb_get16(h + 2) & 0xfff8) {
+            proto = h[0];                /* a later fragment: no transport header */
+            break;
+        }
+        off += hl;
+        nh = h[0];
     }
-    return 0;
+    unsigned l4 = 0;
+    if (proto < 0 && !nb_ip6_ext(nh)) {
+        proto = (int)nh;
+        l4 = (unsigned)off;
+    }
+    unsigned hdrs = nb_pkt_hdrs(f, cap, proto, l4, end);
+    p->end = end;
+    p->v6 = 1;
+    p->frag = frag;
+    p->ext = ext;
+    p->proto = proto;
+    p->l4 = l4;
+    p->hdrs = hdrs;
+}
+
+/* Parse Ethernet (up to two VLAN tags), IPv4 or IPv6 (extension headers
+** walked) and a TCP or UDP header in frame F of LEN bytes, reading only
+** its first CAP bytes: IPv4 and TCP headers fit in NB_HEAD_MAX, and what
+** an IPv6 extension chain puts past CAP counts as missing. The one parser
+** of these headers: offloads and policies alike start here, and ask P
+** for more. Returns 0 when F is TCP or UDP right after its IP header,
+** every length in place (what offloads take; they check frag too), else
+** -1; either way P holds every layer found whole. */
+NB_INLINE int nb_pkt_parse(const uint8_t *f, size_t len, size_t cap, struct nb_pkt *p)
+{
+    uint16_t type = 0, vlan = 0xffff;
+    unsigned l3 = len < 14 ? 0 : (unsigned)nb_eth_walk(f, len, &type, &vlan);
+    *p = (struct nb_pkt){.type = type, .vlan = vlan, .l3 = l3, .proto = -1};
+    if (l3 && type == 0x0800)
+        nb_pkt_ip4(f, len, cap, p);
+    else if (l3 && type == 0x86dd)
+        nb_pkt_ip6(f, len, cap, p);
+    return p->hdrs && !p->ext ? 0 : -1;
+}
+
+/* True when the first N bytes of P's transport header are in the packet. */
+static int nb_pkt_has_l4(const struct nb_pkt *p, size_t n)
+{
+    return p->l4 && p->l4 + n <= p->end;
 }
 
 /* Segments a GSO frame of payload PAYLOAD makes with MSS bytes each. */
@@ -764,7 +834,7 @@ static int nb_hdr_check(const struct nb_vnet_hdr *h, const uint8_t *f, size_t le
         return -EINVAL;
     if (!tcp && h->gso_type & NB_HDR_GSO_ECN)
         return -EINVAL;
-    if (nb_pkt_parse(f, len, p) < 0 || p->frag)
+    if (nb_pkt_parse(f, len, len < NB_HEAD_MAX ? len : NB_HEAD_MAX, p) < 0 || p->frag)
         return -EINVAL;
     if (p->proto != (tcp ? IPPROTO_TCP : IPPROTO_UDP) ||
         (gso == NB_HDR_GSO_TCPV4 && p->v6) || (gso == NB_HDR_GSO_TCPV6 && !p->v6))
@@ -1011,7 +1081,7 @@ struct nb_join {
 ** extension headers. */
 static int nb_tcp_plain(const uint8_t *f, size_t len, struct nb_pkt *p)
 {
-    return nb_pkt_parse(f, len, p) == 0 && p->proto == IPPROTO_TCP && p->l3 == 14 &&
+    return nb_pkt_parse(f, len, len, p) == 0 && p->proto == IPPROTO_TCP && p->l3 == 14 &&
            (p->v6 || (p->l4 == 34 && !p->frag));
 }
 
@@ -1288,16 +1358,17 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 /* ====================================================================
 ** 3b. Policy: rules compiled into an index, matched per frame
 ** ====================================================================
-** A frame is parsed once into a pol_pkt (every header read checked against
-** the frame length), which selects one candidate list: the rules that can
-** match its direction, ethertype class, IP protocol class and destination
-** port bucket, in their original order. Rules on one host address (a /32
-** or /128) that no port narrows are listed under that address instead, so
-** a long host list costs a hash lookup; the frame's slot list and the lists
-** under its source and destination addresses are merged in rule order.
-** Only those candidates are tested. Counters
-** have one writer (the thread evaluating) and readers anywhere, so they are
-** bumped with relaxed load and store, not a locked add.
+** A frame is parsed once (nb_pkt_parse, every header read checked against
+** the frame's and the packet's lengths) into a pol_pkt, which selects one
+** candidate list: the rules that can match its direction, ethertype class,
+** IP protocol class and destination port bucket, in their original order.
+** Rules on one host address (a /32 or /128) that no port narrows are
+** listed under that address instead, so a long host list costs a hash
+** lookup; the frame's slot list and the lists under its source and
+** destination addresses are merged in rule order. Only those candidates
+** are tested. Counters have one writer (the thread evaluating) and readers
+** anywhere, so they are bumped with relaxed load and store, not a locked
+** add.
 */
 
 /* ---- Fields ---- */
@@ -1308,7 +1379,7 @@ int netbe_rx_merge(const struct iovec *frame, int framecnt,
 ** policy files and the packet view name it, which also names its members
 ** in struct netbe_rule; its kind; the largest number a policy file may
 ** give it; the names a policy file may give its values; and a PREFIX's
-** prefix length member. pol_parse finds each field in a frame; the kind
+** prefix length member. pol_read finds each field in a frame; the kind
 ** does the rest:
 **
 **   kind    members             a frame's V matches   the view shows
@@ -1461,139 +1532,110 @@ static void pol_add(uint64_t *c, uint64_t n)
     nb_count_own(c, n);
 }
 
-
-/* ---- Parsing ---- */
+/* ---- Reading a frame ---- */
 
 static int pol_has_ports(uint8_t proto)
 {
     return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == 132 || proto == 136;
 }
 
-static void pol_set_proto(struct pol_pkt *pk, uint8_t proto)
+/* The L4 class of protocol PROTO. */
+static int pol_l4class(int proto)
 {
-    pk->v[POL_F_PROTO].n = proto;
-    pk->have |= NETBE_M_PROTO;
     switch (proto) {
-    case IPPROTO_TCP: pk->l4class = POL_L4_TCP; break;
-    case IPPROTO_UDP: pk->l4class = POL_L4_UDP; break;
-    case IPPROTO_ICMP: case IPPROTO_ICMPV6: pk->l4class = POL_L4_ICMP; break;
-    default: pk->l4class = POL_L4_NONE;
+    case IPPROTO_TCP: return POL_L4_TCP;
+    case IPPROTO_UDP: return POL_L4_UDP;
+    case IPPROTO_ICMP: case IPPROTO_ICMPV6: return POL_L4_ICMP;
+    default: return POL_L4_NONE;
     }
 }
 
-/* L4 header at OFF for protocol PROTO. */
-static void pol_parse_l4(struct pol_pkt *pk, uint8_t proto, size_t off)
+/* The fields of the IP packet nb_pkt_parse found in frame F as H; returns
+** their bits. */
+static unsigned pol_read_ip(struct pol_pkt *pk, const uint8_t *f, const struct nb_pkt *h)
 {
-    const uint8_t *p = pk->p;
-    size_t len = pk->len;
-    pol_set_proto(pk, proto);
-    if (pol_has_ports(proto) && off + 4 <= len) {
-        pk->v[POL_F_SPORT].n = nb_get16(p + off);
-        pk->v[POL_F_DPORT].n = nb_get16(p + off + 2);
-        pk->have |= NETBE_M_SPORT | NETBE_M_DPORT;
+    const uint8_t *ip = f + h->l3, *l4 = f + h->l4;
+    int proto = h->proto, v6 = h->v6 != 0;
+    /* IPv4's addresses are at 12 and 16, IPv6's at 8 and 24. */
+    pk->family = 4 + 2 * v6;
+    pk->v[POL_F_SRC_IP].at = ip + 12 - 4 * v6;
+    pk->v[POL_F_DST_IP].at = ip + 16 + 8 * v6;
+    if (proto < 0)
+        return NETBE_M_SRC_IP | NETBE_M_DST_IP;
+    int l4class = pol_l4class(proto);
+    pk->v[POL_F_PROTO].n = (size_t)proto;
+    pk->l4class = l4class;
+    /* Fields come from a whole fixed header (TCP's and UDP's checked by
+    ** nb_pkt_parse): SCTP's is 12 bytes, UDP-Lite's 8, ICMP's 4. */
+    int whole = h->hdrs != 0;
+    if (proto == 132)
+        whole = nb_pkt_has_l4(h, 12);
+    else if (proto == 136)
+        whole = nb_pkt_has_l4(h, 8);
+    else if (l4class == POL_L4_ICMP)
+        whole = nb_pkt_has_l4(h, 4);
+    unsigned have = NETBE_M_SRC_IP | NETBE_M_DST_IP | NETBE_M_PROTO;
+    if (!whole)
+        return have;
+    if (pol_has_ports((uint8_t)proto)) {
+        pk->v[POL_F_SPORT].n = nb_get16(l4);
+        pk->v[POL_F_DPORT].n = nb_get16(l4 + 2);
+        have |= NETBE_M_SPORT | NETBE_M_DPORT;
     }
-    if (proto == IPPROTO_TCP && off + 20 <= len) {
-        pk->v[POL_F_TCP_FLAGS].n = p[off + 13];
-        pk->have |= NETBE_M_TCP_FLAGS;
+    if (proto == IPPROTO_TCP) {
+        pk->v[POL_F_TCP_FLAGS].n = l4[13];
+        have |= NETBE_M_TCP_FLAGS;
     }
-    if (pk->l4class == POL_L4_ICMP && off + 4 <= len) {
-        pk->v[POL_F_ICMP_TYPE].n = p[off];
-        pk->have |= NETBE_M_ICMP_TYPE;
+    if (l4class == POL_L4_ICMP) {
+        pk->v[POL_F_ICMP_TYPE].n = l4[0];
+        have |= NETBE_M_ICMP_TYPE;
     }
+    return have;
 }
 
-static void pol_parse_ip4(struct pol_pkt *pk, size_t off)
+/* ARP's sender and target protocol addresses, in A of LEN bytes; returns
+** their bits. */
+static unsigned pol_read_arp(struct pol_pkt *pk, const uint8_t *a, size_t len)
 {
-    const uint8_t *ip = pk->p + off;
-    if (off + 20 > pk->len || ip[0] >> 4 != 4 || (ip[0] & 15) < 5)
-        return;
-    size_t hl = (size_t)(ip[0] & 15) * 4;
-    if (off + hl > pk->len)
-        return;
-    pk->family = 4;
-    pk->v[POL_F_SRC_IP].at = ip + 12;
-    pk->v[POL_F_DST_IP].at = ip + 16;
-    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
-    /* A later fragment carries no L4 header: only the protocol is known. */
-    if (nb_get16(ip + 6) & 0x1fff)
-        pol_set_proto(pk, ip[9]);
-    else
-        pol_parse_l4(pk, ip[9], off + hl);
-}
-
-/* IPv6 with hop-by-hop, routing, destination options, fragment and AH
-** extension headers walked to the transport header. */
-static void pol_parse_ip6(struct pol_pkt *pk, size_t off)
-{
-    const uint8_t *ip = pk->p + off;
-    if (off + 40 > pk->len || ip[0] >> 4 != 6)
-        return;
-    pk->family = 6;
-    pk->v[POL_F_SRC_IP].at = ip + 8;
-    pk->v[POL_F_DST_IP].at = ip + 24;
-    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
-    uint8_t nh = ip[6];
-    off += 40;
-    for (int n = 0; n < 8; n++) {
-        const uint8_t *h = pk->p + off;
-        if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
-            break;
-        if (off + 8 > pk->len)
-            return;
-        if (nh == 44) {
-            if (nb_get16(h + 2) & 0xfff8) {
-                pol_set_proto(pk, h[0]);
-                return;
-            }
-            off += 8;
-        } else {
-            off += nh == 51 ? ((size_t)h[1] + 2) * 4 : ((size_t)h[1] + 1) * 8;
-        }
-        nh = h[0];
-    }
-    if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51)
-        return;                  /* too many extension headers: no L4 */
-    pol_parse_l4(pk, nh, off);
-}
-
-static void pol_parse_arp(struct pol_pkt *pk, size_t off)
-{
-    const uint8_t *a = pk->p + off;
-    if (off + 28 > pk->len || nb_get16(a) != 1 || nb_get16(a + 2) != 0x0800 ||
-        a[4] != 6 || a[5] != 4)
-        return;
+    if (len < 28 || nb_get16(a) != 1 || nb_get16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4)
+        return 0;
     pk->family = 4;
     pk->v[POL_F_SRC_IP].at = a + 14;
     pk->v[POL_F_DST_IP].at = a + 24;
-    pk->have |= NETBE_M_SRC_IP | NETBE_M_DST_IP;
+    return NETBE_M_SRC_IP | NETBE_M_DST_IP;
 }
 
-static void pol_parse(struct pol_pkt *pk, const uint8_t *p, size_t len, int dir)
+/* What frame F of LEN bytes going DIR carries: its headers as
+** nb_pkt_parse finds them, the fields rules test read from there. */
+static void pol_read(struct pol_pkt *pk, const uint8_t *f, size_t len, unsigned dir)
 {
-    uint16_t type, vlan;
-    pk->p = p;
+    struct nb_pkt h;
+    unsigned have = NETBE_M_DIR | NETBE_M_LEN;
+    pk->p = f;
     pk->len = len;
     pk->l3class = POL_L3_OTHER;
     pk->l4class = POL_L4_NONE;
-    pk->have = NETBE_M_DIR | NETBE_M_LEN;
-    pk->v[POL_F_DIR].n = (size_t)dir;
+    pk->v[POL_F_DIR].n = dir;
     pk->v[POL_F_LEN].n = len;
-    if (len < 14)
-        return;
-    pk->have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
-    pk->v[POL_F_DST_MAC].at = p;
-    pk->v[POL_F_SRC_MAC].at = p + 6;
-    size_t off = nb_eth_walk(p, len, &type, &vlan);
-    pk->v[POL_F_ETHERTYPE].n = type;
-    pk->v[POL_F_VLAN].n = vlan;
-    if (!off)
-        return;
-    switch (type) {
-    case 0x0800: pk->l3class = POL_L3_IP4; pol_parse_ip4(pk, off); break;
-    case 0x86dd: pk->l3class = POL_L3_IP6; pol_parse_ip6(pk, off); break;
-    case 0x0806: pk->l3class = POL_L3_ARP; pol_parse_arp(pk, off); break;
-    default: pk->l3class = POL_L3_OTHER;
+    if (len >= 14) {
+        nb_pkt_parse(f, len, len, &h);
+        have |= NETBE_M_SRC_MAC | NETBE_M_DST_MAC | NETBE_M_ETHERTYPE | NETBE_M_VLAN;
+        pk->v[POL_F_DST_MAC].at = f;
+        pk->v[POL_F_SRC_MAC].at = f + 6;
+        pk->v[POL_F_ETHERTYPE].n = h.type;
+        pk->v[POL_F_VLAN].n = h.vlan;
+        if (h.l3 && h.type == 0x0800) {
+            pk->l3class = POL_L3_IP4;
+        } else if (h.l3 && h.type == 0x86dd) {
+            pk->l3class = POL_L3_IP6;
+        } else if (h.l3 && h.type == 0x0806) {
+            pk->l3class = POL_L3_ARP;
+            have |= pol_read_arp(pk, f + h.l3, len - h.l3);
+        }
+        if (h.end)
+            have |= pol_read_ip(pk, f, &h);
     }
+    pk->have = have;
 }
 
 /* ---- Matching ---- */
@@ -1628,17 +1670,34 @@ static int pol_ip_eq(const uint8_t *a, const uint8_t *net, const uint8_t *mask, 
 #define POL_TEST_PREFIX(f, i) (pk->family == r->d.ip_family && \
                                pol_ip_eq(pk->v[i].at, r->d.f, r->f##_mask, pk->family))
 
-static int pol_match(const struct pol_rule *r, const struct pol_pkt *pk)
+/* Numbers are tested first, then masked bytes. This runs for every
+** candidate rule: a cheap mismatch early is what saves time. */
+#define POL_COST_NAME   0
+#define POL_COST_ENUM   0
+#define POL_COST_TAG    0
+#define POL_COST_RANGE  0
+#define POL_COST_FLAGS  0
+#define POL_COST_MAC    1
+#define POL_COST_PREFIX 1
+
+/* The tests of cost COST (a constant once inlined) of the fields in M. */
+NB_INLINE int
+pol_match_cost(const struct pol_rule *r, const struct pol_pkt *pk, unsigned m, int cost)
 {
-    unsigned m = r->d.match;
-    if (m & ~pk->have)
-        return 0;
 #define POL_MATCH(BIT, f, KIND, ...) \
-    if ((m & NETBE_M_##BIT) && !POL_TEST_##KIND(f, POL_F_##BIT)) \
+    if (POL_COST_##KIND == cost && (m & NETBE_M_##BIT) && \
+        !POL_TEST_##KIND(f, POL_F_##BIT)) \
         return 0;
     POL_FIELDS(POL_MATCH)
 #undef POL_MATCH
     return 1;
+}
+
+NB_INLINE int
+pol_match(const struct pol_rule *r, const struct pol_pkt *pk)
+{
+    unsigned m = r->d.match;
+    return !(m & ~pk->have) && pol_match_cost(r, pk, m, 0) && pol_match_cost(r, pk, m, 1);
 }
 
 static unsigned pol_slot(int dir, int l3, int l4, unsigned bucket)
@@ -3448,7 +3507,7 @@ int netbe_policy_eval(netbe_policy *p, int dir, const void *frame, size_t len,
 {
     struct pol_pkt pk;
     dir &= 1;
-    pol_parse(&pk, frame, len, dir);
+    pol_read(&pk, frame, len, (unsigned)dir);
     unsigned slot = pol_pkt_slot(&pk);
     const uint16_t *it = p->list + p->list_off[slot], *end = p->list + p->list_off[slot + 1];
     int verdict = -1;
