@@ -739,7 +739,9 @@ enum netbe_action {
     NETBE_ACT_PASS, NETBE_ACT_DROP, NETBE_ACT_COUNT, NETBE_ACT_RATE, NETBE_ACT_LUA
 };
 
-/* Which match fields of a rule apply (struct netbe_rule.match). */
+/* Which match fields of a rule apply (struct netbe_rule.match).
+** ORDER NETBE_M: netbe.c's table of fields (POL_FIELDS) has one row per
+** bit, in this order, and checks it against these values. */
 #define NETBE_M_DIR        (1u << 0)
 #define NETBE_M_SRC_MAC    (1u << 1)
 #define NETBE_M_DST_MAC    (1u << 2)
@@ -799,6 +801,36 @@ struct netbe_rule {
     ** ("@vm0.lua" reads "vm0.lua:LINE: ..."). NULL: "=hook". */
     const char *hook_name;
 };
+
+/* The match fields, described for whoever compiles rules (the Lua
+** module gives this list to lua/netbe/policy.lua as netbe.policy_fields):
+** netbe_match_field(I) is the field of bit 1u << I, NULL past the last.
+** A field's value fills one to three members of struct netbe_rule; their
+** offsets let a compiler store into them without a table of its own. */
+struct netbe_rule_member {
+    const char *name;                  /* "dport_lo" */
+    size_t off, size;                  /* offsetof and sizeof in struct netbe_rule */
+    int bytes;                         /* 1: a byte string of LO or HI bytes;
+                                       ** 0: an integer from LO to HI */
+    long long lo, hi;
+    unsigned match;                    /* the bit it turns on when given, or 0 */
+};
+
+struct netbe_match_field {
+    const char *name;                  /* as policy files and the packet view
+                                       ** name it: "dport" */
+    unsigned bit;                      /* its NETBE_M_* bit */
+    const char *kind;                  /* how it is written and matched: NAME,
+                                       ** ENUM, TAG, RANGE, FLAGS, MAC or PREFIX
+                                       ** (netbe.c, "Fields") */
+    unsigned max;                      /* the largest number a policy file
+                                       ** gives it (PREFIX: prefix length) */
+    const char *names;                 /* values with names: "tcp=6 udp=17" */
+    int nmembers;
+    struct netbe_rule_member members[3];
+};
+
+const struct netbe_match_field *netbe_match_field(int i);
 
 /* A whole policy. */
 struct netbe_policy_desc {

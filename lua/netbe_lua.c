@@ -523,42 +523,56 @@ struct lb_field {
     unsigned match;              /* the match bit the field turns on */
 };
 
-#define LB_F(field, kind, lo, hi, match) {#field, kind, lo, hi, \
-    offsetof(struct netbe_rule, field), sizeof(((struct netbe_rule *)0)->field), 0, match}
+/* The keys of a rule table: name, the members of each match field in
+** bit order (netbe_match_field: netbe.c's table of fields), then the
+** rest. At most a field per bit of an unsigned, three members each. */
+#define LB_RULE_MAX (1 + 32 * 3 + 7)
 
-static const struct lb_field lb_rule_fields[] = {
-    {"name", LB_STR, 0, 0, offsetof(struct netbe_rule, name), sizeof(char *), 0, 0},
-    LB_F(dir, LB_INT, 0, 1, NETBE_M_DIR),
-    LB_F(src_mac, LB_BYTES, 6, 6, NETBE_M_SRC_MAC),
-    LB_F(src_mac_mask, LB_BYTES, 6, 6, 0),
-    LB_F(dst_mac, LB_BYTES, 6, 6, NETBE_M_DST_MAC),
-    LB_F(dst_mac_mask, LB_BYTES, 6, 6, 0),
-    LB_F(ethertype, LB_INT, 0, 0xffff, NETBE_M_ETHERTYPE),
-    LB_F(vlan, LB_INT, 0, 0xffff, NETBE_M_VLAN),
-    LB_F(ip_family, LB_INT, 4, 6, 0),
-    LB_F(src_ip, LB_BYTES, 0, 0, NETBE_M_SRC_IP),
-    LB_F(src_plen, LB_INT, 0, 128, 0),
-    LB_F(dst_ip, LB_BYTES, 0, 0, NETBE_M_DST_IP),
-    LB_F(dst_plen, LB_INT, 0, 128, 0),
-    LB_F(proto, LB_INT, 0, 255, NETBE_M_PROTO),
-    LB_F(sport_lo, LB_INT, 0, 65535, NETBE_M_SPORT),
-    LB_F(sport_hi, LB_INT, 0, 65535, NETBE_M_SPORT),
-    LB_F(dport_lo, LB_INT, 0, 65535, NETBE_M_DPORT),
-    LB_F(dport_hi, LB_INT, 0, 65535, NETBE_M_DPORT),
-    LB_F(tcp_flags, LB_INT, 0, 255, NETBE_M_TCP_FLAGS),
-    LB_F(tcp_flags_mask, LB_INT, 0, 255, NETBE_M_TCP_FLAGS),
-    LB_F(icmp_type, LB_INT, 0, 255, NETBE_M_ICMP_TYPE),
-    LB_F(len_lo, LB_INT, 0, UINT_MAX, NETBE_M_LEN),
-    LB_F(len_hi, LB_INT, 0, UINT_MAX, NETBE_M_LEN),
-    LB_F(action, LB_INT, NETBE_ACT_PASS, NETBE_ACT_LUA, 0),
-    LB_F(rate_unit, LB_INT, NETBE_RATE_BITS, NETBE_RATE_FRAMES, 0),
-    LB_F(rate, LB_NUM, 0, 0, 0),
-    LB_F(burst, LB_NUM, 0, 0, 0),
-    {"hook", LB_STR, 0, 0, offsetof(struct netbe_rule, hook), sizeof(char *),
-     offsetof(struct netbe_rule, hook_len), 0},
-    {"hook_name", LB_STR, 0, 0, offsetof(struct netbe_rule, hook_name), sizeof(char *), 0, 0},
-    {NULL, LB_INT, 0, 0, 0, 0, 0, 0}
-};
+/* Member M of a match field as a field of a rule table. */
+static struct lb_field lb_member(const struct netbe_rule_member *m)
+{
+    struct lb_field f = {m->name, m->bytes ? LB_BYTES : LB_INT, m->lo, m->hi, m->off, m->size,
+                         0, m->match};
+    if (m->bytes)
+        f.lo = m->lo == m->hi ? m->lo : 0;
+    return f;
+}
+
+static int lb_listed(const struct lb_field *f, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(f[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Fill OUT (LB_RULE_MAX entries) with the keys of a rule table. Fields
+** that share a member (ip_family) list it once. */
+static void lb_rule_fields(struct lb_field *out)
+{
+    static const struct lb_field tail[] = {
+        {"action", LB_INT, NETBE_ACT_PASS, NETBE_ACT_LUA, offsetof(struct netbe_rule, action),
+         sizeof(enum netbe_action), 0, 0},
+        {"rate_unit", LB_INT, NETBE_RATE_BITS, NETBE_RATE_FRAMES,
+         offsetof(struct netbe_rule, rate_unit), sizeof(int), 0, 0},
+        {"rate", LB_NUM, 0, 0, offsetof(struct netbe_rule, rate), sizeof(double), 0, 0},
+        {"burst", LB_NUM, 0, 0, offsetof(struct netbe_rule, burst), sizeof(double), 0, 0},
+        {"hook", LB_STR, 0, 0, offsetof(struct netbe_rule, hook), sizeof(char *),
+         offsetof(struct netbe_rule, hook_len), 0},
+        {"hook_name", LB_STR, 0, 0, offsetof(struct netbe_rule, hook_name), sizeof(char *), 0, 0},
+        {NULL, LB_INT, 0, 0, 0, 0, 0, 0}
+    };
+    const struct netbe_match_field *mf;
+    int n = 0;
+    out[n++] = (struct lb_field){"name", LB_STR, 0, 0, offsetof(struct netbe_rule, name),
+                                 sizeof(char *), 0, 0};
+    for (int i = 0; (mf = netbe_match_field(i)); i++)
+        for (int k = 0; k < mf->nmembers; k++)
+            if (!lb_listed(out, n, mf->members[k].name))
+                out[n++] = lb_member(&mf->members[k]);
+    for (size_t k = 0; k < sizeof tail / sizeof tail[0]; k++)
+        out[n++] = tail[k];
+}
 
 #define LB_D(field, lo, hi) {#field, LB_INT, lo, hi, offsetof(struct netbe_policy_desc, field), \
     sizeof(((struct netbe_policy_desc *)0)->field), 0, 0}
@@ -654,8 +668,9 @@ static unsigned lb_read_fields(lua_State *L, int t, const struct lb_field *field
     return match;
 }
 
-/* Read the rule table at T (the Ith) into R. */
-static void lb_torule(lua_State *L, int t, int i, struct netbe_rule *r)
+/* Read the rule table at T (the Ith) into R through FIELDS. */
+static void lb_torule(lua_State *L, int t, int i, struct netbe_rule *r,
+                      const struct lb_field *fields)
 {
     char who[96];
     memset(r, 0, sizeof *r);
@@ -667,7 +682,7 @@ static void lb_torule(lua_State *L, int t, int i, struct netbe_rule *r)
     else
         snprintf(who, sizeof who, "rule %d: ", i);
     lua_pop(L, 1);
-    r->match = lb_read_fields(L, t, lb_rule_fields, r, who);
+    r->match = lb_read_fields(L, t, fields, r, who);
 }
 
 /* Protected part of policy_new: read the description (argument 1) into
@@ -676,6 +691,8 @@ static int lb_policy_read(lua_State *L)
 {
     struct netbe_policy_desc *d = lua_touserdata(L, 2);
     struct netbe_rule *rv = lua_touserdata(L, 3);
+    struct lb_field fields[LB_RULE_MAX];
+    lb_rule_fields(fields);
     lb_read_fields(L, 1, lb_desc_fields, d, "policy_new: ");
     lua_getfield(L, 1, "rules");
     if (!lua_istable(L, -1))
@@ -686,7 +703,7 @@ static int lb_policy_read(lua_State *L)
         if (!lua_istable(L, -1))
             return luaL_error(L, "rule %d: expected a table, got %s", i + 1,
                               luaL_typename(L, -1));
-        lb_torule(L, lua_gettop(L), i + 1, &rv[i]);
+        lb_torule(L, lua_gettop(L), i + 1, &rv[i], fields);
         lua_pop(L, 1);
     }
     return 0;
@@ -2650,6 +2667,50 @@ static void lb_features(lua_State *L)
     }
 }
 
+/* Push NAMES ("tcp=6 udp=17") as a table of names to values. */
+static void lb_push_names(lua_State *L, const char *names)
+{
+    lua_newtable(L);
+    for (const char *s = names; *s;) {
+        const char *eq = strchr(s, '=');
+        char *end;
+        lua_pushlstring(L, s, (size_t)(eq - s));
+        lua_pushinteger(L, (lua_Integer)strtoul(eq + 1, &end, 0));
+        lua_rawset(L, -3);
+        s = *end ? end + 1 : end;
+    }
+}
+
+/* netbe.policy_fields: the match fields in bit order, each {name=, bit=,
+** kind=, max=, names = {NAME = value}, members = {...}}, from netbe.c's
+** table; policy.lua compiles rules by it. */
+static void lb_policy_fields(lua_State *L)
+{
+    const struct netbe_match_field *f;
+    lua_newtable(L);
+    for (int i = 0; (f = netbe_match_field(i)); i++) {
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, f->name);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, f->bit);
+        lua_setfield(L, -2, "bit");
+        lua_pushstring(L, f->kind);
+        lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, f->max);
+        lua_setfield(L, -2, "max");
+        lb_push_names(L, f->names);
+        lua_setfield(L, -2, "names");
+        lua_createtable(L, f->nmembers, 0);
+        for (int k = 0; k < f->nmembers; k++) {
+            lua_pushstring(L, f->members[k].name);
+            lua_rawseti(L, -2, k + 1);
+        }
+        lua_setfield(L, -2, "members");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "policy_fields");
+}
+
 int luaopen_netbe(lua_State *L)
 {
     lb_newclass(L, LB_BACKEND, lb_backend_methods, lb_close);
@@ -2668,6 +2729,7 @@ int luaopen_netbe(lua_State *L)
         lb_newloop(L);
     luaL_newlib(L, lb_functions);
     lb_features(L);
+    lb_policy_fields(L);
     lua_pushinteger(L, NETBE_MAX_FRAME);
     lua_setfield(L, -2, "MAX_FRAME");
     lua_pushstring(L, netbe_libversion());

@@ -11,27 +11,21 @@ local netbe = require("netbe")
 
 local policy = {}
 
-local FIELDS = {
-  "name", "dir", "src_mac", "dst_mac", "ethertype", "vlan", "src_ip", "dst_ip",
-  "proto", "sport", "dport", "tcp_flags", "icmp_type", "len", "action", "rate",
-  "burst", "hook",
-}
+-- The match fields are netbe's (netbe.policy_fields, from netbe.c's table,
+-- in bit order): each has a name, a kind (how it is written here), the
+-- largest number it takes, names of values, and the members of the
+-- normalized rule it fills. A rule's other keys are these.
+local MATCH = netbe.policy_fields
+local FIELDS = { "name" }
+for _, f in ipairs(MATCH) do FIELDS[#FIELDS + 1] = f.name end
+for _, k in ipairs({ "action", "rate", "burst", "hook" }) do FIELDS[#FIELDS + 1] = k end
 local FIELD_SET = {}
 for _, f in ipairs(FIELDS) do FIELD_SET[f] = true end
 local SETTINGS = { default = true, fail = true, hook_budget = true, hook_memory = true,
                    hook_time = true }
 
-local DIRS = { to_guest = 0, from_guest = 1 }
 local ACTIONS = { pass = 0, drop = 1, count = 2, rate = 3, lua = 4 }
-local ETHERTYPES = { ipv4 = 0x0800, ipv6 = 0x86dd, arp = 0x0806, vlan = 0x8100,
-                     qinq = 0x88a8, lldp = 0x88cc }
-local PROTOS = { icmp = 1, tcp = 6, udp = 17, icmpv6 = 58, sctp = 132, udplite = 136 }
 local PORT_PROTOS = { [6] = true, [17] = true, [132] = true, [136] = true }
-local TCP_FLAGS = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ece = 64, cwr = 128 }
-local ICMP_TYPES = { ["echo-reply"] = 0, unreachable = 3, redirect = 5, ["echo-request"] = 8,
-                     ["time-exceeded"] = 11, ["echo-request-v6"] = 128, ["echo-reply-v6"] = 129,
-                     ["router-solicit"] = 133, ["router-advert"] = 134,
-                     ["neighbor-solicit"] = 135, ["neighbor-advert"] = 136 }
 
 local function keys_of(t)
   local out = {}
@@ -167,20 +161,23 @@ local function parse_range(v, max, what)
   return lo, hi
 end
 
--- "syn,!ack" -> flags, mask.
-local function parse_tcp_flags(v)
-  if type(v) ~= "string" then error("tcp_flags: expected a string like 'syn,!ack'", 0) end
+-- "syn,!ack" -> flags, mask, for field F of kind FLAGS.
+local function parse_flags(v, f)
+  if type(v) ~= "string" then
+    error(string.format("%s: expected a string of flags (%s), ! to require one clear", f.name,
+                        keys_of(f.names)), 0)
+  end
   local flags, mask = 0, 0
   for neg, name in v:gmatch("(!?)(%a+)") do
-    local bit = TCP_FLAGS[name:lower()]
+    local bit = f.names[name:lower()]
     if not bit then
-      error(string.format("tcp_flags '%s': unknown flag '%s' (expected %s, ! to " ..
-                          "require it clear)", v, name, keys_of(TCP_FLAGS)), 0)
+      error(string.format("%s '%s': unknown flag '%s' (expected %s, ! to " ..
+                          "require it clear)", f.name, v, name, keys_of(f.names)), 0)
     end
     mask = mask | bit
     if neg == "" then flags = flags | bit end
   end
-  if mask == 0 then error(string.format("tcp_flags '%s': no flags named", v), 0) end
+  if mask == 0 then error(string.format("%s '%s': no flags named", f.name, v), 0) end
   return flags, mask
 end
 
@@ -245,6 +242,38 @@ local function hook_chunk(h)
   return head .. string.rep("\n", h.line - 1) .. h.source, h.name
 end
 
+-- NAMES' names, ordered by value: "a or b", "a, b or c".
+local function by_value(names)
+  local ks = {}
+  for k in pairs(names) do ks[#ks + 1] = k end
+  table.sort(ks, function(x, y) return names[x] < names[y] end)
+  return #ks < 2 and (ks[1] or "") or table.concat(ks, ", ", 1, #ks - 1) .. " or " .. ks[#ks]
+end
+
+-- How each kind of field is written: value V of field F -> the values of
+-- F's members, in their order.
+local KINDS = {}
+function KINDS.NAME(v, f)
+  local x = f.names[v]
+  if x == nil then
+    error(string.format("%s %s: expected %s", f.name, literal(tostring(v)), by_value(f.names)), 0)
+  end
+  return x
+end
+function KINDS.ENUM(v, f) return enum(v, f.names, f.max, f.name) end
+-- A number, or a name exactly as written ("none").
+function KINDS.TAG(v, f)
+  if f.names[v] then return f.names[v] end
+  local quoted = {}
+  for k in pairs(f.names) do quoted[#quoted + 1] = literal(k) end
+  table.sort(quoted)
+  return enum(v, {}, f.max, string.format("%s (or %s)", f.name, table.concat(quoted, ", ")))
+end
+function KINDS.RANGE(v, f) return parse_range(v, f.max, f.name) end
+KINDS.FLAGS = parse_flags
+function KINDS.MAC(v, f) return parse_mac_masked(v, f.name) end
+function KINDS.PREFIX(v, f) return parse_prefix(v, f.name) end
+
 -- Check rule R (the I-th) and return its normalized form.
 local function normalize_rule(r, i)
   if type(r) ~= "table" then error("expected a table", 0) end
@@ -259,42 +288,28 @@ local function normalize_rule(r, i)
     error(string.format("name %s: expected 1-63 letters, digits or _ . : -",
                         literal(tostring(n.name))), 0)
   end
-  if r.dir ~= nil then
-    n.dir = DIRS[r.dir]
-    if not n.dir then
-      error(string.format("dir %s: expected to_guest or from_guest", literal(tostring(r.dir))), 0)
-    end
-  end
-  if r.src_mac ~= nil then n.src_mac, n.src_mac_mask = parse_mac_masked(r.src_mac, "src_mac") end
-  if r.dst_mac ~= nil then n.dst_mac, n.dst_mac_mask = parse_mac_masked(r.dst_mac, "dst_mac") end
-  if r.ethertype ~= nil then n.ethertype = enum(r.ethertype, ETHERTYPES, 0xffff, "ethertype") end
-  if r.vlan ~= nil then
-    n.vlan = r.vlan == "none" and 0xffff or enum(r.vlan, {}, 4095, "vlan (or \"none\")")
-  end
-  local fam
-  for _, f in ipairs({ "src_ip", "dst_ip" }) do
-    if r[f] ~= nil then
-      local pf, bytes, plen = parse_prefix(r[f], f)
-      if fam and pf ~= fam then
-        error("src_ip and dst_ip must be of one family (both IPv4 or both IPv6)", 0)
+  local set_by = {}
+  for _, f in ipairs(MATCH) do
+    if r[f.name] ~= nil then
+      local vals = { KINDS[f.kind](r[f.name], f) }
+      for k, m in ipairs(f.members) do
+        -- The one member two fields share is the address family of src_ip and dst_ip.
+        if n[m] ~= nil and n[m] ~= vals[k] then
+          error(string.format("%s and %s must be of one family (both IPv4 or both IPv6)",
+                              set_by[m], f.name), 0)
+        end
+        n[m], set_by[m] = vals[k], f.name
       end
-      fam, n[f], n[f:sub(1, 3) .. "_plen"] = pf, bytes, plen
     end
   end
-  n.ip_family = fam
+  local fam = n.ip_family
   if fam and n.ethertype and not (fam == 4 and (n.ethertype == 0x0800 or n.ethertype == 0x0806)
                                   or fam == 6 and n.ethertype == 0x86dd) then
     error(string.format("an IPv%d address cannot match ethertype 0x%04x", fam, n.ethertype), 0)
   end
-  if r.proto ~= nil then n.proto = enum(r.proto, PROTOS, 255, "proto") end
-  if r.sport ~= nil then n.sport_lo, n.sport_hi = parse_range(r.sport, 65535, "sport") end
-  if r.dport ~= nil then n.dport_lo, n.dport_hi = parse_range(r.dport, 65535, "dport") end
   if (r.sport ~= nil or r.dport ~= nil) and n.proto and not PORT_PROTOS[n.proto] then
     error("ports need proto tcp, udp, sctp or udplite", 0)
   end
-  if r.tcp_flags ~= nil then n.tcp_flags, n.tcp_flags_mask = parse_tcp_flags(r.tcp_flags) end
-  if r.icmp_type ~= nil then n.icmp_type = enum(r.icmp_type, ICMP_TYPES, 255, "icmp_type") end
-  if r.len ~= nil then n.len_lo, n.len_hi = parse_range(r.len, 65535 + 18, "len") end
   local action = r.action or "pass"
   n.action = ACTIONS[action]
   if not n.action then

@@ -31,6 +31,7 @@ static size_t ipv4_frame(uint8_t *b, size_t len, int proto, unsigned sport, unsi
     memcpy(b, to_guest ? GUEST : HOST, 6);
     memcpy(b + 6, to_guest ? HOST : GUEST, 6);
     b[12] = 8; b[14] = 0x45; b[23] = (uint8_t)proto;
+    b[16] = (uint8_t)((len - 14) >> 8); b[17] = (uint8_t)(len - 14);
     b[26] = 10; b[29] = to_guest ? 1 : 2;
     b[30] = 10; b[33] = to_guest ? 2 : 1;
     b[34] = (uint8_t)(sport >> 8); b[35] = (uint8_t)sport;

@@ -6,6 +6,7 @@
 ** rule sets large enough to spread over every bucket.
 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +17,10 @@
 static const uint8_t MAC_G[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 static const uint8_t MAC_H[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
 
-/* A frame under construction. */
+/* A frame under construction; IP is where its IP header starts. */
 struct fb {
     uint8_t b[2048];
-    size_t n;
+    size_t n, ip;
 };
 
 static void put(struct fb *f, const void *p, size_t n)
@@ -33,7 +34,7 @@ static void put16(struct fb *f, unsigned v) { put8(f, v >> 8); put8(f, v & 255);
 
 static void eth(struct fb *f, const uint8_t *dst, const uint8_t *src, unsigned type)
 {
-    f->n = 0;
+    f->n = f->ip = 0;
     put(f, dst, 6);
     put(f, src, 6);
     put16(f, type);
@@ -47,12 +48,22 @@ static void vlan(struct fb *f, unsigned tpid, unsigned id, unsigned inner)
     put16(f, inner);
 }
 
+/* The IP header's length field tells the truth about what follows it. */
+static void seal(struct fb *f)
+{
+    uint8_t *ip = f->b + f->ip;
+    unsigned n = (unsigned)(f->n - f->ip) - (ip[0] >> 4 == 6 ? 40 : 0);
+    ip[ip[0] >> 4 == 6 ? 4 : 2] = (uint8_t)(n >> 8);
+    ip[ip[0] >> 4 == 6 ? 5 : 3] = (uint8_t)n;
+}
+
 /* IPv4 header with protocol PROTO, fragment field FRAG. */
 static void ip4(struct fb *f, const char *src, const char *dst, unsigned proto, unsigned frag)
 {
     uint8_t a[4], b[4];
     sscanf(src, "%hhu.%hhu.%hhu.%hhu", &a[0], &a[1], &a[2], &a[3]);
     sscanf(dst, "%hhu.%hhu.%hhu.%hhu", &b[0], &b[1], &b[2], &b[3]);
+    f->ip = f->n;
     put8(f, 0x45); put8(f, 0); put16(f, 60); put16(f, 0); put16(f, frag);
     put8(f, 64); put8(f, proto); put16(f, 0);
     put(f, a, 4);
@@ -63,6 +74,7 @@ static void ip6(struct fb *f, uint8_t last_src_byte, unsigned nh)
 {
     uint8_t src[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last_src_byte};
     uint8_t dst[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    f->ip = f->n;
     put16(f, 0x6000); put16(f, 0); put16(f, 40); put8(f, nh); put8(f, 64);
     put(f, src, 16);
     put(f, dst, 16);
@@ -73,16 +85,19 @@ static void tcp(struct fb *f, unsigned sport, unsigned dport, unsigned flags)
     put16(f, sport); put16(f, dport);
     for (int i = 0; i < 8; i++) put8(f, 0);
     put8(f, 0x50); put8(f, flags); put16(f, 1000); put16(f, 0); put16(f, 0);
+    seal(f);
 }
 
 static void udp(struct fb *f, unsigned sport, unsigned dport)
 {
     put16(f, sport); put16(f, dport); put16(f, 8); put16(f, 0);
+    seal(f);
 }
 
 static void icmp(struct fb *f, unsigned type)
 {
     put8(f, type); put8(f, 0); put16(f, 0); put16(f, 0); put16(f, 0);
+    seal(f);
 }
 
 /* A TCP/IPv4 frame from the guest's MAC. */
@@ -354,6 +369,69 @@ static void test_truncated(void)
     netbe_policy_free(p);
 }
 
+/* A field is read only from a header whose lengths hold: the IP header
+** within the frame and its own length fields, the transport header whole
+** within the IP packet (not in Ethernet padding), extension headers whole.
+** Each case is checked against the same frame with true lengths. */
+static void test_lengths(void)
+{
+    struct fb f, g;
+    struct netbe_rule ip = rule("ip", 0), port = rule("port", 0), proto = rule("proto", 0);
+    ip.match = NETBE_M_SRC_IP; ip.ip_family = 4; set_ip4(ip.src_ip, "10.0.0.2"); ip.src_plen = 32;
+    port.match = NETBE_M_DPORT; port.dport_lo = port.dport_hi = 22;
+    proto.match = NETBE_M_PROTO; proto.proto = 6;
+    tcp4(&f, "10.0.0.2", "10.0.0.1", 40000, 22, 0x02);
+    CHECK(matches(&ip, 0, &f) == 1 && matches(&port, 0, &f) == 1, "the true frame");
+    g = f; g.b[17] += 1;
+    CHECK(matches(&ip, 0, &g) == 0, "IPv4 total length one past the frame");
+    g = f; g.b[16] = 0; g.b[17] = 19;
+    CHECK(matches(&ip, 0, &g) == 0, "IPv4 total length below its header length");
+    g = f; g.b[17] = 20 + 10;
+    CHECK(matches(&port, 0, &g) == 0 && matches(&proto, 0, &g) == 1,
+          "TCP header cut short by the IP length: protocol, no ports");
+    g = f; g.b[17] = 20;
+    CHECK(matches(&port, 0, &g) == 0, "a TCP header in the Ethernet padding");
+    g = f; g.b[14 + 20 + 12] = 0x40;
+    CHECK(matches(&port, 0, &g) == 0 && matches(&proto, 0, &g) == 1,
+          "TCP data offset below 20: protocol, no ports");
+
+    eth(&f, MAC_H, MAC_G, 0x0800);
+    ip4(&f, "10.0.0.2", "10.0.0.1", 1, 0);
+    icmp(&f, 8);
+    struct netbe_rule it = rule("icmp", 0);
+    it.match = NETBE_M_ICMP_TYPE; it.icmp_type = 8;
+    CHECK(matches(&it, 0, &f) == 1, "ICMP type");
+    f.b[17] = 20;
+    CHECK(matches(&it, 0, &f) == 0, "an ICMP header in the Ethernet padding");
+
+    /* SCTP: ports from its whole 12-byte common header only. */
+    eth(&f, MAC_H, MAC_G, 0x0800);
+    ip4(&f, "10.0.0.2", "10.0.0.1", 132, 0);
+    put16(&f, 5000); put16(&f, 22); put16(&f, 0); put16(&f, 0); put16(&f, 0); put16(&f, 0);
+    seal(&f);
+    CHECK(matches(&port, 0, &f) == 1, "SCTP ports");
+    f.b[17] -= 4;
+    CHECK(matches(&port, 0, &f) == 0, "SCTP common header cut to 8 bytes");
+
+    eth(&f, MAC_H, MAC_G, 0x86dd);
+    ip6(&f, 2, 6);
+    tcp(&f, 40000, 22, 0x02);
+    struct netbe_rule ip6r = rule("ip6", 0);
+    ip6r.match = NETBE_M_SRC_IP; ip6r.ip_family = 6; ip6r.src_ip[0] = 0xfd; ip6r.src_plen = 8;
+    CHECK(matches(&ip6r, 0, &f) == 1 && matches(&port, 0, &f) == 1, "the true IPv6 frame");
+    g = f; g.b[14 + 5] += 1;
+    CHECK(matches(&ip6r, 0, &g) == 0, "IPv6 payload length one past the frame");
+    /* Hop-by-hop options of 16 bytes, of which the packet holds 8. */
+    eth(&f, MAC_H, MAC_G, 0x86dd);
+    ip6(&f, 2, 0);
+    put8(&f, 6); put8(&f, 1); for (int i = 0; i < 6; i++) put8(&f, 0);
+    seal(&f);
+    tcp(&f, 40000, 22, 0x02);
+    f.b[14 + 5] = 8;
+    CHECK(matches(&proto, 0, &f) == 0 && matches(&ip6r, 0, &f) == 1,
+          "an extension header past the packet: addresses, no protocol");
+}
+
 static void test_actions(void)
 {
     char err[NETBE_ERRMAX];
@@ -445,6 +523,19 @@ static void test_hooks(void)
         CHECK(netbe_policy_eval(p, 1, f.b, f.n, 0) == NETBE_PASS, "nil continues to default");
         netbe_policy_free(p);
     }
+    /* A tagged ICMP frame: the fields a TCP frame lacks. */
+    eth(&f, MAC_G, MAC_H, 0x0800);
+    vlan(&f, 0x8100, 100, 0x0800);
+    ip4(&f, "10.0.0.1", "10.0.0.2", 1, 0);
+    icmp(&f, 8);
+    p = hook_policy("return function(pkt)\n"
+                    "assert(pkt.vlan == 100 and pkt.icmp_type == 8 and pkt.dir == 'to_guest')\n"
+                    "assert(pkt.sport == nil and pkt.tcp_flags == nil)\n"
+                    "return 'drop' end\n", NETBE_PASS, 0, 0, err);
+    CHECK(p && netbe_policy_eval(p, 0, f.b, f.n, 0) == NETBE_DROP && hook_errors(p) == 0,
+          "vlan, icmp_type and dir in the view: %s", err);
+    netbe_policy_free(p);
+    tcp4(&f, "10.0.0.2", "10.0.0.1", 40000, 22, 0x02);
     static const struct { const char *src, *why; } bad[] = {
         {"while true do end", "runaway loop"},
         {"local t = {} for i = 1, 1e8 do t[i] = string.rep('x', 100) .. i end", "memory hog"},
@@ -508,6 +599,27 @@ static void test_hooks(void)
     struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, 0, 0};
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL &&
           strcmp(err, "rule 'named': vm0.lua:3: at line 3") == 0, "hook_name: %s", err);
+}
+
+/* The table of match fields: one per bit, in bit order, ending in NULL. */
+static void test_field_table(void)
+{
+    const struct netbe_match_field *f;
+    int n = 0;
+    for (; (f = netbe_match_field(n)); n++)
+        CHECK(f->bit == 1u << n && f->nmembers >= 1 && f->nmembers <= 3, "field %d", n);
+    CHECK(n == 13 && !netbe_match_field(-1), "13 fields, then NULL");
+    f = netbe_match_field(9);
+    CHECK(f && strcmp(f->name, "dport") == 0 && f->bit == NETBE_M_DPORT &&
+          strcmp(f->kind, "RANGE") == 0 && f->nmembers == 2 &&
+          f->members[0].off == offsetof(struct netbe_rule, dport_lo) &&
+          f->members[1].off == offsetof(struct netbe_rule, dport_hi) &&
+          f->members[0].size == 2 && f->members[0].hi == 65535, "dport's row");
+    f = netbe_match_field(5);
+    CHECK(f && strcmp(f->name, "src_ip") == 0 && f->nmembers == 3 &&
+          strcmp(f->members[0].name, "ip_family") == 0 && f->members[1].bytes &&
+          f->members[1].match == NETBE_M_SRC_IP && f->members[2].match == 0 &&
+          f->members[2].off == offsetof(struct netbe_rule, src_plen), "src_ip's row");
 }
 
 static void test_errors(void)
@@ -690,8 +802,10 @@ int main(void)
     RUN(test_fields());
     RUN(test_arp_vlan_ipv6());
     RUN(test_truncated());
+    RUN(test_lengths());
     RUN(test_actions());
     RUN(test_hooks());
+    RUN(test_field_table());
     RUN(test_errors());
     RUN(test_carry());
     RUN(test_index());

@@ -96,6 +96,53 @@ describe("policy compiler", function()
   end)
 end)
 
+describe("policy fields", function()
+  -- A value of each kind as a policy file writes it.
+  local SAMPLE = { NAME = "from_guest", ENUM = 17, TAG = "none", RANGE = "10-20", FLAGS = "syn,!ack",
+                   MAC = "52:54:00:00:00:00/24", PREFIX = "10.0.0.0/8" }
+
+  it("come from netbe's table, one per match bit in bit order", function()
+    assert.is_true(#netbe.policy_fields >= 13)
+    local seen = {}
+    for i, f in ipairs(netbe.policy_fields) do
+      assert.equal(1 << (i - 1), f.bit, f.name)
+      assert.is_nil(seen[f.name], f.name)
+      seen[f.name] = true
+      assert.is_not_nil(SAMPLE[f.kind], f.name .. ": kind " .. tostring(f.kind))
+      assert.is_true(#f.members >= 1 and #f.members <= 3, f.name)
+    end
+    assert.same({ "dport_lo", "dport_hi" }, netbe.policy_fields[10].members)
+    assert.equal(6, netbe.policy_fields[8].names.tcp)
+  end)
+
+  it("are each compiled into exactly the members netbe lists", function()
+    for _, f in ipairs(netbe.policy_fields) do
+      local d = assert(policy.parse{ rules = { { name = "r", [f.name] = SAMPLE[f.kind] } } })
+      local r, want = d.rules[1], { name = true, action = true }
+      for _, m in ipairs(f.members) do
+        assert.is_not_nil(r[m], f.name .. " fills " .. m)
+        want[m] = true
+      end
+      for k in pairs(r) do assert.is_true(want[k], f.name .. " fills only its members, not " .. k) end
+      assert.is_not_nil(netbe.policy_new{ rules = { r } }, f.name)
+    end
+  end)
+
+  it("all show in a hook's packet view", function()
+    local names = {}
+    for i, f in ipairs(netbe.policy_fields) do names[i] = f.name end
+    -- A UDP frame carries every field but tcp_flags, icmp_type and (untagged) vlan.
+    local p = assert(policy.compile{ default = "pass", rules = { { action = "lua",
+      hook = "local names = {" .. ("%q, "):rep(#names):format(table.unpack(names)) .. "}\n" ..
+             "return function(pkt) local n = 0\n" ..
+             "for _, k in ipairs(names) do if pkt[k] ~= nil then n = n + 1 end end\n" ..
+             "if n == #names - 3 and pkt.tcp_flags == nil and pkt.icmp_type == nil and " ..
+             "pkt.vlan == nil then return 'drop' end end" } } })
+    assert.equal("drop", p:eval("to_guest", udp(GUEST, "10.0.0.2", 53)))
+    assert.equal(0, p:stats().hook_errors)
+  end)
+end)
+
 describe("policy messages", function()
   -- Every message must be one line: control characters as '?' (as netbe.c
   -- writes them), or escaped where a value is quoted as Lua would read it.
