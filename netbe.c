@@ -5764,7 +5764,7 @@ static int sl_check(netbe_config *cfg, char *err, size_t errlen)
 #define SL_HDR          10                 /* our virtio-net header with offloads on */
 
 /* A record in the ring: the frame's length and, once segments have
-** joined into one TSO frame, their size (slirp_join). */
+** joined into one TSO frame, their size (sl_join). */
 struct sl_rec {
     uint32_t len;
     uint16_t gso_size;           /* 0: a plain frame */
@@ -5829,7 +5829,7 @@ static void sl_kick(struct sl_priv *p)
 
 /* True when F, TCP (nb_tcp_plain into P), is a pure ACK: no data, no
 ** SYN, FIN, RST or URG. */
-static int slirp_pure_ack(const uint8_t *f, const struct nb_pkt *p)
+static int sl_pure_ack(const uint8_t *f, const struct nb_pkt *p)
 {
     return p->end == p->hdrs && (f[p->l4 + 13] & 0x3f) == SL_TH_ACK;
 }
@@ -5883,14 +5883,14 @@ static int sl_free_oldest(struct sl_priv *p)
 ** acknowledgement number, pointless: the guest learns nothing from it
 ** that the newer one does not say. Equal numbers stay apart: duplicate
 ** ACKs drive the guest's fast retransmit. */
-static int slirp_ack_supersedes(struct sl_priv *p, const uint8_t *ack, size_t len,
+static int sl_ack_supersedes(struct sl_priv *p, const uint8_t *ack, size_t len,
                                 const struct nb_pkt *ap)
 {
     struct sl_rec rec;
     struct nb_pkt op;
     const uint8_t *old = sl_newest(p, &rec);
     if (!old || rec.len != len || !nb_tcp_plain(old, rec.len, &op) || op.l4 != ap->l4 ||
-        !slirp_pure_ack(old, &op))
+        !sl_pure_ack(old, &op))
         return 0;
     /* Same addresses and ports: IPv4 12..19 or IPv6 8..39 of the IP header. */
     size_t a0 = ap->l3 + (ap->v6 ? 8 : 12), a1 = ap->l4 + 4;
@@ -5914,7 +5914,7 @@ static int sl_room(const struct sl_priv *p, size_t grow)
 ** through its stack for the burst instead of one per segment, and answers
 ** with one ACK. libslirp made the segments: their checksums are not
 ** checked again. Returns 1 when F was joined. Lock held. */
-static int slirp_join(netbe *be, struct sl_priv *p, const uint8_t *f,
+static int sl_join(netbe *be, struct sl_priv *p, const uint8_t *f,
                       const struct nb_pkt *fp, size_t pay)
 {
     struct sl_rec rec;
@@ -5943,19 +5943,19 @@ static int slirp_join(netbe *be, struct sl_priv *p, const uint8_t *f,
 
 /* libslirp hands us a frame for the guest (lock held). A full ring drops
 ** it, as a NIC with no buffers would; TCP resends. */
-static ssize_t slirp_cb_send(const void *buf, size_t len, void *opaque)
+static ssize_t sl_cb_send(const void *buf, size_t len, void *opaque)
 {
     netbe *be = opaque;
     struct sl_priv *p = NB_PRIV(be, struct sl_priv);
     size_t need = sizeof(struct sl_rec) + ((len + 3) & ~(size_t)3), pay;
     struct nb_pkt pk;
     int tcp = nb_tcp_plain(buf, len, &pk);
-    if (tcp && slirp_pure_ack(buf, &pk) && slirp_ack_supersedes(p, buf, len, &pk)) {
+    if (tcp && sl_pure_ack(buf, &pk) && sl_ack_supersedes(p, buf, len, &pk)) {
         /* A burst of guest segments is answered by one ACK, not one each. */
         memcpy(p->ring + p->last + sizeof(struct sl_rec), buf, len);
         return (ssize_t)len;
     }
-    if (tcp && (pay = nb_join_seg(buf, len, &pk)) && slirp_join(be, p, buf, &pk, pay))
+    if (tcp && (pay = nb_join_seg(buf, len, &pk)) && sl_join(be, p, buf, &pk, pay))
         return (ssize_t)len;
     if (!p->used)
         p->head = p->tail = 0;
@@ -6086,7 +6086,7 @@ static void sl_cb_notify(void *opaque)
 }
 
 static const SlirpCb sl_callbacks = {
-    .send_packet = slirp_cb_send,
+    .send_packet = sl_cb_send,
     .guest_error = sl_cb_guest_error,
     .clock_get_ns = sl_cb_clock,
     .timer_free = sl_cb_timer_free,
@@ -6536,7 +6536,7 @@ static int sl_complete(uint8_t *f, size_t len, const struct nb_vnet_hdr *h)
 }
 
 /* The guest sent a frame: into libslirp, which answers through
-** slirp_cb_send and may open or close host sockets; a round follows. IP
+** sl_cb_send and may open or close host sockets; a round follows. IP
 ** fragments go through the reassembly table first: libslirp gets only
 ** whole datagrams (section 7). */
 static ssize_t sl_send(netbe *be, const struct iovec *iov, int iovcnt)
