@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "allow.h"
+#include "be_bytes.h"
 #include "check.h"
 #include "inet_csum.h"
 #include "netbe.h"
@@ -61,18 +62,6 @@ static uint8_t stream_byte(uint32_t at)
     return (uint8_t)(at * 7 + (at >> 8) + 3);
 }
 
-static void put16(uint8_t *p, unsigned v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, v >> 16);
-    put16(p + 2, v & 0xffff);
-}
-
 static const uint8_t v6_src[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 static const uint8_t v6_dst[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
 
@@ -82,7 +71,7 @@ static uint32_t pseudo(const uint8_t *ip, int v6, size_t l4len)
 {
     uint8_t ph[8] = {0};
     uint32_t s = v6 ? sum16(ip + 8, 32, 0) : sum16(ip + 12, 8, 0);
-    put32(ph, (uint32_t)l4len);
+    be_put32(ph, (uint32_t)l4len);
     ph[7] = 6;
     return sum16(ph, 8, s);
 }
@@ -94,45 +83,45 @@ static size_t seg_build(uint8_t *f, const struct seg *s)
     size_t l4 = l3 + ihl, thl = 32, l4len = thl + s->pay, end = l4 + l4len;
     memcpy(f, "\x52\x54\x00\x12\x34\x56\x52\x54\x00\x65\x43\x21", 12);
     if (s->vlan) {
-        put16(f + 12, 0x8100);
-        put16(f + 14, 5);
+        be_put16(f + 12, 0x8100);
+        be_put16(f + 14, 5);
     }
-    put16(f + l3 - 2, s->v6 ? 0x86dd : 0x0800);
+    be_put16(f + l3 - 2, s->v6 ? 0x86dd : 0x0800);
     uint8_t *ip = f + l3, *th = f + l4;
     memset(ip, 0, ihl);
     if (s->v6) {
         ip[0] = 0x60;
-        put16(ip + 4, (unsigned)l4len);
+        be_put16(ip + 4, (unsigned)l4len);
         ip[6] = 6;
         ip[7] = 64;
         memcpy(ip + 8, v6_src, 16);
         memcpy(ip + 24, v6_dst, 16);
     } else {
         ip[0] = (uint8_t)(0x40 | ihl / 4);
-        put16(ip + 2, (unsigned)(ihl + l4len));
-        put16(ip + 4, (unsigned)s->id);
+        be_put16(ip + 2, (unsigned)(ihl + l4len));
+        be_put16(ip + 4, (unsigned)s->id);
         ip[6] = (uint8_t)((s->no_df ? 0 : 0x40) | (s->mf ? 0x20 : 0));
         ip[8] = 64;
         ip[9] = 6;
         memcpy(ip + 12, "\x0a\x00\x00\x01\x0a\x00\x00\x02", 8);
         if (s->ipopt)
             memcpy(ip + 20, "\x01\x01\x01\x00", 4);
-        put16(ip + 10, (uint16_t)~fold(sum16(ip, ihl, 0)));
+        be_put16(ip + 10, (uint16_t)~fold(sum16(ip, ihl, 0)));
     }
-    put16(th, s->sport ? s->sport : 40000);
-    put16(th + 2, 5201);
-    put32(th + 4, s->seq);
-    put32(th + 8, 777);
+    be_put16(th, s->sport ? s->sport : 40000);
+    be_put16(th + 2, 5201);
+    be_put32(th + 4, s->seq);
+    be_put32(th + 8, 777);
     th[12] = 8 << 4;
     th[13] = s->flags ? s->flags : 0x10;
-    put16(th + 14, 512);
+    be_put16(th + 14, 512);
     th[16] = th[17] = th[18] = th[19] = 0;
     memcpy(th + 20, "\x01\x01\x08\x0a", 4);
-    put32(th + 24, s->tsval);
-    put32(th + 28, 99);
+    be_put32(th + 24, s->tsval);
+    be_put32(th + 28, 99);
     for (size_t k = 0; k < s->pay; k++)
         f[l4 + thl + k] = stream_byte(s->seq + (uint32_t)k);
-    put16(th + 16, (uint16_t)~fold(sum16(th, l4len, pseudo(ip, s->v6, l4len))));
+    be_put16(th + 16, (uint16_t)~fold(sum16(th, l4len, pseudo(ip, s->v6, l4len))));
     if (s->bad_csum)
         th[17] ^= 1;
     memset(f + end, 0, (size_t)s->pad);
@@ -165,7 +154,7 @@ static void stream_write(int fd, const struct seg *s, int n)
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         size_t len = seg_build(buf + off + 4, &s[i]);
-        put32(buf + off, (uint32_t)len);
+        be_put32(buf + off, (uint32_t)len);
         off += 4 + len;
     }
     CHECK(write(fd, buf, off) == (ssize_t)off, "write %zu bytes", off);
@@ -218,9 +207,9 @@ static int cut_cb(const struct iovec *iov, int iovcnt, void *arg)
     /* Cut again, IPv4 ids count up from the first's (as Linux's GSO
     ** makes them); under DF the segments may have had one id. */
     if (!c->s->v6 && wl == len) {
-        put16(want + 18, (unsigned)(c->s->id + c->at));
-        put16(want + 24, 0);
-        put16(want + 24, (uint16_t)~fold(sum16(want + 14, 20, 0)));
+        be_put16(want + 18, (unsigned)(c->s->id + c->at));
+        be_put16(want + 24, 0);
+        be_put16(want + 24, (uint16_t)~fold(sum16(want + 14, 20, 0)));
     }
     if (wl != len || memcmp(want, got, len) != 0) {
         size_t d = 0;
@@ -277,7 +266,7 @@ static void check_frame(const uint8_t *got, ssize_t n, const struct seg *s, int 
     /* The field holds the pseudo-header sum: summing from csum_start
     ** completes it, and the result checks against the pseudo header. */
     memcpy(f, fr, (size_t)n - HL);
-    put16(f + l4 + 16, (uint16_t)~fold(sum16(f + l4, (size_t)n - HL - l4, 0)));
+    be_put16(f + l4 + 16, (uint16_t)~fold(sum16(f + l4, (size_t)n - HL - l4, 0)));
     CHECK(fold(sum16(f + l4, (size_t)n - HL - l4, pseudo(f + 14, s->v6, (size_t)n - HL - l4)))
           == 0xffff, "the partial checksum completes to a right one");
     struct cut c = {s, count, 0, 0};
@@ -503,7 +492,7 @@ static void test_partial(void)
     size_t off = 0;
     for (int i = 0; i < 4; i++) {
         size_t len = seg_build(buf + off + 4, &s[i]);
-        put32(buf + off, (uint32_t)len);
+        be_put32(buf + off, (uint32_t)len);
         off += 4 + len;
     }
     size_t cut = 2 * (4 + 1514) + 700;

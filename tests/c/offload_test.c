@@ -11,14 +11,13 @@
 
 #include <event2/event.h>
 
+#include "be_bytes.h"
 #include "check.h"
 #include "inet_csum.h"
 #include "netbe.h"
 
 #define HL 12
 
-static unsigned g16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
-static uint32_t g32(const uint8_t *p) { return (uint32_t)g16(p) << 16 | g16(p + 2); }
 
 /* True when the L4 checksum of the IP packet at IP (version V6) is right. */
 static int l4_csum_ok(const uint8_t *ip, int v6, size_t l4off, size_t l4len, unsigned proto)
@@ -160,21 +159,21 @@ static void check_segments(const char *what, const struct spec *sp, const uint8_
               s->len[i], hdrs + chunk);
         CHECK(memcmp(f, orig, l3) == 0, "%s seg %d: Ethernet header changed", what, i);
         if (sp->v6) {
-            CHECK(g16(ip + 4) == l4hl + chunk, "%s seg %d: payload length %u", what, i,
-                  g16(ip + 4));
+            CHECK(be_get16(ip + 4) == l4hl + chunk, "%s seg %d: payload length %u", what, i,
+                  be_get16(ip + 4));
         } else {
-            CHECK(g16(ip + 2) == 20 + l4hl + chunk, "%s seg %d: total length %u", what, i,
-                  g16(ip + 2));
+            CHECK(be_get16(ip + 2) == 20 + l4hl + chunk, "%s seg %d: total length %u", what, i,
+                  be_get16(ip + 2));
             CHECK(fold(sum16(ip, 20, 0)) == 0xffff, "%s seg %d: bad IPv4 checksum", what, i);
-            CHECK(g16(ip + 4) == ((sp->ip_id + (unsigned)i) & 0xffff), "%s seg %d: id %u",
-                  what, i, g16(ip + 4));
+            CHECK(be_get16(ip + 4) == ((sp->ip_id + (unsigned)i) & 0xffff), "%s seg %d: id %u",
+                  what, i, be_get16(ip + 4));
         }
         CHECK(l4_csum_ok(ip, sp->v6, l4 - l3, l4hl + chunk, sp->udp ? 17 : 6),
               "%s seg %d: bad L4 checksum", what, i);
         if (sp->udp) {
-            CHECK(g16(th + 4) == 8 + chunk, "%s seg %d: UDP length %u", what, i, g16(th + 4));
+            CHECK(be_get16(th + 4) == 8 + chunk, "%s seg %d: UDP length %u", what, i, be_get16(th + 4));
         } else {
-            CHECK(g32(th + 4) == (uint32_t)(sp->seq + off), "%s seg %d: seq %u", what, i, g32(th + 4));
+            CHECK(be_get32(th + 4) == (uint32_t)(sp->seq + off), "%s seg %d: seq %u", what, i, be_get32(th + 4));
             uint8_t fl = sp->tcp_flags;
             if (i > 0)
                 fl &= (uint8_t)~0x80;
@@ -240,13 +239,13 @@ static void test_ufo(void)
     size_t got = 0;
     for (int i = 0; i < s.n; i++) {
         const uint8_t *ip = s.data[i] + l3;
-        unsigned fo = g16(ip + 6);
+        unsigned fo = be_get16(ip + 6);
         CHECK(fold(sum16(ip, 20, 0)) == 0xffff, "ufo frag %d: bad IPv4 checksum", i);
-        CHECK(g16(ip + 4) == 77, "ufo frag %d: id %u, expected 77", i, g16(ip + 4));
+        CHECK(be_get16(ip + 4) == 77, "ufo frag %d: id %u, expected 77", i, be_get16(ip + 4));
         CHECK((fo & 0x1fff) * 8 == got, "ufo frag %d: offset %u, expected %zu", i,
               (fo & 0x1fff) * 8, got);
         CHECK(!!(fo & 0x2000) == (i < s.n - 1), "ufo frag %d: MF wrong", i);
-        size_t plen = g16(ip + 2) - 20;
+        size_t plen = be_get16(ip + 2) - 20;
         CHECK(i == s.n - 1 || plen == 1480, "ufo frag %d: %zu bytes", i, plen);
         memcpy(dgram + got, ip + 20, plen);
         got += plen;
@@ -392,7 +391,7 @@ static void test_ext_headers(void)
             n += e;
         }
         ip[6] = 60;
-        unsigned plen = g16(ip + 4) + (unsigned)n;
+        unsigned plen = be_get16(ip + 4) + (unsigned)n;
         ip[4] = (uint8_t)(plen >> 8);
         ip[5] = (uint8_t)plen;
         unsigned th = (unsigned)(l4 + n);
@@ -580,7 +579,7 @@ static void test_backpressure(void)
             ssize_t n = netbe_recv(b, &rv, 1);
             if (n <= 0)
                 break;
-            uint32_t seq = g32(rx + 14 + 20 + 4);
+            uint32_t seq = be_get32(rx + 14 + 20 + 4);
             if (seq != want_seq) {
                 CHECK(seq == want_seq, "segment seq %u, expected %u", seq, want_seq);
                 want_seq = seq;

@@ -22,6 +22,7 @@
 
 #include "fuzz.h"
 #include "../c/inet_csum.h"
+#include "../c/be_bytes.h"
 
 #define MAX_SEGS 1100            /* netbe makes at most 1024 */
 
@@ -77,8 +78,6 @@ static void settle(netbe *far)
 
 /* ---- An independent reading of the frame ---- */
 
-static unsigned g16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
-static uint32_t g32(const uint8_t *p) { return (uint32_t)g16(p) << 16 | g16(p + 2); }
 
 /* The L4 checksum over a pseudo header is right. */
 static int l4_ok(const uint8_t *ip, int v6, const uint8_t *l4, size_t l4len, unsigned proto)
@@ -98,21 +97,21 @@ static int view_parse(const uint8_t *f, size_t len, struct view *v)
 {
     size_t off = 12;
     for (int tags = 0; tags < 2 && off + 2 <= len &&
-         (g16(f + off) == 0x8100 || g16(f + off) == 0x88a8); tags++)
+         (be_get16(f + off) == 0x8100 || be_get16(f + off) == 0x88a8); tags++)
         off += 4;
     if (off + 2 > len)
         return -1;
-    unsigned type = g16(f + off);
+    unsigned type = be_get16(f + off);
     v->l3 = off + 2;
     if (type == 0x0800 && v->l3 + 20 <= len) {
         v->v6 = 0;
         v->l4 = v->l3 + (f[v->l3] & 15u) * 4;
-        v->end = v->l3 + g16(f + v->l3 + 2);
+        v->end = v->l3 + be_get16(f + v->l3 + 2);
         v->proto = f[v->l3 + 9];
     } else if (type == 0x86dd && v->l3 + 40 <= len) {
         v->v6 = 1;
         v->l4 = v->l3 + 40;
-        v->end = v->l4 + g16(f + v->l3 + 4);
+        v->end = v->l4 + be_get16(f + v->l3 + 4);
         v->proto = f[v->l3 + 6];
     } else {
         return -1;
@@ -165,8 +164,8 @@ static void check_arrived(const uint8_t *hdr, const uint8_t *f, size_t len)
             ** header's partial sum). */
             unsigned c = ~fold(sum16(f + cstart, len - cstart, 0)) & 0xffff;
             c = c ? c : 0xffff;
-            FZ_ASSERT(g16(got.data[0] + field) == c, "checksum 0x%04x, expected 0x%04x",
-                      g16(got.data[0] + field), c);
+            FZ_ASSERT(be_get16(got.data[0] + field) == c, "checksum 0x%04x, expected 0x%04x",
+                      be_get16(got.data[0] + field), c);
             FZ_ASSERT(memcmp(got.data[0], f, field) == 0 &&
                       memcmp(got.data[0] + field + 2, f + field + 2, len - field - 2) == 0,
                       "bytes other than the checksum changed");
@@ -194,23 +193,23 @@ static void check_arrived(const uint8_t *hdr, const uint8_t *f, size_t len)
                       l4_ok(f + v.l3, 0, udp_with_csum(f + start, payload, s + start + 6),
                             payload, 17), "fragment 0: UDP header or checksum wrong");
         if (!v.v6)
-            FZ_ASSERT(fold(sum16(ip, v.l4 - v.l3, 0)) == 0xffff && g16(ip + 2) == v.l4 -
+            FZ_ASSERT(fold(sum16(ip, v.l4 - v.l3, 0)) == 0xffff && be_get16(ip + 2) == v.l4 -
                       v.l3 + (gso == 3 ? 0 : v.hdrs - v.l4) + chunk,
                       "segment %d: IPv4 header checksum or length wrong", i);
         if (gso == 3) {
-            FZ_ASSERT((g16(ip + 6) & 0x1fff) * 8u == off &&
-                      !!(g16(ip + 6) & 0x2000) == (i < got.n - 1),
+            FZ_ASSERT((be_get16(ip + 6) & 0x1fff) * 8u == off &&
+                      !!(be_get16(ip + 6) & 0x2000) == (i < got.n - 1),
                       "fragment %d: offset or MF wrong", i);
         } else {
             size_t l4len = v.hdrs - v.l4 + chunk;
-            FZ_ASSERT(!v.v6 || g16(ip + 4) == l4len, "segment %d: IPv6 length wrong", i);
+            FZ_ASSERT(!v.v6 || be_get16(ip + 4) == l4len, "segment %d: IPv6 length wrong", i);
             FZ_ASSERT(l4_ok(ip, v.v6, s + v.l4, l4len, v.proto), "segment %d: bad L4 "
                       "checksum", i);
             if (v.proto == 6)
-                FZ_ASSERT(g32(s + v.l4 + 4) == g32(f + v.l4 + 4) + (uint32_t)off,
+                FZ_ASSERT(be_get32(s + v.l4 + 4) == be_get32(f + v.l4 + 4) + (uint32_t)off,
                           "segment %d: sequence number wrong", i);
             else
-                FZ_ASSERT(g16(s + v.l4 + 4) == l4len, "segment %d: UDP length wrong", i);
+                FZ_ASSERT(be_get16(s + v.l4 + 4) == l4len, "segment %d: UDP length wrong", i);
         }
         off += chunk;
     }

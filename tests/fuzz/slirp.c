@@ -26,6 +26,7 @@
 #define FZ_LIBSLIRP
 #include "fuzz.h"
 #include "tests/c/allow.h"
+#include "tests/c/be_bytes.h"
 
 static struct event_base *base;
 static uint8_t frame[2 * NETBE_MAX_FRAME + 64];
@@ -65,38 +66,23 @@ static void op_send(struct ctx *c, struct fz *in, int direct)
         FZ_ASSERT(n == -EMSGSIZE, "a %zu-byte frame: %zd, expected -EMSGSIZE", len, n);
 }
 
-static unsigned g16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
-static uint32_t g32(const uint8_t *p) { return (uint32_t)g16(p) << 16 | g16(p + 2); }
-
-static void p16(uint8_t *p, unsigned v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void p32(uint8_t *p, uint32_t v)
-{
-    p16(p, v >> 16);
-    p16(p + 2, v & 0xffff);
-}
-
 /* Note a TCP segment to the guest (F: an Ethernet frame of LEN bytes). */
 static void note_tcp(struct ctx *c, const uint8_t *f, size_t len)
 {
-    if (len < 54 || g16(f + 12) != 0x0800 || f[23] != 6 || memcmp(f + 30, guest_ip, 4))
+    if (len < 54 || be_get16(f + 12) != 0x0800 || f[23] != 6 || memcmp(f + 30, guest_ip, 4))
         return;
     const uint8_t *ip = f + 14, *th = ip + (ip[0] & 15) * 4;
-    size_t end = 14 + g16(ip + 2);
+    size_t end = 14 + be_get16(ip + 2);
     if (th + 20 > f + len || end > len || th + (th[12] >> 4) * 4 > f + end)
         return;
     struct tcp_seen *t = &c->last;
     t->valid = 1;
     memcpy(t->mac, f + 6, 6);
     memcpy(t->ip, ip + 12, 4);
-    t->sport = (uint16_t)g16(th);
-    t->dport = (uint16_t)g16(th + 2);
-    t->seq = g32(th + 4);
-    t->ack = g32(th + 8);
+    t->sport = (uint16_t)be_get16(th);
+    t->dport = (uint16_t)be_get16(th + 2);
+    t->seq = be_get32(th + 4);
+    t->ack = be_get32(th + 8);
     t->flags = th[13];
     t->len = (size_t)(f + end - (th + (th[12] >> 4) * 4));
 }
@@ -148,34 +134,34 @@ static void op_answer(struct ctx *c, struct fz *in)
     memset(h, 0, c->guest_hl + 54);
     memcpy(f, t->mac, 6);
     memcpy(f + 6, guest_mac, 6);
-    p16(f + 12, 0x0800);
+    be_put16(f + 12, 0x0800);
     ip[0] = 0x45;
-    p16(ip + 2, (unsigned)(40 + n));
+    be_put16(ip + 2, (unsigned)(40 + n));
     ip[6] = 0x40;
     ip[8] = 64;
     ip[9] = 6;
     memcpy(ip + 12, guest_ip, 4);
     memcpy(ip + 16, t->ip, 4);
-    p16(ip + 10, csum(ip, 20, 0));
+    be_put16(ip + 10, csum(ip, 20, 0));
     int syn = t->flags & 0x02;
     if (syn)
         c->guest_seq = 0x1000;
-    p16(th, t->dport);
-    p16(th + 2, t->sport);
-    p32(th + 4, c->guest_seq);
-    p32(th + 8, t->seq + (uint32_t)t->len + (syn ? 1 : 0) + (t->flags & 0x01));
+    be_put16(th, t->dport);
+    be_put16(th + 2, t->sport);
+    be_put32(th + 4, c->guest_seq);
+    be_put32(th + 8, t->seq + (uint32_t)t->len + (syn ? 1 : 0) + (t->flags & 0x01));
     th[12] = 0x50;
     th[13] = (uint8_t)((syn ? 0x12 : 0x10) | (extra & 0x0d));
-    p16(th + 14, window);
+    be_put16(th + 14, window);
     memcpy(th + 20, data, n);
     uint8_t pseudo[12] = {0};
     memcpy(pseudo, ip + 12, 8);
     pseudo[9] = 6;
-    p16(pseudo + 10, (unsigned)(20 + n));
+    be_put16(pseudo + 10, (unsigned)(20 + n));
     uint32_t s = 0;
     for (int i = 0; i < 12; i += 2)
-        s += (uint32_t)g16(pseudo + i);
-    p16(th + 16, csum(th, 20 + n, s));
+        s += (uint32_t)be_get16(pseudo + i);
+    be_put16(th + 16, csum(th, 20 + n, s));
     c->guest_seq += (uint32_t)n + (syn ? 1 : 0) + (extra & 0x01);
     struct iovec v = {frame, c->guest_hl + 54 + n};
     netbe_send(c->guest, &v, 1);

@@ -35,6 +35,7 @@
 #include "fuzz.h"
 #include "tests/c/allow.h"
 #include "tests/c/inet_csum.h"
+#include "tests/c/be_bytes.h"
 
 static struct event_base *base;
 static char dir[80], peer_path[108], netbe_path[108];
@@ -137,18 +138,6 @@ static void op_bytes(struct ctx *c, struct fz *in)
     queue(c, p, n);
 }
 
-static void put16(uint8_t *p, unsigned v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, v >> 16);
-    put16(p + 2, v & 0xffff);
-}
-
 /* The connections op_tcp writes segments of: the next sequence number
 ** and IPv4 id, and the segment size, chosen at the first segment. */
 static struct flow {
@@ -161,7 +150,7 @@ static struct flow {
 static uint32_t pseudo_sum(const uint8_t *ip, int v6, size_t l4len)
 {
     uint8_t ph[8] = {0};
-    put32(ph, (uint32_t)l4len);
+    be_put32(ph, (uint32_t)l4len);
     ph[7] = 6;
     return sum16(ph, 8, v6 ? sum16(ip + 8, 32, 0) : sum16(ip + 12, 8, 0));
 }
@@ -192,32 +181,32 @@ static void op_tcp(struct ctx *c, struct fz *in)
     memset(f, 0, len);
     memcpy(f, "\x52\x54\x00\x12\x34\x56\x52\x54\x00\x65\x43\x21", 12);
     if (vlan)
-        put16(f + 12, 0x8100);
-    put16(f + l3 - 2, v6 ? 0x86dd : 0x0800);
+        be_put16(f + 12, 0x8100);
+    be_put16(f + l3 - 2, v6 ? 0x86dd : 0x0800);
     if (v6) {
         ip[0] = 0x60;
-        put16(ip + 4, (unsigned)l4len);
+        be_put16(ip + 4, (unsigned)l4len);
         ip[6] = 6;
         ip[7] = 64;
         ip[8] = ip[24] = 0xfd;
         ip[39] = 2;
     } else {
         ip[0] = (uint8_t)(0x40 | ihl / 4);
-        put16(ip + 2, (unsigned)(ihl + l4len));
-        put16(ip + 4, w->id);
+        be_put16(ip + 2, (unsigned)(ihl + l4len));
+        be_put16(ip + 4, w->id);
         ip[6] = (uint8_t)((b & 4 ? 0 : 0x40) | (b & 0x10 ? 0x20 : 0));
         ip[8] = 64;
         ip[9] = 6;
         memcpy(ip + 12, "\x0a\x00\x00\x01\x0a\x00\x00\x02", 8);
-        put16(ip + 10, (uint16_t)~fold(sum16(ip, ihl, 0)));
+        be_put16(ip + 10, (uint16_t)~fold(sum16(ip, ihl, 0)));
     }
-    put16(th, 40000 + (a & 3));
-    put16(th + 2, 5201);
-    put32(th + 4, w->seq);
-    put32(th + 8, 1);
+    be_put16(th, 40000 + (a & 3));
+    be_put16(th + 2, 5201);
+    be_put32(th + 4, w->seq);
+    be_put32(th + 8, 1);
     th[12] = (uint8_t)((20 + optlen) / 4 << 4);
     th[13] = (uint8_t)(a & 0x10 ? fz_u8(in) : a & 8 ? 0x18 : 0x10);
-    put16(th + 14, 512);
+    be_put16(th + 14, 512);
     if (optlen == 12) {
         memcpy(th + 20, "\x01\x01\x08\x0a\x00\x00\x00\x07\x00\x00\x00\x09", 12);
     } else {
@@ -227,12 +216,12 @@ static void op_tcp(struct ctx *c, struct fz *in)
     }
     for (size_t k = 0; k < pay; k++)
         th[20 + optlen + k] = (uint8_t)((w->seq + k) * 7 + 3);
-    put16(th + 16, (uint16_t)~fold(sum16(th, l4len, pseudo_sum(ip, v6, l4len))));
+    be_put16(th + 16, (uint16_t)~fold(sum16(th, l4len, pseudo_sum(ip, v6, l4len))));
     if (a & 0x80)
         th[17] ^= 1;
     w->seq += (uint32_t)pay;
     w->id++;
-    put32(body, (uint32_t)len);
+    be_put32(body, (uint32_t)len);
     size_t cut = fz_u16(in) % (len + 5);
     queue(c, body, cut);
     event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
