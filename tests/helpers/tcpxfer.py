@@ -2,9 +2,11 @@
 """tcpxfer.py: a TCP transfer whose data can be checked at both ends.
 
   tcpxfer.py recv ADDR PORT      accept one connection, print "LEN SHA256"
-  tcpxfer.py send ADDR PORT LEN  send LEN pseudo-random bytes, print "LEN SHA256"
+  tcpxfer.py send ADDR PORT LEN [SECONDS]
+                                 send LEN pseudo-random bytes, print "LEN SHA256";
+                                 with SECONDS, spread them evenly over that time
 """
-import hashlib, random, socket, sys
+import hashlib, random, socket, sys, time
 
 def main():
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -23,15 +25,21 @@ def main():
             h.update(b)
             total += len(b)
     else:
-        left = int(sys.argv[4])
+        size = left = int(sys.argv[4])
+        pace = float(sys.argv[5]) if len(sys.argv) > 5 else 0
+        # Paced, smaller pieces keep the rate even.
+        piece = 1 << 16 if pace else 1 << 18
         rnd = random.Random(4)
         s = socket.create_connection((addr, port), timeout=60)
+        start = time.monotonic()
         while left > 0:
-            b = rnd.randbytes(min(left, 1 << 18))
+            b = rnd.randbytes(min(left, piece))
             s.sendall(b)
             h.update(b)
             total += len(b)
             left -= len(b)
+            if pace:
+                time.sleep(max(0, start + pace * total / size - time.monotonic()))
         s.shutdown(socket.SHUT_WR)
         s.recv(1)
         s.close()

@@ -10,9 +10,9 @@
 -- through a stream socket (segmented by netbe).
 local ns = require("ns")
 local netbe = require("netbe")
+local tcpxfer = require("tcpxfer")
 
 local skip = ns.skip_unless_root("python3", "ip", "ss")
-local XFER = ns.root .. "/tests/helpers/tcpxfer.py"
 local ZERO12 = string.rep("\0", 12)
 local GUEST = netbe.F_GUEST_CSUM | netbe.F_GUEST_TSO4 | netbe.F_GUEST_TSO6
 local HOST = netbe.F_CSUM | netbe.F_HOST_TSO4 | netbe.F_HOST_TSO6
@@ -38,17 +38,13 @@ end
 
 local read_file = ns.read
 
--- Start a receiver in R and a sender in S; returns a function that says
--- whether both are done, and one that asserts the sender printed its
--- "LEN SHA" line and the receiver the same (two missing lines are equal).
+-- Start a transfer from S to R; returns a function that says whether both
+-- ends are done, and one that asserts the sender printed its "LEN SHA"
+-- line and the receiver the same (two missing lines are equal).
 local function start_transfer(S, R, addr, port, bytes)
-  local rpid, rlog = R:spawn("python3 " .. XFER .. " recv " .. addr .. " " .. port)
-  assert(ns.wait_for(function() return (R:exec("ss -ltn | grep -q :" .. port)) end, 5),
-         "receiver did not listen")
-  local spid, slog = S:spawn("python3 " .. XFER .. " send " .. addr .. " " .. port .. " " .. bytes)
-  local function done() return not ns.alive(rpid) and not ns.alive(spid) end
+  local done, result = tcpxfer.start(S, R, addr, port, bytes)
   local function intact()
-    local sent, got = read_file(slog):match("%d+ %x+"), read_file(rlog):match("%d+ %x+")
+    local sent, got = result()
     assert.is_truthy(sent, "sender printed no result")
     assert.equal(sent, got)
   end

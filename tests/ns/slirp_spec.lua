@@ -3,20 +3,11 @@
 -- only a loopback (no route off the machine). Services the guest reaches
 -- "on the host" listen on that namespace's loopback.
 local ns = require("ns")
+local sl = require("slirpns")
+
+local spawn, setup, wired, dhcp, listening = sl.spawn, sl.setup, sl.wired, sl.dhcp, sl.listening
 
 local skip = ns.skip_unless_root("busybox", "socat")
-
--- udhcpc's script: configure the lease and print it.
-local DHCP_SCRIPT = [[#!/bin/sh
-case "$1" in
-bound|renew)
-  ip -4 addr flush dev "$interface"
-  ip addr add "$ip/${mask:-24}" dev "$interface"
-  [ -n "$router" ] && ip route replace default via "$router" dev "$interface"
-  echo "LEASE ip=$ip router=$router dns=$dns"
-  ;;
-esac
-]]
 
 -- Send "ping" to a UDP port and print the answer (socat's UDP client gives
 -- up before slirp's answer comes back).
@@ -38,61 +29,9 @@ s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, soc
 s.settimeout(3); s.sendto(d, (sys.argv[1], int(sys.argv[2])))
 print(s.recv(200).decode(), hashlib.sha256(d).hexdigest())']]
 
--- Processes this spec started, stopped after each test.
-local started = {}
-local function spawn(n, cmd)
-  local pid, log = n:spawn(cmd)
-  started[#started + 1] = pid
-  return pid, log
-end
-
-local function stop_started()
-  for _, pid in ipairs(started) do ns.kill(pid) end
-  started = {}
-end
-
 local function write(path, text, mode)
   ns.write(path, text)
   if mode then ns.sh("chmod " .. mode .. " " .. ns.quote(path)) end
-end
-
--- A host namespace running CMD_FOR(tap) and a guest namespace holding the tap.
-local function setup(cmd_for)
-  local h, g = ns.new("slh"), ns.new("slg")
-  local tap = ns.unique("tap")
-  local pid, log = spawn(h, cmd_for(tap))
-  local up = ns.wait_for("ip -n " .. h.name .. " link show " .. tap .. " >/dev/null 2>&1", 5)
-  assert(up, "the tap did not appear; netbe said: " .. select(2, ns.sh("cat " .. log)))
-  assert(ns.sh("ip -n " .. h.name .. " link set " .. tap .. " netns " .. g.name))
-  assert(g:exec("ip link set " .. tap .. " up"))
-  return {h = h, g = g, tap = tap, pid = pid, log = log}
-end
-
--- `netbe wire [FLAGS] TAP SPEC` in a fresh host namespace.
-local function wired(spec, flags)
-  return setup(function(tap)
-    return ns.netbe .. " wire " .. (flags or "") .. " " .. tap .. " " .. ns.quote(spec)
-  end)
-end
-
--- Run udhcpc in the guest; returns the LEASE line's fields or nil, output.
-local function dhcp(env)
-  local dir = ns.tmpdir()
-  write(dir .. "/dhcp.sh", DHCP_SCRIPT, "755")
-  local ok, out = env.g:exec("busybox udhcpc -f -q -n -t 5 -T 1 -i " .. env.tap ..
-                             " -s " .. dir .. "/dhcp.sh")
-  local ip, router, dns = out:match("LEASE ip=(%S+) router=(%S*) dns=(%S*)")
-  if not ok or not ip then return nil, out end
-  return {ip = ip, router = router, dns = dns}
-end
-
--- Wait until something in namespace N listens on PORT (PROTO "t" for TCP,
--- "u" for UDP).
-local function listening(n, port, proto)
-  return ns.wait_for(function()
-    local _, out = n:exec("ss -ln" .. (proto or "t") .. " | grep -q ':" .. port .. " ' && echo yes")
-    return out:match("yes")
-  end, 5)
 end
 
 -- A service that answers every TCP connection (socat LISTEN address) or
@@ -168,7 +107,7 @@ local function controlled(spec, mode)
 end
 
 describe("slirp backend in namespaces", function()
-  after_each(stop_started)
+  after_each(sl.stop_started)
   teardown(ns.cleanup)
   if skip then pending(skip) return end
 

@@ -6,28 +6,9 @@
 local ns = require("ns")
 local json = require("dkjson")
 local netbe = require("netbe")
+local cc = require("control_client")
 
--- Start `netbe CMD` in the background; returns pid, log, socket path.
-local function start(cmd, sock)
-  local dir = ns.tmpdir()
-  sock = sock or dir .. "/ctl.sock"
-  local pid, log = ns.spawn(ns.netbe .. " " .. cmd:gsub("SOCK", sock):gsub("DIR", dir))
-  assert(ns.wait_for(function() return ns.sh("test -S " .. sock) end, 10),
-         "no control socket: " .. ns.read(log))
-  return pid, log, sock, dir
-end
-
--- Send TEXT (one or more request lines) and return the answers, decoded.
-local function ask(sock, text)
-  local out = assert(netbe.control_call(sock, text, 10))
-  local answers = {}
-  for line in out:gmatch("[^\n]+") do answers[#answers + 1] = assert(json.decode(line), line) end
-  return answers, out
-end
-
-local function call(sock, cmd, args)
-  return ask(sock, json.encode({ execute = cmd, arguments = args }) .. "\n")[1]
-end
+local start, ask, call = cc.start, cc.ask, cc.call
 
 -- `netbe ctl ARGS`: exit code, stdout, stderr.
 local function ctl(args)
