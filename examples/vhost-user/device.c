@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -20,6 +21,8 @@
 #include "device.h"
 
 #define BUDGET 256               /* frames per turn before others get one */
+#define PUBLISH_EVERY 32         /* frames per used-ring update in a turn */
+#define POLL_MIN 32              /* frames per look that make a dry ring watched */
 #define COALESCE_MIN 32          /* frames per look that keep a ring coalescing */
 #define COALESCE_START_US 20
 #define COALESCE_FLOOR_US 5
@@ -232,6 +235,48 @@ static int ring_coalesce(struct vring *r, int moved)
         return 0;
     }
     return 1;
+}
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Ring R ran dry (tx: no chains; rx: no buffers) after MOVED frames in
+** this turn. With --poll, a ring under load (POLL_MIN frames in this
+** look) is watched for up to poll_us before the guest is asked to
+** notify, as Linux vhost-net's busyloop_timeout does: a driver that keeps
+** sending refills the ring within microseconds, while a kick and the
+** wakeup it causes cost both sides far more. A thin flow never makes the
+** device spin. What was used goes back first: the driver refills from
+** it. The other ring of the pair waits meanwhile, at most poll_us.
+** Returns 1 when the guest made more available (or broke the ring, which
+** the caller's next pop reports), else 0. */
+static int ring_poll(struct vring *r, int moved)
+{
+    unsigned us = r->pair->dev->poll_us;
+    if (us == 0 || moved + r->look < POLL_MIN)
+        return 0;
+    ring_publish(r);
+    uint64_t end = now_ns() + 1000u * (uint64_t)us;
+    for (unsigned i = 1;; i++) {
+        if (netbe_vq_pending(r->vq) != 0)
+            return 1;
+        cpu_relax();
+        if (i % 64 == 0 && now_ns() >= end)
+            return 0;
+    }
 }
 
 /* The guest broke a ring's rules: stop serving it until it is set up again. */
@@ -447,7 +492,7 @@ static void rx_pump(struct pair *p)
         }
         if (rc == -EAGAIN) {
             /* No room in the guest: wait for its kick, leave frames queued. */
-            if (netbe_vq_notify_enable(r->vq) == 1)
+            if (ring_poll(r, BUDGET - budget) || netbe_vq_notify_enable(r->vq) == 1)
                 continue;
             netbe_rx_disable(p->be);
             break;
@@ -500,6 +545,8 @@ static void tx_pump(struct pair *p)
                 break;
             }
             if (rc == 0) {
+                if (ring_poll(r, BUDGET - budget))
+                    continue;
                 if (ring_coalesce(r, BUDGET - budget))
                     break;
                 if (netbe_vq_notify_enable(r->vq) == 1) {
@@ -513,7 +560,8 @@ static void tx_pump(struct pair *p)
         }
         if (tx_send_held(p) == -EAGAIN)
             break;               /* NETBE_EV_TX resumes us */
-        budget--;
+        if (--budget % PUBLISH_EVERY == 0)
+            ring_publish(r);
     }
     ring_publish(r);
     if (budget == 0) {

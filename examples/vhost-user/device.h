@@ -112,6 +112,7 @@ struct dev {
     int npairs;
     struct pair *pairs[VU_MAX_PAIRS];
     unsigned coalesce_us;        /* the longest interval; 0: never wait */
+    unsigned poll_us;            /* how long a dry ring is watched; 0: not */
 };
 
 /* Print "vhost-user-net: ..." on stderr. */

@@ -2,14 +2,16 @@
 ** vhost-user-net: a vhost-user net device with any netbe backend behind it.
 **
 **   vhost-user-net --socket PATH [--allow-exec] [--allow-files DIR]
-**                  [--disable FEATURE[,FEATURE...]] [--coalesce USEC] BACKEND-SPEC
+**                  [--disable FEATURE[,FEATURE...]] [--coalesce USEC] [--poll USEC]
+**                  BACKEND-SPEC
 **
 ** --allow-exec and --allow-files give the backend's config the permissions
 ** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
 ** --disable keeps features from the guest, by QEMU's names for them:
 ** indirect_desc, event_idx, mrg_rxbuf, mq. --coalesce sets the longest a
 ** busy ring waits before it is looked at again (default 0: look on every
-** notification), see below.
+** notification), --poll how long a busy ring that ran dry is watched
+** (default 0: not at all), see below.
 ** QEMU connects to PATH and hands us the guest's memory and virtqueues:
 **
 **   -object memory-backend-memfd,id=mem0,size=256M,share=on
@@ -34,8 +36,13 @@
 ** latency. Against DPDK's busy-polling driver it cost more CPU per 64-byte
 ** frame than it saved (the timer's wakeups are no cheaper than the
 ** kicks, which the batching already keeps to one per look), so it is off
-** unless asked for. The device never polls: idle, it sleeps until
-** notified.
+** unless asked for. With --poll, a ring that ran dry after a look of 32
+** frames or more is watched for up to USEC microseconds before the guest
+** is asked to kick, as Linux vhost-net's busyloop_timeout does: under a
+** steady load the guest refills it sooner than a kick and a wakeup would
+** take, and neither side pays for them; it costs at most USEC of CPU
+** when the load stops, and a thin flow never makes the device spin. The
+** device never busy-polls: idle, it sleeps until notified.
 **
 ** A tap opened with queues=N (IFF_MULTI_QUEUE) gives the guest N queue
 ** pairs (VIRTIO_NET_F_MQ; QEMU: -netdev vhost-user,...,queues=N and
@@ -89,6 +96,7 @@ struct server {
     const char *allow_dir;
     uint64_t disabled;           /* features --disable keeps from the guest */
     long coalesce_us;            /* --coalesce, or -1 */
+    long poll_us;                /* --poll, or -1 */
     int listen_fd;
     struct event *accept_ev, *conn_ev;
 };
@@ -261,6 +269,8 @@ static int open_device(struct server *s, struct event_base *base, const char *sp
     s->dev.offered &= ~s->disabled;
     if (s->coalesce_us >= 0)
         s->dev.coalesce_us = (unsigned)s->coalesce_us;
+    if (s->poll_us >= 0)
+        s->dev.poll_us = (unsigned)s->poll_us;
     return rc;
 }
 
@@ -302,9 +312,22 @@ static void server_stop(struct server *s)
     dev_close(&s->dev);
 }
 
+/* OPTION's value ARG: microseconds from 0 to 100000, into *US. */
+static int parse_us(const char *option, const char *arg, long *us)
+{
+    char *end;
+    errno = 0;
+    *us = strtol(arg, &end, 10);
+    if (errno || *end || end == arg || *us < 0 || *us > 100000) {
+        say("%s '%s': expected microseconds from 0 to 100000", option, arg);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static struct server s = {.listen_fd = -1, .coalesce_us = -1};
+    static struct server s = {.listen_fd = -1, .coalesce_us = -1, .poll_us = -1};
     int i = 3;
     for (; i < argc - 1; i++) {
         if (strcmp(argv[i], "--allow-exec") == 0) {
@@ -316,19 +339,18 @@ int main(int argc, char **argv)
             if (parse_disable(argv[++i], &s.disabled) < 0)
                 return 2;
         } else if (strcmp(argv[i], "--coalesce") == 0 && i + 2 < argc) {
-            char *end;
-            s.coalesce_us = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || s.coalesce_us < 0 || s.coalesce_us > 100000) {
-                say("--coalesce '%s': expected microseconds from 0 to 100000", argv[i]);
+            if (parse_us("--coalesce", argv[++i], &s.coalesce_us) < 0)
                 return 2;
-            }
+        } else if (strcmp(argv[i], "--poll") == 0 && i + 2 < argc) {
+            if (parse_us("--poll", argv[++i], &s.poll_us) < 0)
+                return 2;
         } else {
             break;
         }
     }
     if (argc < 4 || strcmp(argv[1], "--socket") != 0 || i != argc - 1) {
         fprintf(stderr, "usage: %s --socket PATH [--allow-exec] [--allow-files DIR] "
-                "[--disable FEATURE[,FEATURE...]] [--coalesce USEC] BACKEND-SPEC\n", argv[0]);
+                "[--disable FEATURE[,FEATURE...]] [--coalesce USEC] [--poll USEC] BACKEND-SPEC\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

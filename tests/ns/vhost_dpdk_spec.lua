@@ -135,13 +135,16 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
   -- 2 KiB ones, and forwards such a frame as a chain of mbufs, which it
   -- sends with an indirect table when it may.
   for _, case in ipairs({{mrg = 1, indirect = true}, {mrg = 1, indirect = false},
-                         {mrg = 0, indirect = true}, {mrg = 0, indirect = false}}) do
+                         {mrg = 0, indirect = true}, {mrg = 0, indirect = false},
+                         {mrg = 1, indirect = true, poll = true}}) do
     local what = "mergeable buffers " .. (case.mrg == 1 and "on" or "off") ..
-      ", indirect descriptors " .. (case.indirect and "on" or "off")
+      ", indirect descriptors " .. (case.indirect and "on" or "off") ..
+      (case.poll and ", dry rings watched (--poll)" or "")
     it(what .. ": frames loop through the device intact", function()
       local dir = ns.tmpdir()
       local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil,
-        "--allow-files " .. dir .. (case.indirect and "" or " --disable indirect_desc"))
+        "--allow-files " .. dir .. (case.indirect and "" or " --disable indirect_desc") ..
+        (case.poll and " --poll 200" or ""))
       testpmd(dir, log, 1, {mrg = case.mrg})
       local f = features(log, 1)
       assert.are.equal(case.mrg == 1, has(f, F_MRG_RXBUF), string.format("features 0x%x", f))
@@ -198,10 +201,22 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
     clean(t.log)
   end)
 
+  it("refuses a --poll or --coalesce it cannot take, naming the option and the range", function()
+    for _, bad in ipairs({"--poll x", "--poll -1", "--poll 100001", "--poll 99999999999999999999",
+                          "--coalesce 1.5", "--poll ''"}) do
+      local ok, out = ns.sh(DEV .. " --socket /nonexistent/s " .. bad .. " null 2>&1")
+      local option = bad:match("^(%S+)")
+      assert.is_false(ok, bad)
+      assert.is_truthy(out:find(option .. " '.*': expected microseconds from 0 to 100000"), bad .. ": " .. out)
+    end
+  end)
+
+  -- --poll watches a dry ring at most 1 ms here: a spin that outlived
+  -- the traffic would show as CPU time.
   it("a device whose traffic stopped sleeps: no polling, no timer left running", function()
     local dir = ns.tmpdir()
     local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil,
-      "--allow-files " .. dir .. " --coalesce 100")
+      "--allow-files " .. dir .. " --coalesce 100 --poll 1000")
     testpmd(dir, log, 1, {mrg = 1})
     local ok, out = loop(dir, 5000, "60,1514")
     assert.is_true(ok, out)
