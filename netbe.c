@@ -9490,6 +9490,13 @@ static int vq_usable(const netbe_vq *vq)
     return vq->size && !vq->error[0];
 }
 
+/* The ring entry of free-running index I: the size is a power of 2, and
+** a mask is a division the compiler cannot see to drop. */
+static unsigned vq_slot(const netbe_vq *vq, uint16_t i)
+{
+    return i & (vq->size - 1);
+}
+
 /* Ring fields shared with the guest: indices need ordering, not locks. */
 static uint16_t vq_load16(const uint16_t *p)
 {
@@ -9580,7 +9587,7 @@ static const uint8_t *vq_peek_desc(netbe_vq *vq, uint16_t ahead)
 {
     if ((uint16_t)(vq->avail_idx - vq->last_avail) <= ahead)
         return NULL;
-    uint16_t head = vq_load16(&vq->avail[2 + (uint16_t)(vq->last_avail + ahead) % vq->size]);
+    uint16_t head = vq_load16(&vq->avail[2 + vq_slot(vq, (uint16_t)(vq->last_avail + ahead))]);
     return head < vq->size ? vq->desc + 16 * (size_t)head : NULL;
 }
 
@@ -9750,10 +9757,10 @@ static void vq_put_used(netbe_vq *vq, uint16_t head, uint32_t len)
 {
     uint8_t *ring = (uint8_t *)vq->used + 4;
     uint32_t elem[2] = {head, len};
-    memcpy(ring + 8 * (size_t)(vq->used_idx % vq->size), elem, sizeof elem);
+    memcpy(ring + 8 * (size_t)vq_slot(vq, vq->used_idx), elem, sizeof elem);
     vq->used_idx++;
     /* The driver reads these lines: ask for the one after this for writing. */
-    vq_prefetch_write(ring + 8 * (size_t)((uint16_t)(vq->used_idx + 8) % vq->size));
+    vq_prefetch_write(ring + 8 * (size_t)vq_slot(vq, (uint16_t)(vq->used_idx + 8)));
 }
 
 int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
@@ -9763,7 +9770,7 @@ int netbe_vq_pop(netbe_vq *vq, struct iovec *iov, int iovmax, int allow,
     ** chains too long to take cannot keep the call going. */
     int n = vq_available(vq);
     for (; n > 0; n--) {
-        uint16_t head = vq_load16(&vq->avail[2 + vq->last_avail % vq->size]);
+        uint16_t head = vq_load16(&vq->avail[2 + vq_slot(vq, vq->last_avail)]);
         if (head >= vq->size)
             return vq_fail(vq, EINVAL, "available entry %u names head %u, outside the "
                            "queue (%u entries)", vq->last_avail, head, vq->size);
