@@ -245,6 +245,40 @@ rule { name = "no-ping", dir = "from_guest", proto = "icmp", action = "drop" }
     assert.equal(0, (vmnet(env, "stop vm0")))
   end)
 
+  it("lets one of two starts at the same moment run; a live lock holder keeps the VM busy, a dead one's lock is taken over",
+     function()
+    local env = setup()
+    local cmd = string.format("VMNET_DIR=%s NETBE=%s NETBE_STATE_DIR=%s timeout 60 ip netns exec %s dash %s start vm0",
+                              ns.quote(env.vms), ns.quote(ns.netbe), ns.quote(env.dir .. "/state"),
+                              env.h.name, VMNET)
+    local ok, out = ns.sh(string.format("(%s >%s/a 2>&1; echo $? >%s/a.rc) & (%s >%s/b 2>&1; echo $? >%s/b.rc) & wait",
+                                        cmd, env.dir, env.dir, cmd, env.dir, env.dir))
+    assert(ok, out)
+    local rcs = { tonumber(ns.read(env.dir .. "/a.rc")), tonumber(ns.read(env.dir .. "/b.rc")) }
+    table.sort(rcs)
+    local both = ns.read(env.dir .. "/a") .. ns.read(env.dir .. "/b")
+    assert.same({ 0, 1 }, rcs, both)
+    assert.is_truthy(both:find("vm0 is busy: vmnet pid %d+ is changing it") or
+                     both:find("vm0 is running already"), both)
+    assert.equal(1, select(2, both:gsub("vm0: started", "")), both)
+    assert(serve_pid(env), "no serve runs")
+    assert.equal("lan lo vm0tap", links(env.h), "the refused start undid the other's apply")
+    assert.is_false(ns.sh("test -e " .. env.vmdir .. "/lock"), "the lock outlived the commands")
+
+    local holder = env.h:spawn("exec sleep 30")
+    assert(ns.sh("mkdir " .. env.vmdir .. "/lock && echo " .. holder .. " >" .. env.vmdir .. "/lock/pid"))
+    local code, _, err = vmnet(env, "stop vm0")
+    assert.equal(1, code)
+    assert.matches("vm0 is busy: vmnet pid " .. holder .. " is changing it", err, 1, true)
+    assert(serve_pid(env), "a refused stop stopped the VM")
+    ns.kill(holder)
+    assert(ns.wait_for(function() return not ns.alive(holder) end))
+    code, _, err = vmnet(env, "stop vm0")
+    assert.equal(0, code, err)
+    assert.is_nil(serve_pid(env))
+    assert.is_false(ns.sh("test -e " .. env.vmdir .. "/lock"))
+  end)
+
   it("undoes a start whose NIC fails or whose serve cannot start", function()
     local env = setup(', hostfwd = { "tcp:127.0.0.1:2300-:22" }')
     env.h:spawn("exec socat TCP4-LISTEN:2300,bind=127.0.0.1,reuseaddr,fork SYSTEM:true")
