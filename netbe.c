@@ -8110,6 +8110,11 @@ static int pol_has_ports(uint8_t proto)
     return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == 132 || proto == 136;
 }
 
+int netbe_proto_has_ports(int proto)
+{
+    return proto >= 0 && proto <= 255 && pol_has_ports((uint8_t)proto);
+}
+
 /* The L4 class of protocol PROTO. */
 static int pol_l4class(int proto)
 {
@@ -8641,6 +8646,11 @@ static int pol_compile_rule(struct pol_rule *r, const struct netbe_rule *d, int 
     POL_COMPILE_##KIND(f, NETBE_M_##BIT, max, names, aux)
     POL_FIELDS(POL_COMPILE)
 #undef POL_COMPILE
+    /* Such a rule could never match: say so rather than keep it. */
+    if ((d->match & (NETBE_M_SPORT | NETBE_M_DPORT)) && (d->match & NETBE_M_PROTO) &&
+        !pol_has_ports(d->proto))
+        return NB_ERR(EINVAL, "rule '%s': ports need proto tcp, udp, sctp or udplite, not %u",
+                      n, d->proto);
     r->hook = -1;
     if ((unsigned)d->action > NETBE_ACT_LUA)
         return NB_ERR(EINVAL, "rule '%s': unknown action %d", n, (int)d->action);

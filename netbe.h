@@ -832,6 +832,11 @@ struct netbe_match_field {
 
 const struct netbe_match_field *netbe_match_field(int i);
 
+/* 1 when IP protocol PROTO carries ports (TCP, UDP, SCTP, UDP-Lite), else
+** 0. A rule matching proto may match sport or dport only with one of
+** these: netbe_policy_new refuses the others, which could never match. */
+int netbe_proto_has_ports(int proto);
+
 /* A whole policy. */
 struct netbe_policy_desc {
     const struct netbe_rule *rules;

@@ -710,6 +710,14 @@ static int lb_policy_read(lua_State *L)
 }
 
 /* netbe.policy_new(desc) -> policy | nil, message */
+/* netbe.proto_has_ports(n): whether rules may match ports with proto N. */
+static int lb_proto_has_ports(lua_State *L)
+{
+    lua_Integer proto = luaL_checkinteger(L, 1);
+    lua_pushboolean(L, proto >= 0 && proto <= 255 && netbe_proto_has_ports((int)proto));
+    return 1;
+}
+
 static int lb_policy_new(lua_State *L)
 {
     char err[NETBE_ERRMAX];
@@ -2631,6 +2639,7 @@ static const luaL_Reg lb_functions[] = {
     {"step", lb_step}, {"mac_generate", lb_mac_generate}, {"parse_mac", lb_parse_mac},
     {"parse_mtu", lb_parse_mtu}, {"frame_check", lb_frame_check},
     {"offload", lb_offload}, {"policy_new", lb_policy_new}, {"lock", lb_lock},
+    {"proto_has_ports", lb_proto_has_ports},
     {"run_file", lb_run_file}, {"hook_source", lb_hook_source}, {"one_line", lb_one_line_fn},
     {"control_listen", lb_control_listen}, {"control_call", lb_control_call},
     {"path_inside", lb_path_inside}, {"fd_signal", lb_fd_signal}, {"fd_readable", lb_fd_readable},

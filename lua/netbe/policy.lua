@@ -25,7 +25,6 @@ local SETTINGS = { default = true, fail = true, hook_budget = true, hook_memory 
                    hook_time = true }
 
 local ACTIONS = { pass = 0, drop = 1, count = 2, rate = 3, lua = 4 }
-local PORT_PROTOS = { [6] = true, [17] = true, [132] = true, [136] = true }
 
 local function keys_of(t)
   local out = {}
@@ -307,8 +306,8 @@ local function normalize_rule(r, i)
                                   or fam == 6 and n.ethertype == 0x86dd) then
     error(string.format("an IPv%d address cannot match ethertype 0x%04x", fam, n.ethertype), 0)
   end
-  if (r.sport ~= nil or r.dport ~= nil) and n.proto and not PORT_PROTOS[n.proto] then
-    error("ports need proto tcp, udp, sctp or udplite", 0)
+  if (r.sport ~= nil or r.dport ~= nil) and n.proto and not netbe.proto_has_ports(n.proto) then
+    error(string.format("ports need proto tcp, udp, sctp or udplite, not %d", n.proto), 0)
   end
   local action = r.action or "pass"
   n.action = ACTIONS[action]

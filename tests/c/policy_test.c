@@ -641,6 +641,14 @@ static void test_errors(void)
     r[1].dport_lo = 100; r[1].dport_hi = 10;
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL && strstr(err, "port range"),
           "range: %s", err);
+    r[1] = rule("other", NETBE_ACT_DROP); r[1].match = NETBE_M_PROTO | NETBE_M_SPORT;
+    r[1].proto = 1; r[1].sport_lo = r[1].sport_hi = 22;
+    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL &&
+          strstr(err, "rule 'other': ports need proto tcp, udp, sctp or udplite, not 1"),
+          "ports on ICMP: %s", err);
+    CHECK(netbe_proto_has_ports(6) && netbe_proto_has_ports(17) && netbe_proto_has_ports(132) &&
+          netbe_proto_has_ports(136) && !netbe_proto_has_ports(1) && !netbe_proto_has_ports(-1) &&
+          !netbe_proto_has_ports(256 + 6), "netbe_proto_has_ports");
     r[1] = rule("other", (enum netbe_action)9);
     CHECK(netbe_policy_new(&p, &d, err, sizeof err) == -EINVAL && strstr(err, "unknown action"),
           "action: %s", err);

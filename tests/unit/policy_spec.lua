@@ -47,6 +47,8 @@ describe("policy compiler", function()
     { "bad ipv6", "rule { dst_ip = 'fd00:::1' }\n", ":1: rule 1: dst_ip 'fd00:::1': bad address" },
     { "port range", "\n\nrule { proto = 'tcp', dport = '90-80' }\n",
       ":3: rule 1: dport '90%-80': expected a number, {low, high} or \"low%-high\" within 0%-65535" },
+    { "ports without them", "rule { name = 'x', proto = 'icmp', dport = 22 }\n",
+      ":1: rule 'x': ports need proto tcp, udp, sctp or udplite, not 1" },
     { "action", "rule { name = 'x', action = 'reject' }\n",
       ":1: rule 'x': action \"reject\": expected one of count, drop, lua, pass, rate" },
     { "rate unit", "rule { action = 'rate', rate = '10 furlongs' }\n",
