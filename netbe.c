@@ -8074,11 +8074,6 @@ struct pol_host {
     uint32_t off, n;             /* its rules: host_list[off .. off + n) */
 };
 
-/* The Lua packet view: points at the frame only during a hook call. */
-struct pol_view {
-    const struct pol_pkt *pk;
-};
-
 struct netbe_policy {
     struct pol_rule *rules;
     struct pol_state *state;
@@ -8312,8 +8307,23 @@ static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
 #ifndef NETBE_OMIT_LUA
 
 
-/* Each hook has a sandbox of its own: stack index 1 holds the packet view,
-** index 2 the hook function. */
+/* The packet view, a userdata: the frame only during a hook call, and the
+** view's field names and the verdicts by the address of their strings.
+** Lua keeps one string of each short text, so a key is found by address,
+** with no string compared; the view's user value holds these strings,
+** which keeps each address theirs. */
+#define POL_VIEW_SLOTS 64        /* a power of 2, over twice the names */
+
+struct pol_view {
+    const struct pol_pkt *pk;
+    const void *pass, *drop;
+    const void *key[POL_VIEW_SLOTS];       /* open addressing; NULL: free */
+    unsigned char field[POL_VIEW_SLOTS];   /* POL_F_* or POL_V_* of KEY */
+};
+
+/* Each hook has a sandbox of its own, whose extra space points at its
+** view. Stack index 1 holds the view, 2 the hook function, 3 the result
+** of the last call. */
 struct pol_hook {
     lua_State *L;
     struct sbx *sb;
@@ -8383,24 +8393,23 @@ static void pol_push_name(lua_State *L, const char *names, size_t v)
 }
 
 /* The view's fields: the match fields, then these. */
-enum { POL_V_FAMILY = POL_NF, POL_V_BYTE, POL_V_U16, POL_V_U32 };
+enum { POL_V_FAMILY = POL_NF, POL_V_BYTE, POL_V_U16, POL_V_U32, POL_V_N };
+static const char *const pol_view_extra[] = {"family", "byte", "u16", "u32"};
+_Static_assert(POL_V_N <= POL_VIEW_SLOTS / 2, "POL_VIEW_SLOTS: room for twice the fields");
 
-/* The field named K (N bytes), or -1. Lengths are compared first: this
-** runs for every field a hook reads, where a chain of strcmp cost more
-** than the rest of a one-line hook. */
-static int pol_view_field(const char *k, size_t n)
+static unsigned pol_view_slot(const void *key)
 {
-#define POL_V_IS(name, f) \
-    if (n == sizeof name - 1 && memcmp(k, name, sizeof name - 1) == 0) \
-        return f;
-#define POL_V_ROW(BIT, f, ...) POL_V_IS(#f, POL_F_##BIT)
-    POL_FIELDS(POL_V_ROW)
-    POL_V_IS("family", POL_V_FAMILY)
-    POL_V_IS("byte", POL_V_BYTE)
-    POL_V_IS("u16", POL_V_U16)
-    POL_V_IS("u32", POL_V_U32)
-#undef POL_V_ROW
-#undef POL_V_IS
+    return (unsigned)((uintptr_t)key >> 4) & (POL_VIEW_SLOTS - 1);
+}
+
+/* The field whose name is the string at KEY (lua_topointer), or -1. */
+static int pol_view_field(const struct pol_view *v, const void *key)
+{
+    if (!key)
+        return -1;
+    for (unsigned i = pol_view_slot(key); v->key[i]; i = (i + 1) & (POL_VIEW_SLOTS - 1))
+        if (v->key[i] == key)
+            return v->field[i];
     return -1;
 }
 
@@ -8419,12 +8428,11 @@ static int pol_view_field(const char *k, size_t n)
 ** metatable (sandboxes have no getmetatable), so no check of it is due. */
 static int pol_view_index(lua_State *L)
 {
-    const struct pol_pkt *pk = ((struct pol_view *)lua_touserdata(L, 1))->pk;
-    size_t n;
-    const char *k = lua_tolstring(L, 2, &n);
+    const struct pol_view *v = *(struct pol_view **)lua_getextraspace(L);
+    const struct pol_pkt *pk = v->pk;
     if (!pk)
         luaL_error(L, "packet view used outside its hook call");
-    int f = k ? pol_view_field(k, n) : -1;
+    int f = pol_view_field(v, lua_topointer(L, 2));
     if (f >= 0 && f < POL_NF && !(pk->have & 1u << f)) {
         lua_pushnil(L);
         return 1;
@@ -8445,12 +8453,37 @@ static int pol_view_index(lua_State *L)
     return 1;
 }
 
-/* Push the packet view (run protected: any allocation may fail). */
+/* Push the string S, keep it at I in the table below it and return its
+** address. */
+static const void *pol_view_keep(lua_State *L, const char *s, int i)
+{
+    lua_pushstring(L, s);
+    const void *at = lua_topointer(L, -1);
+    lua_rawseti(L, -2, i);
+    return at;
+}
+
+/* Push the packet view, and point the state's extra space at it (run
+** protected: any allocation may fail). */
 static int pol_view_new(lua_State *L)
 {
     static const lua_CFunction methods[] = {pol_view_byte, pol_view_u16, pol_view_u32};
-    struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 0);
-    v->pk = NULL;
+    struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 1);
+    memset(v, 0, sizeof *v);
+    lua_createtable(L, POL_V_N + 2, 0);
+    for (int f = 0; f < POL_V_N; f++) {
+        const void *key = pol_view_keep(L, f < POL_NF ? pol_fields[f].name
+                                                      : pol_view_extra[f - POL_NF], f + 1);
+        unsigned i = pol_view_slot(key);
+        while (v->key[i])
+            i = (i + 1) & (POL_VIEW_SLOTS - 1);
+        v->key[i] = key;
+        v->field[i] = (unsigned char)f;
+    }
+    v->pass = pol_view_keep(L, "pass", POL_V_N + 1);
+    v->drop = pol_view_keep(L, "drop", POL_V_N + 2);
+    lua_setiuservalue(L, -2, 1);
+    *(struct pol_view **)lua_getextraspace(L) = v;
     lua_newtable(L);
     lua_pushvalue(L, -2);
     for (int i = 0; i < 3; i++) {
@@ -8494,41 +8527,43 @@ static int pol_hook_new(netbe_policy *p, struct pol_rule *r, const struct netbe_
         return NB_ERR(EINVAL, "rule '%s': the hook's chunk returned %s (expected the hook "
                       "function: \"return function(pkt) ... end\")", r->name,
                       luaL_typename(h->L, 2));
+    lua_settop(h->L, 3);
     r->hook = p->nhooks - 1;
     return 0;
 }
 
-/* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. */
+/* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. The
+** result stays at index 3 until the next call, where the hook replaces it:
+** no stack is trimmed. */
 static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct pol_pkt *pk)
 {
     struct pol_hook *h = &p->hooks[r->hook];
+    struct pol_view *v = h->view;
     lua_State *L = h->L;
     int verdict = p->fail;
-    lua_pushvalue(L, 2);
+    lua_copy(L, 2, 3);
     lua_pushvalue(L, 1);
-    h->view->pk = pk;
+    v->pk = pk;
     sbx_begin(L, h->sb);
     int rc = lua_pcall(L, 1, 1, 0);
     if (rc == LUA_OK && h->sb->state != SBX_RUNNING)
         rc = LUA_ERRRUN;         /* the time ran out in its last C call */
     h->sb->state = 0;
-    h->view->pk = NULL;
+    v->pk = NULL;
     if (rc == LUA_OK) {
-        size_t n = 0;
-        /* A number result becomes a string here, and is no verdict either. */
-        const char *s = lua_tolstring(L, -1, &n);
-        if (!s && lua_isnil(L, -1))
-            verdict = -1;
-        else if (s && n == 4 && memcmp(s, "pass", 4) == 0)
+        /* Verdicts by address; a number is no verdict. */
+        const void *s = lua_topointer(L, 3);
+        if (s == v->pass)
             verdict = NETBE_PASS;
-        else if (s && n == 4 && memcmp(s, "drop", 4) == 0)
+        else if (s == v->drop)
             verdict = NETBE_DROP;
+        else if (lua_isnil(L, 3))
+            verdict = -1;
         else
             rc = LUA_ERRRUN;
     }
     if (rc != LUA_OK)
         pol_add(&p->st.hook_errors, 1);
-    lua_settop(L, 2);
     return verdict;
 }
 

@@ -499,6 +499,33 @@ static uint64_t hook_errors(netbe_policy *p)
     return st.hook_errors;
 }
 
+/* Keys and verdicts made at run time are the view's and the verdicts',
+** which the view finds by the address of Lua's one copy of a string. */
+static void test_hook_keys(struct fb *f)
+{
+    char err[NETBE_ERRMAX];
+    netbe_policy *p = hook_policy(
+        "return function(pkt)\n"
+        "local k, v = 'dp' .. 'ort', 'dr' .. 'op'\n"
+        "if pkt[k] == 22 and pkt[1] == nil and pkt[true] == nil and pkt[pkt] == nil and\n"
+        "   pkt.family == 4 and pkt.dir == 'from_guest' and pkt.byte ~= nil then\n"
+        "  return v end\n"
+        "return ('pa' .. 'ss') .. (pkt.len > 0 and '' or 'x')\n"
+        "end\n", NETBE_PASS, 0, 0, err);
+    CHECK(p != NULL, "the hook builds: %s", err);
+    if (p) {
+        CHECK(netbe_policy_eval(p, 1, f->b, f->n, 0) == NETBE_DROP && hook_errors(p) == 0,
+              "computed key and verdict: drop");
+        CHECK(netbe_policy_eval(p, 0, f->b, f->n, 0) == NETBE_PASS && hook_errors(p) == 0,
+              "computed verdict: pass");
+        netbe_policy_free(p);
+    }
+    p = hook_policy("return function() return 'pass ' end", NETBE_DROP, 0, 0, err);
+    CHECK(p && netbe_policy_eval(p, 0, f->b, f->n, 0) == NETBE_DROP && hook_errors(p) == 1,
+          "'pass ' is no verdict");
+    netbe_policy_free(p);
+}
+
 static void test_hooks(void)
 {
     char err[NETBE_ERRMAX];
@@ -591,6 +618,7 @@ static void test_hooks(void)
               "a counter upvalue: %d %d %d", v1, v2, v3);
         netbe_policy_free(p);
     }
+    test_hook_keys(&f);
     /* The chunk name comes from hook_name. */
     struct netbe_rule r = rule("named", NETBE_ACT_LUA);
     r.hook = "\n\nerror('at line 3')";
