@@ -7026,15 +7026,21 @@ static void sbx_charge(lua_State *L, size_t units)
 /* The count hook's interval: shorter as the state holds more, since one
 ** instruction (a string comparison, a vararg copy, next() over a sparse
 ** table) may touch all of it. */
-static void sbx_set_step(lua_State *L, struct sbx *sb, int force)
+static int sbx_step(const struct sbx *sb)
 {
     size_t extra = sb->mem_used > sb->mem_base ? sb->mem_used - sb->mem_base : 0;
-    uint64_t step = SBX_STEP_BYTES / (extra + 1);
+    /* The longest step without a division, which costs a hook call much. */
+    uint64_t step = extra < SBX_STEP_BYTES / SBX_STEP_MAX ? SBX_STEP_MAX
+                                                         : SBX_STEP_BYTES / (extra + 1);
     step = step < SBX_STEP_MIN ? SBX_STEP_MIN : step > SBX_STEP_MAX ? SBX_STEP_MAX : step;
-    if (step > sb->left)
-        step = sb->left;
-    if (force || (int)step != sb->step) {
-        sb->step = (int)step;
+    return (int)(step > sb->left ? sb->left : step);
+}
+
+static void sbx_set_step(lua_State *L, struct sbx *sb)
+{
+    int step = sbx_step(sb);
+    if (step != sb->step) {
+        sb->step = step;
         lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
     }
 }
@@ -7052,17 +7058,27 @@ static void sbx_count(lua_State *L, lua_Debug *ar)
     }
     if (sb->state != SBX_RUNNING)
         sbx_raise(L, sb);
-    sbx_set_step(L, sb, 0);
+    sbx_set_step(L, sb);
 }
 
-/* Start a call's account. */
-static void sbx_begin(lua_State *L, struct sbx *sb)
+/* Start a call's account. A call that runs at most MOST instructions (0:
+** not known) fewer than one step never reaches its count hook, so none is
+** set: Lua sends every instruction of hooked code through luaG_traceexec,
+** which costs a one-line policy hook more than its own code. The allocator
+** still sets the hook when a check finds the time used. */
+static void sbx_begin(lua_State *L, struct sbx *sb, int most)
 {
     sb->state = SBX_RUNNING;
     sb->deadline = 0;
     sb->work = 0;
     sb->left = sb->budget ? sb->budget : UINT64_MAX;
-    sbx_set_step(L, sb, 1);
+    sb->step = sbx_step(sb);
+    if (most > 0 && most < sb->step) {
+        if (lua_gethookmask(L))
+            lua_sethook(L, NULL, 0, 0);
+    } else {
+        lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
+    }
 }
 
 /* ---- Lua sandbox: patterns ---- */
@@ -7841,7 +7857,7 @@ int netbe_sandbox_call(struct lua_State *L, int nargs, int nresults, char *err,
     char what[64];
     struct sbx *sb = sbx_of(L);
     int base = lua_gettop(L) - nargs - 1;
-    sbx_begin(L, sb);
+    sbx_begin(L, sb, 0);
     int rc = lua_pcall(L, nargs, nresults, 0), status = sb->state;
     sb->state = 0;
     if (rc != LUA_OK)
@@ -8328,6 +8344,7 @@ struct pol_hook {
     lua_State *L;
     struct sbx *sb;
     struct pol_view *view;
+    int straight;                /* its instructions when it runs each at most once; or 0 */
 };
 
 /* The view functions are closures over the view (upvalue 1): comparing
@@ -8496,6 +8513,81 @@ static int pol_view_new(lua_State *L)
     return 1;
 }
 
+/* What of Lua 5.4's bytecode (lopcodes.h and ldump.c, the same from 5.4.0
+** to 5.4.8) shows whether a function runs each of its instructions at most
+** once and calls none: the opcodes that call, those of loops (FORLOOP to
+** TFORLOOP), and the jump, whose offset is 25 bits from bit 7 in excess
+** of 2^24 - 1. */
+enum { POL_OP_JMP = 56, POL_OP_CALL = 68, POL_OP_TAILCALL = 69, POL_OP_FORLOOP = 73,
+       POL_OP_TFORLOOP = 77 };
+
+struct pol_dump {
+    unsigned char b[64 + 4 * SBX_STEP_MAX];
+    size_t n;
+};
+
+static int pol_dump_write(lua_State *L, const void *p, size_t n, void *ud)
+{
+    struct pol_dump *d = ud;
+    if (n > sizeof d->b - d->n)
+        return 1;                /* longer than a straight hook can be */
+    memcpy(d->b + d->n, p, n);
+    d->n += n;
+    return 0;
+}
+
+/* A size in the dump format at *AT; SIZE_MAX when END cuts it short. */
+static size_t pol_dump_size(const unsigned char **at, const unsigned char *end)
+{
+    size_t x = 0;
+    while (*at < end && x <= SIZE_MAX >> 8) {
+        unsigned b = *(*at)++;
+        x = x << 7 | (b & 0x7f);
+        if (b & 0x80)
+            return x;
+    }
+    return SIZE_MAX;
+}
+
+/* The number of instructions of the hook on top of L's stack when it runs
+** each at most once and calls no function, and is shorter than the longest
+** count hook step; else 0. No loop, no jump back and no call is enough: no
+** value in a hook's sandbox has a metatable whose methods run Lua code. */
+static int pol_hook_straight(lua_State *L)
+{
+#if LUA_VERSION_NUM == 504
+    struct pol_dump d;
+    d.n = 0;
+    lua_dump(L, pol_dump_write, &d, 1);
+    /* The header, with the size of an instruction; then the sizes of
+    ** LUAC_INT and LUAC_NUM, the count of upvalues, an empty source name
+    ** (stripped), the first and last lines, 3 bytes, the code. */
+    if (d.n < 15 || memcmp(d.b, LUA_SIGNATURE "\x54\x00\x19\x93\r\n\x1a\n\x04", 13) != 0)
+        return 0;
+    const unsigned char *at = d.b + 15 + d.b[13] + d.b[14] + 1, *end = d.b + d.n;
+    if (pol_dump_size(&at, end) != 0)
+        return 0;
+    pol_dump_size(&at, end);
+    pol_dump_size(&at, end);
+    at += 3;
+    size_t n = at < end ? pol_dump_size(&at, end) : SIZE_MAX;
+    if (n == 0 || n >= SBX_STEP_MAX || (size_t)(end - at) < 4 * n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ins;
+        memcpy(&ins, at + 4 * i, 4);
+        unsigned op = ins & 0x7f;
+        if (op == POL_OP_CALL || op == POL_OP_TAILCALL ||
+            (op >= POL_OP_FORLOOP && op <= POL_OP_TFORLOOP) ||
+            (op == POL_OP_JMP && ins >> 7 < (1u << 24) - 1))
+            return 0;
+    }
+    return (int)n;
+#else
+    return 0;
+#endif
+}
+
 /* Make the sandbox of the hook of rule R, described by D, and run its chunk
 ** there to get the hook. */
 static int pol_hook_new(netbe_policy *p, struct pol_rule *r, const struct netbe_rule *d,
@@ -8527,6 +8619,7 @@ static int pol_hook_new(netbe_policy *p, struct pol_rule *r, const struct netbe_
         return NB_ERR(EINVAL, "rule '%s': the hook's chunk returned %s (expected the hook "
                       "function: \"return function(pkt) ... end\")", r->name,
                       luaL_typename(h->L, 2));
+    h->straight = pol_hook_straight(h->L);
     lua_settop(h->L, 3);
     r->hook = p->nhooks - 1;
     return 0;
@@ -8544,7 +8637,7 @@ static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct 
     lua_copy(L, 2, 3);
     lua_pushvalue(L, 1);
     v->pk = pk;
-    sbx_begin(L, h->sb);
+    sbx_begin(L, h->sb, h->straight);
     int rc = lua_pcall(L, 1, 1, 0);
     if (rc == LUA_OK && h->sb->state != SBX_RUNNING)
         rc = LUA_ERRRUN;         /* the time ran out in its last C call */
