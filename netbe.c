@@ -7026,15 +7026,21 @@ static void sbx_charge(lua_State *L, size_t units)
 /* The count hook's interval: shorter as the state holds more, since one
 ** instruction (a string comparison, a vararg copy, next() over a sparse
 ** table) may touch all of it. */
-static void sbx_set_step(lua_State *L, struct sbx *sb, int force)
+static int sbx_step(const struct sbx *sb)
 {
     size_t extra = sb->mem_used > sb->mem_base ? sb->mem_used - sb->mem_base : 0;
-    uint64_t step = SBX_STEP_BYTES / (extra + 1);
+    /* The longest step without a division, which costs a hook call much. */
+    uint64_t step = extra < SBX_STEP_BYTES / SBX_STEP_MAX ? SBX_STEP_MAX
+                                                         : SBX_STEP_BYTES / (extra + 1);
     step = step < SBX_STEP_MIN ? SBX_STEP_MIN : step > SBX_STEP_MAX ? SBX_STEP_MAX : step;
-    if (step > sb->left)
-        step = sb->left;
-    if (force || (int)step != sb->step) {
-        sb->step = (int)step;
+    return (int)(step > sb->left ? sb->left : step);
+}
+
+static void sbx_set_step(lua_State *L, struct sbx *sb)
+{
+    int step = sbx_step(sb);
+    if (step != sb->step) {
+        sb->step = step;
         lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
     }
 }
@@ -7052,17 +7058,27 @@ static void sbx_count(lua_State *L, lua_Debug *ar)
     }
     if (sb->state != SBX_RUNNING)
         sbx_raise(L, sb);
-    sbx_set_step(L, sb, 0);
+    sbx_set_step(L, sb);
 }
 
-/* Start a call's account. */
-static void sbx_begin(lua_State *L, struct sbx *sb)
+/* Start a call's account. A call that runs at most MOST instructions (0:
+** not known) fewer than one step never reaches its count hook, so none is
+** set: Lua sends every instruction of hooked code through luaG_traceexec,
+** which costs a one-line policy hook more than its own code. The allocator
+** still sets the hook when a check finds the time used. */
+static void sbx_begin(lua_State *L, struct sbx *sb, int most)
 {
     sb->state = SBX_RUNNING;
     sb->deadline = 0;
     sb->work = 0;
     sb->left = sb->budget ? sb->budget : UINT64_MAX;
-    sbx_set_step(L, sb, 1);
+    sb->step = sbx_step(sb);
+    if (most > 0 && most < sb->step) {
+        if (lua_gethookmask(L))
+            lua_sethook(L, NULL, 0, 0);
+    } else {
+        lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
+    }
 }
 
 /* ---- Lua sandbox: patterns ---- */
@@ -7841,7 +7857,7 @@ int netbe_sandbox_call(struct lua_State *L, int nargs, int nresults, char *err,
     char what[64];
     struct sbx *sb = sbx_of(L);
     int base = lua_gettop(L) - nargs - 1;
-    sbx_begin(L, sb);
+    sbx_begin(L, sb, 0);
     int rc = lua_pcall(L, nargs, nresults, 0), status = sb->state;
     sb->state = 0;
     if (rc != LUA_OK)
@@ -8072,11 +8088,6 @@ struct pol_state {
 struct pol_host {
     uint8_t key[20];             /* side (0 source, 1 destination), family, 0, 0, address */
     uint32_t off, n;             /* its rules: host_list[off .. off + n) */
-};
-
-/* The Lua packet view: points at the frame only during a hook call. */
-struct pol_view {
-    const struct pol_pkt *pk;
 };
 
 struct netbe_policy {
@@ -8317,12 +8328,28 @@ static int pol_bucket_take(netbe_policy *p, int i, size_t len, uint64_t *now)
 #ifndef NETBE_OMIT_LUA
 
 
-/* Each hook has a sandbox of its own: stack index 1 holds the packet view,
-** index 2 the hook function. */
+/* The packet view, a userdata: the frame only during a hook call, and the
+** view's field names and the verdicts by the address of their strings.
+** Lua keeps one string of each short text, so a key is found by address,
+** with no string compared; the view's user value holds these strings,
+** which keeps each address theirs. */
+#define POL_VIEW_SLOTS 64        /* a power of 2, over twice the names */
+
+struct pol_view {
+    const struct pol_pkt *pk;
+    const void *pass, *drop;
+    const void *key[POL_VIEW_SLOTS];       /* open addressing; NULL: free */
+    unsigned char field[POL_VIEW_SLOTS];   /* POL_F_* or POL_V_* of KEY */
+};
+
+/* Each hook has a sandbox of its own, whose extra space points at its
+** view. Stack index 1 holds the view, 2 the hook function, 3 the result
+** of the last call. */
 struct pol_hook {
     lua_State *L;
     struct sbx *sb;
     struct pol_view *view;
+    int straight;                /* its instructions when it runs each at most once; or 0 */
 };
 
 /* The view functions are closures over the view (upvalue 1): comparing
@@ -8388,24 +8415,23 @@ static void pol_push_name(lua_State *L, const char *names, size_t v)
 }
 
 /* The view's fields: the match fields, then these. */
-enum { POL_V_FAMILY = POL_NF, POL_V_BYTE, POL_V_U16, POL_V_U32 };
+enum { POL_V_FAMILY = POL_NF, POL_V_BYTE, POL_V_U16, POL_V_U32, POL_V_N };
+static const char *const pol_view_extra[] = {"family", "byte", "u16", "u32"};
+_Static_assert(POL_V_N <= POL_VIEW_SLOTS / 2, "POL_VIEW_SLOTS: room for twice the fields");
 
-/* The field named K (N bytes), or -1. Lengths are compared first: this
-** runs for every field a hook reads, where a chain of strcmp cost more
-** than the rest of a one-line hook. */
-static int pol_view_field(const char *k, size_t n)
+static unsigned pol_view_slot(const void *key)
 {
-#define POL_V_IS(name, f) \
-    if (n == sizeof name - 1 && memcmp(k, name, sizeof name - 1) == 0) \
-        return f;
-#define POL_V_ROW(BIT, f, ...) POL_V_IS(#f, POL_F_##BIT)
-    POL_FIELDS(POL_V_ROW)
-    POL_V_IS("family", POL_V_FAMILY)
-    POL_V_IS("byte", POL_V_BYTE)
-    POL_V_IS("u16", POL_V_U16)
-    POL_V_IS("u32", POL_V_U32)
-#undef POL_V_ROW
-#undef POL_V_IS
+    return (unsigned)((uintptr_t)key >> 4) & (POL_VIEW_SLOTS - 1);
+}
+
+/* The field whose name is the string at KEY (lua_topointer), or -1. */
+static int pol_view_field(const struct pol_view *v, const void *key)
+{
+    if (!key)
+        return -1;
+    for (unsigned i = pol_view_slot(key); v->key[i]; i = (i + 1) & (POL_VIEW_SLOTS - 1))
+        if (v->key[i] == key)
+            return v->field[i];
     return -1;
 }
 
@@ -8424,12 +8450,11 @@ static int pol_view_field(const char *k, size_t n)
 ** metatable (sandboxes have no getmetatable), so no check of it is due. */
 static int pol_view_index(lua_State *L)
 {
-    const struct pol_pkt *pk = ((struct pol_view *)lua_touserdata(L, 1))->pk;
-    size_t n;
-    const char *k = lua_tolstring(L, 2, &n);
+    const struct pol_view *v = *(struct pol_view **)lua_getextraspace(L);
+    const struct pol_pkt *pk = v->pk;
     if (!pk)
         luaL_error(L, "packet view used outside its hook call");
-    int f = k ? pol_view_field(k, n) : -1;
+    int f = pol_view_field(v, lua_topointer(L, 2));
     if (f >= 0 && f < POL_NF && !(pk->have & 1u << f)) {
         lua_pushnil(L);
         return 1;
@@ -8450,12 +8475,37 @@ static int pol_view_index(lua_State *L)
     return 1;
 }
 
-/* Push the packet view (run protected: any allocation may fail). */
+/* Push the string S, keep it at I in the table below it and return its
+** address. */
+static const void *pol_view_keep(lua_State *L, const char *s, int i)
+{
+    lua_pushstring(L, s);
+    const void *at = lua_topointer(L, -1);
+    lua_rawseti(L, -2, i);
+    return at;
+}
+
+/* Push the packet view, and point the state's extra space at it (run
+** protected: any allocation may fail). */
 static int pol_view_new(lua_State *L)
 {
     static const lua_CFunction methods[] = {pol_view_byte, pol_view_u16, pol_view_u32};
-    struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 0);
-    v->pk = NULL;
+    struct pol_view *v = lua_newuserdatauv(L, sizeof *v, 1);
+    memset(v, 0, sizeof *v);
+    lua_createtable(L, POL_V_N + 2, 0);
+    for (int f = 0; f < POL_V_N; f++) {
+        const void *key = pol_view_keep(L, f < POL_NF ? pol_fields[f].name
+                                                      : pol_view_extra[f - POL_NF], f + 1);
+        unsigned i = pol_view_slot(key);
+        while (v->key[i])
+            i = (i + 1) & (POL_VIEW_SLOTS - 1);
+        v->key[i] = key;
+        v->field[i] = (unsigned char)f;
+    }
+    v->pass = pol_view_keep(L, "pass", POL_V_N + 1);
+    v->drop = pol_view_keep(L, "drop", POL_V_N + 2);
+    lua_setiuservalue(L, -2, 1);
+    *(struct pol_view **)lua_getextraspace(L) = v;
     lua_newtable(L);
     lua_pushvalue(L, -2);
     for (int i = 0; i < 3; i++) {
@@ -8466,6 +8516,81 @@ static int pol_view_new(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, -2);
     return 1;
+}
+
+/* What of Lua 5.4's bytecode (lopcodes.h and ldump.c, the same from 5.4.0
+** to 5.4.8) shows whether a function runs each of its instructions at most
+** once and calls none: the opcodes that call, those of loops (FORLOOP to
+** TFORLOOP), and the jump, whose offset is 25 bits from bit 7 in excess
+** of 2^24 - 1. */
+enum { POL_OP_JMP = 56, POL_OP_CALL = 68, POL_OP_TAILCALL = 69, POL_OP_FORLOOP = 73,
+       POL_OP_TFORLOOP = 77 };
+
+struct pol_dump {
+    unsigned char b[64 + 4 * SBX_STEP_MAX];
+    size_t n;
+};
+
+static int pol_dump_write(lua_State *L, const void *p, size_t n, void *ud)
+{
+    struct pol_dump *d = ud;
+    if (n > sizeof d->b - d->n)
+        return 1;                /* longer than a straight hook can be */
+    memcpy(d->b + d->n, p, n);
+    d->n += n;
+    return 0;
+}
+
+/* A size in the dump format at *AT; SIZE_MAX when END cuts it short. */
+static size_t pol_dump_size(const unsigned char **at, const unsigned char *end)
+{
+    size_t x = 0;
+    while (*at < end && x <= SIZE_MAX >> 8) {
+        unsigned b = *(*at)++;
+        x = x << 7 | (b & 0x7f);
+        if (b & 0x80)
+            return x;
+    }
+    return SIZE_MAX;
+}
+
+/* The number of instructions of the hook on top of L's stack when it runs
+** each at most once and calls no function, and is shorter than the longest
+** count hook step; else 0. No loop, no jump back and no call is enough: no
+** value in a hook's sandbox has a metatable whose methods run Lua code. */
+static int pol_hook_straight(lua_State *L)
+{
+#if LUA_VERSION_NUM == 504
+    struct pol_dump d;
+    d.n = 0;
+    lua_dump(L, pol_dump_write, &d, 1);
+    /* The header, with the size of an instruction; then the sizes of
+    ** LUAC_INT and LUAC_NUM, the count of upvalues, an empty source name
+    ** (stripped), the first and last lines, 3 bytes, the code. */
+    if (d.n < 15 || memcmp(d.b, LUA_SIGNATURE "\x54\x00\x19\x93\r\n\x1a\n\x04", 13) != 0)
+        return 0;
+    const unsigned char *at = d.b + 15 + d.b[13] + d.b[14] + 1, *end = d.b + d.n;
+    if (pol_dump_size(&at, end) != 0)
+        return 0;
+    pol_dump_size(&at, end);
+    pol_dump_size(&at, end);
+    at += 3;
+    size_t n = at < end ? pol_dump_size(&at, end) : SIZE_MAX;
+    if (n == 0 || n >= SBX_STEP_MAX || (size_t)(end - at) < 4 * n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ins;
+        memcpy(&ins, at + 4 * i, 4);
+        unsigned op = ins & 0x7f;
+        if (op == POL_OP_CALL || op == POL_OP_TAILCALL ||
+            (op >= POL_OP_FORLOOP && op <= POL_OP_TFORLOOP) ||
+            (op == POL_OP_JMP && ins >> 7 < (1u << 24) - 1))
+            return 0;
+    }
+    return (int)n;
+#else
+    return 0;
+#endif
 }
 
 /* Make the sandbox of the hook of rule R, described by D, and run its chunk
@@ -8499,41 +8624,44 @@ static int pol_hook_new(netbe_policy *p, struct pol_rule *r, const struct netbe_
         return NB_ERR(EINVAL, "rule '%s': the hook's chunk returned %s (expected the hook "
                       "function: \"return function(pkt) ... end\")", r->name,
                       luaL_typename(h->L, 2));
+    h->straight = pol_hook_straight(h->L);
+    lua_settop(h->L, 3);
     r->hook = p->nhooks - 1;
     return 0;
 }
 
-/* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. */
+/* Run the hook of rule R on PK. Returns a verdict, or -1 to continue. The
+** result stays at index 3 until the next call, where the hook replaces it:
+** no stack is trimmed. */
 static int pol_lua_call(netbe_policy *p, const struct pol_rule *r, const struct pol_pkt *pk)
 {
     struct pol_hook *h = &p->hooks[r->hook];
+    struct pol_view *v = h->view;
     lua_State *L = h->L;
     int verdict = p->fail;
-    lua_pushvalue(L, 2);
+    lua_copy(L, 2, 3);
     lua_pushvalue(L, 1);
-    h->view->pk = pk;
-    sbx_begin(L, h->sb);
+    v->pk = pk;
+    sbx_begin(L, h->sb, h->straight);
     int rc = lua_pcall(L, 1, 1, 0);
     if (rc == LUA_OK && h->sb->state != SBX_RUNNING)
         rc = LUA_ERRRUN;         /* the time ran out in its last C call */
     h->sb->state = 0;
-    h->view->pk = NULL;
+    v->pk = NULL;
     if (rc == LUA_OK) {
-        size_t n = 0;
-        /* A number result becomes a string here, and is no verdict either. */
-        const char *s = lua_tolstring(L, -1, &n);
-        if (!s && lua_isnil(L, -1))
-            verdict = -1;
-        else if (s && n == 4 && memcmp(s, "pass", 4) == 0)
+        /* Verdicts by address; a number is no verdict. */
+        const void *s = lua_topointer(L, 3);
+        if (s == v->pass)
             verdict = NETBE_PASS;
-        else if (s && n == 4 && memcmp(s, "drop", 4) == 0)
+        else if (s == v->drop)
             verdict = NETBE_DROP;
+        else if (lua_isnil(L, 3))
+            verdict = -1;
         else
             rc = LUA_ERRRUN;
     }
     if (rc != LUA_OK)
         pol_add(&p->st.hook_errors, 1);
-    lua_settop(L, 2);
     return verdict;
 }
 

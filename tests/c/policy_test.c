@@ -499,6 +499,77 @@ static uint64_t hook_errors(netbe_policy *p)
     return st.hook_errors;
 }
 
+/* Keys and verdicts made at run time are the view's and the verdicts',
+** which the view finds by the address of Lua's one copy of a string. */
+static void test_hook_keys(struct fb *f)
+{
+    char err[NETBE_ERRMAX];
+    netbe_policy *p = hook_policy(
+        "return function(pkt)\n"
+        "local k, v = 'dp' .. 'ort', 'dr' .. 'op'\n"
+        "if pkt[k] == 22 and pkt[1] == nil and pkt[true] == nil and pkt[pkt] == nil and\n"
+        "   pkt.family == 4 and pkt.dir == 'from_guest' and pkt.byte ~= nil then\n"
+        "  return v end\n"
+        "return ('pa' .. 'ss') .. (pkt.len > 0 and '' or 'x')\n"
+        "end\n", NETBE_PASS, 0, 0, err);
+    CHECK(p != NULL, "the hook builds: %s", err);
+    if (p) {
+        CHECK(netbe_policy_eval(p, 1, f->b, f->n, 0) == NETBE_DROP && hook_errors(p) == 0,
+              "computed key and verdict: drop");
+        CHECK(netbe_policy_eval(p, 0, f->b, f->n, 0) == NETBE_PASS && hook_errors(p) == 0,
+              "computed verdict: pass");
+        netbe_policy_free(p);
+    }
+    p = hook_policy("return function() return 'pass ' end", NETBE_DROP, 0, 0, err);
+    CHECK(p && netbe_policy_eval(p, 0, f->b, f->n, 0) == NETBE_DROP && hook_errors(p) == 1,
+          "'pass ' is no verdict");
+    netbe_policy_free(p);
+}
+
+/* Hooks with no loop and no call run without Lua's count hook when they
+** are shorter than its step. The bounds hold all the same. */
+static void test_straight_hooks(struct fb *f)
+{
+    char err[NETBE_ERRMAX], src[2048];
+    netbe_policy *p;
+    /* About 150 instructions: past a budget of 100, within the default. */
+    int n = snprintf(src, sizeof src, "return function() local x = 0 ");
+    for (int i = 0; i < 150; i++)
+        n += snprintf(src + n, sizeof src - (size_t)n, "x = x + 1 ");
+    snprintf(src + n, sizeof src - (size_t)n, "return 'drop' end");
+    p = hook_policy(src, NETBE_PASS, 100, 0, err);
+    CHECK(p && netbe_policy_eval(p, 0, f->b, f->n, 0) == NETBE_PASS && hook_errors(p) == 1,
+          "a straight hook longer than its budget fails");
+    netbe_policy_free(p);
+    p = hook_policy(src, NETBE_PASS, 0, 0, err);
+    CHECK(p && netbe_policy_eval(p, 0, f->b, f->n, 0) == NETBE_DROP && hook_errors(p) == 0,
+          "the same hook within the default budget: %s", err);
+    netbe_policy_free(p);
+    /* 14 instructions; the first call copies 3 MiB past a time bound of 1 us,
+    ** which the allocator finds. The second returns at once, with no count
+    ** hook left from the first: one left would spend the budget of 50 in
+    ** four instructions. */
+    struct netbe_rule r = rule("hook", NETBE_ACT_LUA);
+    r.hook = "local s, x = string.rep('x', 1 << 19)\n"
+             "return function()\n"
+             "if x then return 'drop' end\n"
+             "x = s .. s\n"
+             "x = x .. x\n"
+             "end\n";
+    r.hook_len = strlen(r.hook);
+    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_PASS, 50, 16u << 20, 1000};
+    p = NULL;
+    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "%s", err);
+    if (p) {
+        int v1 = netbe_policy_eval(p, 0, f->b, f->n, 0), e1 = (int)hook_errors(p);
+        int v2 = netbe_policy_eval(p, 0, f->b, f->n, 0), e2 = (int)hook_errors(p);
+        CHECK(v1 == NETBE_PASS && e1 == 1, "past the time bound: %d, %d errors", v1, e1);
+        CHECK(v2 == NETBE_DROP && e2 == 1, "the next call runs unhooked: %d, %d errors", v2,
+              e2);
+        netbe_policy_free(p);
+    }
+}
+
 static void test_hooks(void)
 {
     char err[NETBE_ERRMAX];
@@ -550,6 +621,8 @@ static void test_hooks(void)
         {"setmetatable({}, {__gc = function() while true do end end})",
          "no finalizers: setmetatable is not in the sandbox"},
         {"return string.rep('x', 1 << 30)", "a huge string"},
+        {"::again:: goto again", "a backward goto"},
+        {"local f = function() while true do end end f()", "a loop in a function it calls"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char src[256];
@@ -591,6 +664,8 @@ static void test_hooks(void)
               "a counter upvalue: %d %d %d", v1, v2, v3);
         netbe_policy_free(p);
     }
+    test_hook_keys(&f);
+    test_straight_hooks(&f);
     /* The chunk name comes from hook_name. */
     struct netbe_rule r = rule("named", NETBE_ACT_LUA);
     r.hook = "\n\nerror('at line 3')";

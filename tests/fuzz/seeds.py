@@ -597,6 +597,15 @@ def policy_seeds():
         policy_rule(2, 0, 4, b"return function(pkt) return pkt.nothing.x end") + frames
     s["ip"] = head(1) + policy_rule(0, M_SRC_IP, 1, ips=bytes([10, 0, 2, 15]) + bytes(28)) + \
         frames
+    # Hooks with no loop and no call run without the count hook; a jump
+    # back or a call puts it back.
+    s["hook-straight"] = head(3, 100) + \
+        policy_rule(0, 0, 4, b"return function(pkt) local v = 'dr' .. 'op' "
+                    b"if pkt['dp' .. 'ort'] == 22 then return v end end") + \
+        policy_rule(1, 0, 4, b"local s = ('x'):rep(1 << 19) return function(pkt) "
+                    b"local a = s .. s .. s if #a > 0 and pkt.len < 60 then "
+                    b"return 'pass' end end") + \
+        policy_rule(2, 0, 4, b"return function(pkt) ::top:: goto top end") + frames
     return s
 
 
