@@ -132,10 +132,15 @@ static size_t nb_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
     return done;
 }
 
-/* Copy LEN bytes of SRC into IOV starting OFF bytes in; returns bytes copied. */
-static size_t nb_buf_to_iov(const void *src, size_t len, const struct iovec *iov,
-                            int iovcnt, size_t off)
+/* Copy LEN bytes of SRC into IOV starting OFF bytes in; returns bytes copied.
+** Most copies land in the first buffer: one memcpy, no walk. */
+static inline size_t nb_buf_to_iov(const void *src, size_t len, const struct iovec *iov,
+                                   int iovcnt, size_t off)
 {
+    if (iovcnt > 0 && off <= iov[0].iov_len && len <= iov[0].iov_len - off) {
+        memcpy((char *)iov[0].iov_base + off, src, len);
+        return len;
+    }
     size_t done = 0;
     for (int i = 0; i < iovcnt && done < len; i++) {
         size_t l = iov[i].iov_len;

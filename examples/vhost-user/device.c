@@ -499,7 +499,8 @@ static void rx_pump(struct pair *p)
         }
         if (rc == 0)
             break;
-        budget--;
+        if (--budget % PUBLISH_EVERY == 0)
+            ring_publish(r);
     }
     ring_publish(r);
     if (budget == 0) {
