@@ -1411,6 +1411,10 @@ struct nb_ops {
     ** drops frames over mtu=, when given. Such backends ask no offload of
     ** their header, when they take one (stream and dgram join on receive). */
     int mtu_drop;
+    /* Its GUEST_TSO bits are in-order TCP segments joined in software
+    ** (nb_join_*): worth it to a wire only when the other side sends TSO
+    ** frames itself, not when it cuts them again in software. */
+    int rx_joins;
     /* Backends with queues (a multiqueue tap): make Q queue INDEX of FIRST,
     ** and attach or detach BE's queue. May be NULL. */
     int (*open_queue)(netbe *q, netbe *first, int index, char *err, size_t errlen);
@@ -4303,7 +4307,7 @@ static const struct nb_ops nb_stream = {
     .prefix = "stream", .keys = stream_keys, .priv_size = sizeof(struct stream_priv),
     .check = stream_check, .open = stream_open, .close = stream_close,
     .send = stream_send, .flush = stream_flush, .recv = stream_recv,
-    .get_cap = nb_sock_get_cap, .set_cap = nb_sock_set_cap, .mtu_drop = 1,
+    .get_cap = nb_sock_get_cap, .set_cap = nb_sock_set_cap, .mtu_drop = 1, .rx_joins = 1,
 };
 
 /* }================================================================ */
@@ -4637,7 +4641,7 @@ static const struct nb_ops nb_dgram = {
     .check = dgram_check, .open = dgram_open, .close = dgram_close,
     .send = dgram_send, .flush = dgram_flush, .recv = dgram_recv,
     .rx_pending = dgram_rx_pending, .get_cap = nb_sock_get_cap, .set_cap = nb_sock_set_cap,
-    .mtu_drop = 1,
+    .mtu_drop = 1, .rx_joins = 1,
 };
 
 /* }================================================================ */
@@ -6645,7 +6649,7 @@ static const struct nb_ops nb_slirp = {
     .check = sl_check, .open = sl_open, .close = sl_close,
     .send = sl_send, .recv = sl_recv, .rx_pending = sl_rx_pending,
     .rx_lend = sl_rx_lend, .rx_done = sl_rx_done,
-    .get_cap = sl_get_cap, .set_cap = sl_set_cap,
+    .get_cap = sl_get_cap, .set_cap = sl_set_cap, .rx_joins = 1,
 };
 
 /* ---- Run-time host forwarding ---- */
@@ -9400,13 +9404,19 @@ static const uint64_t wire_offloads[][2] = {
 };
 
 /* What FROM may deliver (its GUEST_* bits) that TO can send; offloads
-** need the partial checksum under them. */
-static uint64_t wire_rx_features(uint64_t from, uint64_t to)
+** need the partial checksum under them. Segments FROM joins in software
+** go only to a TO that sends them whole: cutting them again would spend
+** the CPU the join saved. */
+static uint64_t wire_rx_features(netbe *from, netbe *to)
 {
+    uint64_t cf = netbe_get_cap(from), ct = netbe_get_cap(to), native = nb_backend_cap(to);
     uint64_t f = 0;
-    for (size_t i = 0; i < sizeof wire_offloads / sizeof wire_offloads[0]; i++)
-        if (from & wire_offloads[i][0] && to & wire_offloads[i][1])
-            f |= wire_offloads[i][0];
+    for (size_t i = 0; i < sizeof wire_offloads / sizeof wire_offloads[0]; i++) {
+        uint64_t rx = wire_offloads[i][0], tx = wire_offloads[i][1];
+        if ((cf & rx) && (ct & tx) &&
+            (rx == NETBE_F_GUEST_CSUM || !from->ops->rx_joins || (native & tx)))
+            f |= rx;
+    }
     return f & NETBE_F_GUEST_CSUM ? f : 0;
 }
 
@@ -9424,8 +9434,7 @@ static uint64_t wire_tx_features(uint64_t rx)
 ** when a backend refuses, plain frames (headers only where both have them). */
 static void wire_negotiate(netbe *a, netbe *b, unsigned flags)
 {
-    uint64_t ca = netbe_get_cap(a), cb = netbe_get_cap(b);
-    uint64_t ra = wire_rx_features(ca, cb), rb = wire_rx_features(cb, ca);
+    uint64_t ra = wire_rx_features(a, b), rb = wire_rx_features(b, a);
     if (!(flags & NETBE_WIRE_NO_OFFLOAD) && (ra | rb) &&
         netbe_set_cap(a, ra | wire_tx_features(rb), 12) == 0 &&
         netbe_set_cap(b, rb | wire_tx_features(ra), 12) == 0)
