@@ -6883,8 +6883,8 @@ struct sbx {
     int state;                   /* 0 idle, SBX_RUNNING, or the bound it passed */
     int step;                    /* the count hook's interval */
     size_t move_at;              /* mem_used from which that is too long */
-    int mark_half;               /* sbx_mark's last HALF, and its bytes */
-    size_t mark_bytes;
+    int mark_half;               /* sbx_mark's last HALF, and its move_at */
+    size_t mark_at;
     uint64_t left;               /* instructions left */
     uint64_t deadline;           /* monotonic; 0 until the first check */
     uint64_t cpu_start;          /* the thread's CPU clock at the first check */
@@ -7044,16 +7044,16 @@ static int sbx_step(const struct sbx *sb)
 }
 
 /* Set move_at to where sbx_step() falls to HALF or below: extra bytes of
-** SBX_STEP_BYTES / (HALF + 1) or more. The division is kept: a hook's
-** calls all ask for the same HALF, and a hook call costs little more. */
+** SBX_STEP_BYTES / (HALF + 1) or more. The last is kept: a hook's calls
+** all ask for the same HALF, and the division would cost a call much. */
 static void sbx_mark(struct sbx *sb, int half)
 {
     if (half != sb->mark_half) {
         sb->mark_half = half;
-        sb->mark_bytes = half < SBX_STEP_MIN ? SIZE_MAX - sb->mem_base
-                                             : SBX_STEP_BYTES / ((size_t)half + 1);
+        sb->mark_at = half < SBX_STEP_MIN ? SIZE_MAX
+                                          : sb->mem_base + SBX_STEP_BYTES / ((size_t)half + 1);
     }
-    sb->move_at = sb->mem_base + sb->mark_bytes;
+    sb->move_at = sb->mark_at;
 }
 
 /* Set the count hook to run every STEP instructions from now. */
@@ -7108,7 +7108,7 @@ static void sbx_count(lua_State *L, lua_Debug *ar)
 ** still sets the hook when a check finds the time used, or when the state
 ** grows until a step would be no longer than the call; what ran before
 ** goes uncounted, as the call is shorter than its budget (at least a step). */
-static void sbx_begin(lua_State *L, struct sbx *sb, int most)
+NB_INLINE void sbx_begin(lua_State *L, struct sbx *sb, int most)
 {
     sb->state = SBX_RUNNING;
     sb->deadline = 0;

@@ -6,6 +6,7 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -322,6 +323,36 @@ static void test_growth(void)
     netbe_sandbox_close(L);
 }
 
+/* A state that holds 16 MiB runs its count hook at every instruction, as
+** one may read all of it: here each converts a 16 MiB numeric string twice
+** (10 ms or more), so an interval of 16 would pass a bound of 20 ms many
+** times over before the first check. */
+static void test_big_state(void)
+{
+    char err[NETBE_ERRMAX] = "";
+    struct netbe_sandbox_limits lim = {64u << 20, 20000000, 0};
+    static const char src[] =
+        "local s, x = ... while true do x = -s x = -s x = -s x = -s x = -s x = -s end";
+    size_t n = 16u << 20;
+    char *big = malloc(n);
+    lua_State *L = netbe_sandbox_new(&lim, err, sizeof err);
+    CHECK(big && L && netbe_sandbox_load(L, src, sizeof src - 1, "=t", err, sizeof err) == 0,
+          "%s", err);
+    if (big && L) {
+        memset(big, ' ', n - 1);
+        big[n - 1] = '1';
+        lua_pushlstring(L, big, n);
+        double t0 = cpu_s();
+        int rc = netbe_sandbox_call(L, 1, 0, err, sizeof err);
+        double secs = cpu_s() - t0;
+        CHECK(rc == -ETIMEDOUT && strcmp(err, "t:1: ran past its time bound of 20 ms") == 0,
+              "%d %s", rc, err);
+        CHECK(secs < 0.1, "took %.3f s of CPU", secs);
+    }
+    free(big);
+    netbe_sandbox_close(L);
+}
+
 int main(void)
 {
     RUN(test_time_bound());
@@ -330,5 +361,6 @@ int main(void)
     RUN(test_own_libraries());
     RUN(test_hook_bounds());
     RUN(test_growth());
+    RUN(test_big_state());
     return check_summary();
 }
