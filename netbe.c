@@ -6877,7 +6877,7 @@ enum { SBX_RUNNING = 1, SBX_TIME, SBX_BUDGET };
 
 #define SBX_WORK       (1u << 20)    /* work units (about a byte each) between checks */
 #define SBX_STEP_BYTES (16u << 20)   /* bytes one run of the count hook may touch */
-#define SBX_STEP_MIN   16            /* instructions between count hooks, at least */
+#define SBX_STEP_MIN   1             /* instructions between count hooks, at least */
 #define SBX_STEP_MAX   1000          /* and at most */
 
 struct sbx {
@@ -6891,6 +6891,9 @@ struct sbx {
     /* The call running now. */
     int state;                   /* 0 idle, SBX_RUNNING, or the bound it passed */
     int step;                    /* the count hook's interval */
+    size_t move_at;              /* mem_used from which that is too long */
+    int mark_half;               /* sbx_mark's last HALF, and its move_at */
+    size_t mark_at;
     uint64_t left;               /* instructions left */
     uint64_t deadline;           /* monotonic; 0 until the first check */
     uint64_t cpu_start;          /* the thread's CPU clock at the first check */
@@ -6944,10 +6947,12 @@ static int sbx_spend(struct sbx *sb, size_t units)
 }
 
 static void sbx_count(lua_State *L, lua_Debug *ar);
+static void sbx_move(struct sbx *sb);
 
 /* Refuses what would pass the memory bound (or the pool's). When a check
 ** here finds the time used, the count hook is set to run at the next
-** instruction and raise the error there, where it can name the line. */
+** instruction and raise the error there, where it can name the line; when
+** the state grows past move_at, the hook is moved up (sbx_move). */
 static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct sbx *sb = ud;
@@ -6969,6 +6974,8 @@ static void *sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     sb->mem_used = sb->mem_used - osize + nsize;
     if (sb->pool_used)
         *sb->pool_used = *sb->pool_used - osize + nsize;
+    if (sb->mem_used >= sb->move_at && sb->state == SBX_RUNNING)
+        sbx_move(sb);
     return q;
 }
 
@@ -7045,13 +7052,46 @@ static int sbx_step(const struct sbx *sb)
     return (int)(step > sb->left ? sb->left : step);
 }
 
+/* Set move_at to where sbx_step() falls to HALF or below: extra bytes of
+** SBX_STEP_BYTES / (HALF + 1) or more. The last is kept: a hook's calls
+** all ask for the same HALF, and the division would cost a call much. */
+static void sbx_mark(struct sbx *sb, int half)
+{
+    if (half != sb->mark_half) {
+        sb->mark_half = half;
+        sb->mark_at = half < SBX_STEP_MIN ? SIZE_MAX
+                                          : sb->mem_base + SBX_STEP_BYTES / ((size_t)half + 1);
+    }
+    sb->move_at = sb->mark_at;
+}
+
+/* Set the count hook to run every STEP instructions from now. */
+static void sbx_hook(lua_State *L, struct sbx *sb, int step)
+{
+    sb->step = step;
+    sbx_mark(sb, step / 2);
+    lua_sethook(L, sbx_count, LUA_MASKCOUNT, step);
+}
+
 static void sbx_set_step(lua_State *L, struct sbx *sb)
 {
     int step = sbx_step(sb);
-    if (step != sb->step) {
-        sb->step = step;
-        lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
-    }
+    if (step != sb->step)
+        sbx_hook(L, sb, step);
+}
+
+/* The state grew within a step so much that the step is at least twice
+** what it should be now (or, unhooked, no shorter than the call): one
+** instruction may now touch many times what one was allowed to, so the
+** hook is set to the new step at once. Lua restarts its count then and
+** does not tell how far it was: the part step goes uncounted, so a call
+** may run up to a step past its budget for each move, rather than fail
+** one that fits (charged whole, a budget of a step would be spent at the
+** first move). The halving bounds the moves between two runs of the hook;
+** each needs the state to grow, which the time bound meters. */
+static void sbx_move(struct sbx *sb)
+{
+    sbx_hook(sb->L, sb, sbx_step(sb));
 }
 
 static void sbx_count(lua_State *L, lua_Debug *ar)
@@ -7074,19 +7114,23 @@ static void sbx_count(lua_State *L, lua_Debug *ar)
 ** not known) fewer than one step never reaches its count hook, so none is
 ** set: Lua sends every instruction of hooked code through luaG_traceexec,
 ** which costs a one-line policy hook more than its own code. The allocator
-** still sets the hook when a check finds the time used. */
-static void sbx_begin(lua_State *L, struct sbx *sb, int most)
+** still sets the hook when a check finds the time used, or when the state
+** grows until a step would be no longer than the call; what ran before
+** goes uncounted, as the call is shorter than its budget (at least a step). */
+NB_INLINE void sbx_begin(lua_State *L, struct sbx *sb, int most)
 {
     sb->state = SBX_RUNNING;
     sb->deadline = 0;
     sb->work = 0;
     sb->left = sb->budget ? sb->budget : UINT64_MAX;
-    sb->step = sbx_step(sb);
-    if (most > 0 && most < sb->step) {
+    int step = sbx_step(sb);
+    if (most > 0 && most < step) {
+        sb->step = step;
+        sbx_mark(sb, most);
         if (lua_gethookmask(L))
             lua_sethook(L, NULL, 0, 0);
     } else {
-        lua_sethook(L, sbx_count, LUA_MASKCOUNT, sb->step);
+        sbx_hook(L, sb, step);
     }
 }
 
@@ -7821,6 +7865,7 @@ static struct lua_State *sbx_new(const struct netbe_sandbox_limits *lim, size_t 
     sb->budget = lim ? lim->instructions : 0;
     sb->pool_used = pool;
     sb->pool_limit = pool_limit;
+    sb->mark_half = -1;
     lua_State *L = sb->L = lua_newstate(sbx_alloc, sb);
     if (L) {
         lua_pushcfunction(L, sbx_setup);

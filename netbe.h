@@ -925,14 +925,19 @@ int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs);
 **   - time: CPU time of the calling thread, so that time the thread spends
 **     preempted does not count. The clock is read at least every 1000 VM
 **     instructions (more often as the state holds more, since one
-**     instruction may touch all of it), every megabyte allocated, and
+**     instruction may touch all of it: as soon as it grows, down to every
+**     instruction once it holds 8 MiB), every megabyte allocated, and
 **     inside the library calls whose work does not follow from the size
 **     of their arguments: patterns (find, match, gmatch and gsub run
 **     netbe's own matcher, with Lua's semantics and messages, counting its
 **     steps), string.rep, table.move, insert, remove and sort. A call that
 **     passes its bound is stopped within about a millisecond of CPU time;
 **     a short call reads no clock at all;
-**   - instructions: optional, exact.
+**   - instructions: optional, exact but for one case: when the state
+**     grows enough within one interval of the count to halve the interval,
+**     the count restarts shorter at once, and what ran of the interval
+**     goes uncounted (Lua does not tell). Each such growth may let a call
+**     run up to 1000 instructions past its budget.
 ** A call that passes one fails with a message naming it.
 **
 ** The embedder may push values into the state and read results with the

@@ -6,6 +6,7 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -233,6 +234,125 @@ static void test_hook_bounds(void)
     }
 }
 
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Append N copies of PIECE to the string in SRC, of SIZE bytes. */
+static void append(char *src, size_t size, int n, const char *piece)
+{
+    size_t len = strlen(src);
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(src + len, size - len, "%s", piece);
+}
+
+/* Lua that grows the state from a few KiB by up to 6 MiB within a few
+** instructions: B, a numeric string of 2 MiB (spaces, then 1), by
+** concatenation from U, 4 KiB of spaces. */
+#define GROW "local a = u a = a .. a a = a .. a a = a .. a a = a .. a a = a .. a " \
+    "a = a .. a a = a .. a a = a .. a a = a .. a b = a .. '1' a = nil "
+
+/* Lua that turns B into a number 1600 times: each reads all of B. Each
+** of its 800 instructions converts B twice, as the string's __unm is
+** called with B as both operands; all fit in one step of the count hook
+** for a small state. */
+static void coerce(char *src, size_t size)
+{
+    append(src, size, 800, "x = -b ");
+}
+
+/* Code that grows its state within one step of the count hook, then runs
+** instructions that each read much of it: the count hook must come as
+** soon as the state grows, at the step for the state it is now, or the
+** call runs hundreds of those past its bound. Here each converts a 2 MiB
+** numeric string twice (about 1 s of CPU in all against a bound of 40 ms,
+** when the hook came late). In a hook that runs straight (unhooked), in
+** one with a loop that runs cheaply first, and in a chunk run by
+** netbe_sandbox_call, as policy and topology files are. */
+static void test_growth(void)
+{
+    static char src[3][8192];
+    snprintf(src[0], sizeof src[0], "local u = (' '):rep(4096)\n"
+             "return function() local b, x " GROW);
+    coerce(src[0], sizeof src[0]);
+    append(src[0], sizeof src[0], 1, "return 'pass' end");
+    snprintf(src[1], sizeof src[1], "local u = (' '):rep(4096)\n"
+             "return function() local b, x = '1' for i = 1, 1e9 do "
+             "if i == 31 then " GROW "end ");
+    append(src[1], sizeof src[1], 100, "x = -b ");
+    append(src[1], sizeof src[1], 1, "end end");
+    snprintf(src[2], sizeof src[2], "local u, b, x = (' '):rep(4096) " GROW);
+    coerce(src[2], sizeof src[2]);
+    const double bound = 0.04;
+    char err[NETBE_ERRMAX] = "";
+    uint8_t frame[60] = {0};
+    frame[12] = 8;
+    for (int i = 0; i < 2; i++) {
+        struct netbe_rule r = {.name = "h", .action = NETBE_ACT_LUA, .hook = src[i],
+                               .hook_len = strlen(src[i])};
+        struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, 16u << 20,
+                                      (uint64_t)(bound * 1e9)};
+        netbe_policy *p;
+        CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "%s", err);
+        if (!p)
+            continue;
+        double t0 = cpu_s();
+        int v = netbe_policy_eval(p, 0, frame, sizeof frame, 0);
+        double secs = cpu_s() - t0;
+        struct netbe_policy_stats st;
+        netbe_policy_get_stats(p, &st);
+        CHECK(v == NETBE_DROP && st.hook_errors == 1, "hook %d: fail verdict, one error", i);
+        CHECK(secs < 3 * bound, "hook %d took %.3f s of CPU", i, secs);
+        netbe_policy_free(p);
+    }
+    struct netbe_sandbox_limits lim = {16u << 20, (uint64_t)(bound * 1e9), 0};
+    lua_State *L = netbe_sandbox_new(&lim, err, sizeof err);
+    CHECK(L && netbe_sandbox_load(L, src[2], strlen(src[2]), "=t", err, sizeof err) == 0,
+          "%s", err);
+    if (!L)
+        return;
+    double t0 = cpu_s();
+    int rc = netbe_sandbox_call(L, 0, 0, err, sizeof err);
+    double secs = cpu_s() - t0;
+    CHECK(rc == -ETIMEDOUT && strcmp(err, "t:1: ran past its time bound of 40 ms") == 0,
+          "a chunk: %d %s", rc, err);
+    CHECK(secs < 3 * bound, "the chunk took %.3f s of CPU", secs);
+    netbe_sandbox_close(L);
+}
+
+/* A state that holds 16 MiB runs its count hook at every instruction, as
+** one may read all of it: here each converts a 16 MiB numeric string twice
+** (10 ms or more), so an interval of 16 would pass a bound of 20 ms many
+** times over before the first check. */
+static void test_big_state(void)
+{
+    char err[NETBE_ERRMAX] = "";
+    struct netbe_sandbox_limits lim = {64u << 20, 20000000, 0};
+    static const char src[] =
+        "local s, x = ... while true do x = -s x = -s x = -s x = -s x = -s x = -s end";
+    size_t n = 16u << 20;
+    char *big = malloc(n);
+    lua_State *L = netbe_sandbox_new(&lim, err, sizeof err);
+    CHECK(big && L && netbe_sandbox_load(L, src, sizeof src - 1, "=t", err, sizeof err) == 0,
+          "%s", err);
+    if (big && L) {
+        memset(big, ' ', n - 1);
+        big[n - 1] = '1';
+        lua_pushlstring(L, big, n);
+        double t0 = cpu_s();
+        int rc = netbe_sandbox_call(L, 1, 0, err, sizeof err);
+        double secs = cpu_s() - t0;
+        CHECK(rc == -ETIMEDOUT && strcmp(err, "t:1: ran past its time bound of 20 ms") == 0,
+              "%d %s", rc, err);
+        CHECK(secs < 0.1, "took %.3f s of CPU", secs);
+    }
+    free(big);
+    netbe_sandbox_close(L);
+}
+
 int main(void)
 {
     RUN(test_time_bound());
@@ -240,5 +360,7 @@ int main(void)
     RUN(test_surface());
     RUN(test_own_libraries());
     RUN(test_hook_bounds());
+    RUN(test_growth());
+    RUN(test_big_state());
     return check_summary();
 }
