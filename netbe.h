@@ -931,8 +931,12 @@ int netbe_wire_rule_stats(netbe_wire *w, int i, struct netbe_rule_stats *rs);
 **     of their arguments: patterns (find, match, gmatch and gsub run
 **     netbe's own matcher, with Lua's semantics and messages, counting its
 **     steps), string.rep, table.move, insert, remove and sort. A call that
-**     passes its bound is stopped within about a millisecond of CPU time;
-**     a short call reads no clock at all;
+**     passes its bound is stopped within about a millisecond of CPU time,
+**     with one exception: a single instruction on strings of many
+**     megabytes (comparing long strings that hold zero bytes, converting
+**     a long numeric string) runs to its end first, up to about 0.2 s at
+**     the default memory limit; a smaller memory limit shortens it. A
+**     short call reads no clock at all;
 **   - instructions: optional, exact but for one case: when the state
 **     grows enough within one interval of the count to halve the interval,
 **     the count restarts shorter at once, and what ran of the interval
