@@ -10049,7 +10049,9 @@ int netbe_vq_notify_enable(netbe_vq *vq)
 
 void netbe_vq_notify_disable(netbe_vq *vq)
 {
-    if (vq_usable(vq) && !vq->event_idx)
+    /* Only the device writes the flags: a store that changes nothing would
+    ** still take the cache line from the driver, which reads it per kick. */
+    if (vq_usable(vq) && !vq->event_idx && vq_load16(&vq->used[0]) != VQ_USED_F_NO_NOTIFY)
         vq_store16(&vq->used[0], VQ_USED_F_NO_NOTIFY);
 }
 

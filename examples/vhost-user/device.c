@@ -971,7 +971,7 @@ int dev_open(struct dev *d, struct event_base *base, const netbe_config *cfg,
         d->npairs++;
     }
     d->offered = NETBE_F_VERSION_1 | NETBE_F_RING_EVENT_IDX | NETBE_F_RING_INDIRECT_DESC |
-                 VU_F_PROTOCOL_FEATURES | NETBE_F_MTU | NETBE_F_MRG_RXBUF |
+                 VU_F_PROTOCOL_FEATURES | NETBE_F_MTU | NETBE_F_MRG_RXBUF | F_IN_ORDER |
                  (d->npairs > 1 ? NET_F_MQ : 0) | (netbe_get_cap(d->be) & NETBE_F_OFFLOADS);
     d->mtu = netbe_get_mtu(d->be);
     if (netbe_get_mac(d->be, d->mac) < 0)

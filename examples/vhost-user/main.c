@@ -8,7 +8,7 @@
 ** --allow-exec and --allow-files give the backend's config the permissions
 ** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
 ** --disable keeps features from the guest, by QEMU's names for them:
-** indirect_desc, event_idx, mrg_rxbuf, mq. --coalesce sets the longest a
+** indirect_desc, event_idx, mrg_rxbuf, mq, in_order. --coalesce sets the longest a
 ** busy ring waits before it is looked at again (default 0: look on every
 ** notification), --poll how long a busy ring that ran dry is watched
 ** (default 0: not at all), see below.
@@ -231,7 +231,7 @@ static int parse_disable(const char *list, uint64_t *bits)
 {
     static const struct { const char *name; uint64_t bit; } names[] = {
         {"indirect_desc", NETBE_F_RING_INDIRECT_DESC}, {"event_idx", NETBE_F_RING_EVENT_IDX},
-        {"mrg_rxbuf", NETBE_F_MRG_RXBUF}, {"mq", NET_F_MQ},
+        {"mrg_rxbuf", NETBE_F_MRG_RXBUF}, {"mq", NET_F_MQ}, {"in_order", F_IN_ORDER},
     };
     for (const char *p = list; *p;) {
         size_t len = strcspn(p, ","), i = 0;
@@ -240,7 +240,7 @@ static int parse_disable(const char *list, uint64_t *bits)
             i++;
         if (i == sizeof names / sizeof names[0]) {
             say("--disable: unknown feature '%.*s' (expected indirect_desc, event_idx, "
-                "mrg_rxbuf or mq, separated by commas)", (int)len, p);
+                "mrg_rxbuf, mq or in_order, separated by commas)", (int)len, p);
             return -1;
         }
         *bits |= names[i].bit;

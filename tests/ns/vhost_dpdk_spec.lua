@@ -5,15 +5,16 @@
 -- byte (tests/helpers/vuframes.py): with mergeable rx buffers on and off,
 -- indirect descriptors on and off, two queue pairs over a multiqueue tap
 -- (and one of them left unused), and a driver killed and started again
--- while the device keeps serving. Split rings only: in_order and packed
--- rings stay off.
+-- while the device keeps serving; with VIRTIO_F_IN_ORDER on and off, where
+-- a device that handed chains back out of order would have the driver free
+-- the wrong buffers. Split rings only: packed rings stay off.
 local ns = require("ns")
 
 local skip = ns.skip_unless_root("dpdk-testpmd", "python3")
 local DEV = ns.root .. "/build/vhost-user-net"
 local FRAMES = "python3 " .. ns.quote(ns.root .. "/tests/helpers/vuframes.py")
 
-local F_MRG_RXBUF, F_MQ, F_INDIRECT = 15, 22, 28
+local F_MRG_RXBUF, F_MQ, F_INDIRECT, F_IN_ORDER = 15, 22, 28, 35
 
 -- The EAL file prefixes of the testpmds started here: DPDK keeps a
 -- directory under /var/run/dpdk for each, removed after each test.
@@ -57,15 +58,16 @@ local function features(log, connection)
 end
 
 -- testpmd on the device's socket in io mode, forwarding from the start.
--- OPTS: mrg (0 or 1), queues (virtio-user's pairs), rxq (pairs testpmd
--- uses). Returns pid, log once the device saw features for its CONNECTION.
+-- OPTS: mrg (0 or 1), in_order (0, the default, or 1), queues
+-- (virtio-user's pairs), rxq (pairs testpmd uses). Returns pid, log once the device saw features for its CONNECTION.
 local function testpmd(dir, dev_log, connection, opts)
   local queues = opts.queues or 1
   prefixes[#prefixes + 1] = ns.unique("vupmd")
   local cmd = "exec dpdk-testpmd -l 0,1 --no-huge -m 1024 --no-pci --iova-mode=va --no-shconf " ..
     "--no-telemetry --file-prefix=" .. prefixes[#prefixes] ..
     " --vdev net_virtio_user0,path=" .. dir .. "/dev.sock,queues=" .. queues ..
-    ",mrg_rxbuf=" .. opts.mrg .. ",in_order=0,packed_vq=0 -- --total-num-mbufs=8192" ..
+    ",mrg_rxbuf=" .. opts.mrg .. ",in_order=" .. (opts.in_order or 0) ..
+    ",packed_vq=0 -- --total-num-mbufs=8192" ..
     " --forward-mode=io --auto-start --stats-period 600 --rxq=" .. (opts.rxq or queues) ..
     " --txq=" .. (opts.rxq or queues)
   local pid, log = ns.spawn(cmd)
@@ -136,19 +138,23 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
   -- sends with an indirect table when it may.
   for _, case in ipairs({{mrg = 1, indirect = true}, {mrg = 1, indirect = false},
                          {mrg = 0, indirect = true}, {mrg = 0, indirect = false},
-                         {mrg = 1, indirect = true, poll = true}}) do
+                         {mrg = 1, indirect = true, poll = true},
+                         {mrg = 1, indirect = true, in_order = 1},
+                         {mrg = 0, indirect = false, in_order = 1, poll = true}}) do
     local what = "mergeable buffers " .. (case.mrg == 1 and "on" or "off") ..
       ", indirect descriptors " .. (case.indirect and "on" or "off") ..
+      (case.in_order and ", in order" or "") ..
       (case.poll and ", dry rings watched (--poll)" or "")
     it(what .. ": frames loop through the device intact", function()
       local dir = ns.tmpdir()
       local pid, log = device(dir, "stream,listen=unix:" .. dir .. "/be.sock", nil,
         "--allow-files " .. dir .. (case.indirect and "" or " --disable indirect_desc") ..
         (case.poll and " --poll 200" or ""))
-      testpmd(dir, log, 1, {mrg = case.mrg})
+      testpmd(dir, log, 1, {mrg = case.mrg, in_order = case.in_order})
       local f = features(log, 1)
       assert.are.equal(case.mrg == 1, has(f, F_MRG_RXBUF), string.format("features 0x%x", f))
       assert.are.equal(case.indirect, has(f, F_INDIRECT), string.format("features 0x%x", f))
+      assert.are.equal(case.in_order == 1, has(f, F_IN_ORDER), string.format("features 0x%x", f))
       local sizes = case.mrg == 1 and "60,1514,2000,4000,9000,1000" or "60,1514,1000,4000"
       local ok, out = loop(dir, 1500, sizes, {expect_max = case.mrg == 0 and 2000 or nil})
       assert.is_true(ok, out .. "\ndevice: " .. ns.read(log))
