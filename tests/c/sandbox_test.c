@@ -205,40 +205,53 @@ static void test_own_libraries(void)
     netbe_sandbox_close(b);
 }
 
-/* A hook's bounds: a long C call in a hook takes the fail verdict within
-** its 1 ms; hook_time_ns changes the bound. */
-static void test_hook_bounds(void)
-{
-    char err[NETBE_ERRMAX];
-    uint8_t frame[60] = {0};
-    frame[12] = 8;
-    static const struct { const char *src; uint64_t time_ns; double at_least; } c[] = {
-        {"return function() return ('a'):rep(30):find('.-.-.-.-.-.-b') end", 0, 0},
-        {"return function() table.move({}, 1, math.maxinteger - 1, 2) end", 0, 0},
-        {"return function() table.move({}, 1, math.maxinteger - 1, 2) end", 30000000, 0.025},
-    };
-    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
-        struct netbe_rule r = {.name = "h", .action = NETBE_ACT_LUA, .hook = c[i].src,
-                               .hook_len = strlen(c[i].src)};
-        struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, 0, c[i].time_ns};
-        netbe_policy *p;
-        CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "%s", err);
-        double t0 = now_s();
-        int v = netbe_policy_eval(p, 0, frame, sizeof frame, 0);
-        double secs = now_s() - t0;
-        struct netbe_policy_stats st;
-        netbe_policy_get_stats(p, &st);
-        CHECK(v == NETBE_DROP && st.hook_errors == 1, "hook %zu: fail verdict, one error", i);
-        CHECK(secs < 1.0 && secs >= c[i].at_least, "hook %zu took %.4f s", i, secs);
-        netbe_policy_free(p);
-    }
-}
-
 static double cpu_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Evaluate a frame with a policy of one hook SRC (MEMORY and TIME_NS its
+** bounds, 0 the defaults); checks that the hook failed (the fail verdict,
+** one hook error) and returns the seconds it took by CLOCK, or -1 when the
+** policy was refused. */
+static double hook_fail_secs(const char *src, size_t memory, uint64_t time_ns,
+                             double (*clock)(void), int i)
+{
+    char err[NETBE_ERRMAX] = "";
+    uint8_t frame[60] = {0};
+    frame[12] = 8;
+    struct netbe_rule r = {.name = "h", .action = NETBE_ACT_LUA, .hook = src,
+                           .hook_len = strlen(src)};
+    struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, memory, time_ns};
+    netbe_policy *p;
+    CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "hook %d: %s", i, err);
+    if (!p)
+        return -1;
+    double t0 = clock();
+    int v = netbe_policy_eval(p, 0, frame, sizeof frame, 0);
+    double secs = clock() - t0;
+    struct netbe_policy_stats st;
+    netbe_policy_get_stats(p, &st);
+    CHECK(v == NETBE_DROP && st.hook_errors == 1, "hook %d: fail verdict, one error", i);
+    netbe_policy_free(p);
+    return secs;
+}
+
+/* A hook's bounds: a long C call in a hook takes the fail verdict within
+** its 1 ms; hook_time_ns changes the bound. */
+static void test_hook_bounds(void)
+{
+    static const struct { const char *src; uint64_t time_ns; double at_least; } c[] = {
+        {"return function() return ('a'):rep(30):find('.-.-.-.-.-.-b') end", 0, 0},
+        {"return function() table.move({}, 1, math.maxinteger - 1, 2) end", 0, 0},
+        {"return function() table.move({}, 1, math.maxinteger - 1, 2) end", 30000000, 0.025},
+    };
+    for (int i = 0; i < (int)(sizeof c / sizeof c[0]); i++) {
+        double secs = hook_fail_secs(c[i].src, 0, c[i].time_ns, now_s, i);
+        CHECK(secs < 1.0 && secs >= c[i].at_least, "hook %d took %.4f s", i, secs);
+    }
 }
 
 /* Append N copies of PIECE to the string in SRC, of SIZE bytes. */
@@ -287,27 +300,11 @@ static void test_growth(void)
     snprintf(src[2], sizeof src[2], "local u, b, x = (' '):rep(4096) " GROW);
     coerce(src[2], sizeof src[2]);
     const double bound = 0.04;
-    char err[NETBE_ERRMAX] = "";
-    uint8_t frame[60] = {0};
-    frame[12] = 8;
     for (int i = 0; i < 2; i++) {
-        struct netbe_rule r = {.name = "h", .action = NETBE_ACT_LUA, .hook = src[i],
-                               .hook_len = strlen(src[i])};
-        struct netbe_policy_desc d = {&r, 1, NETBE_PASS, NETBE_DROP, 0, 16u << 20,
-                                      (uint64_t)(bound * 1e9)};
-        netbe_policy *p;
-        CHECK(netbe_policy_new(&p, &d, err, sizeof err) == 0, "%s", err);
-        if (!p)
-            continue;
-        double t0 = cpu_s();
-        int v = netbe_policy_eval(p, 0, frame, sizeof frame, 0);
-        double secs = cpu_s() - t0;
-        struct netbe_policy_stats st;
-        netbe_policy_get_stats(p, &st);
-        CHECK(v == NETBE_DROP && st.hook_errors == 1, "hook %d: fail verdict, one error", i);
+        double secs = hook_fail_secs(src[i], 16u << 20, (uint64_t)(bound * 1e9), cpu_s, i);
         CHECK(secs < 3 * bound, "hook %d took %.3f s of CPU", i, secs);
-        netbe_policy_free(p);
     }
+    char err[NETBE_ERRMAX] = "";
     struct netbe_sandbox_limits lim = {16u << 20, (uint64_t)(bound * 1e9), 0};
     lua_State *L = netbe_sandbox_new(&lim, err, sizeof err);
     CHECK(L && netbe_sandbox_load(L, src[2], strlen(src[2]), "=t", err, sizeof err) == 0,
