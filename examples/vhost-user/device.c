@@ -269,13 +269,18 @@ static int ring_poll(struct vring *r, int moved)
     if (us == 0 || moved + r->look < POLL_MIN)
         return 0;
     ring_publish(r);
-    uint64_t end = now_ns() + 1000u * (uint64_t)us;
+    uint64_t start = now_ns(), end = start + 1000u * (uint64_t)us;
     for (unsigned i = 1;; i++) {
-        if (netbe_vq_pending(r->vq) != 0)
+        if (netbe_vq_pending(r->vq) != 0) {
+            count(&r->watched_ns, now_ns() - start);
             return 1;
+        }
         cpu_relax();
-        if (i % 64 == 0 && now_ns() >= end)
+        uint64_t now;
+        if (i % 64 == 0 && (now = now_ns()) >= end) {
+            count(&r->watched_ns, now - start);
             return 0;
+        }
     }
 }
 
@@ -981,7 +986,7 @@ int dev_open(struct dev *d, struct event_base *base, const netbe_config *cfg,
 
 /* What dev_report prints of a pair, read on its thread. */
 struct pair_counts {
-    uint64_t frames[2], drops[2], oversize[2];
+    uint64_t frames[2], drops[2], oversize[2], watched_ns[2];
     struct netbe_stats st;
 };
 
@@ -993,6 +998,7 @@ static int pair_count(struct pair *p, void *arg)
         c->frames[i] = p->q[i].frames;
         c->drops[i] = p->q[i].drops + given_back;
         c->oversize[i] = p->q[i].oversize + given_back;
+        c->watched_ns[i] = p->q[i].watched_ns;
     }
     netbe_get_stats(p->be, &c->st);
     return 0;
@@ -1006,9 +1012,10 @@ void dev_report(struct dev *d, FILE *out)
         char queue[32] = "";
         pair_call(d->pairs[i], pair_count, &c);
         for (int k = 0; k < 2; k++)
-            fprintf(out, "queue %d (%s): %llu frames, %llu dropped, of them %llu oversize\n",
-                    2 * i + k, names[k], (unsigned long long)c.frames[k],
-                    (unsigned long long)c.drops[k], (unsigned long long)c.oversize[k]);
+            fprintf(out, "queue %d (%s): %llu frames, %llu dropped, of them %llu oversize; "
+                    "watched dry %llu us\n", 2 * i + k, names[k], (unsigned long long)c.frames[k],
+                    (unsigned long long)c.drops[k], (unsigned long long)c.oversize[k],
+                    (unsigned long long)(c.watched_ns[k] / 1000));
         if (d->npairs > 1)
             snprintf(queue, sizeof queue, " queue %d", i);
         fprintf(out, "%s%s: rx %llu frames %llu bytes, tx %llu frames %llu bytes, "

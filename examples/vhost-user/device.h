@@ -73,6 +73,9 @@ struct vring {
     ** being longer than any frame count on top (netbe_vq_dropped). Only
     ** the pair's thread writes them. */
     uint64_t frames, drops, oversize;
+    /* Time spent watching the ring after it ran dry (--poll): what of the
+    ** device's CPU went to waiting for the guest, not to frames. */
+    uint64_t watched_ns;
 };
 
 struct pair {

@@ -61,8 +61,8 @@
 ** connection, never the device.
 **
 ** Runs until SIGINT or SIGTERM, then prints each queue's counters (frames,
-** drops, oversize drops) and the backend's; SIGUSR1 prints them at any
-** time. VHOST_USER_NET_DEBUG=1 in the environment logs every control
+** drops, oversize drops, time spent watching it dry with --poll) and the
+** backend's; SIGUSR1 prints them at any time. VHOST_USER_NET_DEBUG=1 in the environment logs every control
 ** message to stderr.
 **
 ** Under TCG, QEMU 7.2 crashes in vhost_net_start when the virtio-net-pci

@@ -59,7 +59,8 @@ end
 
 -- testpmd on the device's socket in io mode, forwarding from the start.
 -- OPTS: mrg (0 or 1), in_order (0, the default, or 1), queues
--- (virtio-user's pairs), rxq (pairs testpmd uses). Returns pid, log once the device saw features for its CONNECTION.
+-- (virtio-user's pairs), rxq (pairs testpmd uses), mode (testpmd's
+-- forwarding mode, default io). Returns pid, log once the device saw features for its CONNECTION.
 local function testpmd(dir, dev_log, connection, opts)
   local queues = opts.queues or 1
   prefixes[#prefixes + 1] = ns.unique("vupmd")
@@ -68,7 +69,7 @@ local function testpmd(dir, dev_log, connection, opts)
     " --vdev net_virtio_user0,path=" .. dir .. "/dev.sock,queues=" .. queues ..
     ",mrg_rxbuf=" .. opts.mrg .. ",in_order=" .. (opts.in_order or 0) ..
     ",packed_vq=0 -- --total-num-mbufs=8192" ..
-    " --forward-mode=io --auto-start --stats-period 600 --rxq=" .. (opts.rxq or queues) ..
+    " --forward-mode=" .. (opts.mode or "io") .. " --auto-start --stats-period 600 --rxq=" .. (opts.rxq or queues) ..
     " --txq=" .. (opts.rxq or queues)
   local pid, log = ns.spawn(cmd)
   assert(ns.wait_for(function()
@@ -91,15 +92,18 @@ local function loop(dir, count_, sizes, opts)
     count_ .. " " .. sizes)
 end
 
--- The device's counters (SIGUSR1): ring -> {frames, dropped, oversize}.
+-- The device's counters (SIGUSR1): ring -> {frames, dropped, oversize,
+-- watched (microseconds watched dry under --poll)}.
 local function report(pid, log)
   local before = count(ns.read(log), "queue 0 %(rx%)")
   ns.sh("kill -USR1 " .. pid)
   assert(ns.wait_for(function() return count(ns.read(log), "queue 0 %(rx%)") > before end, 10))
   ns.sh("sleep 0.2")
   local rings, text = {}, ns.read(log)
-  for q, f, d, o in text:gmatch("queue (%d+) %(%a+%): (%d+) frames, (%d+) dropped, of them (%d+) oversize") do
-    rings[tonumber(q)] = {frames = tonumber(f), dropped = tonumber(d), oversize = tonumber(o)}
+  for q, f, d, o, w in text:gmatch("queue (%d+) %(%a+%): (%d+) frames, (%d+) dropped, " ..
+                                   "of them (%d+) oversize; watched dry (%d+) us") do
+    rings[tonumber(q)] = {frames = tonumber(f), dropped = tonumber(d), oversize = tonumber(o),
+                          watched = tonumber(w)}
   end
   return rings
 end
@@ -239,6 +243,35 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
     local used = ticks() - t0
     assert.is_true(used <= 2, "the idle device used " .. used .. " ticks of CPU in 2 s")
     clean(log)
+  end)
+
+  -- A driver that sends as fast as it can into null: the device, faster,
+  -- finds its tx ring dry between bursts and, with --poll, watches it;
+  -- the report says for how long, within the device's CPU time.
+  it("the time a dry ring is watched is counted, only with --poll", function()
+    for _, poll in ipairs({true, false}) do
+      local dir = ns.tmpdir()
+      local pid, log = device(dir, "null", nil, poll and "--poll 1000" or "")
+      local pmd = testpmd(dir, log, 1, {mrg = 1, mode = "txonly"})
+      ns.sh("sleep 1")
+      local f = assert(io.open("/proc/" .. pid .. "/stat"))
+      local fields = {}
+      for w in f:read("a"):match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
+      f:close()
+      local cpu_us = (tonumber(fields[12]) + tonumber(fields[13])) * 10000
+      local rings = report(pid, log)
+      assert.is_true(rings[1].frames > 10000, "frames sent: " .. rings[1].frames)
+      if poll then
+        assert.is_true(rings[1].watched > 0, ns.read(log))
+        assert.is_true(rings[1].watched <= cpu_us + 20000,
+          rings[1].watched .. " us watched in " .. cpu_us .. " us of CPU")
+      else
+        assert.are.equal(0, rings[1].watched)
+      end
+      ns.kill(pmd, "KILL")
+      ns.kill(pid, "TERM")
+      clean(log)
+    end
   end)
 
   it("a driver killed and started again: the device keeps serving", function()
