@@ -271,16 +271,12 @@ static int ring_poll(struct vring *r, int moved)
     ring_publish(r);
     uint64_t start = now_ns(), end = start + 1000u * (uint64_t)us;
     for (unsigned i = 1;; i++) {
-        if (netbe_vq_pending(r->vq) != 0) {
+        int found = netbe_vq_pending(r->vq) != 0;
+        if (found || (i % 64 == 0 && now_ns() >= end)) {
             count(&r->watched_ns, now_ns() - start);
-            return 1;
+            return found;
         }
         cpu_relax();
-        uint64_t now;
-        if (i % 64 == 0 && (now = now_ns()) >= end) {
-            count(&r->watched_ns, now - start);
-            return 0;
-        }
     }
 }
 

@@ -31,8 +31,9 @@
 #define IOVMAX 1022
 #define NET_F_MQ (1ull << 22)    /* VIRTIO_NET_F_MQ */
 /* VIRTIO_F_IN_ORDER: every ring hands chains back in the order it took
-** them (rx and tx pop, push or unpop one chain at a time), so a driver
-** may free its descriptors in order without reading the used ring's ids. */
+** them (a chain taken back with netbe_vq_unpop or set_base is taken again
+** first), so a driver may free its buffers in order without reading the
+** used ring's ids. */
 #define F_IN_ORDER (1ull << 35)
 /* The longest a busy ring waits to be looked at; off by default: measured
 ** against DPDK's driver it cost CPU per frame (README, Benchmarks). */

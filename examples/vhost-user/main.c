@@ -8,10 +8,10 @@
 ** --allow-exec and --allow-files give the backend's config the permissions
 ** of netbe_config_allow (a UNIX socket path or tftp= under DIR; guestfwd=).
 ** --disable keeps features from the guest, by QEMU's names for them:
-** indirect_desc, event_idx, mrg_rxbuf, mq, in_order. --coalesce sets the longest a
-** busy ring waits before it is looked at again (default 0: look on every
-** notification), --poll how long a busy ring that ran dry is watched
-** (default 0: not at all), see below.
+** indirect_desc, event_idx, mrg_rxbuf, mq, in_order. --coalesce sets the
+** longest a busy ring waits before it is looked at again (default 0: look
+** on every notification), --poll how long a busy ring that ran dry is
+** watched (default 0: not at all), see below.
 ** QEMU connects to PATH and hands us the guest's memory and virtqueues:
 **
 **   -object memory-backend-memfd,id=mem0,size=256M,share=on
@@ -62,8 +62,8 @@
 **
 ** Runs until SIGINT or SIGTERM, then prints each queue's counters (frames,
 ** drops, oversize drops, time spent watching it dry with --poll) and the
-** backend's; SIGUSR1 prints them at any time. VHOST_USER_NET_DEBUG=1 in the environment logs every control
-** message to stderr.
+** backend's; SIGUSR1 prints them at any time. VHOST_USER_NET_DEBUG=1 in
+** the environment logs every control message to stderr.
 **
 ** Under TCG, QEMU 7.2 crashes in vhost_net_start when the virtio-net-pci
 ** device uses MSI-X with a vhost-user backend; give the device vectors=0.

@@ -60,7 +60,8 @@ end
 -- testpmd on the device's socket in io mode, forwarding from the start.
 -- OPTS: mrg (0 or 1), in_order (0, the default, or 1), queues
 -- (virtio-user's pairs), rxq (pairs testpmd uses), mode (testpmd's
--- forwarding mode, default io). Returns pid, log once the device saw features for its CONNECTION.
+-- forwarding mode, default io). Returns pid, log once the device saw
+-- features for its CONNECTION.
 local function testpmd(dir, dev_log, connection, opts)
   local queues = opts.queues or 1
   prefixes[#prefixes + 1] = ns.unique("vupmd")
@@ -69,8 +70,8 @@ local function testpmd(dir, dev_log, connection, opts)
     " --vdev net_virtio_user0,path=" .. dir .. "/dev.sock,queues=" .. queues ..
     ",mrg_rxbuf=" .. opts.mrg .. ",in_order=" .. (opts.in_order or 0) ..
     ",packed_vq=0 -- --total-num-mbufs=8192" ..
-    " --forward-mode=" .. (opts.mode or "io") .. " --auto-start --stats-period 600 --rxq=" .. (opts.rxq or queues) ..
-    " --txq=" .. (opts.rxq or queues)
+    " --forward-mode=" .. (opts.mode or "io") .. " --auto-start --stats-period 600" ..
+    " --rxq=" .. (opts.rxq or queues) .. " --txq=" .. (opts.rxq or queues)
   local pid, log = ns.spawn(cmd)
   assert(ns.wait_for(function()
     return features(dev_log, connection) and ns.read(log):find("forwarding packets", 1, true)
@@ -90,6 +91,16 @@ local function loop(dir, count_, sizes, opts)
   end
   return ns.sh(env .. "timeout 120 " .. FRAMES .. " stream " .. ns.quote(dir .. "/be.sock") .. " " ..
     count_ .. " " .. sizes)
+end
+
+-- The CPU time process PID has used, user and system, in microseconds.
+local TICK_US = 1000000 // tonumber(select(2, ns.sh("getconf CLK_TCK")):match("%d+"))
+local function cpu_us(pid)
+  local f = assert(io.open("/proc/" .. pid .. "/stat"))
+  local fields = {}
+  for w in f:read("a"):match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
+  f:close()
+  return (tonumber(fields[12]) + tonumber(fields[13])) * TICK_US
 end
 
 -- The device's counters (SIGUSR1): ring -> {frames, dropped, oversize,
@@ -231,16 +242,9 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
     local ok, out = loop(dir, 5000, "60,1514")
     assert.is_true(ok, out)
     ns.sh("sleep 0.5")
-    local function ticks()
-      local f = assert(io.open("/proc/" .. pid .. "/stat"))
-      local fields = {}
-      for w in f:read("a"):match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
-      f:close()
-      return tonumber(fields[12]) + tonumber(fields[13])    -- utime + stime
-    end
-    local t0 = ticks()
+    local t0 = cpu_us(pid)
     ns.sh("sleep 2")
-    local used = ticks() - t0
+    local used = (cpu_us(pid) - t0) // TICK_US
     assert.is_true(used <= 2, "the idle device used " .. used .. " ticks of CPU in 2 s")
     clean(log)
   end)
@@ -254,17 +258,13 @@ describe("vhost-user-net driven by DPDK's virtio-user #ns", function()
       local pid, log = device(dir, "null", nil, poll and "--poll 1000" or "")
       local pmd = testpmd(dir, log, 1, {mrg = 1, mode = "txonly"})
       ns.sh("sleep 1")
-      local f = assert(io.open("/proc/" .. pid .. "/stat"))
-      local fields = {}
-      for w in f:read("a"):match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
-      f:close()
-      local cpu_us = (tonumber(fields[12]) + tonumber(fields[13])) * 10000
       local rings = report(pid, log)
+      local used = cpu_us(pid)
       assert.is_true(rings[1].frames > 10000, "frames sent: " .. rings[1].frames)
       if poll then
         assert.is_true(rings[1].watched > 0, ns.read(log))
-        assert.is_true(rings[1].watched <= cpu_us + 20000,
-          rings[1].watched .. " us watched in " .. cpu_us .. " us of CPU")
+        assert.is_true(rings[1].watched <= used + 20000,
+          rings[1].watched .. " us watched in " .. used .. " us of CPU")
       else
         assert.are.equal(0, rings[1].watched)
       end
